@@ -1,0 +1,1 @@
+"""Gymnasium and TorchRL environments for next-item recommendation."""

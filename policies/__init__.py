@@ -1,0 +1,1 @@
+"""Policies: SASRec layers, pluggable backbones and the LARES depth-recurrent reasoner."""

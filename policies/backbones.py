@@ -1,0 +1,78 @@
+"""Backbone registry: the pre-block and the core block of the reasoner are built from here.
+
+A backbone is a factory ``(d_model, n_heads, inner_size, dropout, max_len, n_layers) -> nn.Module``
+whose module maps ``(x [B, L, d], valid [B, L] bool) -> [B, L, d]``. Add one either with
+``@register_backbone("name")`` or by naming a dotted path (``policy.backbone=my_pkg.blocks.GRUBlock``):
+any callable accepting those keyword arguments (extra ones are ignored via ``**kwargs``) works,
+and the trainers never need to change.
+
+A module may set ``causal = False`` (the FFT filters do); dense training, which supervises every
+position of a window at once, is only valid for causal backbones and refuses the others.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .layers import BSARecLayer, FMLPLayer, TransformerLayer
+
+BackboneFactory = Callable[..., nn.Module]
+BACKBONES: dict[str, BackboneFactory] = {}
+
+
+def register_backbone(name: str) -> Callable[[BackboneFactory], BackboneFactory]:
+    def decorator(factory: BackboneFactory) -> BackboneFactory:
+        if name in BACKBONES:
+            raise ValueError(f"backbone {name!r} is already registered")
+        BACKBONES[name] = factory
+        return factory
+
+    return decorator
+
+
+class LayerStack(nn.Module):
+    """n layers applied in order, each seeing the validity mask."""
+
+    def __init__(self, layers: list[nn.Module]) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        self.causal = all(getattr(layer, "causal", False) for layer in layers)
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x, valid)
+        return x
+
+
+@register_backbone("sasrec")
+def sasrec_block(*, d_model: int, n_heads: int, inner_size: int, dropout: float, n_layers: int, **_: object) -> nn.Module:
+    return LayerStack([TransformerLayer(d_model, n_heads, inner_size, dropout) for _ in range(n_layers)])
+
+
+@register_backbone("fmlp")
+def fmlp_block(*, d_model: int, inner_size: int, dropout: float, max_len: int, n_layers: int, **_: object) -> nn.Module:
+    return LayerStack([FMLPLayer(d_model, inner_size, dropout, max_len) for _ in range(n_layers)])
+
+
+@register_backbone("bsarec")
+def bsarec_block(
+    *, d_model: int, n_heads: int, inner_size: int, dropout: float, max_len: int, n_layers: int, bsarec_alpha: float = 0.7, bsarec_c: int = 5, **_: object
+) -> nn.Module:
+    return LayerStack([BSARecLayer(d_model, n_heads, inner_size, dropout, max_len, bsarec_alpha, bsarec_c) for _ in range(n_layers)])
+
+
+def resolve_backbone(name: str) -> BackboneFactory:
+    """A registered name, or a dotted path ``package.module.Factory`` to a user's factory/class."""
+    if name in BACKBONES:
+        return BACKBONES[name]
+    if "." in name:
+        module_name, _, attr = name.rpartition(".")
+        try:
+            return getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as err:
+            raise ValueError(f"policy.backbone={name!r}: cannot import {attr!r} from {module_name!r} ({err})") from err
+    raise ValueError(f"policy.backbone={name!r} is unknown; registered backbones: {sorted(BACKBONES)}, or give a dotted path to your own module")

@@ -1,0 +1,132 @@
+"""Sequence-encoder layers with the ``[B, L, d] -> [B, L, d]`` contract.
+
+All layers are post-LN as in SASRec (RecBole port): sublayer -> dropout -> residual -> LayerNorm
+(eps 1e-12). They take ``valid`` [B, L] (True at real items) so that non-causal mixers (the FFT
+filters of FMLP-Rec and BSARec) can zero padded positions and keep padding out of the user state.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LN_EPS = 1e-12
+
+
+class FeedForward(nn.Module):
+    """d -> inner -> d with GELU, then dropout, residual and LayerNorm."""
+
+    def __init__(self, d_model: int, inner_size: int, dropout: float) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(d_model, inner_size)
+        self.fc2 = nn.Linear(inner_size, d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(d_model, eps=LN_EPS)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x + self.dropout(self.fc2(F.gelu(self.fc1(x)))))
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention + dropout + residual + LayerNorm.
+
+    Histories are left-aligned (padding on the right), so a causal mask alone already keeps every
+    real position from seeing padding; that lets us use the fused ``is_causal`` SDPA kernel.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float, attn_dropout: float) -> None:
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
+        self.n_heads = n_heads
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+        self.attn_dropout = attn_dropout
+        self.dropout = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(d_model, eps=LN_EPS)
+
+    def mix(self, x: torch.Tensor) -> torch.Tensor:
+        """Attention output before the residual (BSARec blends it with a filter)."""
+        b, length, d = x.shape
+        q, k, v = self.qkv(x).view(b, length, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
+        p = self.attn_dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
+        return self.dropout(self.out(y.transpose(1, 2).reshape(b, length, d)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x + self.mix(x))
+
+
+class TransformerLayer(nn.Module):
+    """One SASRec layer: causal MHA sublayer then FFN sublayer, both post-LN."""
+
+    causal = True
+
+    def __init__(self, d_model: int, n_heads: int, inner_size: int, dropout: float, attn_dropout: float | None = None) -> None:
+        super().__init__()
+        self.attention = CausalSelfAttention(d_model, n_heads, dropout, dropout if attn_dropout is None else attn_dropout)
+        self.ffn = FeedForward(d_model, inner_size, dropout)
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        return self.ffn(self.attention(x))
+
+
+class LearnableFilter(nn.Module):
+    """FMLP-Rec's frequency-domain filter: rfft over positions, multiply by a learned complex
+    weight, irfft back. Padded positions are zeroed first so their content cannot leak."""
+
+    def __init__(self, d_model: int, max_len: int, dropout: float) -> None:
+        super().__init__()
+        self.max_len = max_len
+        self.weight = nn.Parameter(torch.randn(max_len // 2 + 1, d_model, 2) * 0.02)
+        self.dropout = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(d_model, eps=LN_EPS)
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        x = x * valid.unsqueeze(-1)
+        spectrum = torch.fft.rfft(x, n=self.max_len, dim=1, norm="ortho")
+        y = torch.fft.irfft(spectrum * torch.view_as_complex(self.weight), n=self.max_len, dim=1, norm="ortho")
+        return self.norm(x + self.dropout(y[:, : x.shape[1]]))
+
+
+class FMLPLayer(nn.Module):
+    """One FMLP-Rec layer (Zhou et al., WWW 2022): learnable filter then FFN. Not causal."""
+
+    causal = False
+
+    def __init__(self, d_model: int, inner_size: int, dropout: float, max_len: int) -> None:
+        super().__init__()
+        self.filter = LearnableFilter(d_model, max_len, dropout)
+        self.ffn = FeedForward(d_model, inner_size, dropout)
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        return self.ffn(self.filter(x, valid))
+
+
+class BSARecLayer(nn.Module):
+    """One BSARec layer (Shin et al., AAAI 2024): alpha * frequency rescaler + (1 - alpha) * attention,
+    then FFN. The rescaler keeps the lowest ``c`` frequencies and adds the high band scaled by a
+    learned beta^2. Not causal (the FFT sees the whole window)."""
+
+    causal = False
+
+    def __init__(self, d_model: int, n_heads: int, inner_size: int, dropout: float, max_len: int, alpha: float = 0.7, c: int = 5) -> None:
+        super().__init__()
+        self.alpha = alpha
+        self.c = c // 2 + 1
+        self.max_len = max_len
+        self.beta = nn.Parameter(torch.randn(1, 1, d_model))
+        self.attention = CausalSelfAttention(d_model, n_heads, dropout, dropout)
+        self.filter_dropout = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(d_model, eps=LN_EPS)
+        self.ffn = FeedForward(d_model, inner_size, dropout)
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        x = x * valid.unsqueeze(-1)
+        spectrum = torch.fft.rfft(x, n=self.max_len, dim=1, norm="ortho")
+        spectrum[:, self.c :, :] = 0
+        low = torch.fft.irfft(spectrum, n=self.max_len, dim=1, norm="ortho")[:, : x.shape[1]]
+        rescaled = low + self.beta**2 * (x - low)
+        mixed = self.alpha * self.filter_dropout(rescaled) + (1 - self.alpha) * self.attention.mix(x)
+        return self.ffn(self.norm(x + mixed))

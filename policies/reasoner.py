@@ -1,0 +1,193 @@
+"""The LARES depth-recurrent reasoner (Liu et al., "LARES: Latent Reasoning for Sequential
+Recommendation", arXiv 2505.16865), DESIGN section 1.
+
+    X0  = Dropout(LN1(E[seq] + P))
+    H   = PreBlock(X0)
+    T0  = omega * TruncNormal(0, sigma, [-3 sigma, 3 sigma])          (or zeros)
+    T_i = CoreBlock(LN2(f(T_{i-1}, H)))   for i = 1..k, core weights shared across steps
+    h_i = T_i[length - 1];  s_i = h_i @ E^T (tied, full catalog, padding column at -inf)
+
+SASRec is this class with ``n_core_layers = 0``: no core block, the single user state is
+H[length - 1]. Both share every line of code below, which keeps the baseline honest.
+
+NOTE (departure from the authors' code): the core block sees a validity mask so that non-causal
+backbones (FFT filters) zero padded positions; with the default causal SASRec layers this is a
+no-op because padding sits to the right of every real item.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .backbones import resolve_backbone
+from .steps import STEP_SAMPLERS, eval_steps, sample_steps
+
+AGGREGATIONS = ("add", "concat", "gate")
+T0_INITS = ("normal", "zero", "normal_train_only")
+
+
+class LaresReasoner(nn.Module):
+    """Per-step user states and full-catalog scores for item-id histories.
+
+    Args:
+        num_items: N; item ids are 1..N and 0 is padding.
+        max_len: L, the history window (positions embedding size).
+        d_model, n_heads, inner_size, dropout: layer sizes (defaults 64, 2, 256, 0.5).
+        n_pre_layers, n_core_layers: depth of the pre-block and the shared core block (2, 2);
+            ``n_core_layers = 0`` gives SASRec.
+        backbone: registry name or dotted path for the pre-block (``sasrec``, ``fmlp``, ``bsarec``).
+        core_backbone: same for the core block (defaults to ``backbone``).
+        aggregation: input injection ``f``: ``add`` ((T + H) / 2), ``concat``, ``gate``.
+        t0_init, t0_sigma, t0_omega: initial thought (``normal`` keeps noise at evaluation too).
+        step_sampler, mean_recurrence, lognormal_s: the distribution of k during training.
+        backbone_options: extra keyword arguments for the backbone factories (e.g. ``bsarec_alpha``).
+    """
+
+    def __init__(
+        self,
+        num_items: int,
+        max_len: int = 20,
+        d_model: int = 64,
+        n_heads: int = 2,
+        inner_size: int = 256,
+        dropout: float = 0.5,
+        n_pre_layers: int = 2,
+        n_core_layers: int = 2,
+        backbone: str = "sasrec",
+        core_backbone: str | None = None,
+        aggregation: str = "add",
+        t0_init: str = "normal",
+        t0_sigma: float = 1.0,
+        t0_omega: float = 3.0,
+        step_sampler: str = "poisson_lognormal",
+        mean_recurrence: int = 4,
+        lognormal_s: float = 0.5,
+        backbone_options: dict | None = None,
+    ) -> None:
+        super().__init__()
+        checks = {
+            "policy.aggregation": (aggregation, AGGREGATIONS),
+            "policy.t0_init": (t0_init, T0_INITS),
+            "policy.step_sampler": (step_sampler, STEP_SAMPLERS),
+        }
+        for key, (value, allowed) in checks.items():
+            if value not in allowed:
+                raise ValueError(f"{key}={value!r} is unknown; choose one of {allowed}")
+        if num_items < 1 or max_len < 1 or mean_recurrence < 1 or n_pre_layers < 0 or n_core_layers < 0:
+            raise ValueError("num_items, max_len and policy.mean_recurrence must be >= 1, layer counts >= 0")
+        self.num_items, self.max_len, self.d_model = num_items, max_len, d_model
+        self.aggregation, self.t0_init, self.t0_sigma, self.t0_omega = aggregation, t0_init, t0_sigma, t0_omega
+        self.step_sampler, self.mean_recurrence, self.lognormal_s = step_sampler, mean_recurrence, lognormal_s
+
+        self.item_embedding = nn.Embedding(num_items + 1, d_model, padding_idx=0)
+        self.position_embedding = nn.Embedding(max_len, d_model)
+        self.input_norm = nn.LayerNorm(d_model, eps=1e-12)
+        self.input_dropout = nn.Dropout(dropout)
+        sizes = dict(d_model=d_model, n_heads=n_heads, inner_size=inner_size, dropout=dropout, max_len=max_len, **(backbone_options or {}))
+        self.pre_block = resolve_backbone(backbone)(n_layers=n_pre_layers, **sizes) if n_pre_layers else None
+        self.core_block = resolve_backbone(core_backbone or backbone)(n_layers=n_core_layers, **sizes) if n_core_layers else None
+        if self.core_block is not None:
+            self.core_norm = nn.LayerNorm(d_model, eps=1e-12)
+            if aggregation == "concat":
+                self.concat_proj = nn.Linear(2 * d_model, d_model)
+            elif aggregation == "gate":
+                self.gate_logit = nn.Parameter(torch.zeros(()))
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            module.weight.data.normal_(0.0, 0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            module.bias.data.zero_()
+        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+            module.weight.data[module.padding_idx].zero_()
+
+    @property
+    def recurrent(self) -> bool:
+        """False for SASRec (no core block): one state, nothing to align across steps."""
+        return self.core_block is not None
+
+    @property
+    def causal(self) -> bool:
+        blocks = [b for b in (self.pre_block, self.core_block) if b is not None]
+        return all(getattr(b, "causal", False) for b in blocks)
+
+    def sample_steps(self, generator: torch.Generator | None = None) -> int:
+        """k for one forward call: drawn in training, the fixed mean in evaluation, 0 for SASRec."""
+        if not self.recurrent:
+            return 0
+        if self.training:
+            return sample_steps(self.step_sampler, self.mean_recurrence, self.lognormal_s, generator)
+        return eval_steps(self.step_sampler, self.mean_recurrence)
+
+    def initial_thought(self, like: torch.Tensor) -> torch.Tensor:
+        """T0 with the shape of H. Uses the global RNG so that ``torch.random.fork_rng`` + a seed replays it."""
+        if self.t0_init == "zero" or (self.t0_init == "normal_train_only" and not self.training):
+            return torch.zeros_like(like)
+        noise = torch.empty_like(like)
+        nn.init.trunc_normal_(noise, 0.0, self.t0_sigma, -3 * self.t0_sigma, 3 * self.t0_sigma)
+        return self.t0_omega * noise
+
+    def _aggregate(self, thought: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        if self.aggregation == "add":
+            return (thought + context) / 2
+        if self.aggregation == "concat":
+            return self.concat_proj(torch.cat([thought, context], dim=-1))
+        gate = torch.sigmoid(self.gate_logit)
+        return gate * thought + (1 - gate) * context
+
+    def context(self, seq: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """H = PreBlock(X0) for ``seq`` [B, L] (left-aligned) and the validity mask from ``lengths``
+        (not from ``seq > 0``, so whatever sits after a history can never count as history)."""
+        positions = torch.arange(seq.shape[1], device=seq.device)
+        valid = positions < lengths.unsqueeze(1)
+        x = self.input_dropout(self.input_norm(self.item_embedding(seq) + self.position_embedding(positions)))
+        return (self.pre_block(x, valid) if self.pre_block is not None else x), valid
+
+    def encode(
+        self,
+        seq: torch.Tensor,
+        lengths: torch.Tensor,
+        k: int | None = None,
+        t0: torch.Tensor | None = None,
+        all_positions: bool = False,
+    ) -> torch.Tensor:
+        """Per-step user states.
+
+        Returns [B, k, d] (the last valid position of every step; [B, 1, d] for SASRec), or with
+        ``all_positions`` [B, k, L, d] for dense training. ``k``/``t0`` replay a rollout; by default
+        k comes from :meth:`sample_steps` and T0 from :meth:`initial_thought`.
+        """
+        context, valid = self.context(seq, lengths)
+        if self.core_block is None:
+            states = context.unsqueeze(1)
+        else:
+            steps = self.sample_steps() if k is None else k
+            if steps < 1:
+                raise ValueError(f"number of reasoning steps k must be >= 1, got {steps}")
+            thought = self.initial_thought(context) if t0 is None else t0
+            step_states = []
+            for _ in range(steps):
+                thought = self.core_block(self.core_norm(self._aggregate(thought, context)), valid)
+                step_states.append(thought)
+            states = torch.stack(step_states, dim=1)
+        if all_positions:
+            return states
+        last = (lengths - 1).clamp(min=0).view(-1, 1, 1, 1).expand(-1, states.shape[1], 1, states.shape[-1])
+        return states.gather(2, last).squeeze(2)
+
+    def scores(self, states: torch.Tensor) -> torch.Tensor:
+        """[..., d] -> [..., N + 1] dot-product scores against the tied item table; padding at -inf."""
+        logits = states @ self.item_embedding.weight.T
+        logits[..., 0] = float("-inf")
+        return logits
+
+    def forward(self, seq: torch.Tensor, lengths: torch.Tensor, k: int | None = None) -> torch.Tensor:
+        """Full-catalog scores of the final step, [B, N + 1]."""
+        return self.scores(self.encode(seq, lengths, k)[:, -1])
+
+    def extra_repr(self) -> str:
+        params = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        return f"num_items={self.num_items}, max_len={self.max_len}, recurrent={self.recurrent}, trainable_params={params}"

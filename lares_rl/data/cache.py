@@ -1,0 +1,128 @@
+"""Processed-dataset cache: content fingerprints, checksummed ``.npz`` files, atomic writes.
+
+The cache file name carries the fingerprint (raw file bytes + every setting that changes the
+result), so a changed file or setting simply misses. The payload carries its own sha256, so a
+truncated or damaged file is detected and rebuilt instead of trusted. Writes go to a temporary
+file in the same directory, are fsynced, then ``os.replace``d: a crash never leaves a
+half-written cache under the real name.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from lares_rl.data.sequences import SequenceData
+
+# Bump whenever processing changes in a way the settings do not capture.
+CACHE_VERSION = 1
+_CHUNK = 1 << 20
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, streamed so large files never sit in memory."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fingerprint(file_hashes: list[str], settings: dict) -> str:
+    """Hex digest identifying the processed result of these files under these settings."""
+    payload = json.dumps({"files": file_hashes, "settings": settings, "cache_version": CACHE_VERSION}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def cache_path(cache_dir: Path, name: str, fp: str) -> Path:
+    """``<cache_dir>/<name>-<fingerprint[:16]>.npz`` with the name made filesystem-safe."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)
+    return cache_dir / f"{safe}-{fp[:16]}.npz"
+
+
+def save_cache(path: Path, data: SequenceData) -> None:
+    """Write ``data`` atomically (tmp file + fsync + ``os.replace``)."""
+    arrays = {
+        "items": data.items,
+        "offsets": data.offsets,
+        "user_ids": np.asarray(data.user_ids, dtype=np.str_),
+        "item_ids": np.asarray(data.item_ids, dtype=np.str_),
+    }
+    if data.item_titles is not None:
+        arrays["item_titles"] = np.asarray(data.item_titles, dtype=np.str_)
+    meta = {
+        "cache_version": CACHE_VERSION,
+        "fingerprint": data.fingerprint,
+        "num_items": data.num_items,
+        "source": data.source,
+        "name": data.name,
+        "filter_log": data.filter_log,
+    }
+    arrays["meta"] = np.array(json.dumps(meta, sort_keys=True), dtype=np.str_)
+    arrays["checksum"] = np.array(_checksum(arrays), dtype=np.str_)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, allow_pickle=False, **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def load_cache(path: Path, fp: str) -> SequenceData:
+    """Read a cache file written by ``save_cache``; raises on any mismatch or damage."""
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    stored = str(arrays.pop("checksum"))
+    if _checksum(arrays) != stored:
+        raise ValueError("checksum mismatch")
+    meta = json.loads(str(arrays["meta"]))
+    if meta["cache_version"] != CACHE_VERSION or meta["fingerprint"] != fp:
+        raise ValueError("cache written for other settings or another lares_rl version")
+    return SequenceData(
+        items=arrays["items"],
+        offsets=arrays["offsets"],
+        num_items=int(meta["num_items"]),
+        user_ids=arrays["user_ids"],
+        item_ids=arrays["item_ids"],
+        item_titles=arrays.get("item_titles"),
+        fingerprint=meta["fingerprint"],
+        source=meta["source"],
+        filter_log=meta["filter_log"],
+        name=meta["name"],
+    )
+
+
+def _checksum(arrays: dict[str, np.ndarray]) -> str:
+    """sha256 over every array's name, dtype, shape and bytes, in key order."""
+    digest = hashlib.sha256()
+    for key in sorted(arrays):
+        array = np.ascontiguousarray(arrays[key])
+        digest.update(f"{key}|{array.dtype.str}|{array.shape}|".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Persist the rename itself; best effort where directories cannot be fsynced (e.g. Windows)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,101 @@
+"""Cache: hits skip parsing, damage and stale settings force a rebuild, writes are atomic."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+from fixtures_data import EXPECTED, ROWS, as_original, tiny_cfg, write_atomic
+
+from lares_rl.data import load_dataset
+from lares_rl.data import cache as cache_mod
+from lares_rl.data import pipeline
+
+
+def _only_cache_file(cache_dir):
+    files = sorted(cache_dir.iterdir())
+    assert len(files) == 1 and files[0].suffix == ".npz", files  # no leftover temp files
+    return files[0]
+
+
+def _forbid_parsing(monkeypatch):
+    def boom(*args, **kwargs):
+        raise AssertionError("raw file parsed although the cache should have been used")
+
+    monkeypatch.setattr(pipeline, "read_interactions", boom)
+
+
+def _same(a, b):
+    assert np.array_equal(a.items, b.items) and np.array_equal(a.offsets, b.offsets)
+    assert list(a.user_ids) == list(b.user_ids) and list(a.item_ids) == list(b.item_ids)
+    assert (a.fingerprint, a.num_items, a.filter_log, a.name) == (b.fingerprint, b.num_items, b.filter_log, b.name)
+
+
+def test_second_load_hits_cache(tmp_path, monkeypatch):
+    cfg = tiny_cfg(write_atomic(tmp_path / "t.inter"))
+    first = load_dataset(cfg, cache_dir=tmp_path / "cache")
+    path = _only_cache_file(tmp_path / "cache")
+    assert path.name == f"tiny-{first.fingerprint[:16]}.npz"
+    _forbid_parsing(monkeypatch)
+    second = load_dataset(cfg, cache_dir=tmp_path / "cache")
+    _same(first, second)
+    assert as_original(second) == EXPECTED
+    # max_len does not change processing, so it shares the cache
+    third = load_dataset(tiny_cfg(cfg.path, max_len=50), cache_dir=tmp_path / "cache")
+    assert third.fingerprint == first.fingerprint
+
+
+def test_titles_survive_the_cache(tmp_path, monkeypatch):
+    items = tmp_path / "t.item"
+    items.write_text("item_id:token\tmovie_title:token_seq\n3\tThree\n")
+    cfg = tiny_cfg(write_atomic(tmp_path / "t.inter"), item_file=str(items))
+    first = load_dataset(cfg, cache_dir=tmp_path / "c")
+    _forbid_parsing(monkeypatch)
+    assert list(load_dataset(cfg, cache_dir=tmp_path / "c").item_titles) == list(first.item_titles)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "tamper"])
+def test_damaged_cache_is_rebuilt(tmp_path, caplog, monkeypatch, damage):
+    cfg = tiny_cfg(write_atomic(tmp_path / "t.inter"))
+    first = load_dataset(cfg, cache_dir=tmp_path / "c")
+    path = _only_cache_file(tmp_path / "c")
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[:200])
+    elif damage == "garbage":
+        path.write_bytes(b"not a zip file at all")
+    else:  # a valid npz whose payload no longer matches its checksum
+        with np.load(path) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        arrays["items"] = arrays["items"][::-1].copy()
+        np.savez(path, **arrays)
+    with caplog.at_level(logging.WARNING, logger="lares_rl.data"):
+        rebuilt = load_dataset(cfg, cache_dir=tmp_path / "c")
+    assert "rebuilding" in caplog.text
+    _same(first, rebuilt)
+    caplog.clear()
+    _forbid_parsing(monkeypatch)  # the rebuilt file is valid again
+    with caplog.at_level(logging.WARNING, logger="lares_rl.data"):
+        _same(first, load_dataset(cfg, cache_dir=tmp_path / "c"))
+    assert caplog.text == ""
+
+
+def test_changed_content_or_settings_change_fingerprint(tmp_path):
+    path = write_atomic(tmp_path / "t.inter")
+    base = load_dataset(tiny_cfg(path), cache_dir=tmp_path / "c").fingerprint
+    other_core = load_dataset(tiny_cfg(path, item_core=2), cache_dir=tmp_path / "c").fingerprint
+    write_atomic(path, [("2", "5", 5, 70) if row[:2] == ("2", "5") else row for row in ROWS])
+    changed = load_dataset(tiny_cfg(path), cache_dir=tmp_path / "c")
+    assert len({base, other_core, changed.fingerprint}) == 3
+    assert len(list((tmp_path / "c").glob("*.npz"))) == 3
+    assert as_original(changed) == dict(EXPECTED, **{"2": ["10", "3", "7", "5"]})  # not the stale cache
+
+
+def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
+    def exploding_savez(fh, **arrays):
+        fh.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(cache_mod.np, "savez", exploding_savez)
+    data = load_dataset(tiny_cfg(write_atomic(tmp_path / "t.inter")), cache_dir=tmp_path / "c")
+    assert data.num_users == 3  # a cache that cannot be written is not fatal
+    assert list((tmp_path / "c").iterdir()) == []

@@ -1,0 +1,154 @@
+"""Ranking rewards: tensor functions that score a recommended slate against the held-out item.
+
+Every reward has the signature ``reward(slate, target, **options) -> Tensor``:
+
+- ``slate``: int64 ``[B, K]`` item ids ranked best first (duplicates allowed; the first
+  occurrence of the target counts),
+- ``target``: int64 ``[B]`` the true next item of each row,
+- returns float32 ``[B]`` in ``[0, 1]``, 0 on a miss.
+
+With a single held-out item, Recall@k and Hit@k are the same number; both names exist because
+papers use both. ``k`` larger than the slate width means the whole slate.
+
+The built-in rewards live in :data:`REWARDS` and are chosen with the Hydra group
+``reward=recall|hit|ndcg|mrr`` (``configs/reward/<name>.yaml``). A user reward plugs in without
+touching this file: write a function with the signature above and point ``_target_`` at it::
+
+    # my_pkg/rewards.py
+    def top1(slate, target):
+        return (slate[:, 0] == target).float()
+
+    # on the command line:  reward._target_=my_pkg.rewards.top1  (keep _partial_: true)
+    # or a file of your own config dir holding:
+    #   _target_: my_pkg.rewards.top1
+    #   _partial_: true
+
+The environments call :func:`check_reward_fn` at construction, so a reward with the wrong output
+shape or dtype fails before the first rollout, not in the middle of training.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from lares_rl.errors import LaresError
+
+RewardFn = Callable[..., Tensor]
+REWARDS: dict[str, RewardFn] = {}
+
+
+def register_reward(name: str) -> Callable[[RewardFn], RewardFn]:
+    """Add a reward to :data:`REWARDS` under ``name``; a second registration of a name raises,
+    so a plug-in can never silently replace a built-in."""
+
+    def decorator(fn: RewardFn) -> RewardFn:
+        if name in REWARDS:
+            raise ValueError(f"reward {name!r} is already registered (by {REWARDS[name].__module__})")
+        REWARDS[name] = fn
+        return fn
+
+    return decorator
+
+
+def target_rank(slate: Tensor, target: Tensor, k: int | None = None) -> Tensor:
+    """0-based rank of the first occurrence of ``target`` in ``slate[:, :k]``, -1 when absent.
+
+    Shared by every built-in reward (and by the envs' ``rank`` info) so that all of them agree on
+    duplicates and on ``k`` wider than the slate.
+    """
+    if slate.ndim != 2 or target.shape != slate.shape[:1]:
+        raise ValueError(
+            f"expected slate [B, K] and target [B], got slate {tuple(slate.shape)} and target {tuple(target.shape)}"
+        )
+    if k is not None and k < 1:
+        raise LaresError(f"reward option k={k} must be >= 1 (it is the cut-off of the ranking)")
+    match = slate[:, :k] == target[:, None]
+    # argmax returns the first maximal index, i.e. the first occurrence of the target.
+    first = match.to(torch.uint8).argmax(dim=-1)
+    return torch.where(match.any(dim=-1), first, torch.full_like(first, -1))
+
+
+@register_reward("recall")
+def recall(slate: Tensor, target: Tensor, k: int = 10) -> Tensor:
+    """Recall@k = 1 if the target is among the first k slots, else 0."""
+    return (target_rank(slate, target, k) >= 0).to(torch.float32)
+
+
+@register_reward("hit")
+def hit(slate: Tensor, target: Tensor, k: int = 10) -> Tensor:
+    """Hit@k; equal to Recall@k with one held-out item, kept under the name papers also use."""
+    return recall(slate, target, k)
+
+
+@register_reward("ndcg")
+def ndcg(slate: Tensor, target: Tensor, k: int = 10) -> Tensor:
+    """NDCG@k with one relevant item: 1 / log2(rank + 2) inside the first k slots, else 0."""
+    rank = target_rank(slate, target, k)
+    gain = 1.0 / torch.log2(rank.clamp(min=0).to(torch.float32) + 2.0)
+    return torch.where(rank >= 0, gain, torch.zeros_like(gain))
+
+
+@register_reward("mrr")
+def mrr(slate: Tensor, target: Tensor, k: int = 10) -> Tensor:
+    """MRR@k: 1 / (rank + 1) inside the first k slots, else 0."""
+    rank = target_rank(slate, target, k)
+    gain = 1.0 / (rank.clamp(min=0).to(torch.float32) + 1.0)
+    return torch.where(rank >= 0, gain, torch.zeros_like(gain))
+
+
+def make_reward(name: str, **kwargs: object) -> RewardFn:
+    """The registered reward ``name`` with its options bound, e.g. ``make_reward("ndcg", k=5)``.
+
+    Options are checked against the function's signature here, so a typo such as ``kk=5`` fails
+    now rather than at the first env step.
+    """
+    if name not in REWARDS:
+        raise LaresError(
+            f"unknown reward {name!r}; registered rewards: {sorted(REWARDS)}. "
+            f"Pick one with reward=<name>, or point reward._target_ at your own function."
+        )
+    fn = REWARDS[name]
+    try:
+        inspect.signature(fn).bind_partial(None, None, **kwargs)
+    except TypeError as err:
+        raise LaresError(f"reward {name!r} does not accept options {sorted(kwargs)}: {err}") from err
+    return functools.partial(fn, **kwargs)
+
+
+def _describe(fn: RewardFn) -> str:
+    """A readable name for error messages, including the options bound by a partial."""
+    if isinstance(fn, functools.partial):
+        options = ", ".join(f"{key}={value!r}" for key, value in fn.keywords.items())
+        return f"{_describe(fn.func)}({options})"
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def check_reward_fn(fn: RewardFn, num_items: int) -> None:
+    """Call ``fn`` on a tiny batch (one hit, one miss) and raise if its output breaks the contract.
+
+    The contract is a finite floating tensor of shape ``[B]``; anything else would surface much
+    later as a shape error inside a loss, far from its cause.
+    """
+    if num_items < 1:
+        raise LaresError(f"num_items={num_items} must be >= 1")
+    other = min(2, num_items)
+    slate = torch.tensor([[1, other], [1, 1]], dtype=torch.int64)
+    target = torch.tensor([other, num_items], dtype=torch.int64)  # a hit, then a miss when num_items > 1
+    name = _describe(fn)
+    try:
+        out = fn(slate, target)
+    except Exception as err:
+        raise LaresError(
+            f"reward {name} failed on a dummy batch; a reward is called as reward(slate [B, K] int64, "
+            f"target [B] int64) -> [B] float: {type(err).__name__}: {err}"
+        ) from err
+    if not isinstance(out, Tensor) or out.shape != (2,) or not out.is_floating_point():
+        got = f"{out.dtype} tensor of shape {tuple(out.shape)}" if isinstance(out, Tensor) else type(out).__name__
+        raise LaresError(f"reward {name} must return a float tensor of shape [B]; got {got} for B=2")
+    if not torch.isfinite(out).all():
+        raise LaresError(f"reward {name} returned non-finite values {out.tolist()} on a dummy batch")

@@ -14,6 +14,27 @@ from torch import nn
 LN_EPS = 1e-12
 
 
+class FastDropout(nn.Module):
+    """Inverted dropout with the same distribution as ``nn.Dropout``, drawn with ``rand_like``.
+
+    On CPU, ``bernoulli_`` (what ``nn.Dropout`` uses) took a quarter of a SASRec training step;
+    a uniform draw plus a comparison is about 3x faster (benchmarks/profile_step.py)."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        return x * (torch.rand_like(x) >= self.p) * (1.0 / (1.0 - self.p))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 class FeedForward(nn.Module):
     """d -> inner -> d with GELU, then dropout, residual and LayerNorm."""
 
@@ -21,7 +42,7 @@ class FeedForward(nn.Module):
         super().__init__()
         self.fc1 = nn.Linear(d_model, inner_size)
         self.fc2 = nn.Linear(inner_size, d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = FastDropout(dropout)
         self.norm = nn.LayerNorm(d_model, eps=LN_EPS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -43,7 +64,7 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.out = nn.Linear(d_model, d_model)
         self.attn_dropout = attn_dropout
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = FastDropout(dropout)
         self.norm = nn.LayerNorm(d_model, eps=LN_EPS)
 
     def mix(self, x: torch.Tensor) -> torch.Tensor:
@@ -80,7 +101,7 @@ class LearnableFilter(nn.Module):
         super().__init__()
         self.max_len = max_len
         self.weight = nn.Parameter(torch.randn(max_len // 2 + 1, d_model, 2) * 0.02)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = FastDropout(dropout)
         self.norm = nn.LayerNorm(d_model, eps=LN_EPS)
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -118,7 +139,7 @@ class BSARecLayer(nn.Module):
         self.max_len = max_len
         self.beta = nn.Parameter(torch.randn(1, 1, d_model))
         self.attention = CausalSelfAttention(d_model, n_heads, dropout, dropout)
-        self.filter_dropout = nn.Dropout(dropout)
+        self.filter_dropout = FastDropout(dropout)
         self.norm = nn.LayerNorm(d_model, eps=LN_EPS)
         self.ffn = FeedForward(d_model, inner_size, dropout)
 

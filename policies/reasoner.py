@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .backbones import resolve_backbone
+from .layers import FastDropout
 from .steps import STEP_SAMPLERS, eval_steps, sample_steps
 
 AGGREGATIONS = ("add", "concat", "gate")
@@ -83,7 +84,7 @@ class LaresReasoner(nn.Module):
         self.item_embedding = nn.Embedding(num_items + 1, d_model, padding_idx=0)
         self.position_embedding = nn.Embedding(max_len, d_model)
         self.input_norm = nn.LayerNorm(d_model, eps=1e-12)
-        self.input_dropout = nn.Dropout(dropout)
+        self.input_dropout = FastDropout(dropout)
         sizes = dict(d_model=d_model, n_heads=n_heads, inner_size=inner_size, dropout=dropout, max_len=max_len, **(backbone_options or {}))
         self.pre_block = resolve_backbone(backbone)(n_layers=n_pre_layers, **sizes) if n_pre_layers else None
         self.core_block = resolve_backbone(core_backbone or backbone)(n_layers=n_core_layers, **sizes) if n_core_layers else None

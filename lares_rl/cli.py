@@ -1,0 +1,143 @@
+"""``lares-rl <command> [hydra overrides]``: the one entry point.
+
+Commands: ``run`` (the main job: SPT -> test evaluation), ``spt``, ``eval`` (a checkpoint on
+valid/test), ``sweep-k`` (a checkpoint over reasoning depths, table + plot), ``stats``.
+Every run writes its composed config (``.hydra/``), checkpoints, ``metrics.json`` and TensorBoard
+logs (``tb/``) into the Hydra run directory. A user mistake ends with one ``error:`` line and
+exit status 2; Hydra itself reports unknown keys and group options.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from .config import section_from_mapping, to_plain
+from .errors import LaresError
+
+COMMANDS = ("run", "spt", "eval", "sweep-k", "stats")
+
+
+def _run_dir() -> Path:
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def _load_data(cfg: DictConfig):
+    from .data import DatasetConfig, load_dataset
+
+    return load_dataset(DatasetConfig.from_mapping(to_plain(cfg.dataset)), cfg.cache_dir)
+
+
+def _eval_config(cfg: DictConfig):
+    from .evaluation import EvalConfig
+
+    return section_from_mapping(EvalConfig, cfg.eval, "eval")
+
+
+def command_stats(cfg: DictConfig) -> None:
+    from .data import format_stats
+
+    print(format_stats(_load_data(cfg)))
+
+
+def command_spt(cfg: DictConfig, with_test: bool = True) -> dict:
+    """Train the configured policy with SPT (SASRec: plain CE), then evaluate the best weights on test."""
+    from .atomic import atomic_write_json
+    from .checkpoint import build_policy
+    from .evaluation import evaluate_policy
+    from .report import results_table
+    from .runtime import resolve_device, seed_everything
+    from .spt import SPTConfig, train_spt
+
+    spt_cfg = section_from_mapping(SPTConfig, cfg.spt, "spt")
+    eval_cfg = _eval_config(cfg)
+    device = resolve_device(cfg.device)
+    data = _load_data(cfg)
+    max_len = int(cfg.dataset.max_len)
+    seed_everything(int(cfg.seed))
+    policy_config = to_plain(cfg.policy)
+    policy = build_policy(policy_config, data.num_items, max_len)
+    run_dir = _run_dir()
+    print(f"[lares-rl] {cfg.policy.name} on {cfg.dataset.name}: {data.num_users} users, {data.num_items} items; run dir {run_dir}")
+    summary = train_spt(
+        policy=policy, policy_config=policy_config, data=data, max_len=max_len, cfg=spt_cfg, eval_cfg=eval_cfg,
+        run_dir=run_dir, device=device, seed=int(cfg.seed), config=to_plain(cfg), progress=bool(cfg.progress),
+    )
+    results = {"spt": summary}
+    if with_test:
+        results["test"] = {"spt": evaluate_policy(policy, data, "test", max_len, eval_cfg, device)}
+        print(results_table(results["test"], eval_cfg.ks))
+    atomic_write_json(run_dir / "metrics.json", results)
+    print(f"[lares-rl] checkpoint {summary['checkpoint']}\n[lares-rl] metrics {run_dir / 'metrics.json'}\n[lares-rl] TensorBoard: tensorboard --logdir {run_dir / 'tb'}")
+    return results
+
+
+def command_eval(cfg: DictConfig) -> dict:
+    """Evaluate ``checkpoint=...`` on ``eval.split`` of the configured data set."""
+    from .atomic import atomic_write_json
+    from .checkpoint import check_same_data, load_checkpoint, policy_from_checkpoint
+    from .evaluation import evaluate_policy
+    from .report import results_table
+    from .runtime import resolve_device
+
+    if cfg.checkpoint is None:
+        raise LaresError("checkpoint is not set; run `lares-rl eval checkpoint=<run dir>/checkpoints/spt_best.pt`")
+    eval_cfg = _eval_config(cfg)
+    payload = load_checkpoint(cfg.checkpoint)
+    data = _load_data(cfg)
+    check_same_data(payload, data, cfg.checkpoint)
+    device = resolve_device(cfg.device)
+    policy = policy_from_checkpoint(payload, device)
+    metrics = evaluate_policy(policy, data, eval_cfg.split, payload["dataset"]["max_len"], eval_cfg, device)
+    print(results_table({f"{payload['phase']} ({eval_cfg.split})": metrics}, eval_cfg.ks))
+    atomic_write_json(_run_dir() / "metrics.json", {"checkpoint": str(cfg.checkpoint), "split": eval_cfg.split, "metrics": metrics})
+    return metrics
+
+
+def command_sweep_k(cfg: DictConfig) -> dict:
+    """Metrics of a checkpoint at every reasoning depth in ``eval.sweep_ks``: JSON, markdown and PNG."""
+    from .checkpoint import check_same_data, load_checkpoint, policy_from_checkpoint
+    from .depth_sweep import sweep_depths, write_sweep
+    from .runtime import resolve_device
+
+    if cfg.checkpoint is None:
+        raise LaresError("checkpoint is not set; run `lares-rl sweep-k checkpoint=<run dir>/checkpoints/spt_best.pt`")
+    eval_cfg = _eval_config(cfg)
+    payload = load_checkpoint(cfg.checkpoint)
+    data = _load_data(cfg)
+    check_same_data(payload, data, cfg.checkpoint)
+    policy = policy_from_checkpoint(payload, resolve_device(cfg.device))
+    rows = sweep_depths(policy, data, payload["dataset"]["max_len"], eval_cfg, resolve_device(cfg.device))
+    paths = write_sweep(rows, _run_dir(), title=f"{payload['policy_config'].get('name', 'policy')} on {payload['dataset']['name']} ({eval_cfg.split})")
+    print(paths["markdown"].read_text())
+    print(f"[lares-rl] plot {paths['plot']}")
+    return rows
+
+
+HANDLERS = {"run": command_spt, "spt": command_spt, "eval": command_eval, "sweep-k": command_sweep_k, "stats": command_stats}
+
+
+@hydra.main(version_base="1.3", config_path="pkg://lares_rl.configs", config_name="config")
+def hydra_entry(cfg: DictConfig) -> None:
+    try:
+        HANDLERS[cfg.command](cfg)
+    except LaresError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main() -> None:
+    """Console script: ``lares-rl [command] [overrides...]`` (command defaults to ``run``)."""
+    argv = sys.argv[1:]
+    command = "run"
+    if argv and not argv[0].startswith("-") and "=" not in argv[0]:
+        command = argv.pop(0)
+    if command not in COMMANDS:
+        print(f"error: unknown command {command!r}; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
+        sys.exit(2)
+    sys.argv = [sys.argv[0], f"command={command}", *argv]
+    hydra_entry()

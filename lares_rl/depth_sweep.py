@@ -1,0 +1,48 @@
+"""Evaluation over reasoning depth: metrics at k in {1, 2, 4, 8, 12, 16} for one checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from .atomic import atomic_write_json, atomic_write_text  # noqa: E402
+from .errors import LaresError  # noqa: E402
+from .evaluation import EvalConfig, evaluate_policy  # noqa: E402
+
+
+def sweep_depths(policy: nn.Module, data, max_len: int, cfg: EvalConfig, device: torch.device) -> list[dict]:
+    """One row per k: ``{"k": k, **metrics}`` on ``cfg.split``."""
+    if not getattr(policy, "recurrent", False):
+        raise LaresError("sweep-k needs a recurrent policy (a core block); SASRec has a single state")
+    return [{"k": int(k), **evaluate_policy(policy, data, cfg.split, max_len, cfg, device, k=int(k))} for k in cfg.sweep_ks]
+
+
+def write_sweep(rows: list[dict], out_dir: Path, title: str, stem: str = "sweep_k") -> dict[str, Path]:
+    """``{stem}.json``, ``{stem}.md`` (table) and ``{stem}.png`` (NDCG@10 and Recall@10 vs k)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    columns = [c for c in ("recall@10", "ndcg@10", "mrr@10", "recall@20", "ndcg@20") if c in rows[0]]
+    lines = [f"### {title}", "", "| k | " + " | ".join(columns) + " |", "|---:|" + "---:|" * len(columns)]
+    lines += [f"| {r['k']} | " + " | ".join(f"{r[c]:.4f}" for c in columns) + " |" for r in rows]
+    paths = {"json": out_dir / f"{stem}.json", "markdown": out_dir / f"{stem}.md", "plot": out_dir / f"{stem}.png"}
+    atomic_write_json(paths["json"], rows)
+    atomic_write_text(paths["markdown"], "\n".join(lines) + "\n")
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for metric in ("ndcg@10", "recall@10"):
+        ax.plot([r["k"] for r in rows], [r[metric] for r in rows], marker="o", label=metric)
+    ax.set_xlabel("reasoning steps k")
+    ax.set_ylabel("metric")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = paths["plot"].with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(paths["plot"])
+    return paths

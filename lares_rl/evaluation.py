@@ -1,0 +1,55 @@
+"""Evaluation settings and the one evaluation routine every phase and command uses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .errors import LaresError
+from .metrics import evaluate_scores, policy_score_fn
+
+
+@dataclass
+class EvalConfig:
+    """``eval`` section. ``k`` None = the policy's fixed evaluation depth (mean_recurrence).
+    ``seed`` fixes the T0 noise drawn at evaluation, so a checkpoint always gets the same numbers."""
+
+    split: str = "test"
+    ks: list[int] = field(default_factory=lambda: [5, 10, 20])
+    exclude_history: bool = False
+    batch_size: int = 1024
+    k: int | None = None
+    sweep_ks: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 12, 16])
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.split not in ("valid", "test"):
+            raise LaresError(f"eval.split={self.split!r} must be 'valid' or 'test'")
+        if not self.ks or any(int(k) < 1 for k in self.ks):
+            raise LaresError(f"eval.ks={self.ks} must be a non-empty list of positive cut-offs")
+        if self.batch_size < 1:
+            raise LaresError(f"eval.batch_size={self.batch_size} must be >= 1")
+        if self.k is not None and self.k < 1:
+            raise LaresError(f"eval.k={self.k} must be >= 1 (or null for the policy's default)")
+
+
+@torch.no_grad()
+def evaluate_policy(policy: nn.Module, data, split: str, max_len: int, cfg: EvalConfig, device: torch.device, k: int | None = None) -> dict[str, float]:
+    """Full-ranking metrics of ``policy`` on one split, in eval mode, with reproducible T0 noise.
+
+    The RNG is forked, so evaluating never shifts the training run's random stream.
+    """
+    seqs, lengths, targets = data.eval_inputs(split, max_len)
+    history = data.history_csr(split) if cfg.exclude_history else None
+    was_training = policy.training
+    policy.eval()
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(cfg.seed)
+            return evaluate_scores(
+                policy_score_fn(policy, cfg.k if k is None else k), seqs, lengths, targets, ks=cfg.ks, history=history, batch_size=cfg.batch_size, device=device
+            )
+    finally:
+        policy.train(was_training)

@@ -1,0 +1,197 @@
+"""SPT: self-supervised pre-training of the LARES reasoner (DESIGN section 2), top to bottom.
+
+Per batch of training rows (history, target v*):
+    1. recommendation pass, k ~ sampler:            L_rec = CE(h @ E^T, v*)
+    2. anchor pass, one k' for the batch:           h_a and every step's state h^(1..k')
+    3. positive pass (same target, same k'):        h_p
+    L_TLA = (l(h_a, h_p) + l(h_p, h_a)) / 2,  L_SLA = (l(h_a, h^(j)) + l(h^(j), h_a)) / 2 (j ~ U{1..k'}, skipped for k' = 1)
+    L_SPT = L_rec + alpha L_TLA + gamma L_SLA,  l = in-batch InfoNCE.
+SASRec (a policy without a core block) has one state, so it trains on L_rec alone.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .checkpoint import save_checkpoint
+from .config import require
+from .errors import LaresError
+from .evaluation import EvalConfig, evaluate_policy
+from .runtime import EarlyStopping
+from .tracking import Tracker, hparams_markdown
+
+
+@dataclass
+class SPTConfig:
+    """``spt`` section; defaults are the reference's."""
+
+    epochs: int = 200
+    batch_size: int = 1024
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    alpha: float = 0.1          # weight of trajectory-level alignment (0 = "no TLA" ablation)
+    gamma: float = 0.5          # weight of step-level alignment (0 = "no SLA" ablation)
+    similarity: str = "dot"     # dot | cosine
+    temperature: float = 1.0    # 1.0 for dot, 0.07 is usual for cosine
+    patience: int = 10          # epochs without validation NDCG@10 gain before stopping
+
+    def validate(self) -> None:
+        require(self.epochs >= 1, "spt.epochs", f"must be >= 1, got {self.epochs}")
+        require(self.batch_size >= 2, "spt.batch_size", f"must be >= 2 (in-batch negatives), got {self.batch_size}")
+        require(self.lr > 0, "spt.lr", f"must be > 0, got {self.lr}")
+        require(self.alpha >= 0 and self.gamma >= 0, "spt.alpha/spt.gamma", "must be >= 0")
+        require(self.similarity in ("dot", "cosine"), "spt.similarity", f"must be dot or cosine, got {self.similarity!r}")
+        require(self.temperature > 0, "spt.temperature", f"must be > 0, got {self.temperature}")
+        require(self.patience >= 1, "spt.patience", f"must be >= 1, got {self.patience}")
+
+
+# ----------------------------------------------------------------------------- loss primitives
+
+
+class SameTargetIndex:
+    """Built once per data set: for a training row, draws another row with the same target
+    uniformly (the row itself when it is the only one), fully vectorised."""
+
+    def __init__(self, targets: torch.Tensor) -> None:
+        self.order = torch.argsort(targets, stable=True)
+        _, counts = torch.unique_consecutive(targets[self.order], return_counts=True)
+        group_starts = torch.cumsum(counts, 0) - counts
+        group_of_sorted = torch.repeat_interleave(torch.arange(len(counts)), counts)
+        self.group_start = torch.empty_like(targets)
+        self.group_count = torch.empty_like(targets)
+        self.rank_in_group = torch.empty_like(targets)
+        self.group_start[self.order] = group_starts[group_of_sorted]
+        self.group_count[self.order] = counts[group_of_sorted]
+        self.rank_in_group[self.order] = torch.arange(len(targets)) - group_starts[group_of_sorted]
+
+    def sample(self, rows: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        count = self.group_count[rows]
+        other = (torch.rand(len(rows), generator=generator) * (count - 1)).long()
+        other = other + (other >= self.rank_in_group[rows]).long()
+        positives = self.order[(self.group_start[rows] + other).clamp(max=len(self.order) - 1)]
+        return torch.where(count > 1, positives, rows)
+
+
+def info_nce(x: torch.Tensor, y: torch.Tensor, similarity: str, temperature: float) -> torch.Tensor:
+    """l(x, y) = CE((sim(x_i, y_j) / tau)_j, i): row i's positive is y_i, the batch is the negatives."""
+    if similarity == "cosine":
+        x, y = F.normalize(x, dim=-1), F.normalize(y, dim=-1)
+    logits = x @ y.T / temperature
+    return F.cross_entropy(logits, torch.arange(len(x), device=x.device))
+
+
+def symmetric_info_nce(x: torch.Tensor, y: torch.Tensor, similarity: str, temperature: float) -> torch.Tensor:
+    return (info_nce(x, y, similarity, temperature) + info_nce(y, x, similarity, temperature)) / 2
+
+
+def spt_loss(policy: nn.Module, batch: tuple[torch.Tensor, ...], positive: tuple[torch.Tensor, torch.Tensor], cfg: SPTConfig) -> dict[str, torch.Tensor]:
+    """The three passes of one SPT step. ``loss_*`` entries sum to L_SPT (weights applied);
+    ``k``, ``k_prime``, ``tla``, ``sla`` are detached diagnostics."""
+    seq, lengths, targets = batch
+    states = policy.encode(seq, lengths)
+    out = {"loss_rec": F.cross_entropy(policy.scores(states[:, -1]), targets), "k": torch.tensor(float(states.shape[1]))}
+    if not policy.recurrent or (cfg.alpha == 0 and cfg.gamma == 0):
+        return out
+    k_prime = policy.sample_steps()
+    anchor_steps = policy.encode(seq, lengths, k=k_prime)
+    anchor = anchor_steps[:, -1]
+    out["k_prime"] = torch.tensor(float(k_prime))
+    if cfg.alpha > 0:
+        pos_seq, pos_lengths = positive
+        tla = symmetric_info_nce(anchor, policy.encode(pos_seq, pos_lengths, k=k_prime)[:, -1], cfg.similarity, cfg.temperature)
+        out["loss_tla"], out["tla"] = cfg.alpha * tla, tla.detach()
+    if cfg.gamma > 0 and k_prime > 1:
+        j = int(torch.randint(1, k_prime + 1, ()).item())
+        sla = symmetric_info_nce(anchor, anchor_steps[:, j - 1], cfg.similarity, cfg.temperature)
+        out["loss_sla"], out["sla"] = cfg.gamma * sla, sla.detach()
+    return out
+
+
+def total_loss(terms: Mapping[str, torch.Tensor], step: int) -> torch.Tensor:
+    """Sum of the ``loss_*`` entries; a NaN/inf term stops training naming the term and step."""
+    for name, value in terms.items():
+        if name.startswith("loss_") and not torch.isfinite(value):
+            raise LaresError(f"non-finite {name} ({value.item()}) at step {step}; lower spt.lr or check the data. The last good checkpoint is kept")
+    return sum(v for name, v in terms.items() if name.startswith("loss_"))
+
+
+# ----------------------------------------------------------------------------- the algorithm
+
+
+def train_spt(
+    *,
+    policy: nn.Module,
+    policy_config: Mapping,
+    data,
+    max_len: int,
+    cfg: SPTConfig,
+    eval_cfg: EvalConfig,
+    run_dir: Path,
+    device: torch.device,
+    seed: int,
+    config: Mapping,
+    progress: bool = True,
+) -> dict:
+    """Train ``policy`` with L_SPT, early-stop on validation NDCG@10, keep the best checkpoint.
+
+    Returns a summary with the best epoch, its validation metrics and the checkpoint path; the
+    policy is left holding the best weights.
+    """
+    # --- data: every training prefix as one row; positives indexed once
+    seqs, lengths, targets = data.train_rows(max_len)
+    positives = SameTargetIndex(targets)
+    generator = torch.Generator().manual_seed(seed)
+
+    # --- model, optimiser, logging
+    policy.to(device)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    tracker = Tracker(run_dir / "tb", "spt", progress)
+    tracker.log_text("hparams", hparams_markdown(config))
+    stopper = EarlyStopping(cfg.patience)
+    best_path = run_dir / "checkpoints" / "spt_best.pt"
+    seen_rows, step, epoch_seconds = 0, 0, []
+
+    # --- loop: one pass over shuffled rows per epoch, then validation
+    for epoch in range(cfg.epochs):
+        policy.train()
+        start = time.perf_counter()
+        batches = torch.randperm(len(targets), generator=generator).split(cfg.batch_size)
+        for rows in tracker.bar(batches, len(batches), f"spt epoch {epoch}"):
+            if len(rows) < 2:
+                continue
+            pos_rows = positives.sample(rows, generator)
+            batch = (seqs[rows].to(device), lengths[rows].to(device), targets[rows].to(device))
+            terms = spt_loss(policy, batch, (seqs[pos_rows].to(device), lengths[pos_rows].to(device)), cfg)
+            loss = total_loss(terms, step)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            seen_rows += len(rows)
+            step += 1
+            tracker.log("losses", {n: v.item() for n, v in terms.items() if n.startswith("loss_")} | {"loss_total": loss.item()}, seen_rows)
+            tracker.log("diag", {n: v.item() for n, v in terms.items() if not n.startswith("loss_")}, seen_rows)
+        seconds = time.perf_counter() - start
+        epoch_seconds.append(seconds)
+
+        metrics = evaluate_policy(policy, data, "valid", max_len, eval_cfg, device)
+        stop = stopper.step(metrics["ndcg@10"], epoch)
+        tracker.log("eval", metrics, seen_rows)
+        tracker.log("charts", {"learning_rate": optimizer.param_groups[0]["lr"], "samples_per_sec": len(targets) / seconds, "epoch": epoch}, seen_rows)
+        tracker.log("time", {"epoch_seconds": seconds}, seen_rows)
+        print(f"[spt] epoch {epoch:3d}  {seconds:6.1f}s  valid ndcg@10 {metrics['ndcg@10']:.4f}  recall@10 {metrics['recall@10']:.4f}" + ("  *" if stopper.improved else ""), flush=True)
+        if stopper.improved:
+            save_checkpoint(best_path, policy=policy, policy_config=policy_config, data=data, max_len=max_len, dataset_name=str(config["dataset"]["name"]), phase="spt", epoch=epoch, metrics=metrics, config=config)
+        if stop:
+            break
+
+    tracker.close()
+    best = torch.load(best_path, map_location=device, weights_only=False)
+    policy.load_state_dict(best["policy_state"])
+    return {"best_epoch": stopper.best_epoch, "epochs_run": epoch + 1, "valid": best["metrics"], "checkpoint": str(best_path), "seconds_per_epoch": sum(epoch_seconds) / len(epoch_seconds), "samples_per_sec": len(targets) / (sum(epoch_seconds) / len(epoch_seconds))}

@@ -1,0 +1,89 @@
+"""End-to-end: the real console script on a tiny synthetic data set."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from tests.synthetic import write_sequential_csv
+
+CLI = [sys.executable, "-c", "from lares_rl.cli import main; main()"]
+
+
+def run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([*CLI, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+
+def tiny_data_args(tmp_path: Path) -> list[str]:
+    path = write_sequential_csv(tmp_path / "log.csv")
+    return ["dataset=custom", f"dataset.path={path}", "dataset.user_col=uid", "dataset.item_col=sku", "dataset.time_col=ts", "dataset.max_len=8", "progress=false"]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("cli")
+    args = tiny_data_args(tmp_path)
+    result = run_cli(tmp_path, "run", *args, "spt.epochs=3", "spt.batch_size=64", "policy.d_model=16", "policy.inner_size=32", "hydra.run.dir=run1")
+    assert result.returncode == 0, result.stderr
+    return tmp_path, args, result
+
+
+def test_run_writes_metrics_checkpoint_and_tensorboard(trained_run):
+    tmp_path, _, result = trained_run
+    run_dir = tmp_path / "run1"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert 0.0 <= metrics["test"]["spt"]["ndcg@10"] <= 1.0 and "recall@20" in metrics["test"]["spt"]
+    assert (run_dir / "checkpoints" / "spt_best.pt").is_file()
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+    events = EventAccumulator(str(run_dir / "tb"))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    for tag in ("spt/losses/rec", "spt/losses/tla", "spt/eval/ndcg@10", "spt/charts/learning_rate", "spt/charts/samples_per_sec", "spt/diag/k"):
+        assert tag in tags, tag
+    assert "| spt |" in result.stdout
+
+
+def test_eval_and_sweep_k_on_checkpoint(trained_run):
+    tmp_path, args, _ = trained_run
+    checkpoint = tmp_path / "run1" / "checkpoints" / "spt_best.pt"
+    result = run_cli(tmp_path, "eval", *args, f"checkpoint={checkpoint}", "eval.split=valid", "hydra.run.dir=eval1")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "eval1" / "metrics.json").read_text())["split"] == "valid"
+    result = run_cli(tmp_path, "sweep-k", *args, f"checkpoint={checkpoint}", "eval.sweep_ks=[1,2,4]", "hydra.run.dir=sweep1")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads((tmp_path / "sweep1" / "sweep_k.json").read_text())
+    assert [r["k"] for r in rows] == [1, 2, 4]
+    assert (tmp_path / "sweep1" / "sweep_k.png").stat().st_size > 1000
+
+
+def test_bad_inputs_fail_with_one_clear_line(trained_run, tmp_path):
+    base, args, _ = trained_run
+    cases = [
+        (["stats", "dataset=custom", "dataset.path=missing.csv"], "missing.csv"),
+        (["stats", *args, "dataset.user_col=nope"], "nope"),
+        (["stats", *args, "dataset.max_len=0"], "dataset.max_len"),
+        (["eval", *args, "checkpoint=nothing.pt"], "nothing.pt"),
+        (["run", *args, "spt.lrr=1"], "spt.lrr"),
+        (["run", *args, "policy=doesnotexist"], "policy"),
+    ]
+    (tmp_path / "corrupt.pt").write_bytes(b"not a checkpoint")
+    cases.append((["eval", *args, f"checkpoint={tmp_path / 'corrupt.pt'}"], "corrupt"))
+    for argv, needle in cases:
+        result = run_cli(base, *argv)
+        assert result.returncode != 0, argv
+        assert needle in result.stderr, (argv, result.stderr)
+        assert "Traceback" not in result.stderr, (argv, result.stderr)
+
+
+def test_checkpoint_from_other_data_is_refused(trained_run, tmp_path):
+    base, args, _ = trained_run
+    checkpoint = base / "run1" / "checkpoints" / "spt_best.pt"
+    other = write_sequential_csv(tmp_path / "other.csv", users=50, items=30, seed=3)
+    other_args = [a if not a.startswith("dataset.path=") else f"dataset.path={other}" for a in args]
+    result = run_cli(base, "eval", *other_args, f"checkpoint={checkpoint}")
+    assert result.returncode == 2 and "trained on data set" in result.stderr

@@ -1,0 +1,236 @@
+"""Top-k recommendations from a trained checkpoint, in the data set's ORIGINAL item ids.
+
+    rec = Recommender.from_checkpoint("outputs/.../checkpoints/spt_best.pt", deterministic=True)
+    [r] = rec.recommend([["50", "181", "258"]], top_k=5)
+    r.items, r.scores, r.titles, r.unknown_items, r.truncated
+
+Item ids are compared as strings (``50`` and ``"50"`` are the same item). Per history:
+
+* ids missing from the checkpoint's catalog are skipped for scoring and listed in
+  ``unknown_items`` (never dropped silently);
+* a history with more than ``max_len`` known items keeps its most recent ``max_len`` (the window
+  the model was trained on); ``truncated`` says so and each call emits ONE
+  :class:`HistoryTruncatedWarning` that counts the truncated histories;
+* with ``exclude_seen`` every known item of the WHOLE history (also the part cut off by the
+  window) is excluded; the padding item is never recommended. When fewer than ``top_k`` items are
+  left after excluding, the list is shorter than ``top_k``.
+
+Randomness: LARES draws its initial thought T0 from the global torch RNG at evaluation too (policy
+``t0_init="normal"``), so two calls on the same history may rank differently; ``torch.manual_seed``
+before a call replays it. ``deterministic=True`` sets ``t0_init="zero"`` on the loaded policy and
+fixes the depth k (the policy's evaluation depth, or the given ``k``): an identical call (same
+histories, same ``batch_size``) then gives bit-identical output. Scoring the same history inside a
+different batch can move scores in the last float bits (BLAS blocking), not the ranking in
+practice. Dropout is always off (eval mode).
+"""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import LaresError
+
+ItemId = str | int
+
+
+class HistoryTruncatedWarning(UserWarning):
+    """Some histories had more known items than the checkpoint's ``max_len`` window."""
+
+
+class InvalidHistoryError(LaresError):
+    """One history cannot be scored; ``index`` is its position in the ``histories`` argument."""
+
+    def __init__(self, index: int, reason: str) -> None:
+        super().__init__(f"history {index} {reason}")
+        self.index, self.reason = index, reason
+
+
+@dataclass
+class Recommendation:
+    """Top-k items for one history, best first.
+
+    ``items``: original item ids; ``scores``: the model's dot-product scores (descending);
+    ``titles``: item titles when the checkpoint has them, else None; ``unknown_items``: history ids
+    not in the catalog (skipped); ``truncated``: the history had more than ``max_len`` known items.
+    """
+
+    items: list[str]
+    scores: list[float]
+    titles: list[str] | None
+    unknown_items: list[str]
+    truncated: bool
+
+
+class Recommender:
+    """A policy plus its item catalog, ready to rank the full catalog for raw histories.
+
+    Args:
+        policy: a module with ``encode(seq, lengths, k)`` -> [B, k, d] and ``scores(states)`` ->
+            [..., N + 1] (``LaresReasoner`` or any policy following that contract).
+        item_ids: original id of every internal index; index 0 is padding (``"<pad>"``).
+        max_len: the history window the policy was trained with.
+        item_titles: one title per index (index 0 unused) or None.
+        device: where the policy lives and runs.
+        k: reasoning depth; None uses the policy's evaluation depth.
+        deterministic: zero T0 noise and fixed k, so identical input gives identical output.
+
+    Usually built with :meth:`from_checkpoint`.
+    """
+
+    def __init__(
+        self,
+        policy: nn.Module,
+        item_ids: Sequence[str],
+        max_len: int,
+        item_titles: Sequence[str] | None = None,
+        device: torch.device | str = "cpu",
+        k: int | None = None,
+        deterministic: bool = False,
+    ) -> None:
+        if k is not None and (isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1):
+            raise LaresError(f"k={k!r} is invalid; the number of reasoning steps must be an integer >= 1 (or None for the checkpoint's evaluation depth)")
+        if max_len < 1:
+            raise LaresError(f"max_len={max_len} must be >= 1")
+        self.device = torch.device(device)
+        self.policy = policy.to(self.device).eval()
+        self.item_ids = [str(x) for x in item_ids]
+        self.num_items = len(self.item_ids) - 1
+        self.item_titles = None if item_titles is None else [str(x) for x in item_titles]
+        self.max_len = int(max_len)
+        self.deterministic = bool(deterministic)
+        if self.deterministic:
+            if hasattr(self.policy, "t0_init"):
+                self.policy.t0_init = "zero"
+            if k is None and getattr(self.policy, "recurrent", False):
+                k = self.policy.sample_steps()  # eval mode: the fixed evaluation depth
+        self.k = None if k is None else int(k)
+        # internal index of every catalog id; "<pad>" (index 0) is deliberately not a catalog item
+        self._index = {item: i for i, item in enumerate(self.item_ids) if i > 0}
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "auto", k: int | None = None, deterministic: bool = False) -> "Recommender":
+        """Load a checkpoint written by lares-rl (any problem is a LaresError naming the file).
+
+        ``device``: ``auto`` (cuda when available), ``cpu``, ``cuda`` or ``cuda:<n>``.
+        """
+        from .checkpoint import load_checkpoint, policy_from_checkpoint
+        from .runtime import resolve_device
+
+        payload = load_checkpoint(path)
+        missing = [key for key in ("dataset", "item_ids", "item_titles", "policy_config", "policy_state") if key not in payload]
+        if missing:
+            raise LaresError(f"checkpoint {path} lacks {', '.join(missing)}; the file is incomplete, retrain or restore it")
+        dataset, item_ids, titles = payload["dataset"], payload["item_ids"], payload["item_titles"]
+        try:
+            num_items, max_len = int(dataset["num_items"]), int(dataset["max_len"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise LaresError(f"checkpoint {path} has no valid dataset.num_items/max_len ({err!r}); the file is incomplete, retrain or restore it") from err
+        if len(item_ids) != num_items + 1:
+            raise LaresError(f"checkpoint {path} has {len(item_ids)} item_ids but dataset.num_items={num_items} (expected num_items + 1); the file is inconsistent, retrain or restore it")
+        if titles is not None and len(titles) != num_items + 1:
+            raise LaresError(f"checkpoint {path} has {len(titles)} item_titles but dataset.num_items={num_items} (expected num_items + 1); the file is inconsistent, retrain or restore it")
+        resolved = resolve_device(device)
+        policy = policy_from_checkpoint(payload, resolved)
+        return cls(policy, item_ids, max_len, titles, resolved, k=k, deterministic=deterministic)
+
+    # ------------------------------------------------------------------ id remapping
+
+    def _known(self, history: Sequence[ItemId], h: int) -> tuple[list[int], list[str]]:
+        """Internal indices of the known items (in order) and the unknown ids of one history."""
+        if isinstance(history, (str, bytes, dict)) or not (hasattr(history, "__len__") and hasattr(history, "__iter__")):
+            raise InvalidHistoryError(h, f"must be a list of item ids, got {type(history).__name__}")
+        if len(history) == 0:
+            raise InvalidHistoryError(h, "is empty; every history needs at least one item id")
+        index = self._index
+        known, unknown = [], []
+        for item in history:
+            if type(item) is not str:
+                if isinstance(item, bool) or not isinstance(item, (str, numbers.Integral)):
+                    raise InvalidHistoryError(h, f"holds {item!r} of type {type(item).__name__}; item ids must be strings or integers")
+                item = str(item)
+            i = index.get(item)
+            if i is None:
+                unknown.append(item)
+            else:
+                known.append(i)
+        if not known:
+            shown = ", ".join(repr(x) for x in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+            raise InvalidHistoryError(h, f"has no item id known to the checkpoint's catalog ({shown}); check that the ids are the data set's original item ids")
+        return known, unknown
+
+    # ------------------------------------------------------------------ scoring
+
+    @torch.inference_mode()
+    def recommend_ids(self, seq: torch.Tensor, lengths: torch.Tensor, top_k: int, exclude: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-k over internal indices: ``seq`` [B, max_len] left-aligned, 0-padded; ``lengths`` [B];
+        ``exclude`` [B, S] indices to mask (0 entries are harmless: padding is masked anyway).
+        Returns (scores [B, top_k], indices [B, top_k]) on the recommender's device, best first;
+        masked items carry -inf."""
+        seq, lengths = seq.to(self.device), lengths.to(self.device)
+        scores = self.policy.scores(self.policy.encode(seq, lengths, self.k)[:, -1])
+        scores[:, 0] = float("-inf")
+        if exclude is not None:
+            scores.scatter_(1, exclude.to(self.device), float("-inf"))
+        return torch.topk(scores, top_k, dim=1)
+
+    def recommend(self, histories: Sequence[Sequence[ItemId]], top_k: int = 10, exclude_seen: bool = True, batch_size: int = 1024) -> list[Recommendation]:
+        """One :class:`Recommendation` per history (original item ids, oldest first), in order.
+
+        Raises LaresError for a bad ``top_k``/``batch_size`` and :class:`InvalidHistoryError` (a
+        LaresError with ``.index``) for an empty history or one with no known item.
+        """
+        if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or not 1 <= top_k <= self.num_items:
+            raise LaresError(f"top_k={top_k!r} is invalid; it must be an integer between 1 and the catalog size N={self.num_items}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+            raise LaresError(f"batch_size={batch_size!r} is invalid; it must be an integer >= 1")
+        if isinstance(histories, (str, bytes)):
+            raise LaresError("histories must be a list of histories (each a list of item ids), got a string")
+        parsed = [self._known(history, h) for h, history in enumerate(histories)]
+        length_cap, results, truncated_count = self.max_len, [], 0
+        for start in range(0, len(parsed), batch_size):
+            chunk = parsed[start : start + batch_size]
+            seq = np.zeros((len(chunk), length_cap), dtype=np.int64)
+            lengths = np.empty(len(chunk), dtype=np.int64)
+            for row, (known, _) in enumerate(chunk):
+                window = known[-length_cap:]
+                seq[row, : len(window)] = window
+                lengths[row] = len(window)
+            exclude = None
+            if exclude_seen:
+                exclude = np.zeros((len(chunk), max(len(known) for known, _ in chunk)), dtype=np.int64)
+                for row, (known, _) in enumerate(chunk):
+                    exclude[row, : len(known)] = known
+                exclude = torch.from_numpy(exclude)
+            values, indices = self.recommend_ids(torch.from_numpy(seq), torch.from_numpy(lengths), int(top_k), exclude)
+            for (known, unknown), row_values, row_indices in zip(chunk, values.cpu().tolist(), indices.cpu().tolist()):
+                if exclude_seen and row_values[-1] == float("-inf"):  # fewer than top_k items left
+                    keep = sum(v != float("-inf") for v in row_values)
+                    row_values, row_indices = row_values[:keep], row_indices[:keep]
+                truncated = len(known) > length_cap
+                truncated_count += truncated
+                results.append(Recommendation(
+                    items=[self.item_ids[i] for i in row_indices],
+                    scores=row_values,
+                    titles=None if self.item_titles is None else [self.item_titles[i] for i in row_indices],
+                    unknown_items=unknown,
+                    truncated=truncated,
+                ))
+        if truncated_count:
+            warnings.warn(
+                f"{truncated_count} of {len(parsed)} histories have more than max_len={length_cap} known items; "
+                f"the most recent {length_cap} of each were used (see Recommendation.truncated)",
+                HistoryTruncatedWarning,
+                stacklevel=2,
+            )
+        return results
+
+    def __repr__(self) -> str:
+        return f"Recommender(num_items={self.num_items}, max_len={self.max_len}, k={self.k}, deterministic={self.deterministic}, device={self.device})"

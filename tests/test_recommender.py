@@ -1,0 +1,207 @@
+"""Recommender API and ``lares-rl recommend`` CLI on a tiny trained checkpoint (original ids i1..i12)."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lares_rl.checkpoint import save_checkpoint
+from lares_rl.data import SequenceData
+from lares_rl.errors import LaresError
+from lares_rl.policies.reasoner import LaresReasoner
+from lares_rl.recommend_cli import main
+from lares_rl.recommender import HistoryTruncatedWarning, Recommendation, Recommender
+
+N, MAX_LEN = 12, 5
+POLICY_KWARGS = dict(d_model=16, n_heads=2, inner_size=32, dropout=0.1, n_pre_layers=1, n_core_layers=1, mean_recurrence=2)
+IDS = [f"i{i}" for i in range(1, N + 1)]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    sequences = [[(u + j) % N + 1 for j in range(6)] for u in range(N)]
+    data = SequenceData.from_sequences(sequences, num_items=N)
+    data = dataclasses.replace(
+        data, item_ids=np.array(["<pad>", *IDS]), item_titles=np.array(["", *[f"Title {i}" for i in range(1, N + 1)]]), fingerprint="tiny-fp"
+    )
+    policy = LaresReasoner(num_items=N, max_len=MAX_LEN, **POLICY_KWARGS)
+    optimizer = torch.optim.Adam(policy.parameters(), 1e-2)
+    seq = torch.tensor([s[:MAX_LEN] for s in sequences])
+    lengths = torch.full((N,), MAX_LEN)
+    targets = torch.tensor([s[MAX_LEN] for s in sequences])
+    for _ in range(15):  # a few steps of next-item CE: "trained" enough for ranking to mean something
+        loss = F.cross_entropy(policy(seq, lengths), targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_checkpoint(
+        path, policy=policy, policy_config={"_target_": "lares_rl.policies.reasoner.LaresReasoner", **POLICY_KWARGS}, data=data,
+        max_len=MAX_LEN, dataset_name="tiny", phase="spt", epoch=0, metrics={}, config={},
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def rec(checkpoint):
+    return Recommender.from_checkpoint(checkpoint, device="cpu", deterministic=True)
+
+
+def test_top_k_order_original_ids_and_titles(rec):
+    [r] = rec.recommend([["i1", "i2", "i3"]], top_k=5)
+    assert isinstance(r, Recommendation)
+    assert len(r.items) == len(r.scores) == 5 and len(set(r.items)) == 5
+    assert set(r.items) <= set(IDS) and "<pad>" not in r.items
+    assert r.scores == sorted(r.scores, reverse=True)
+    assert r.titles == [f"Title {item[1:]}" for item in r.items]
+    assert r.unknown_items == [] and r.truncated is False
+
+
+def test_exclude_seen_and_padding(rec):
+    history = ["i4", "i5", "i6"]
+    [excluded] = rec.recommend([history], top_k=N)
+    assert len(excluded.items) == N - 3 and not set(history) & set(excluded.items)  # fewer left than top_k
+    [included] = rec.recommend([history], top_k=N, exclude_seen=False)
+    assert sorted(included.items) == sorted(IDS)  # the whole catalog, never the padding item
+    assert [x for x in included.items if x not in history] == excluded.items
+
+
+def test_unknown_items_reported_and_skipped(rec):
+    [r] = rec.recommend([["i1", "nope", "i2", "<pad>", 999]], top_k=4)
+    assert r.unknown_items == ["nope", "<pad>", "999"]
+    assert rec.recommend([np.array(["i1", "nope", "i2"])], top_k=4)[0].items == r.items  # numpy histories work too
+    [clean] = rec.recommend([["i1", "i2"]], top_k=4)
+    assert r.items == clean.items and r.scores == clean.scores
+
+
+def test_int_and_str_ids_are_the_same_item(checkpoint):
+    base = Recommender.from_checkpoint(checkpoint, device="cpu", deterministic=True)
+    numeric = Recommender(base.policy, ["<pad>", *[str(10 * i) for i in range(1, N + 1)]], MAX_LEN, device="cpu", deterministic=True)
+    [a], [b] = numeric.recommend([[10, "20", 30]], top_k=3), numeric.recommend([["10", "20", "30"]], top_k=3)
+    assert a == b and a.titles is None
+
+
+def test_truncation_flagged_with_one_warning(rec):
+    long = [f"i{i}" for i in range(1, 9)]  # 8 known items > max_len 5
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = rec.recommend([long, ["i1", "i2"], long[::-1]], top_k=3, exclude_seen=False)
+    assert [r.truncated for r in out] == [True, False, True]
+    assert len(caught) == 1 and issubclass(caught[0].category, HistoryTruncatedWarning)
+    assert "2 of 3" in str(caught[0].message) and "max_len=5" in str(caught[0].message)
+    [recent] = rec.recommend([long[-MAX_LEN:]], top_k=3, exclude_seen=False)
+    assert out[0].items == recent.items
+    np.testing.assert_allclose(out[0].scores, recent.scores, rtol=1e-5, atol=1e-6)  # batch of 3 vs 1: float rounding
+    with pytest.warns(HistoryTruncatedWarning):
+        [excluded] = rec.recommend([long], top_k=3)  # exclusion covers the whole history, not only the window
+    assert not set(excluded.items) & set(long)
+
+
+def test_bad_histories_and_top_k(rec):
+    with pytest.raises(LaresError, match="history 1 is empty"):
+        rec.recommend([["i1"], []])
+    with pytest.raises(LaresError, match="history 0 has no item id known"):
+        rec.recommend([["x", "y"]])
+    with pytest.raises(LaresError, match="history 0 must be a list"):
+        rec.recommend(["i1"])
+    for bad in (0, N + 1):
+        with pytest.raises(LaresError, match=rf"top_k={bad}.*N={N}"):
+            rec.recommend([["i1"]], top_k=bad)
+
+
+def test_deterministic_repeatable_and_batch_equals_single(checkpoint, rec):
+    histories = [["i1"], ["i2", "i3", "i4"], [f"i{i}" for i in range(1, 12)], ["i9", "i2"], ["i5", "i6", "i7", "i8"]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", HistoryTruncatedWarning)
+        first = rec.recommend(histories, top_k=4, batch_size=2)
+        again = Recommender.from_checkpoint(checkpoint, device="cpu", deterministic=True).recommend(histories, top_k=4, batch_size=2)
+        single = [rec.recommend([h], top_k=4)[0] for h in histories]
+    assert first == again  # bit-identical for an identical call
+    for a, b in zip(first, single):
+        assert a.items == b.items
+        np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5, atol=1e-6)
+
+
+def test_default_mode_draws_t0_noise(checkpoint):
+    noisy = Recommender.from_checkpoint(checkpoint, device="cpu")
+    torch.manual_seed(1)
+    a = noisy.recommend([["i1", "i2"]], top_k=3)[0].scores
+    b = noisy.recommend([["i1", "i2"]], top_k=3)[0].scores
+    torch.manual_seed(1)
+    assert a != b and noisy.recommend([["i1", "i2"]], top_k=3)[0].scores == a  # noise from the global RNG
+
+
+def test_checkpoint_errors(tmp_path, checkpoint):
+    with pytest.raises(LaresError, match="does not exist"):
+        Recommender.from_checkpoint(tmp_path / "missing.pt", device="cpu")
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(checkpoint.read_bytes()[:300])
+    with pytest.raises(LaresError, match="corrupt"):
+        Recommender.from_checkpoint(corrupt, device="cpu")
+    with pytest.raises(LaresError, match="k=0"):
+        Recommender.from_checkpoint(checkpoint, device="cpu", k=0)
+
+
+# ---------------------------------------------------------------------------------------- CLI
+
+
+def _rows(text):
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_cli_stdin_to_stdout(checkpoint, monkeypatch, capsys):
+    long = json.dumps(IDS[:8])
+    monkeypatch.setattr(sys, "stdin", io.StringIO(f'["i1", "i2"]\n\n{{"user": "u7", "history": ["i3", "zzz"]}}\n{long}\n{long}\n'))
+    assert main(["--checkpoint", str(checkpoint), "--top-k", "3", "--deterministic"]) == 0
+    captured = capsys.readouterr()
+    rows = _rows(captured.out)
+    assert [r["user"] for r in rows] == [None, "u7", None, None]
+    assert all(len(r["items"]) == 3 and len(r["scores"]) == 3 and len(r["titles"]) == 3 for r in rows)
+    assert rows[1]["unknown_items"] == ["zzz"] and rows[1]["truncated"] is False
+    assert [r["truncated"] for r in rows] == [False, False, True, True]
+    assert captured.err.count("warning:") == 1 and "2 of 4" in captured.err
+    assert not {"i1", "i2"} & set(rows[0]["items"])
+
+
+def test_cli_file_to_file_matches_api(checkpoint, rec, tmp_path, capsys):
+    src, dst = tmp_path / "in.jsonl", tmp_path / "out" / "recs.jsonl"
+    src.write_text('{"user": 1, "history": ["i1", "i2", "i3"]}\n["i4"]\n')
+    assert main(["--checkpoint", str(checkpoint), "--input", str(src), "--output", str(dst), "--deterministic", "--include-seen", "--top-k", "2"]) == 0
+    rows = _rows(dst.read_text())
+    expected = rec.recommend([["i1", "i2", "i3"], ["i4"]], top_k=2, exclude_seen=False)
+    assert [r["items"] for r in rows] == [e.items for e in expected] and rows[0]["user"] == 1
+
+
+def test_cli_errors_exit_2_without_output(checkpoint, tmp_path, capsys):
+    src, dst = tmp_path / "in.jsonl", tmp_path / "recs.jsonl"
+    src.write_text('["i1"]\n{"user": 2, "history": [\n')
+    assert main(["--checkpoint", str(checkpoint), "--input", str(src), "--output", str(dst)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "line 2" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not dst.exists() and list(tmp_path.iterdir()) == [src]
+    src.write_text('["i1"]\n["i2"]\n{"user": 3, "history": []}\n')
+    assert main(["--checkpoint", str(checkpoint), "--input", str(src), "--output", str(dst)]) == 2
+    assert "line 3" in capsys.readouterr().err and not dst.exists()
+    assert main(["--checkpoint", str(tmp_path / "missing.pt"), "--input", str(src)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["--checkpoint", str(checkpoint), "--input", str(src), "--top-k", "99"]) == 2
+    assert "top_k=99" in capsys.readouterr().err
+
+
+def test_python_dash_m_entry(checkpoint):
+    done = subprocess.run(
+        [sys.executable, "-m", "lares_rl.recommend_cli", "--checkpoint", str(checkpoint), "--deterministic", "--top-k", "2"],
+        input='["i1"]\n', capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(_rows(done.stdout)[0]["items"]) == 2

@@ -41,6 +41,8 @@ class SPTConfig:
     similarity: str = "dot"     # dot | cosine
     temperature: float = 1.0    # 1.0 for dot, 0.07 is usual for cosine
     patience: int = 10          # epochs without validation NDCG@10 gain before stopping
+    mode: str = "rows"          # rows: one row per prefix (reference); dense: every position of a window
+    dense_stride: int | None = None  # dense: supervised targets per window; null = max_len // 2
 
     def validate(self) -> None:
         require(self.epochs >= 1, "spt.epochs", f"must be >= 1, got {self.epochs}")
@@ -50,6 +52,7 @@ class SPTConfig:
         require(self.similarity in ("dot", "cosine"), "spt.similarity", f"must be dot or cosine, got {self.similarity!r}")
         require(self.temperature > 0, "spt.temperature", f"must be > 0, got {self.temperature}")
         require(self.patience >= 1, "spt.patience", f"must be >= 1, got {self.patience}")
+        require(self.mode in ("rows", "dense"), "spt.mode", f"must be rows or dense, got {self.mode!r}")
 
 
 # ----------------------------------------------------------------------------- loss primitives
@@ -91,12 +94,25 @@ def symmetric_info_nce(x: torch.Tensor, y: torch.Tensor, similarity: str, temper
     return (info_nce(x, y, similarity, temperature) + info_nce(y, x, similarity, temperature)) / 2
 
 
+def recommendation_loss(policy: nn.Module, seq: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """L_rec and the sampled k. ``targets`` [B]: one row per prefix, scored at the last position.
+    ``targets`` [B, L] (dense windows): every position with a non-zero target is scored in the same
+    pass, which is exact for causal encoders because position i only sees items up to i."""
+    if targets.dim() == 1:
+        states = policy.encode(seq, lengths)
+        return F.cross_entropy(policy.scores(states[:, -1]), targets), states.shape[1]
+    states = policy.encode(seq, lengths, all_positions=True)
+    supervised = targets[:, : states.shape[2]] > 0
+    return F.cross_entropy(policy.scores(states[:, -1][supervised]), targets[:, : states.shape[2]][supervised]), states.shape[1]
+
+
 def spt_loss(policy: nn.Module, batch: tuple[torch.Tensor, ...], positive: tuple[torch.Tensor, torch.Tensor], cfg: SPTConfig) -> dict[str, torch.Tensor]:
     """The three passes of one SPT step. ``loss_*`` entries sum to L_SPT (weights applied);
-    ``k``, ``k_prime``, ``tla``, ``sla`` are detached diagnostics."""
+    ``k``, ``k_prime``, ``tla``, ``sla`` are detached diagnostics. The alignment passes always
+    use each row's last position (in dense mode: the window's last target)."""
     seq, lengths, targets = batch
-    states = policy.encode(seq, lengths)
-    out = {"loss_rec": F.cross_entropy(policy.scores(states[:, -1]), targets), "k": torch.tensor(float(states.shape[1]))}
+    loss_rec, k = recommendation_loss(policy, seq, lengths, targets)
+    out = {"loss_rec": loss_rec, "k": torch.tensor(float(k))}
     if not policy.recurrent or (cfg.alpha == 0 and cfg.gamma == 0):
         return out
     k_prime = policy.sample_steps()
@@ -144,9 +160,17 @@ def train_spt(
     Returns a summary with the best epoch, its validation metrics and the checkpoint path; the
     policy is left holding the best weights.
     """
-    # --- data: every training prefix as one row; positives indexed once
-    seqs, lengths, targets = data.train_rows(max_len)
-    positives = SameTargetIndex(targets)
+    # --- data: every training prefix as one row (or dense windows); positives indexed once
+    if cfg.mode == "dense":
+        if not policy.causal:
+            raise LaresError("spt.mode=dense needs a causal backbone (fmlp/bsarec filters mix future positions); use spt.mode=rows")
+        seqs, lengths, targets = data.train_windows(max_len, cfg.dense_stride or max(1, max_len // 2))
+        last_targets = targets[torch.arange(len(targets)), lengths - 1]
+    else:
+        seqs, lengths, targets = data.train_rows(max_len)
+        last_targets = targets
+    positives = SameTargetIndex(last_targets)
+    samples_per_epoch = int((targets > 0).sum())
     generator = torch.Generator().manual_seed(seed)
 
     # --- model, optimiser, logging
@@ -173,7 +197,7 @@ def train_spt(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            seen_rows += len(rows)
+            seen_rows += int((targets[rows] > 0).sum())
             step += 1
             tracker.log("losses", {n: v.item() for n, v in terms.items() if n.startswith("loss_")} | {"loss_total": loss.item()}, seen_rows)
             tracker.log("diag", {n: v.item() for n, v in terms.items() if not n.startswith("loss_")}, seen_rows)
@@ -183,7 +207,7 @@ def train_spt(
         metrics = evaluate_policy(policy, data, "valid", max_len, eval_cfg, device)
         stop = stopper.step(metrics["ndcg@10"], epoch)
         tracker.log("eval", metrics, seen_rows)
-        tracker.log("charts", {"learning_rate": optimizer.param_groups[0]["lr"], "samples_per_sec": len(targets) / seconds, "epoch": epoch}, seen_rows)
+        tracker.log("charts", {"learning_rate": optimizer.param_groups[0]["lr"], "samples_per_sec": samples_per_epoch / seconds, "epoch": epoch}, seen_rows)
         tracker.log("time", {"epoch_seconds": seconds}, seen_rows)
         print(f"[spt] epoch {epoch:3d}  {seconds:6.1f}s  valid ndcg@10 {metrics['ndcg@10']:.4f}  recall@10 {metrics['recall@10']:.4f}" + ("  *" if stopper.improved else ""), flush=True)
         if stopper.improved:
@@ -194,4 +218,4 @@ def train_spt(
     tracker.close()
     best = torch.load(best_path, map_location=device, weights_only=False)
     policy.load_state_dict(best["policy_state"])
-    return {"best_epoch": stopper.best_epoch, "epochs_run": epoch + 1, "valid": best["metrics"], "checkpoint": str(best_path), "seconds_per_epoch": sum(epoch_seconds) / len(epoch_seconds), "samples_per_sec": len(targets) / (sum(epoch_seconds) / len(epoch_seconds))}
+    return {"best_epoch": stopper.best_epoch, "epochs_run": epoch + 1, "valid": best["metrics"], "checkpoint": str(best_path), "seconds_per_epoch": sum(epoch_seconds) / len(epoch_seconds), "samples_per_sec": samples_per_epoch / (sum(epoch_seconds) / len(epoch_seconds))}

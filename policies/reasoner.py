@@ -158,9 +158,15 @@ class LaresReasoner(nn.Module):
         """Per-step user states.
 
         Returns [B, k, d] (the last valid position of every step; [B, 1, d] for SASRec), or with
-        ``all_positions`` [B, k, L, d] for dense training. ``k``/``t0`` replay a rollout; by default
+        ``all_positions`` [B, k, W, d] for dense training, W = the longest length in the batch. ``k``/``t0`` replay a rollout; by default
         k comes from :meth:`sample_steps` and T0 from :meth:`initial_thought`.
         """
+        # Histories are left-aligned, so columns past the longest one hold only padding: dropping
+        # them is exact (absolute positions are unchanged) and saves most of the work on short data.
+        width = max(1, int(lengths.max())) if len(lengths) else seq.shape[1]
+        seq = seq[:, :width]
+        if t0 is not None:
+            t0 = t0[:, :width]
         context, valid = self.context(seq, lengths)
         if self.core_block is None:
             states = context.unsqueeze(1)

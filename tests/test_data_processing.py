@@ -171,3 +171,28 @@ def test_stats_and_format_stats(tmp_path):
     text = format_stats(data)
     for fragment in ("tiny", "t.inter", "users         3", "interactions  12", "avg length    4.00", "k-core", "short users"):
         assert fragment in text
+
+
+@pytest.mark.parametrize("max_len,stride", [(4, 4), (4, 2), (3, 1), (6, 3)])
+def test_train_windows_supervise_every_training_target_once(max_len, stride):
+    rng = np.random.default_rng(max_len * 10 + stride)
+    sequences = [list(rng.integers(1, 30, size=int(rng.integers(3, 17)))) for _ in range(12)]
+    data = SequenceData.from_sequences(sequences, num_items=30)
+    seqs, lengths, targets = data.train_windows(max_len, stride)
+    _, _, row_targets = data.train_rows(max_len)
+    supervised = targets[targets > 0]
+    assert len(supervised) == len(row_targets)
+    assert sorted(supervised.tolist()) == sorted(row_targets.tolist())
+    for w in range(len(seqs)):
+        n = int(lengths[w])
+        # the item after position i is the target at i; the last position is always supervised
+        assert targets[w, n - 1] > 0 and (targets[w, n:] == 0).all() and (seqs[w, n:] == 0).all()
+        for i in range(n - 1):
+            if targets[w, i] > 0:
+                assert targets[w, i] == seqs[w, i + 1]
+
+
+def test_train_windows_reject_bad_stride():
+    data = SequenceData.from_sequences([[1, 2, 3, 4, 5]])
+    with pytest.raises(LaresError, match="spt.dense_stride"):
+        data.train_windows(4, 5)

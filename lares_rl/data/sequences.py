@@ -113,6 +113,32 @@ class SequenceData:
         seqs, lengths = self._windows(target_pos, self.offsets[row_user], max_len)
         return torch.from_numpy(seqs), torch.from_numpy(lengths), torch.from_numpy(self.items[target_pos])
 
+    def train_windows(self, max_len: int, stride: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Dense training windows: (seqs [W, max_len], lengths [W], targets [W, max_len]).
+
+        Each user's training part is cut from its end into windows whose last ``stride`` targets
+        are supervised (``targets[w, i]`` is the item after position i, 0 where unsupervised).
+        Every training target of ``train_rows`` is supervised exactly once, with at least
+        ``max_len - stride + 1`` items of context unless the user's history is shorter. With a
+        causal encoder one window trains ``stride`` rows in a single pass.
+        """
+        _check_max_len(max_len)
+        if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or not 1 <= stride <= max_len:
+            raise LaresError(f"spt.dense_stride must be an integer in 1..dataset.max_len={max_len} (got {stride!r})")
+        train_len = self.lengths - 2
+        per_user = -(-(train_len - 1) // stride)
+        window_user = np.repeat(np.arange(self.num_users, dtype=np.int64), per_user)
+        first = np.concatenate([[0], np.cumsum(per_user)[:-1]])
+        j = np.arange(len(window_user), dtype=np.int64) - first[window_user]
+        user_start = self.offsets[window_user]
+        end = user_start + train_len[window_user] - j * stride
+        seqs, lengths = self._windows(end - 1, user_start, max_len)
+        cols = np.arange(max_len, dtype=np.int64)
+        target_pos = (end - 1 - lengths)[:, None] + 1 + cols[None, :]
+        supervised = (cols[None, :] < lengths[:, None]) & (target_pos >= np.maximum(end - stride, user_start + 1)[:, None])
+        targets = np.where(supervised, self.items[np.minimum(target_pos, len(self.items) - 1)], 0).astype(np.int64)
+        return torch.from_numpy(seqs), torch.from_numpy(lengths), torch.from_numpy(targets)
+
     def eval_inputs(self, split: str, max_len: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One row per user: (seqs [U, max_len], lengths [U], targets [U]) for ``valid`` or ``test``.
 

@@ -1,0 +1,97 @@
+"""Train SASRec or LARES-SPT on a real data set over several seeds and record speed and quality.
+
+    OMP_NUM_THREADS=1 python benchmarks/spt_benchmark.py --dataset ml-100k --policy sasrec --mode dense --seeds 0 1 2
+    OMP_NUM_THREADS=1 python benchmarks/spt_benchmark.py --dataset amazon-beauty --policy lares --max-len 20
+
+Each seed: SPT with early stopping on validation NDCG@10 (DESIGN defaults unless overridden), then
+test metrics of the best checkpoint with history items masked and not masked, plus evaluation
+speed. One JSON file per configuration goes to benchmarks/results/; benchmarks/make_report.py
+turns them into the markdown tables in docs/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from lares_rl.atomic import atomic_write_json
+from lares_rl.checkpoint import build_policy
+from lares_rl.data import DatasetConfig, load_dataset
+from lares_rl.evaluation import EvalConfig, evaluate_policy
+from lares_rl.runtime import seed_everything
+from lares_rl.spt import SPTConfig, train_spt
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", choices=["ml-100k", "amazon-beauty"], default="ml-100k")
+    parser.add_argument("--beauty-path", default=str(ROOT.parent / "shared" / "data" / "amazon-beauty-5core.txt"))
+    parser.add_argument("--policy", default="sasrec", help="a file name in configs/policy/")
+    parser.add_argument("--mode", choices=["rows", "dense"], default="rows")
+    parser.add_argument("--max-len", type=int, default=None, help="default: the dataset config's")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--max-epochs", type=int, default=200)
+    parser.add_argument("--patience", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--alpha", type=float, default=0.1)
+    parser.add_argument("--gamma", type=float, default=0.5)
+    parser.add_argument("--policy-set", nargs="*", default=[], help="policy overrides key=value, e.g. backbone=fmlp")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--tag", default="")
+    parser.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    dataset_cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "dataset" / f"{args.dataset}.yaml"))
+    if args.dataset == "amazon-beauty":
+        dataset_cfg["path"] = args.beauty_path
+    if args.max_len:
+        dataset_cfg["max_len"] = args.max_len
+    data = load_dataset(DatasetConfig.from_mapping(dataset_cfg), ROOT / ".lares_cache")
+    max_len = int(dataset_cfg["max_len"])
+    policy_cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "policy" / f"{args.policy}.yaml"))
+    for item in args.policy_set:
+        key, value = item.split("=", 1)
+        policy_cfg[key] = OmegaConf.create({key: value})[key] if not value.replace(".", "").isdigit() else json.loads(value)
+    spt_cfg = SPTConfig(epochs=args.max_epochs, batch_size=args.batch_size, lr=args.lr, alpha=args.alpha, gamma=args.gamma, patience=args.patience, mode=args.mode)
+    spt_cfg.validate()
+    eval_cfg = EvalConfig()
+    device = torch.device("cpu")
+    name = f"{args.dataset}__{args.policy}{args.tag}__{args.mode}__L{max_len}"
+    out_path = Path(args.out_dir) / f"{name}.json"
+    record = {
+        "name": name, "dataset": args.dataset, "policy": args.policy, "mode": args.mode, "max_len": max_len, "policy_config": policy_cfg,
+        "spt": vars(spt_cfg), "stats": data.stats(), "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} thread(s), torch {torch.__version__}",
+        "command": "python benchmarks/spt_benchmark.py " + " ".join(f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in vars(args).items() if v not in (None, [], "") and k not in ("out_dir", "beauty_path")),
+        "seeds": [],
+    }
+    for seed in args.seeds:
+        seed_everything(seed)
+        policy = build_policy(policy_cfg, data.num_items, max_len)
+        with tempfile.TemporaryDirectory() as run_dir:
+            summary = train_spt(
+                policy=policy, policy_config=policy_cfg, data=data, max_len=max_len, cfg=spt_cfg, eval_cfg=eval_cfg,
+                run_dir=Path(run_dir), device=device, seed=seed, config={"dataset": dataset_cfg, "policy": policy_cfg}, progress=False,
+            )
+        start = time.perf_counter()
+        test = evaluate_policy(policy, data, "test", max_len, eval_cfg, device)
+        eval_seconds = time.perf_counter() - start
+        masked = evaluate_policy(policy, data, "test", max_len, EvalConfig(exclude_history=True), device)
+        row = {"seed": seed, **{k: summary[k] for k in ("best_epoch", "epochs_run", "seconds_per_epoch", "samples_per_sec")}, "valid": summary["valid"], "test": test, "test_masked": masked, "eval_users_per_sec": data.num_users / eval_seconds}
+        record["seeds"].append(row)
+        print(f"[bench] {name} seed {seed}: {row['seconds_per_epoch']:.1f}s/epoch, best epoch {row['best_epoch']}, test ndcg@10 {test['ndcg@10']:.4f} (masked {masked['ndcg@10']:.4f})", flush=True)
+        atomic_write_json(out_path, record)
+
+
+if __name__ == "__main__":
+    main()

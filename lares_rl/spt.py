@@ -20,10 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint
 from .config import require
 from .errors import LaresError
 from .evaluation import EvalConfig, evaluate_policy
+from .resume import TrainingInterrupted, capture_rng, load_training_state, restore_rng, save_training_state, stop_on_sigint
 from .runtime import EarlyStopping
 from .tracking import Tracker, hparams_markdown
 
@@ -134,7 +135,7 @@ def total_loss(terms: Mapping[str, torch.Tensor], step: int) -> torch.Tensor:
     """Sum of the ``loss_*`` entries; a NaN/inf term stops training naming the term and step."""
     for name, value in terms.items():
         if name.startswith("loss_") and not torch.isfinite(value):
-            raise LaresError(f"non-finite {name} ({value.item()}) at step {step}; lower spt.lr or check the data. The last good checkpoint is kept")
+            raise LaresError(f"non-finite {name} ({value.item()}) at step {step}; training stopped. The last good state (checkpoints/spt_last.pt, spt_best.pt) is kept; lower spt.lr or check the data")
     return sum(v for name, v in terms.items() if name.startswith("loss_"))
 
 
@@ -154,11 +155,13 @@ def train_spt(
     seed: int,
     config: Mapping,
     progress: bool = True,
+    resume: bool = False,
 ) -> dict:
     """Train ``policy`` with L_SPT, early-stop on validation NDCG@10, keep the best checkpoint.
 
-    Returns a summary with the best epoch, its validation metrics and the checkpoint path; the
-    policy is left holding the best weights.
+    The full training state is saved to ``checkpoints/spt_last.pt`` after every epoch and on
+    Ctrl-C; ``resume=True`` continues from it exactly. Returns a summary with the best epoch, its
+    validation metrics and the checkpoint path; the policy is left holding the best weights.
     """
     # --- data: every training prefix as one row (or dense windows); positives indexed once
     if cfg.mode == "dense":
@@ -173,49 +176,78 @@ def train_spt(
     samples_per_epoch = int((targets > 0).sum())
     generator = torch.Generator().manual_seed(seed)
 
-    # --- model, optimiser, logging
+    # --- model, optimiser, logging, and (when resuming) the saved state
     policy.to(device)
     optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    tracker = Tracker(run_dir / "tb", "spt", progress)
-    tracker.log_text("hparams", hparams_markdown(config))
     stopper = EarlyStopping(cfg.patience)
-    best_path = run_dir / "checkpoints" / "spt_best.pt"
-    seen_rows, step, epoch_seconds = 0, 0, []
+    best_path, state_path = run_dir / "checkpoints" / "spt_best.pt", run_dir / "checkpoints" / "spt_last.pt"
+    progress_state = {"epoch": 0, "next_batch": 0, "perm": None, "seen_rows": 0, "step": 0, "epoch_seconds": [], "finished": False}
+    if resume:
+        saved = load_training_state(state_path)
+        policy.load_state_dict(saved["policy_state"])
+        optimizer.load_state_dict(saved["optimizer_state"])
+        stopper.load_state_dict(saved["stopper"])
+        restore_rng(saved["rng"], generator)
+        progress_state = saved["progress"]
+        print(f"[spt] resuming {run_dir} at epoch {progress_state['epoch']}, batch {progress_state['next_batch']}", flush=True)
+    tracker = Tracker(run_dir / "tb", "spt", progress, purge_step=progress_state["seen_rows"] if resume else None)
+    if not resume:
+        tracker.log_text("hparams", hparams_markdown(config))
+
+    def save_state() -> None:
+        save_training_state(state_path, {
+            "policy_state": policy.state_dict(), "optimizer_state": optimizer.state_dict(), "stopper": stopper.state_dict(),
+            "rng": capture_rng(generator), "progress": progress_state,
+        })
 
     # --- loop: one pass over shuffled rows per epoch, then validation
-    for epoch in range(cfg.epochs):
-        policy.train()
-        start = time.perf_counter()
-        batches = torch.randperm(len(targets), generator=generator).split(cfg.batch_size)
-        for rows in tracker.bar(batches, len(batches), f"spt epoch {epoch}"):
-            if len(rows) < 2:
-                continue
-            pos_rows = positives.sample(rows, generator)
-            batch = (seqs[rows].to(device), lengths[rows].to(device), targets[rows].to(device))
-            terms = spt_loss(policy, batch, (seqs[pos_rows].to(device), lengths[pos_rows].to(device)), cfg)
-            loss = total_loss(terms, step)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            seen_rows += int((targets[rows] > 0).sum())
-            step += 1
-            tracker.log("losses", {n: v.item() for n, v in terms.items() if n.startswith("loss_")} | {"loss_total": loss.item()}, seen_rows)
-            tracker.log("diag", {n: v.item() for n, v in terms.items() if not n.startswith("loss_")}, seen_rows)
-        seconds = time.perf_counter() - start
-        epoch_seconds.append(seconds)
+    with stop_on_sigint() as stop_request:
+        while progress_state["epoch"] < cfg.epochs and not progress_state["finished"]:
+            epoch = progress_state["epoch"]
+            policy.train()
+            start = time.perf_counter()
+            if progress_state["perm"] is None:
+                progress_state["perm"] = torch.randperm(len(targets), generator=generator)
+            batches = progress_state["perm"].split(cfg.batch_size)
+            for index in tracker.bar(range(progress_state["next_batch"], len(batches)), len(batches) - progress_state["next_batch"], f"spt epoch {epoch}"):
+                rows = batches[index]
+                if len(rows) >= 2:
+                    pos_rows = positives.sample(rows, generator)
+                    batch = (seqs[rows].to(device), lengths[rows].to(device), targets[rows].to(device))
+                    terms = spt_loss(policy, batch, (seqs[pos_rows].to(device), lengths[pos_rows].to(device)), cfg)
+                    loss = total_loss(terms, progress_state["step"])
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    progress_state["seen_rows"] += int((targets[rows] > 0).sum())
+                    progress_state["step"] += 1
+                    tracker.log("losses", {n: v.item() for n, v in terms.items() if n.startswith("loss_")} | {"loss_total": loss.item()}, progress_state["seen_rows"])
+                    tracker.log("diag", {n: v.item() for n, v in terms.items() if not n.startswith("loss_")}, progress_state["seen_rows"])
+                progress_state["next_batch"] = index + 1
+                if stop_request.requested:
+                    save_state()
+                    tracker.close()
+                    raise TrainingInterrupted(f"SPT interrupted at epoch {epoch}, batch {index + 1}/{len(batches)}; state saved to {state_path}. Resume with: lares-rl spt resume={run_dir} <the same overrides>")
+            seconds = time.perf_counter() - start
+            progress_state["epoch_seconds"].append(seconds)
+            seen_rows = progress_state["seen_rows"]
 
-        metrics = evaluate_policy(policy, data, "valid", max_len, eval_cfg, device)
-        stop = stopper.step(metrics["ndcg@10"], epoch)
-        tracker.log("eval", metrics, seen_rows)
-        tracker.log("charts", {"learning_rate": optimizer.param_groups[0]["lr"], "samples_per_sec": samples_per_epoch / seconds, "epoch": epoch}, seen_rows)
-        tracker.log("time", {"epoch_seconds": seconds}, seen_rows)
-        print(f"[spt] epoch {epoch:3d}  {seconds:6.1f}s  valid ndcg@10 {metrics['ndcg@10']:.4f}  recall@10 {metrics['recall@10']:.4f}" + ("  *" if stopper.improved else ""), flush=True)
-        if stopper.improved:
-            save_checkpoint(best_path, policy=policy, policy_config=policy_config, data=data, max_len=max_len, dataset_name=str(config["dataset"]["name"]), phase="spt", epoch=epoch, metrics=metrics, config=config)
-        if stop:
-            break
+            metrics = evaluate_policy(policy, data, "valid", max_len, eval_cfg, device)
+            stop = stopper.step(metrics["ndcg@10"], epoch)
+            tracker.log("eval", metrics, seen_rows)
+            tracker.log("charts", {"learning_rate": optimizer.param_groups[0]["lr"], "samples_per_sec": samples_per_epoch / seconds, "epoch": epoch}, seen_rows)
+            tracker.log("time", {"epoch_seconds": seconds}, seen_rows)
+            print(f"[spt] epoch {epoch:3d}  {seconds:6.1f}s  valid ndcg@10 {metrics['ndcg@10']:.4f}  recall@10 {metrics['recall@10']:.4f}" + ("  *" if stopper.improved else ""), flush=True)
+            if stopper.improved:
+                save_checkpoint(best_path, policy=policy, policy_config=policy_config, data=data, max_len=max_len, dataset_name=str(config["dataset"]["name"]), phase="spt", epoch=epoch, metrics=metrics, config=config)
+            progress_state.update(epoch=epoch + 1, next_batch=0, perm=None, finished=stop)
+            save_state()
 
     tracker.close()
-    best = torch.load(best_path, map_location=device, weights_only=False)
+    best = load_checkpoint(best_path)
     policy.load_state_dict(best["policy_state"])
-    return {"best_epoch": stopper.best_epoch, "epochs_run": epoch + 1, "valid": best["metrics"], "checkpoint": str(best_path), "seconds_per_epoch": sum(epoch_seconds) / len(epoch_seconds), "samples_per_sec": samples_per_epoch / (sum(epoch_seconds) / len(epoch_seconds))}
+    seconds_per_epoch = sum(progress_state["epoch_seconds"]) / max(1, len(progress_state["epoch_seconds"]))
+    return {
+        "best_epoch": stopper.best_epoch, "epochs_run": progress_state["epoch"], "valid": best["metrics"], "checkpoint": str(best_path),
+        "seconds_per_epoch": seconds_per_epoch, "samples_per_sec": samples_per_epoch / seconds_per_epoch if seconds_per_epoch else 0.0,
+    }

@@ -17,10 +17,11 @@ from tqdm import tqdm
 class Tracker:
     """A TensorBoard writer for one phase (``spt``, ``rpt``) of a run."""
 
-    def __init__(self, log_dir: str | Path, phase: str, progress: bool = True) -> None:
+    def __init__(self, log_dir: str | Path, phase: str, progress: bool = True, purge_step: int | None = None) -> None:
+        """``purge_step``: when resuming, drop events logged after the saved state (no duplicates)."""
         self.phase = phase
         self.progress = progress
-        self.writer = SummaryWriter(log_dir=str(log_dir))
+        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
 
     def log(self, namespace: str, values: Mapping[str, float], step: int) -> None:
         for name, value in values.items():

@@ -1,0 +1,84 @@
+"""Resumable training: exact RNG capture, crash-safe training-state files, and Ctrl-C handling.
+
+A training loop saves its state (model, optimiser, early stopping, every RNG, position in the
+epoch) atomically after each epoch and when interrupted. Restoring all RNG streams at the same
+point makes a resumed CPU run bit-identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+from pathlib import Path
+from typing import Any, Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+
+from .atomic import atomic_torch_save
+from .errors import LaresError
+
+
+class TrainingInterrupted(LaresError):
+    """Raised after Ctrl-C once the current step finished and the state was saved."""
+
+
+def capture_rng(generator: torch.Generator) -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(), "generator": generator.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any], generator: torch.Generator) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["generator"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_training_state(path: Path, state: dict[str, Any]) -> None:
+    atomic_torch_save(path, {"format": "lares_rl.training_state/1", **state})
+
+
+def load_training_state(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise LaresError(f"cannot resume: {path} does not exist; resume=<run dir> must point at a run that saved a training state")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise LaresError(f"cannot resume: training state {path} is corrupt ({type(err).__name__}); start a new run") from err
+    if not isinstance(state, dict) or state.get("format") != "lares_rl.training_state/1":
+        raise LaresError(f"cannot resume: {path} is not a lares_rl training state")
+    return state
+
+
+class StopRequest:
+    """Set by the first SIGINT; the loop checks ``requested`` after each step. A second Ctrl-C
+    aborts at once (the last saved state stays intact because every write is atomic)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\n[lares-rl] Ctrl-C: finishing the current step and saving a checkpoint (Ctrl-C again to abort)", flush=True)
+
+
+@contextmanager
+def stop_on_sigint() -> Iterator[StopRequest]:
+    request = StopRequest()
+    try:
+        previous = signal.signal(signal.SIGINT, request._handle)
+    except ValueError:  # not in the main thread: no handler, Ctrl-C behaves as usual
+        yield request
+        return
+    try:
+        yield request
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -5,7 +5,8 @@
 
 Each seed: SPT with early stopping on validation NDCG@10 (DESIGN defaults unless overridden), then
 test metrics of the best checkpoint with history items masked and not masked, plus evaluation
-speed. One JSON file per configuration goes to benchmarks/results/; benchmarks/make_report.py
+speed, and for recurrent policies the test metrics over reasoning depth k. Checkpoints stay in
+benchmarks/runs/ (not committed). One JSON file per configuration goes to benchmarks/results/; benchmarks/make_report.py
 turns them into the markdown tables in docs/.
 """
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import tempfile
+import shutil
 import time
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from omegaconf import OmegaConf
 from lares_rl.atomic import atomic_write_json
 from lares_rl.checkpoint import build_policy
 from lares_rl.data import DatasetConfig, load_dataset
+from lares_rl.depth_sweep import sweep_depths
 from lares_rl.evaluation import EvalConfig, evaluate_policy
 from lares_rl.runtime import seed_everything
 from lares_rl.spt import SPTConfig, train_spt
@@ -78,16 +80,18 @@ def main() -> None:
     for seed in args.seeds:
         seed_everything(seed)
         policy = build_policy(policy_cfg, data.num_items, max_len)
-        with tempfile.TemporaryDirectory() as run_dir:
-            summary = train_spt(
-                policy=policy, policy_config=policy_cfg, data=data, max_len=max_len, cfg=spt_cfg, eval_cfg=eval_cfg,
-                run_dir=Path(run_dir), device=device, seed=seed, config={"dataset": dataset_cfg, "policy": policy_cfg}, progress=False,
-            )
+        run_dir = ROOT / "benchmarks" / "runs" / name / f"seed{seed}"
+        shutil.rmtree(run_dir, ignore_errors=True)
+        summary = train_spt(
+            policy=policy, policy_config=policy_cfg, data=data, max_len=max_len, cfg=spt_cfg, eval_cfg=eval_cfg,
+            run_dir=run_dir, device=device, seed=seed, config={"dataset": dataset_cfg, "policy": policy_cfg}, progress=False,
+        )
         start = time.perf_counter()
         test = evaluate_policy(policy, data, "test", max_len, eval_cfg, device)
         eval_seconds = time.perf_counter() - start
         masked = evaluate_policy(policy, data, "test", max_len, EvalConfig(exclude_history=True), device)
-        row = {"seed": seed, **{k: summary[k] for k in ("best_epoch", "epochs_run", "seconds_per_epoch", "samples_per_sec")}, "valid": summary["valid"], "test": test, "test_masked": masked, "eval_users_per_sec": data.num_users / eval_seconds}
+        depth = sweep_depths(policy, data, max_len, eval_cfg, device) if policy.recurrent else None
+        row = {"seed": seed, "checkpoint": summary["checkpoint"], "depth_sweep": depth, **{k: summary[k] for k in ("best_epoch", "epochs_run", "seconds_per_epoch", "samples_per_sec")}, "valid": summary["valid"], "test": test, "test_masked": masked, "eval_users_per_sec": data.num_users / eval_seconds}
         record["seeds"].append(row)
         print(f"[bench] {name} seed {seed}: {row['seconds_per_epoch']:.1f}s/epoch, best epoch {row['best_epoch']}, test ndcg@10 {test['ndcg@10']:.4f} (masked {masked['ndcg@10']:.4f})", flush=True)
         atomic_write_json(out_path, record)

@@ -1,0 +1,138 @@
+"""Generate docs/RESULTS.md (and its plots) from the JSON files the benchmark scripts wrote.
+
+    python benchmarks/make_report.py
+
+Nothing in the report is typed by hand: every number comes from benchmarks/results/*.json, and
+each table names the command and machine that produced it. Missing runs are listed as missing.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from lares_rl.atomic import atomic_write_text  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+DOCS = ROOT / "docs"
+PUBLISHED_BEAUTY = {"BSARec (published, L=50, masked)": (0.1008, 0.0611), "ICLRec (published, L=50, masked)": (0.0744, 0.0403)}
+
+
+def mean_std(values: list[float]) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
+def load_spt_runs() -> list[dict]:
+    runs = []
+    for path in sorted(RESULTS.glob("*.json")):
+        record = json.loads(path.read_text())
+        if "seeds" in record and record["seeds"] and "spt" in record:
+            runs.append(record)
+    return runs
+
+
+def label(run: dict) -> str:
+    return f"{run['policy']} ({run['mode']}, L={run['max_len']})"
+
+
+def stats_section(runs: list[dict]) -> list[str]:
+    seen, lines = set(), ["## Data sets", "", "| data set | users | items | interactions | avg length | sparsity |", "|---|---:|---:|---:|---:|---:|"]
+    for run in runs:
+        if run["dataset"] in seen:
+            continue
+        seen.add(run["dataset"])
+        s = run["stats"]
+        lines.append(f"| {run['dataset']} | {s['users']:,} | {s['items']:,} | {s['interactions']:,} | {s['avg_len']:.2f} | {100 * s['sparsity']:.2f}% |")
+    return lines + ["", "Made by `lares-rl stats` processing (5-core, leave-one-out); numbers recorded by the benchmark runs below.", ""]
+
+
+def quality_section(runs: list[dict]) -> list[str]:
+    lines = ["## Test quality (full ranking, mean ± std over seeds)", ""]
+    for dataset in sorted({r["dataset"] for r in runs}):
+        lines += [f"### {dataset}", "", "| model | seeds | Recall@10 | NDCG@10 | Recall@10 (history masked) | NDCG@10 (history masked) | epochs to best | command |", "|---|---:|---:|---:|---:|---:|---:|---|"]
+        for run in [r for r in runs if r["dataset"] == dataset]:
+            seeds = run["seeds"]
+            col = lambda split, metric: mean_std([s[split][metric] for s in seeds])  # noqa: E731
+            lines.append(
+                f"| {label(run)} | {len(seeds)} | {col('test', 'recall@10')} | {col('test', 'ndcg@10')} | {col('test_masked', 'recall@10')} | {col('test_masked', 'ndcg@10')} "
+                f"| {statistics.mean(s['best_epoch'] + 1 for s in seeds):.0f} | `{run['command']}` |"
+            )
+        if dataset == "amazon-beauty":
+            for name, (hr, ndcg) in PUBLISHED_BEAUTY.items():
+                lines.append(f"| {name} | - | - | - | {hr:.4f} | {ndcg:.4f} | - | paper |")
+        lines += ["", *comparison_lines([r for r in runs if r["dataset"] == dataset]), ""]
+    return lines
+
+
+def comparison_lines(runs: list[dict]) -> list[str]:
+    """LARES vs SASRec on the same data, max_len and training mode."""
+    lines = []
+    for lares in [r for r in runs if r["policy"] == "lares"]:
+        for base in [r for r in runs if r["policy"] == "sasrec" and r["max_len"] == lares["max_len"] and r["mode"] == lares["mode"]]:
+            ours = statistics.mean(s["test"]["ndcg@10"] for s in lares["seeds"])
+            theirs = statistics.mean(s["test"]["ndcg@10"] for s in base["seeds"])
+            lines.append(f"- {label(lares)} vs {label(base)}: test NDCG@10 {100 * (ours / theirs - 1):+.1f}% (means over {len(lares['seeds'])} and {len(base['seeds'])} seeds).")
+    return lines
+
+
+def speed_section(runs: list[dict]) -> list[str]:
+    lines = ["## Training and evaluation speed", "", "| data set | model | s / epoch | training samples / s | evaluation users / s | machine |", "|---|---|---:|---:|---:|---|"]
+    for run in runs:
+        seeds = run["seeds"]
+        lines.append(
+            f"| {run['dataset']} | {label(run)} | {statistics.mean(s['seconds_per_epoch'] for s in seeds):.1f} | {statistics.mean(s['samples_per_sec'] for s in seeds):,.0f} "
+            f"| {statistics.mean(s['eval_users_per_sec'] for s in seeds):,.0f} | {run['machine']} |"
+        )
+    return lines + ["", "A training sample is one (history, next item) target; dense mode trains the same targets as rows mode. The machine has 2 cores shared with other work, so timings carry noise.", ""]
+
+
+def depth_section(runs: list[dict]) -> list[str]:
+    lines = ["## Metric vs reasoning depth k (test, no masking)", ""]
+    for run in [r for r in runs if r["seeds"][0].get("depth_sweep")]:
+        ks = [row["k"] for row in run["seeds"][0]["depth_sweep"]]
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        lines += [f"### {run['dataset']}: {label(run)}", "", "| k | NDCG@10 | Recall@10 |", "|---:|---:|---:|"]
+        for i, k in enumerate(ks):
+            ndcg = [s["depth_sweep"][i]["ndcg@10"] for s in run["seeds"] if s.get("depth_sweep")]
+            recall = [s["depth_sweep"][i]["recall@10"] for s in run["seeds"] if s.get("depth_sweep")]
+            lines.append(f"| {k} | {mean_std(ndcg)} | {mean_std(recall)} |")
+        for metric in ("ndcg@10", "recall@10"):
+            means = [statistics.mean(s["depth_sweep"][i][metric] for s in run["seeds"] if s.get("depth_sweep")) for i in range(len(ks))]
+            ax.plot(ks, means, marker="o", label=metric)
+        ax.set_xlabel("reasoning steps k")
+        ax.set_title(f"{run['dataset']}: {label(run)}", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        png = DOCS / f"depth_{run['name']}.png"
+        fig.savefig(png, dpi=110)
+        plt.close(fig)
+        lines += ["", f"![metric vs k]({png.name})", ""]
+    return lines
+
+
+def main() -> None:
+    DOCS.mkdir(exist_ok=True)
+    runs = load_spt_runs()
+    lines = ["# lares_rl results", "", "Generated by `python benchmarks/make_report.py` from `benchmarks/results/*.json`; do not edit by hand.", ""]
+    lines += stats_section(runs) + quality_section(runs) + depth_section(runs) + speed_section(runs)
+    latency = DOCS / "latency.md"
+    if latency.is_file():
+        lines += ["## Recommendation latency", "", f"See [latency.md](latency.md) (`python benchmarks/latency.py`).", ""]
+    atomic_write_text(DOCS / "RESULTS.md", "\n".join(lines) + "\n")
+    print(f"wrote {DOCS / 'RESULTS.md'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,7 +1,8 @@
 """``lares-rl <command> [hydra overrides]``: the one entry point.
 
-Commands: ``run`` (the main job: SPT -> test evaluation), ``spt``, ``eval`` (a checkpoint on
-valid/test), ``sweep-k`` (a checkpoint over reasoning depths, table + plot), ``stats``.
+Commands: ``run`` (the main job: SPT -> filter -> RPT -> test evaluation), ``spt`` (SPT only),
+``rpt`` (RPT from ``checkpoint=<spt checkpoint>``), ``eval`` (a checkpoint on valid/test),
+``sweep-k`` (a checkpoint over reasoning depths, table + plot), ``stats``.
 Every run writes its composed config (``.hydra/``), checkpoints, ``metrics.json`` and TensorBoard
 logs (``tb/``) into the Hydra run directory. A user mistake ends with one ``error:`` line and
 exit status 2; Hydra itself reports unknown keys and group options.
@@ -19,7 +20,7 @@ from omegaconf import DictConfig
 from .config import section_from_mapping, to_plain
 from .errors import LaresError
 
-COMMANDS = ("run", "spt", "eval", "sweep-k", "stats")
+COMMANDS = ("run", "spt", "rpt", "eval", "sweep-k", "stats")
 
 
 def _run_dir() -> Path:
@@ -44,7 +45,7 @@ def command_stats(cfg: DictConfig) -> None:
     print(format_stats(_load_data(cfg)))
 
 
-def command_spt(cfg: DictConfig, with_test: bool = True) -> dict:
+def command_spt(cfg: DictConfig, with_test: bool = True, quiet: bool = False) -> dict:
     """Train the configured policy with SPT (SASRec: plain CE), then evaluate the best weights on test."""
     from .atomic import atomic_write_json
     from .checkpoint import build_policy
@@ -70,10 +71,97 @@ def command_spt(cfg: DictConfig, with_test: bool = True) -> dict:
     results = {"spt": summary}
     if with_test:
         results["test"] = {"spt": evaluate_policy(policy, data, "test", max_len, eval_cfg, device)}
+        if quiet:
+            return results
         print(results_table(results["test"], eval_cfg.ks))
     atomic_write_json(run_dir / "metrics.json", results)
     print(f"[lares-rl] checkpoint {summary['checkpoint']}\n[lares-rl] metrics {run_dir / 'metrics.json'}\n[lares-rl] TensorBoard: tensorboard --logdir {run_dir / 'tb'}")
     return results
+
+
+def _rpt_setup(cfg: DictConfig, num_items: int, recurrent: bool):
+    """RPT config + reward, validated against the data and the policy: every user error surfaces
+    here, before any training (also before SPT in ``run``)."""
+    from .rpt import RPTConfig, instantiate_reward
+
+    rpt_cfg = section_from_mapping(RPTConfig, cfg.rpt, "rpt")
+    reward_fn = instantiate_reward(cfg.reward, num_items)
+    rpt_cfg.check_compatible(num_items=num_items, reward_fn=reward_fn, recurrent=recurrent)
+    return rpt_cfg, reward_fn
+
+
+def _load_spt_checkpoint(path, data, device):
+    """(payload, policy) of an SPT checkpoint trained on exactly ``data``."""
+    from .checkpoint import check_same_data, load_checkpoint, policy_from_checkpoint
+
+    payload = load_checkpoint(path)
+    check_same_data(payload, data, path)
+    return payload, policy_from_checkpoint(payload, device)
+
+
+def _rpt_with_before_after(cfg: DictConfig, payload, policy, data, rpt_cfg, reward_fn, eval_cfg, device) -> dict:
+    """Valid/test before, RPT, valid/test after (the best RPT weights)."""
+    from .evaluation import evaluate_policy
+    from .rpt import train_rpt
+    from .runtime import seed_everything
+
+    max_len = int(payload["dataset"]["max_len"])
+    before = {split: evaluate_policy(policy, data, split, max_len, eval_cfg, device) for split in ("valid", "test")}
+    seed_everything(int(cfg.seed))
+    summary = train_rpt(
+        policy=policy, policy_config=payload["policy_config"], data=data, max_len=max_len, cfg=rpt_cfg, reward_fn=reward_fn,
+        eval_cfg=eval_cfg, run_dir=_run_dir(), device=device, seed=int(cfg.seed), config=to_plain(cfg), progress=bool(cfg.progress),
+    )
+    after = {split: evaluate_policy(policy, data, split, max_len, eval_cfg, device) for split in ("valid", "test")}
+    return {"before": before, "after": after, "rpt": summary}
+
+
+def command_rpt(cfg: DictConfig) -> dict:
+    """RPT from ``checkpoint=<spt checkpoint>``, then valid/test before and after in metrics.json."""
+    from .atomic import atomic_write_json
+    from .report import results_table
+    from .runtime import resolve_device
+
+    if cfg.checkpoint is None:
+        raise LaresError("checkpoint is not set; run `lares-rl rpt checkpoint=<run dir>/checkpoints/spt_best.pt`")
+    eval_cfg = _eval_config(cfg)
+    device = resolve_device(cfg.device)
+    data = _load_data(cfg)
+    payload, policy = _load_spt_checkpoint(cfg.checkpoint, data, device)
+    rpt_cfg, reward_fn = _rpt_setup(cfg, data.num_items, bool(getattr(policy, "recurrent", False)))
+    run_dir = _run_dir()
+    print(f"[lares-rl] rpt ({rpt_cfg.algorithm}) from {cfg.checkpoint} on {cfg.dataset.name}: {data.num_users} users, {data.num_items} items; run dir {run_dir}")
+    results = {"checkpoint": str(cfg.checkpoint), **_rpt_with_before_after(cfg, payload, policy, data, rpt_cfg, reward_fn, eval_cfg, device)}
+    print(results_table({"before rpt (test)": results["before"]["test"], "after rpt (test)": results["after"]["test"]}, eval_cfg.ks))
+    atomic_write_json(run_dir / "metrics.json", results)
+    print(f"[lares-rl] checkpoint {results['rpt']['checkpoint']}\n[lares-rl] metrics {run_dir / 'metrics.json'}\n[lares-rl] TensorBoard: tensorboard --logdir {run_dir / 'tb'}")
+    return results
+
+
+def command_run(cfg: DictConfig) -> dict:
+    """The main job: SPT -> top-K filter -> RPT -> test; one table with test metrics after SPT and after RPT."""
+    from .atomic import atomic_write_json
+    from .checkpoint import build_policy
+    from .report import results_table
+    from .runtime import resolve_device
+
+    eval_cfg = _eval_config(cfg)
+    device = resolve_device(cfg.device)
+    data = _load_data(cfg)
+    # RPT settings are checked before SPT starts, so a typo never costs a pre-training run.
+    probe = build_policy(to_plain(cfg.policy), data.num_items, int(cfg.dataset.max_len))
+    rpt_cfg, reward_fn = _rpt_setup(cfg, data.num_items, bool(getattr(probe, "recurrent", False)))
+    del probe
+    spt_results = command_spt(cfg, with_test=True, quiet=True)
+    payload, policy = _load_spt_checkpoint(spt_results["spt"]["checkpoint"], data, device)
+    results = _rpt_with_before_after(cfg, payload, policy, data, rpt_cfg, reward_fn, eval_cfg, device)
+    merged = {"spt": spt_results["spt"], "rpt": results["rpt"], "valid": {"spt": results["before"]["valid"], "rpt": results["after"]["valid"]},
+              "test": {"spt": spt_results["test"]["spt"], "rpt": results["after"]["test"]}}
+    print(results_table(merged["test"], eval_cfg.ks))
+    run_dir = _run_dir()
+    atomic_write_json(run_dir / "metrics.json", merged)
+    print(f"[lares-rl] checkpoints {spt_results['spt']['checkpoint']} {results['rpt']['checkpoint']}\n[lares-rl] metrics {run_dir / 'metrics.json'}\n[lares-rl] TensorBoard: tensorboard --logdir {run_dir / 'tb'}")
+    return merged
 
 
 def command_eval(cfg: DictConfig) -> dict:
@@ -118,7 +206,7 @@ def command_sweep_k(cfg: DictConfig) -> dict:
     return rows
 
 
-HANDLERS = {"run": command_spt, "spt": command_spt, "eval": command_eval, "sweep-k": command_sweep_k, "stats": command_stats}
+HANDLERS = {"run": command_run, "spt": command_spt, "rpt": command_rpt, "eval": command_eval, "sweep-k": command_sweep_k, "stats": command_stats}
 
 
 @hydra.main(version_base="1.3", config_path="pkg://lares_rl.configs", config_name="config")

@@ -1,0 +1,366 @@
+"""RPT: reinforcement post-training of an SPT checkpoint (DESIGN section 3), top to bottom.
+
+Reference algorithm (GRPO-style, critic-free), one gradient step per collected batch:
+    filter:     keep training rows whose target is in the SPT model's top-100 in >= 1 of 3 stochastic passes
+    reference:  a frozen copy of the SPT model (eval mode)
+    collect:    NextItemEnv hands out ``histories_per_batch`` histories x G contiguous rows; the actor
+                rolls every row out in train mode with its own k_g, T0 noise and dropout, and
+                recommends the top-K slate of the last step; the env rewards it (reward group)
+    advantage:  A_g = (r_g - mean_G r) / (std_G r + 1e-4)                      (GroupAdvantage)
+    loss:       mean_g mean_{j<=k_g} -[exp(lp - sg(lp)) A_g - beta (exp(rp - lp) - (rp - lp) - 1)]
+                lp: the rollout replayed with grad, rp: the reference with the same k_g (GroupRelativeLoss)
+    epoch:      one pass over the kept rows, then validation NDCG@10, early stopping, best checkpoint
+``rpt.algorithm=ppo`` swaps the loss for TorchRL's ClipPPOLoss over an item-sampling actor
+(Plackett-Luce or categorical slates) with the group advantage or a learned value head.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from .checkpoint import save_checkpoint
+from .config import require
+from .errors import LaresError
+from .evaluation import EvalConfig, evaluate_policy
+from .rewards import check_reward_fn
+from .rpt_filter import top_k_filter
+from .runtime import EarlyStopping
+from .tracking import Tracker, hparams_markdown
+
+ALGORITHMS = ("grpo", "ppo")
+EXPLORATIONS = ("latent", "categorical", "plackett_luce")
+ADVANTAGES = ("group", "value")
+
+
+@dataclass
+class RPTConfig:
+    """``rpt`` section; defaults are the reference's (``configs/rpt/grpo.yaml``)."""
+
+    algorithm: str = "grpo"          # grpo (reference GroupRelativeLoss) | ppo (TorchRL ClipPPOLoss)
+    group_size: int = 4              # G rollouts per history
+    histories_per_batch: int = 400   # histories per collected batch (frames = histories x G)
+    lr: float = 5e-4
+    beta: float = 1.0                # KL-to-reference weight (grpo)
+    dropout: float = 0.1             # the policy's dropout during RPT (SPT used policy.dropout)
+    slate_size: int = 10             # K, the recommended slate width
+    epochs: int = 50                 # passes over the kept rows (upper bound; early stopping decides)
+    patience: int = 10               # epochs without validation NDCG@10 gain before stopping
+    filter_top: int = 100            # keep rows whose target is in the SPT top-`filter_top` ...
+    filter_passes: int = 3           # ... in at least one of this many stochastic passes
+    exploration: str = "latent"      # latent (reference) | categorical | plackett_luce (item sampling)
+    latent_noise: bool = True        # item sampling only: false = deterministic latent (eval mode)
+    update_epochs: int = 1           # gradient steps per batch; > 1 uses clipped ratios
+    clip_epsilon: float = 0.2        # ppo, and grpo with update_epochs > 1
+    advantage: str = "group"         # group (critic-free) | value (ppo: learned value head)
+    value_hidden: int = 64           # width of the value head's hidden layer (advantage=value)
+    weight_decay: float = 0.0
+
+    def validate(self) -> None:
+        require(self.algorithm in ALGORITHMS, "rpt.algorithm", f"must be one of {ALGORITHMS}, got {self.algorithm!r}")
+        require(self.group_size >= 2, "rpt.group_size", f"rpt.group_size must be >= 2 (group advantage undefined), got {self.group_size}")
+        require(self.histories_per_batch >= 1, "rpt.histories_per_batch", f"must be >= 1, got {self.histories_per_batch}")
+        require(self.lr > 0, "rpt.lr", f"must be > 0, got {self.lr}")
+        require(self.beta >= 0, "rpt.beta", f"must be >= 0, got {self.beta}")
+        require(0 <= self.dropout < 1, "rpt.dropout", f"must be in [0, 1), got {self.dropout}")
+        require(self.slate_size >= 1, "rpt.slate_size", f"must be >= 1, got {self.slate_size}")
+        require(self.epochs >= 1 and self.patience >= 1, "rpt.epochs/rpt.patience", "must be >= 1")
+        require(self.filter_top >= 1 and self.filter_passes >= 1, "rpt.filter_top/rpt.filter_passes", "must be >= 1")
+        require(self.exploration in EXPLORATIONS, "rpt.exploration", f"must be one of {EXPLORATIONS}, got {self.exploration!r}")
+        require(self.latent_noise or self.exploration != "latent", "rpt.latent_noise", "false needs item sampling (rpt.exploration=categorical|plackett_luce): with exploration=latent nothing would explore")
+        require(self.update_epochs >= 1, "rpt.update_epochs", f"must be >= 1, got {self.update_epochs}")
+        require(0 < self.clip_epsilon < 1, "rpt.clip_epsilon", f"must be in (0, 1), got {self.clip_epsilon}")
+        require(self.advantage in ADVANTAGES, "rpt.advantage", f"must be one of {ADVANTAGES}, got {self.advantage!r}")
+        require(self.advantage == "group" or self.algorithm == "ppo", "rpt.advantage", "value needs rpt.algorithm=ppo (grpo is critic-free)")
+        require(self.algorithm != "ppo" or self.exploration != "latent", "rpt.exploration", "rpt.algorithm=ppo needs a slate distribution: set rpt.exploration=plackett_luce or categorical")
+        require(self.value_hidden >= 1, "rpt.value_hidden", "must be >= 1")
+
+    def check_compatible(self, *, num_items: int, reward_fn, recurrent: bool) -> None:
+        """Checks that need the data and the policy; all run before any training."""
+        require(self.slate_size <= num_items, "rpt.slate_size", f"{self.slate_size} is larger than the catalog ({num_items} items); lower rpt.slate_size")
+        reward_k = getattr(reward_fn, "keywords", {}).get("k")
+        if reward_k is not None and reward_k > num_items:
+            raise LaresError(f"reward.k: {reward_k} is larger than the catalog ({num_items} items); lower reward.k")
+        if reward_k is not None and reward_k > self.slate_size:
+            print(f"[rpt] warning: reward.k={reward_k} > rpt.slate_size={self.slate_size}; the reward sees the whole slate of {self.slate_size}")
+        require(
+            recurrent or self.exploration != "latent",
+            "rpt.exploration",
+            "latent exploration needs a recurrent LARES policy (this checkpoint has no core block, e.g. SASRec); use rpt.exploration=plackett_luce or categorical",
+        )
+
+
+# ----------------------------------------------------------------------------- primitives
+
+
+def instantiate_reward(node, num_items: int):
+    """The ``reward`` Hydra group -> ``reward(slate, target) -> [B]``, checked on a dummy batch."""
+    from hydra.utils import instantiate
+
+    target = node.get("_target_") if hasattr(node, "get") else None
+    try:
+        reward_fn = instantiate(node)
+    except Exception as err:
+        cause = err.__cause__ or err
+        detail = " ".join(str(cause).split())
+        raise LaresError(f"reward._target_={target!r} cannot be instantiated ({type(cause).__name__}: {detail}); point it at a function reward(slate, target) -> [B] float, e.g. lares_rl.rewards.ndcg") from err
+    if not callable(reward_fn):
+        raise LaresError(f"reward._target_={target!r} did not give a callable; keep `_partial_: true` in the reward config")
+    check_reward_fn(reward_fn, num_items)
+    return reward_fn
+
+
+def set_dropout(policy: nn.Module, p: float) -> int:
+    """Set every dropout probability of ``policy`` (dropout modules and attention dropout) to ``p``."""
+    changed = 0
+    for module in policy.modules():
+        if isinstance(module, nn.Dropout) or type(module).__name__ == "FastDropout":
+            module.p = p
+            changed += 1
+        if isinstance(getattr(module, "attn_dropout", None), float):
+            module.attn_dropout = p
+            changed += 1
+    return changed
+
+
+def training_row_positions(data) -> tuple[np.ndarray, np.ndarray]:
+    """(user [R], flat position of the target [R]) of every training row, in ``train_rows`` order."""
+    users = data.train_row_user_index()
+    rows_per_user = data.lengths - 3
+    first_row = np.concatenate([[0], np.cumsum(rows_per_user)[:-1]])
+    t = np.arange(len(users), dtype=np.int64) - first_row[users] + 1
+    return users, data.offsets[users] + t
+
+
+@torch.no_grad()
+def reference_log_probs(reference: nn.Module, batch, target: torch.Tensor, noise_offset: int = 1) -> None:
+    """Write ``ref_step_log_prob`` [B, k_max] and ``ref_step_mask``: the frozen reference (eval mode,
+    its own T0 noise) at every step j <= k_g of each rollout's depth."""
+    from .policies.actor import run_rollouts
+
+    out = run_rollouts(reference, batch["history", "items"], batch["history", "length"], batch["num_steps"], batch["rollout_seed"], target, train=False, noise_offset=noise_offset)
+    batch.set("ref_step_log_prob", out["step_log_prob"])
+    batch.set("ref_step_mask", out["step_mask"])
+
+
+@torch.no_grad()
+def greedy_reward(policy: nn.Module, seqs: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor, reward_fn, slate_size: int, device: torch.device, seed: int = 0, batch_size: int = 1024) -> float:
+    """Mean reward of the evaluation-mode top-K slate on the given rows (a deterministic training-reward probe)."""
+    was_training = policy.training
+    policy.eval()
+    total = 0.0
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            for start in range(0, len(targets), batch_size):
+                rows = slice(start, start + batch_size)
+                scores = policy.scores(policy.encode(seqs[rows].to(device), lengths[rows].to(device))[:, -1])
+                slate = scores.topk(slate_size, dim=-1).indices
+                total += reward_fn(slate, targets[rows].to(device)).sum().item()
+    finally:
+        policy.train(was_training)
+    return total / max(len(targets), 1)
+
+
+def total_loss(terms: Mapping[str, torch.Tensor], step: int) -> torch.Tensor:
+    """Sum of the ``loss_*`` entries; a NaN/inf term stops training naming the term and step."""
+    for name, value in terms.items():
+        if name.startswith("loss_") and not torch.isfinite(value):
+            raise LaresError(f"non-finite {name} ({value.item()}) at RPT step {step}; lower rpt.lr or raise rpt.beta. The last good checkpoint is kept")
+    return sum(v for name, v in terms.items() if name.startswith("loss_"))
+
+
+def scalars(terms: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    return {name: float(value.detach()) for name, value in terms.items() if torch.is_tensor(value) and value.numel() == 1}
+
+
+# ----------------------------------------------------------------------------- the algorithm
+
+
+def train_rpt(
+    *,
+    policy: nn.Module,
+    policy_config: Mapping,
+    data,
+    max_len: int,
+    cfg: RPTConfig,
+    reward_fn,
+    eval_cfg: EvalConfig,
+    run_dir: Path,
+    device: torch.device,
+    seed: int,
+    config: Mapping,
+    progress: bool = True,
+) -> dict:
+    """Post-train ``policy`` (SPT weights) with RPT; early-stop on validation NDCG@10, keep the best.
+
+    Returns a summary (best epoch, its validation metrics, checkpoint path, kept fraction, the
+    training reward per epoch, throughput); the policy is left holding the best weights.
+    """
+    from tensordict.nn import TensorDictModule  # noqa: F401  (torchrl imports below need tensordict first)
+    from torchrl.collectors import Collector
+    from torchrl.objectives import ClipPPOLoss
+
+    from .envs.batched_env import NextItemEnv
+    from .policies.actor import make_slate_actor
+    from .rpt_losses import GroupAdvantage, GroupRelativeLoss, make_value_head
+
+    cfg.check_compatible(num_items=data.num_items, reward_fn=reward_fn, recurrent=bool(getattr(policy, "recurrent", False)))
+    policy.to(device)
+    set_dropout(policy, cfg.dropout)
+    policy_config = {**dict(policy_config), "dropout": cfg.dropout}
+    tracker = Tracker(run_dir / "tb", "rpt", progress)
+    tracker.log_text("hparams", hparams_markdown(config))
+
+    # --- filter: training rows the SPT model already ranks in its top-`filter_top`
+    seqs, lengths, targets = data.train_rows(max_len)
+    start = time.perf_counter()
+    keep = top_k_filter(policy, seqs, lengths, targets, top=cfg.filter_top, passes=cfg.filter_passes, device=device, seed=seed)
+    kept = keep.nonzero().squeeze(1)
+    kept_fraction = len(kept) / max(len(targets), 1)
+    tracker.log("charts", {"kept_fraction": kept_fraction, "kept_rows": len(kept)}, 0)
+    tracker.log("time", {"filter": time.perf_counter() - start}, 0)
+    print(f"[rpt] filter top-{cfg.filter_top} x {cfg.filter_passes} passes: kept {len(kept)}/{len(targets)} training rows ({kept_fraction:.1%})", flush=True)
+    if len(kept) == 0:
+        raise LaresError(f"rpt.filter_top={cfg.filter_top}: no training row has its target in the SPT model's top-{cfg.filter_top}; raise rpt.filter_top")
+    histories = cfg.histories_per_batch
+    if histories > len(kept):
+        histories = len(kept)
+        print(f"[rpt] warning: rpt.histories_per_batch={cfg.histories_per_batch} > {len(kept)} kept rows; using {histories} histories per batch")
+    batches_per_epoch = math.ceil(len(kept) / histories)
+
+    # --- env: one episode per kept row (history -> its target), G contiguous rows per history
+    users, target_pos = training_row_positions(data)
+    if not np.array_equal(data.items[target_pos], targets.numpy()):
+        raise RuntimeError("training_row_positions disagrees with SequenceData.train_rows; the row layout changed")
+    kept_np = kept.numpy()
+    env = NextItemEnv(
+        data.items, data.offsets, users[kept_np], target_pos[kept_np], target_pos[kept_np] + 1, data.num_items,
+        batch_size=histories * cfg.group_size, max_len=max_len, slate_size=cfg.slate_size, horizon=1,
+        reward_fn=reward_fn, group_size=cfg.group_size, sampling="epoch", seed=seed, device=device,
+    )
+
+    # --- actor, frozen reference, advantage, loss, optimiser
+    actor = make_slate_actor(policy, cfg.slate_size, cfg.exploration, latent_noise=cfg.latent_noise, eval_seed=eval_cfg.seed, seed=seed)
+    reference = copy.deepcopy(policy).eval().requires_grad_(False)
+    group_advantage = GroupAdvantage(cfg.group_size)
+    value_head = None
+    if cfg.algorithm == "grpo":
+        loss_module = GroupRelativeLoss(policy, beta=cfg.beta, clip_epsilon=cfg.clip_epsilon if cfg.update_epochs > 1 else None)
+    else:
+        if cfg.advantage == "value":
+            value_head = make_value_head(int(getattr(policy, "d_model")), cfg.value_hidden).to(device)
+        loss_module = ClipPPOLoss(
+            actor, value_head, clip_epsilon=cfg.clip_epsilon, entropy_bonus=False,
+            critic_coeff=1.0 if value_head is not None else None, normalize_advantage=cfg.advantage == "value",
+        )
+    optimizer = torch.optim.Adam(loss_module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    collector = Collector(env, actor, frames_per_batch=env.batch_size[0], total_frames=-1, device=device, auto_register_policy_transforms=False)
+    batches = iter(collector)
+
+    stopper = EarlyStopping(cfg.patience)
+    best_path = run_dir / "checkpoints" / "rpt_best.pt"
+    train_probe = (seqs[kept], lengths[kept], targets[kept])
+    reward_before = greedy_reward(policy, *train_probe, reward_fn, cfg.slate_size, device, eval_cfg.seed)
+    histories_seen, step = 0, 0
+    reward_per_epoch, collect_seconds, loop_seconds, frames_total = [], 0.0, 0.0, 0
+
+    # --- loop: collect -> advantage (+ reference) -> update; validation after each epoch
+    try:
+        for epoch in range(cfg.epochs):
+            epoch_start = time.perf_counter()
+            epoch_rewards = []
+            for _ in tracker.bar(range(batches_per_epoch), batches_per_epoch, f"rpt epoch {epoch}"):
+                t0 = time.perf_counter()
+                batch = next(batches).reshape(-1)  # [B, T=1] -> [B]; groups stay contiguous
+                t1 = time.perf_counter()
+                target = batch["next", "target"]
+                with torch.no_grad():
+                    group_advantage(batch)
+                    if cfg.algorithm == "grpo":
+                        reference_log_probs(reference, batch, target)
+                        if cfg.update_epochs > 1:
+                            from .policies.actor import replay_step_log_probs
+
+                            batch.set("old_step_log_prob", replay_step_log_probs(policy, batch, target)[0])
+                    elif value_head is not None:
+                        value = value_head(batch.select("user_state").clone())["state_value"]
+                        batch.set("value_target", batch["next", "reward"])
+                        batch.set("advantage", batch["next", "reward"] - value)
+                t2 = time.perf_counter()
+                for _ in range(cfg.update_epochs):
+                    terms = loss_module(batch)
+                    loss = total_loss(terms, step)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    step += 1
+                t3 = time.perf_counter()
+
+                frames = batch.numel()
+                histories_seen += frames // cfg.group_size
+                collect_seconds += t1 - t0
+                loop_seconds += t3 - t0
+                frames_total += frames
+                reward = batch["next", "reward"].reshape(-1)
+                epoch_rewards.append(reward.mean().item())
+                num_steps = batch["num_steps"].float()
+                logged = scalars(terms)
+                tracker.log("losses", {n: v for n, v in logged.items() if n.startswith("loss_")} | {"loss_total": loss.item()}, histories_seen)
+                tracker.log("diag", {n: v for n, v in logged.items() if not n.startswith("loss_")} | {
+                    "zero_adv_group_fraction": batch["group_zero_adv"].float().mean().item(),
+                    "advantage_std": batch["advantage"].std().item(),
+                }, histories_seen)
+                tracker.log("charts", {
+                    "reward_mean": reward.mean().item(), "reward_std": reward.std().item(), "k_mean": num_steps.mean().item(),
+                    "frames_per_sec": frames / (t1 - t0), "loop_frames_per_sec": frames / (t3 - t0),
+                    "learning_rate": optimizer.param_groups[0]["lr"],
+                }, histories_seen)
+                tracker.log("time", {"collect": t1 - t0, "reference": t2 - t1, "update": t3 - t2}, histories_seen)
+                tracker.log_histogram("charts/k", num_steps, histories_seen)
+
+            seconds = time.perf_counter() - epoch_start
+            reward_per_epoch.append(sum(epoch_rewards) / len(epoch_rewards))
+            metrics = evaluate_policy(policy, data, "valid", max_len, eval_cfg, device)
+            stop = stopper.step(metrics["ndcg@10"], epoch)
+            tracker.log("eval", metrics, histories_seen)
+            tracker.log("charts", {"epoch": epoch, "epoch_reward_mean": reward_per_epoch[-1]}, histories_seen)
+            tracker.log("time", {"epoch_seconds": seconds}, histories_seen)
+            print(f"[rpt] epoch {epoch:3d}  {seconds:6.1f}s  train reward {reward_per_epoch[-1]:.4f}  valid ndcg@10 {metrics['ndcg@10']:.4f}  recall@10 {metrics['recall@10']:.4f}" + ("  *" if stopper.improved else ""), flush=True)
+            if stopper.improved:
+                save_checkpoint(
+                    best_path, policy=policy, policy_config=policy_config, data=data, max_len=max_len, dataset_name=str(config.get("dataset", {}).get("name", data.name)),
+                    phase="rpt", epoch=epoch, metrics=metrics, config=config, extra={"rpt": asdict(cfg)},
+                )
+            if stop:
+                break
+    finally:
+        collector.shutdown()
+        tracker.close()
+
+    best = torch.load(best_path, map_location=device, weights_only=False)
+    policy.load_state_dict(best["policy_state"])
+    reward_after = greedy_reward(policy, *train_probe, reward_fn, cfg.slate_size, device, eval_cfg.seed)
+    return {
+        "best_epoch": stopper.best_epoch,
+        "epochs_run": epoch + 1,
+        "valid": best["metrics"],
+        "checkpoint": str(best_path),
+        "kept_rows": len(kept),
+        "kept_fraction": kept_fraction,
+        "histories_per_batch": histories,
+        "reward_per_epoch": reward_per_epoch,
+        "train_reward_greedy_before": reward_before,
+        "train_reward_greedy_after": reward_after,
+        "collect_frames_per_sec": frames_total / collect_seconds if collect_seconds else 0.0,
+        "loop_frames_per_sec": frames_total / loop_seconds if loop_seconds else 0.0,
+        "frames": frames_total,
+    }

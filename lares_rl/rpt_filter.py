@@ -1,0 +1,56 @@
+"""RPT's training-row filter (DESIGN section 3): keep the rows the SPT model can already reach.
+
+A row (history, target v*) is kept when v* is in the model's top-``top`` (default 100) in at least
+one of ``passes`` (default 3) stochastic passes. A pass is a training-mode forward as in the
+reference: one k drawn from the policy's sampler per batch, fresh T0 noise, dropout on. Rows
+whose target is far out of reach give GRPO groups of all-zero rewards (no signal), so dropping
+them spends the rollout budget where the advantage is informative.
+
+Ranks are pessimistic (ties count against the target, :func:`lares_rl.metrics.target_ranks`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .metrics import target_ranks
+
+
+@torch.no_grad()
+def top_k_filter(
+    policy: nn.Module,
+    seqs: torch.Tensor,
+    lengths: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    top: int = 100,
+    passes: int = 3,
+    batch_size: int = 1024,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+) -> torch.Tensor:
+    """Bool [R]: rows whose target ranks < ``top`` in at least one of ``passes`` train-mode passes.
+
+    The global RNG is forked and seeded, so the filter is reproducible and leaves the caller's
+    random stream untouched. The policy's train/eval mode is restored afterwards.
+    """
+    if top < 1 or passes < 1:
+        raise ValueError(f"top={top} and passes={passes} must be >= 1")
+    keep = torch.zeros(len(targets), dtype=torch.bool)
+    if top >= getattr(policy, "num_items", top + 1):
+        return keep | True
+    device = torch.device(device)
+    was_training = policy.training
+    policy.train()
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            for _ in range(passes):
+                for start in range(0, len(targets), batch_size):
+                    rows = slice(start, start + batch_size)
+                    scores = policy.scores(policy.encode(seqs[rows].to(device), lengths[rows].to(device))[:, -1])
+                    keep[rows] |= (target_ranks(scores, targets[rows].to(device)) < top).cpu()
+    finally:
+        policy.train(was_training)
+    return keep

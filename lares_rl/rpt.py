@@ -358,6 +358,7 @@ def train_rpt(
         "kept_fraction": kept_fraction,
         "histories_per_batch": histories,
         "reward_per_epoch": reward_per_epoch,
+        "valid_ndcg_per_epoch": list(stopper.history),
         "train_reward_greedy_before": reward_before,
         "train_reward_greedy_after": reward_after,
         "collect_frames_per_sec": frames_total / collect_seconds if collect_seconds else 0.0,

@@ -100,13 +100,21 @@ class GroupRelativeLoss(LossModule):
         it: the replay always reproduces the recorded rollout (train-mode seeds replay in train
         mode, dropout and T0 noise included).
 
-    Example::
+    Example (four rollouts of one history with depths 1..4; the policy is its own reference)::
 
-        >>> policy = LaresReasoner(num_items=20, max_len=4, d_model=8, inner_size=16)
-        >>> td = ...  # a collected batch + GroupAdvantage + reference log-probs
+        >>> policy = LaresReasoner(num_items=20, max_len=4, d_model=8, n_heads=2, inner_size=16)
+        >>> td = TensorDict({"history": {"items": torch.tensor([[3, 5, 0, 0]] * 4), "length": torch.tensor([2] * 4)},
+        ...                  "num_steps": torch.tensor([1, 2, 3, 4]), "rollout_seed": torch.zeros(4, dtype=torch.long),
+        ...                  "next": {"target": torch.tensor([7] * 4), "reward": torch.tensor([[1.], [0.], [0.], [0.]])}}, [4])
+        >>> td = GroupAdvantage(group_size=4)(td)
+        >>> with torch.no_grad():
+        ...     ref = run_rollouts(policy, td["history", "items"], td["history", "length"], td["num_steps"],
+        ...                        td["rollout_seed"], td["next", "target"], train=False)
+        >>> td["ref_step_log_prob"] = ref["step_log_prob"]
         >>> out = GroupRelativeLoss(policy, beta=1.0)(td)
         >>> sorted(out.keys())
         ['advantage_std', 'entropy', 'kl_to_ref', 'loss_kl', 'loss_policy', 'ratio_mean', 'target_log_prob']
+        >>> (out["loss_policy"] + out["loss_kl"]).backward()
     """
 
     @dataclass

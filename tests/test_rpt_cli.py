@@ -49,7 +49,9 @@ def test_rpt_command_raises_the_training_reward(full_run):
     """PPO over Plackett-Luce slates (a true policy gradient on the slate) from the run's SPT checkpoint.
 
     The GRPO reference objective is exercised by `run` above but not asserted to raise the reward:
-    on this tiny data it does not do so reliably (see docs/rpt_ml100k.md)."""
+    on this tiny data it does not do so reliably (reward-weighted target log-likelihood with
+    zero-sum group advantages is close to neutral to first order when the rollout noise does not
+    depend on the parameters)."""
     tmp_path, args, _ = full_run
     checkpoint = tmp_path / "run1" / "checkpoints" / "spt_best.pt"
     result = run_cli(tmp_path, "rpt", *args, f"checkpoint={checkpoint}", "rpt=ppo", "rpt.epochs=3", "rpt.histories_per_batch=70", "rpt.lr=5e-3", "hydra.run.dir=rpt1")

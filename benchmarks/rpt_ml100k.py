@@ -1,0 +1,186 @@
+"""RPT on ML-100K with the reference settings over several seeds: quality before/after and speed.
+
+    OMP_NUM_THREADS=1 python benchmarks/rpt_ml100k.py --checkpoints A.pt B.pt C.pt     # one SPT checkpoint per seed
+    OMP_NUM_THREADS=1 python benchmarks/rpt_ml100k.py --spt-epochs 200                 # train SPT first (DESIGN defaults)
+    # a smoke run on tiny data (what tests use), writing outside docs/:
+    python benchmarks/rpt_ml100k.py --dataset custom --dataset-set path=log.csv user_col=uid item_col=sku time_col=ts max_len=8 \\
+        --policy-set d_model=16 inner_size=32 --spt-epochs 2 --rpt-set epochs=1 --seeds 0 --out /tmp/rpt.md
+
+Per seed: the SPT checkpoint (given, or trained here with early stopping), validation and test
+metrics before RPT, RPT with ``configs/rpt/<--rpt>.yaml`` (reference: grpo) plus ``--rpt-set``
+overrides, then validation and test metrics of the best RPT checkpoint. Writes a markdown report
+(table per seed + mean, throughput of collection and of the whole RPT loop in frames/s, the
+machine), a PNG with the training reward and validation NDCG@10 per RPT epoch, and the raw JSON
+next to the report. RPT checkpoints stay under benchmarks/runs/ (not committed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from lares_rl.atomic import atomic_write_json, atomic_write_text
+from lares_rl.checkpoint import build_policy, check_same_data, load_checkpoint, policy_from_checkpoint
+from lares_rl.config import section_from_mapping
+from lares_rl.data import DatasetConfig, load_dataset
+from lares_rl.evaluation import EvalConfig, evaluate_policy
+from lares_rl.rpt import RPTConfig, instantiate_reward, train_rpt
+from lares_rl.runtime import resolve_device, seed_everything
+from lares_rl.spt import SPTConfig, train_spt
+
+ROOT = Path(__file__).resolve().parents[1]
+SHOWN = ("ndcg@10", "recall@10")
+
+
+def _settings(pairs: list[str]) -> dict:
+    """``key=value`` strings -> a dict with YAML-typed values."""
+    return OmegaConf.to_container(OmegaConf.from_dotlist(pairs)) if pairs else {}
+
+
+def _machine(device: torch.device) -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu = f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
+    return f"{cpu}{gpu}, {torch.get_num_threads()} thread(s), torch {torch.__version__}"
+
+
+def spt_checkpoint(seed: int, args, data, dataset_cfg: dict, policy_cfg: dict, max_len: int, device: torch.device, run_root: Path) -> str:
+    """The seed's SPT checkpoint: given on the command line, or trained now with DESIGN defaults."""
+    if args.checkpoints:
+        return args.checkpoints[args.seeds.index(seed)]
+    seed_everything(seed)
+    policy = build_policy(policy_cfg, data.num_items, max_len)
+    spt_cfg = section_from_mapping(SPTConfig, {"epochs": args.spt_epochs}, "spt")
+    summary = train_spt(
+        policy=policy, policy_config=policy_cfg, data=data, max_len=max_len, cfg=spt_cfg, eval_cfg=EvalConfig(), run_dir=run_root / f"spt_seed{seed}",
+        device=device, seed=seed, config={"dataset": dataset_cfg, "policy": policy_cfg}, progress=False,
+    )
+    return summary["checkpoint"]
+
+
+def write_plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for row in rows:
+        epochs = range(1, len(row["rpt"]["reward_per_epoch"]) + 1)
+        left.plot(epochs, row["rpt"]["reward_per_epoch"], marker="o", label=f"seed {row['seed']}")
+        right.plot(epochs, row["rpt"]["valid_ndcg_per_epoch"], marker="o", label=f"seed {row['seed']}")
+        right.axhline(row["before"]["valid"]["ndcg@10"], linestyle=":", color=right.lines[-1].get_color())
+    left.set(xlabel="RPT epoch", ylabel="mean training reward (rollouts)", title="training reward")
+    right.set(xlabel="RPT epoch", ylabel="valid NDCG@10", title="validation (dotted: SPT)")
+    for axis in (left, right):
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.grid(alpha=0.3)
+        axis.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def markdown(record: dict) -> str:
+    rows = record["seeds"]
+    header = "| seed | " + " | ".join(f"{split} {m} SPT -> RPT" for split in ("valid", "test") for m in SHOWN) + " | kept rows | best epoch | collect frames/s | loop frames/s |"
+    lines = [
+        f"# RPT on {record['dataset']} ({record['rpt']['algorithm']}, reward {record['reward']})", "",
+        f"Command: `{record['command']}`", "", f"Machine: {record['machine']}", "",
+        "RPT settings: " + ", ".join(f"{k}={v}" for k, v in record["rpt"].items()), "",
+        header, "|---|" + "---:|" * (len(SHOWN) * 2 + 4),
+    ]
+    for row in rows:
+        cells = [f"{row['before'][split][m]:.4f} -> {row['after'][split][m]:.4f}" for split in ("valid", "test") for m in SHOWN]
+        lines.append(f"| {row['seed']} | " + " | ".join(cells) + f" | {row['rpt']['kept_rows']} ({row['rpt']['kept_fraction']:.1%}) | {row['rpt']['best_epoch']} | {row['rpt']['collect_frames_per_sec']:.0f} | {row['rpt']['loop_frames_per_sec']:.0f} |")
+    if len(rows) > 1:
+        def mean_std(values):
+            return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+        cells = [f"{mean_std([r['before'][s][m] for r in rows])} -> {mean_std([r['after'][s][m] for r in rows])}" for s in ("valid", "test") for m in SHOWN]
+        lines.append("| mean ± std | " + " | ".join(cells) + f" | | | {statistics.mean(r['rpt']['collect_frames_per_sec'] for r in rows):.0f} | {statistics.mean(r['rpt']['loop_frames_per_sec'] for r in rows):.0f} |")
+    lines += [
+        "", "Frames = rollouts (one history x one of its G rollouts). *collect*: the TorchRL Collector alone (env + actor);",
+        "*loop*: collection + group advantage + frozen-reference pass + the gradient step. Validation time is excluded.",
+        "", f"![reward and validation per RPT epoch]({record['plot_name']})", "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoints", nargs="*", default=[], help="one SPT checkpoint per seed (same order as --seeds)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--spt-epochs", type=int, default=200, help="SPT epochs cap when no checkpoints are given")
+    parser.add_argument("--dataset", default="ml-100k", help="a file name in configs/dataset/")
+    parser.add_argument("--dataset-set", nargs="*", default=[], help="dataset overrides key=value")
+    parser.add_argument("--policy", default="lares", help="a file name in configs/policy/ (when training SPT here)")
+    parser.add_argument("--policy-set", nargs="*", default=[], help="policy overrides key=value")
+    parser.add_argument("--rpt", default="grpo", help="a file name in configs/rpt/")
+    parser.add_argument("--rpt-set", nargs="*", default=[], help="rpt overrides key=value, e.g. epochs=20")
+    parser.add_argument("--reward", default="ndcg", help="a file name in configs/reward/")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default=str(ROOT / "docs" / "rpt_ml100k.md"))
+    args = parser.parse_args()
+    if args.checkpoints and len(args.checkpoints) != len(args.seeds):
+        parser.error(f"--checkpoints gives {len(args.checkpoints)} files for {len(args.seeds)} seeds")
+    torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+
+    dataset_cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "dataset" / f"{args.dataset}.yaml")) | _settings(args.dataset_set)
+    data = load_dataset(DatasetConfig.from_mapping(dataset_cfg), ROOT / ".lares_cache")
+    max_len = int(dataset_cfg["max_len"])
+    policy_cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "policy" / f"{args.policy}.yaml")) | _settings(args.policy_set)
+    rpt_values = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "rpt" / f"{args.rpt}.yaml")) | _settings(args.rpt_set)
+    rpt_cfg = section_from_mapping(RPTConfig, rpt_values, "rpt")
+    reward_node = OmegaConf.load(ROOT / "configs" / "reward" / f"{args.reward}.yaml")
+    reward_fn = instantiate_reward(reward_node, data.num_items)
+    eval_cfg = EvalConfig()
+    out = Path(args.out)
+    run_root = ROOT / "benchmarks" / "runs" / f"rpt_{args.dataset}"
+    record = {
+        "dataset": args.dataset, "reward": args.reward, "rpt": vars(rpt_cfg), "machine": _machine(device), "plot_name": out.with_suffix(".png").name,
+        "command": "python benchmarks/rpt_ml100k.py " + " ".join(f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in vars(args).items() if v not in (None, [], "") and k != "out"),
+        "seeds": [],
+    }
+    for seed in args.seeds:
+        checkpoint = spt_checkpoint(seed, args, data, dataset_cfg, policy_cfg, max_len, device, run_root)
+        payload = load_checkpoint(checkpoint)
+        check_same_data(payload, data, checkpoint)
+        policy = policy_from_checkpoint(payload, device)
+        ckpt_len = int(payload["dataset"]["max_len"])
+        before = {split: evaluate_policy(policy, data, split, ckpt_len, eval_cfg, device) for split in ("valid", "test")}
+        run_dir = run_root / f"rpt_seed{seed}"
+        shutil.rmtree(run_dir, ignore_errors=True)
+        seed_everything(seed)
+        start = time.perf_counter()
+        summary = train_rpt(
+            policy=policy, policy_config=payload["policy_config"], data=data, max_len=ckpt_len, cfg=rpt_cfg, reward_fn=reward_fn, eval_cfg=eval_cfg,
+            run_dir=run_dir, device=device, seed=seed, config={"dataset": dataset_cfg, "rpt": vars(rpt_cfg)}, progress=False,
+        )
+        summary["seconds"] = time.perf_counter() - start
+        after = {split: evaluate_policy(policy, data, split, ckpt_len, eval_cfg, device) for split in ("valid", "test")}
+        record["seeds"].append({"seed": seed, "spt_checkpoint": str(checkpoint), "before": before, "after": after, "rpt": summary})
+        print(f"[bench] seed {seed}: test ndcg@10 {before['test']['ndcg@10']:.4f} -> {after['test']['ndcg@10']:.4f}, "
+              f"collect {summary['collect_frames_per_sec']:.0f} frames/s, loop {summary['loop_frames_per_sec']:.0f} frames/s", flush=True)
+        atomic_write_json(out.with_suffix(".json"), record)
+    write_plot(record["seeds"], out.with_suffix(".png"))
+    atomic_write_text(out, markdown(record))
+    print(markdown(record))
+
+
+if __name__ == "__main__":
+    main()

@@ -205,29 +205,25 @@ def train_rpt(
     Returns a summary (best epoch, its validation metrics, checkpoint path, kept fraction, the
     training reward per epoch, throughput); the policy is left holding the best weights.
     """
-    from tensordict.nn import TensorDictModule  # noqa: F401  (torchrl imports below need tensordict first)
     from torchrl.collectors import Collector
     from torchrl.objectives import ClipPPOLoss
 
     from .envs.batched_env import NextItemEnv
-    from .policies.actor import make_slate_actor
+    from .policies.actor import make_slate_actor, replay_step_log_probs
     from .rpt_losses import GroupAdvantage, GroupRelativeLoss, make_value_head
 
     cfg.check_compatible(num_items=data.num_items, reward_fn=reward_fn, recurrent=bool(getattr(policy, "recurrent", False)))
     policy.to(device)
     set_dropout(policy, cfg.dropout)
     policy_config = {**dict(policy_config), "dropout": cfg.dropout}
-    tracker = Tracker(run_dir / "tb", "rpt", progress)
-    tracker.log_text("hparams", hparams_markdown(config))
 
     # --- filter: training rows the SPT model already ranks in its top-`filter_top`
     seqs, lengths, targets = data.train_rows(max_len)
     start = time.perf_counter()
     keep = top_k_filter(policy, seqs, lengths, targets, top=cfg.filter_top, passes=cfg.filter_passes, device=device, seed=seed)
+    filter_seconds = time.perf_counter() - start
     kept = keep.nonzero().squeeze(1)
     kept_fraction = len(kept) / max(len(targets), 1)
-    tracker.log("charts", {"kept_fraction": kept_fraction, "kept_rows": len(kept)}, 0)
-    tracker.log("time", {"filter": time.perf_counter() - start}, 0)
     print(f"[rpt] filter top-{cfg.filter_top} x {cfg.filter_passes} passes: kept {len(kept)}/{len(targets)} training rows ({kept_fraction:.1%})", flush=True)
     if len(kept) == 0:
         raise LaresError(f"rpt.filter_top={cfg.filter_top}: no training row has its target in the SPT model's top-{cfg.filter_top}; raise rpt.filter_top")
@@ -235,6 +231,8 @@ def train_rpt(
     if histories > len(kept):
         histories = len(kept)
         print(f"[rpt] warning: rpt.histories_per_batch={cfg.histories_per_batch} > {len(kept)} kept rows; using {histories} histories per batch")
+    # one RPT epoch = ceil(kept / histories) batches of the env's epoch walk (without replacement,
+    # reshuffled after each pass; the last batch of an epoch may start the next pass)
     batches_per_epoch = math.ceil(len(kept) / histories)
 
     # --- env: one episode per kept row (history -> its target), G contiguous rows per history
@@ -265,6 +263,10 @@ def train_rpt(
     optimizer = torch.optim.Adam(loss_module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     collector = Collector(env, actor, frames_per_batch=env.batch_size[0], total_frames=-1, device=device, auto_register_policy_transforms=False)
     batches = iter(collector)
+    tracker = Tracker(run_dir / "tb", "rpt", progress)
+    tracker.log_text("hparams", hparams_markdown(config))
+    tracker.log("charts", {"kept_fraction": kept_fraction, "kept_rows": len(kept)}, 0)
+    tracker.log("time", {"filter": filter_seconds}, 0)
 
     stopper = EarlyStopping(cfg.patience)
     best_path = run_dir / "checkpoints" / "rpt_best.pt"
@@ -288,8 +290,6 @@ def train_rpt(
                     if cfg.algorithm == "grpo":
                         reference_log_probs(reference, batch, target)
                         if cfg.update_epochs > 1:
-                            from .policies.actor import replay_step_log_probs
-
                             batch.set("old_step_log_prob", replay_step_log_probs(policy, batch, target)[0])
                     elif value_head is not None:
                         value = value_head(batch.select("user_state").clone())["state_value"]

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import torch
 import torch.distributions as D
-import torch.nn.functional as F
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torch import nn

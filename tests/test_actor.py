@@ -135,3 +135,13 @@ def test_sasrec_and_bad_arguments():
         make_slate_actor(tiny_policy(), N + 1)
     with pytest.raises(ValueError, match="exploration"):
         make_slate_actor(tiny_policy(), K, "epsilon")
+
+
+def test_item_sampling_without_latent_noise_explores_only_the_slate():
+    actor = make_slate_actor(tiny_policy(mean_recurrence=2), K, "plackett_luce", latent_noise=False, seed=0)
+    td = observation()
+    first, second = explore(actor, td), explore(actor, td)
+    assert (first["num_steps"] == 2).all() and (first["rollout_seed"] < 0).all()
+    assert torch.equal(first["logits"], second["logits"]) and not torch.equal(first["action"], second["action"])
+    with pytest.raises(ValueError, match="latent_noise"):
+        make_slate_actor(tiny_policy(), K, "latent", latent_noise=False)

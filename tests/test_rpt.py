@@ -7,7 +7,6 @@ import torch
 from omegaconf import OmegaConf
 from tensordict import TensorDict
 from torchrl.collectors import Collector
-from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.objectives import ClipPPOLoss
 
 from lares_rl.data.sequences import SequenceData

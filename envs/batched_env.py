@@ -317,14 +317,25 @@ class NextItemEnv(EnvBase):
             device=self.device,
         )
 
-    def _check_action(self, action: torch.Tensor) -> None:
-        """Refuse slates that would score silently wrong (float ids, padding id 0, ids > N)."""
+    def _check_action(self, action: object) -> torch.Tensor:
+        """The slate as int64, refusing anything that would score silently wrong or crash deeper.
+
+        Float or bool ids, the padding id 0, ids > N, wrong shapes, non-tensors and sparse
+        tensors are ``ValueError``s naming the action. Every integer dtype is accepted: the range
+        check runs on the int64 copy, where unsigned ids >= 2**63 wrap to negatives and fail it.
+        """
+        if not isinstance(action, torch.Tensor):
+            raise ValueError(f"action must be a tensor of item ids, got {type(action).__name__}: {action!r:.80}")
+        if action.layout != torch.strided:
+            raise ValueError(f"action must be a dense tensor, got layout {action.layout}")
         if action.shape != (*self.batch_size, self.slate_size):
             raise ValueError(f"action must have shape {(*self.batch_size, self.slate_size)}, got {tuple(action.shape)}")
         if action.is_floating_point() or action.dtype == torch.bool or action.is_complex():
             raise ValueError(f"action must hold integer item ids, got dtype {action.dtype}")
-        if ((action < 1) | (action > self.num_items)).any():
+        ids = action.to(torch.int64)
+        if ((ids < 1) | (ids > self.num_items)).any():
             raise ValueError(f"action holds ids outside 1..{self.num_items} (0 is padding)")
+        return ids
 
     def _ended(self, cursor: torch.Tensor, episode: torch.Tensor) -> torch.Tensor:
         """Rows whose episode is over at ``cursor``: ``horizon`` steps taken or the stop reached."""
@@ -332,13 +343,15 @@ class NextItemEnv(EnvBase):
 
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
         """Score the slate against ``items[cursor]``, reveal it and move the cursor; input untouched."""
-        action, cursor, episode = tensordict["action"], tensordict["cursor"], tensordict["group_id"]
-        self._check_action(action)
+        if "action" not in tensordict.keys():
+            raise ValueError("the input tensordict has no 'action' entry; set td['action'] to int64 item ids [B, K]")
+        action = self._check_action(tensordict.get("action"))
+        cursor, episode = tensordict["cursor"], tensordict["group_id"]
         if self._ended(cursor, episode).any():
             # Stepping on would reveal items past the stop, e.g. the hidden validation item.
             raise RuntimeError("some rows' episodes are over; reset them first (rollout and collectors do)")
         target = self._items[cursor]
-        reward = self.reward_fn(action.long(), target).to(torch.float32)
+        reward = self.reward_fn(action, target).to(torch.float32)
         next_cursor = cursor + 1
         done = self._ended(next_cursor, episode)[:, None]
         terminated, truncated = end_flags(done, self.horizon)

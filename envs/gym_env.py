@@ -94,15 +94,18 @@ class NextItemGymEnv(gym.Env):
         episode = (options or {}).get("episode")
         if episode is None:
             episode = int(self.np_random.integers(len(self.data)))
-        elif not 0 <= episode < len(self.data):
-            raise ValueError(f"options['episode']={episode} is not in 0..{len(self.data) - 1}")
+        elif isinstance(episode, bool) or not isinstance(episode, (int, np.integer)) or not 0 <= episode < len(self.data):
+            raise ValueError(f"options['episode']={episode!r} is not an integer in 0..{len(self.data) - 1}")
         self._episode, self._steps = int(episode), 0
         self._cursor = int(self.data.starts[self._episode])
         return self._observation(), {"episode": self._episode}
 
     def _validate_action(self, action: Any) -> np.ndarray:
         """Refuse anything but K integer ids in 1..N: a shifted or float slate would score silently wrong."""
-        slate = np.asarray(action)
+        try:
+            slate = np.asarray(action)
+        except (ValueError, TypeError) as err:  # ragged nested lists and the like
+            raise ValueError(f"action must be a slate of {self.slate_size} integer item ids, got {action!r:.80} ({err})") from err
         if slate.dtype.kind not in "iu":
             raise ValueError(f"action must be integer item ids, got dtype {slate.dtype}")
         if slate.shape != (self.slate_size,):

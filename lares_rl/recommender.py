@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import numbers
 import warnings
+from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -145,8 +146,15 @@ class Recommender:
 
     def _known(self, history: Sequence[ItemId], h: int) -> tuple[list[int], list[str]]:
         """Internal indices of the known items (in order) and the unknown ids of one history."""
-        if isinstance(history, (str, bytes, dict)) or not (hasattr(history, "__len__") and hasattr(history, "__iter__")):
-            raise InvalidHistoryError(h, f"must be a list of item ids, got {type(history).__name__}")
+        # str/bytes would be split into characters, a set or mapping has no time order, a 0-d
+        # array has no len(): all are refused instead of being scored as something else
+        if (
+            isinstance(history, (str, bytes, bytearray, memoryview, Set, Mapping))
+            or not (hasattr(history, "__len__") and hasattr(history, "__iter__"))
+            or getattr(history, "ndim", 1) != 1
+        ):
+            kind = type(history).__name__ + (f" of shape {tuple(history.shape)}" if hasattr(history, "shape") else "")
+            raise InvalidHistoryError(h, f"must be a list of item ids, oldest first, got {kind}")
         if len(history) == 0:
             raise InvalidHistoryError(h, "is empty; every history needs at least one item id")
         index = self._index
@@ -184,15 +192,19 @@ class Recommender:
     def recommend(self, histories: Sequence[Sequence[ItemId]], top_k: int = 10, exclude_seen: bool = True, batch_size: int = 1024) -> list[Recommendation]:
         """One :class:`Recommendation` per history (original item ids, oldest first), in order.
 
-        Raises LaresError for a bad ``top_k``/``batch_size`` and :class:`InvalidHistoryError` (a
-        LaresError with ``.index``) for an empty history or one with no known item.
+        Raises LaresError for a bad ``top_k``/``batch_size``/``exclude_seen`` or a ``histories`` that
+        is not a list of histories, and :class:`InvalidHistoryError` (a LaresError with ``.index``)
+        for a history that is empty, unordered (set, dict), not 1-D, holds an id that is neither a
+        string nor an integer, or has no known item.
         """
         if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or not 1 <= top_k <= self.num_items:
             raise LaresError(f"top_k={top_k!r} is invalid; it must be an integer between 1 and the catalog size N={self.num_items}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise LaresError(f"batch_size={batch_size!r} is invalid; it must be an integer >= 1")
-        if isinstance(histories, (str, bytes)):
-            raise LaresError("histories must be a list of histories (each a list of item ids), got a string")
+        if not isinstance(exclude_seen, (bool, np.bool_)):
+            raise LaresError(f"exclude_seen={exclude_seen!r} is invalid; it must be True or False")
+        if isinstance(histories, (str, bytes, bytearray, Mapping)) or not isinstance(histories, Iterable):
+            raise LaresError(f"histories must be a list of histories (each a list of item ids), got {type(histories).__name__}")
         parsed = [self._known(history, h) for h, history in enumerate(histories)]
         length_cap, results, truncated_count = self.max_len, [], 0
         for start in range(0, len(parsed), batch_size):

@@ -2,7 +2,8 @@
 
 Ids are remapped in sorted order of the original ids (numeric order when every id is an
 integer), so the mapping depends only on which ids survive filtering, not on row order in the
-file; ``1..N`` are items and ``0`` stays free for padding.
+file; ``1..N`` are items and ``0`` stays free for padding. Duplicated rows are kept: each is one
+interaction (a re-watch or re-purchase counts towards the cores and appears twice in the sequence).
 """
 from __future__ import annotations
 

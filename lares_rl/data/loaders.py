@@ -5,6 +5,11 @@ hand-written reader is ~10x slower on MovieLens-20M-sized files; ids are read as
 tokens like ``"007"`` survive unchanged. Every problem a user can fix (missing file, wrong
 format, misnamed column, non-numeric timestamp) becomes a ``LaresError`` naming the file and
 the config key to change.
+
+Ids are opaque tokens taken verbatim: ``"-2"``, ``"3.5"``, ``"1e3"``, ``"nan"`` or a 31-digit
+number are distinct items, never parsed as numbers, and spaces inside a delimited field are part
+of the token. Text must be UTF-8 (a leading BOM is ignored). In csv/tsv/atomic files the
+configured columns are read by header position; fields past the header's width are ignored.
 """
 from __future__ import annotations
 
@@ -36,7 +41,7 @@ class RawInteractions:
 
     users: np.ndarray  # object [n] of str
     items: np.ndarray  # object [n] of str
-    times: np.ndarray | None  # float64 [n]
+    times: np.ndarray | None  # int64 or float64 [n]
 
 
 def resolve_format(path: Path, fmt: str) -> str:
@@ -175,11 +180,24 @@ def _read_movielens(path: Path, cfg: DatasetConfig) -> RawInteractions:
         path, sep=sep, header=None, dtype=str, engine="c", na_filter=False, quoting=csv.QUOTE_NONE, encoding="utf-8",
     )
     if frame.shape[1] != width:
-        fields = (frame.shape[1] + 1) // 2 if double_colon else frame.shape[1]
+        found = (
+            f"found {frame.shape[1]} ':'-separated pieces instead of 7 (ids cannot contain ':' in '::' files)"
+            if double_colon
+            else f"found {frame.shape[1]}"
+        )
         raise LaresError(
-            f"{path}: MovieLens rows need 4 fields (user, item, rating, timestamp), found {fields}; "
+            f"{path}: MovieLens rows need 4 fields (user, item, rating, timestamp), {found}; "
             "check dataset.format (a csv/tsv file with a header needs dataset.format=csv or tsv)"
         )
+    if double_colon:
+        # ``u::a:b::t`` also splits into 7 fields; only empty odd fields prove every break was "::"
+        glued = (frame[[1, 3, 5]] != "").to_numpy().any(axis=1)
+        if glued.any():
+            row = int(np.flatnonzero(glued)[0])
+            raise LaresError(
+                f"{path}: data row {row + 1} is not 'user::item::rating::timestamp' (a field contains ':'); "
+                "'::' MovieLens files cannot hold ':' inside ids, convert the file to csv and use dataset.format=csv"
+            )
     users = _ids(path, frame[cols[0]], "user (field 1)")
     items = _ids(path, frame[cols[1]], "item (field 2)")
     times = _times(path, frame[cols[2]], "timestamp (field 4)") if cfg.time_col is not None else None
@@ -190,7 +208,7 @@ def _read_ordered_lines(path: Path) -> RawInteractions:
     """``user item_1 ... item_n`` per line, already chronological; parsed by hand (no columns)."""
     users: list[str] = []
     items: list[str] = []
-    with open(path, encoding="utf-8") as fh:
+    with open(path, encoding="utf-8-sig") as fh:  # -sig: a BOM must not become part of the first user id
         for line in fh:
             tokens = line.split()
             if len(tokens) > 1:
@@ -230,13 +248,21 @@ def _ids(path: Path, column: pd.Series, name: str) -> np.ndarray:
 
 
 def _times(path: Path, column: pd.Series, name: str) -> np.ndarray:
-    """Timestamps as float64; anything non-numeric or missing is an error, never silently dropped."""
+    """Timestamps as int64 when every one is an integer (exact, e.g. nanoseconds), else float64.
+
+    float64 would merge integer timestamps above 2**53 that are close (nanosecond datetimes
+    < 256 ns apart) into ties. Anything non-numeric or missing is an error, never silently dropped.
+    """
     if pd.api.types.is_datetime64_any_dtype(column):
-        values = column.to_numpy(dtype="datetime64[ns]").astype(np.int64).astype(np.float64)
-        values[column.isna().to_numpy()] = np.nan
+        values = column.to_numpy(dtype="datetime64[ns]").astype(np.int64)
+        bad = column.isna().to_numpy()
     else:
-        values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
-    bad = ~np.isfinite(values)
+        parsed = pd.to_numeric(column, errors="coerce")
+        if parsed.dtype.kind in "iu" and (len(parsed) == 0 or parsed.max() <= np.iinfo(np.int64).max):
+            values = parsed.to_numpy(dtype=np.int64)
+        else:
+            values = parsed.to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(values)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise LaresError(

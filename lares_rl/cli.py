@@ -2,7 +2,9 @@
 
 Commands: ``run`` (the main job: SPT -> filter -> RPT -> test evaluation), ``spt`` (SPT only),
 ``rpt`` (RPT from ``checkpoint=<spt checkpoint>``), ``eval`` (a checkpoint on valid/test),
-``sweep-k`` (a checkpoint over reasoning depths, table + plot), ``stats``.
+``sweep-k`` (a checkpoint over reasoning depths, table + plot), ``stats``, ``recommend`` (top-k
+for JSON-lines histories; ``lares-rl recommend --help``). ``resume=<run dir>`` continues an
+interrupted ``spt`` run exactly.
 Every run writes its composed config (``.hydra/``), checkpoints, ``metrics.json`` and TensorBoard
 logs (``tb/``) into the Hydra run directory. A user mistake ends with one ``error:`` line and
 exit status 2; Hydra itself reports unknown keys and group options.
@@ -20,11 +22,32 @@ from omegaconf import DictConfig
 from .config import section_from_mapping, to_plain
 from .errors import LaresError
 
-COMMANDS = ("run", "spt", "rpt", "eval", "sweep-k", "stats")
+COMMANDS = ("run", "spt", "rpt", "eval", "sweep-k", "stats", "recommend")
+# Sections that must match between an interrupted run and its resumption.
+RESUME_KEYS = ("dataset", "policy", "spt", "seed", "eval")
 
 
 def _run_dir() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
+
+
+def _resume_dir(cfg: DictConfig) -> Path | None:
+    """``resume=<run dir>``: continue that run in place, refusing a changed configuration."""
+    if not cfg.get("resume"):
+        return None
+    from omegaconf import OmegaConf
+
+    from .resume import load_training_state
+
+    run_dir = Path(str(cfg.resume))
+    load_training_state(run_dir / "checkpoints" / "spt_last.pt")
+    saved_path = run_dir / ".hydra" / "config.yaml"
+    if saved_path.is_file():
+        saved = OmegaConf.load(saved_path)
+        changed = [key for key in RESUME_KEYS if to_plain(saved.get(key)) != to_plain(cfg.get(key))]
+        if changed:
+            raise LaresError(f"cannot resume {run_dir}: the configuration differs in {', '.join(changed)}; pass the same overrides as the original run")
+    return run_dir
 
 
 def _load_data(cfg: DictConfig):
@@ -62,11 +85,12 @@ def command_spt(cfg: DictConfig, with_test: bool = True, quiet: bool = False) ->
     seed_everything(int(cfg.seed))
     policy_config = to_plain(cfg.policy)
     policy = build_policy(policy_config, data.num_items, max_len)
-    run_dir = _run_dir()
+    resume_dir = _resume_dir(cfg)
+    run_dir = resume_dir or _run_dir()
     print(f"[lares-rl] {cfg.policy.name} on {cfg.dataset.name}: {data.num_users} users, {data.num_items} items; run dir {run_dir}")
     summary = train_spt(
         policy=policy, policy_config=policy_config, data=data, max_len=max_len, cfg=spt_cfg, eval_cfg=eval_cfg,
-        run_dir=run_dir, device=device, seed=int(cfg.seed), config=to_plain(cfg), progress=bool(cfg.progress),
+        run_dir=run_dir, device=device, seed=int(cfg.seed), config=to_plain(cfg), progress=bool(cfg.progress), resume=resume_dir is not None,
     )
     results = {"spt": summary}
     if with_test:
@@ -211,8 +235,13 @@ HANDLERS = {"run": command_run, "spt": command_spt, "rpt": command_rpt, "eval": 
 
 @hydra.main(version_base="1.3", config_path="pkg://lares_rl.configs", config_name="config")
 def hydra_entry(cfg: DictConfig) -> None:
+    from .resume import TrainingInterrupted
+
     try:
         HANDLERS[cfg.command](cfg)
+    except TrainingInterrupted as err:
+        print(f"interrupted: {err}", file=sys.stderr)
+        sys.exit(130)
     except LaresError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
@@ -227,5 +256,9 @@ def main() -> None:
     if command not in COMMANDS:
         print(f"error: unknown command {command!r}; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
         sys.exit(2)
+    if command == "recommend":  # a plain argparse tool: reads JSON lines, writes JSON lines, no run directory
+        from .recommend_cli import main as recommend_main
+
+        sys.exit(recommend_main(argv))
     sys.argv = [sys.argv[0], f"command={command}", *argv]
     hydra_entry()

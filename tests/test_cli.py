@@ -28,7 +28,7 @@ def tiny_data_args(tmp_path: Path) -> list[str]:
 def trained_run(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("cli")
     args = tiny_data_args(tmp_path)
-    result = run_cli(tmp_path, "run", *args, "spt.epochs=3", "spt.batch_size=64", "policy.d_model=16", "policy.inner_size=32", "hydra.run.dir=run1")
+    result = run_cli(tmp_path, "run", *args, "spt.epochs=3", "spt.batch_size=64", "policy.d_model=16", "policy.inner_size=32", "rpt.epochs=1", "rpt.histories_per_batch=64", "hydra.run.dir=run1")
     assert result.returncode == 0, result.stderr
     return tmp_path, args, result
 
@@ -38,6 +38,7 @@ def test_run_writes_metrics_checkpoint_and_tensorboard(trained_run):
     run_dir = tmp_path / "run1"
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert 0.0 <= metrics["test"]["spt"]["ndcg@10"] <= 1.0 and "recall@20" in metrics["test"]["spt"]
+    assert 0.0 <= metrics["test"]["rpt"]["ndcg@10"] <= 1.0 and (run_dir / "checkpoints" / "rpt_best.pt").is_file()
     assert (run_dir / "checkpoints" / "spt_best.pt").is_file()
     assert (run_dir / ".hydra" / "config.yaml").is_file()
     events = EventAccumulator(str(run_dir / "tb"))

@@ -5,6 +5,8 @@ STAMP := $(VENV)/.installed
 # Two BLAS threads on a shared 2-core box ran 10-40x slower than one.
 export OMP_NUM_THREADS ?= 1
 ARGS ?=
+# make run's budget: `cpu` finishes in under 20 minutes on 2 cores; PRESET=paper is the reference.
+PRESET ?= cpu
 
 .PHONY: run test setup clean
 
@@ -21,7 +23,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/lares-rl run $(ARGS)
+	$(VENV)/bin/lares-rl run preset=$(PRESET) $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)

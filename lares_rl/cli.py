@@ -182,6 +182,10 @@ def command_run(cfg: DictConfig) -> dict:
     merged = {"spt": spt_results["spt"], "rpt": results["rpt"], "valid": {"spt": results["before"]["valid"], "rpt": results["after"]["valid"]},
               "test": {"spt": spt_results["test"]["spt"], "rpt": results["after"]["test"]}}
     print(results_table(merged["test"], eval_cfg.ks))
+    from .recommender import Recommender
+    from .report import format_recommendations
+
+    print(format_recommendations(Recommender.from_checkpoint(results["rpt"]["checkpoint"], device=str(device), deterministic=True), data))
     run_dir = _run_dir()
     atomic_write_json(run_dir / "metrics.json", merged)
     print(f"[lares-rl] checkpoints {spt_results['spt']['checkpoint']} {results['rpt']['checkpoint']}\n[lares-rl] metrics {run_dir / 'metrics.json'}\n[lares-rl] TensorBoard: tensorboard --logdir {run_dir / 'tb'}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Mapping, Sequence
 
 from .metrics import METRIC_NAMES
@@ -13,4 +14,24 @@ def results_table(results: Mapping[str, Mapping[str, float]], ks: Sequence[int])
     lines = ["| model | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
     for label, metrics in results.items():
         lines.append(f"| {label} | " + " | ".join(f"{metrics[c]:.4f}" for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def format_recommendations(recommender, data, user_index: int = 0, top_k: int = 10, shown_history: int = 5) -> str:
+    """The top-k for one user's full known history (the next-item setting of the test split),
+    with original item ids and titles when the data set has them."""
+    start, stop = int(data.offsets[user_index]), int(data.offsets[user_index + 1])
+    history = [str(data.item_ids[i]) for i in data.items[start : stop - 1]]
+    with warnings.catch_warnings():  # the window keeps the most recent max_len items, as in evaluation
+        warnings.simplefilter("ignore")
+        result = recommender.recommend([history], top_k=top_k, exclude_seen=True)[0]
+    titles = result.titles or [""] * len(result.items)
+
+    def describe(item: str) -> str:
+        index = data.encode_items([item])[0]
+        title = data.item_titles[index[0]] if data.item_titles is not None and len(index) else ""
+        return f"{item} {title}".rstrip()
+
+    lines = [f"Top-{top_k} for user {data.user_ids[user_index]} (history of {len(history)} items; most recent: {', '.join(describe(i) for i in history[-shown_history:])}):"]
+    lines += [f"  {rank:2d}. {item:>8}  {title}" for rank, (item, title) in enumerate(zip(result.items, titles), start=1)]
     return "\n".join(lines)

@@ -63,6 +63,7 @@ class RPTConfig:
     advantage: str = "group"         # group (critic-free) | value (ppo: learned value head)
     value_hidden: int = 64           # width of the value head's hidden layer (advantage=value)
     weight_decay: float = 0.0
+    batches_per_epoch: int | None = None  # null = one pass over the kept rows; a number makes an "epoch" a validation interval of that many batches
 
     def validate(self) -> None:
         require(self.algorithm in ALGORITHMS, "rpt.algorithm", f"must be one of {ALGORITHMS}, got {self.algorithm!r}")
@@ -82,6 +83,7 @@ class RPTConfig:
         require(self.advantage == "group" or self.algorithm == "ppo", "rpt.advantage", "value needs rpt.algorithm=ppo (grpo is critic-free)")
         require(self.algorithm != "ppo" or self.exploration != "latent", "rpt.exploration", "rpt.algorithm=ppo needs a slate distribution: set rpt.exploration=plackett_luce or categorical")
         require(self.value_hidden >= 1, "rpt.value_hidden", "must be >= 1")
+        require(self.batches_per_epoch is None or self.batches_per_epoch >= 1, "rpt.batches_per_epoch", "must be null or >= 1")
 
     def check_compatible(self, *, num_items: int, reward_fn, recurrent: bool) -> None:
         """Checks that need the data and the policy; all run before any training."""
@@ -233,7 +235,7 @@ def train_rpt(
         print(f"[rpt] warning: rpt.histories_per_batch={cfg.histories_per_batch} > {len(kept)} kept rows; using {histories} histories per batch")
     # one RPT epoch = ceil(kept / histories) batches of the env's epoch walk (without replacement,
     # reshuffled after each pass; the last batch of an epoch may start the next pass)
-    batches_per_epoch = math.ceil(len(kept) / histories)
+    batches_per_epoch = cfg.batches_per_epoch or math.ceil(len(kept) / histories)
 
     # --- env: one episode per kept row (history -> its target), G contiguous rows per history
     users, target_pos = training_row_positions(data)

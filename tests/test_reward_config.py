@@ -1,0 +1,33 @@
+"""Rewards are swapped through Hydra: a built-in option or a user function by ``_target_``."""
+
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+
+from lares_rl.errors import LaresError
+from lares_rl.rpt import instantiate_reward
+
+SLATE = torch.tensor([[5, 3, 9], [1, 2, 3], [7, 8, 4]])
+TARGET = torch.tensor([5, 3, 6])
+
+
+def reward_from_overrides(*overrides: str):
+    with initialize_config_module(config_module="lares_rl.configs", version_base="1.3"):
+        cfg = compose(config_name="config", overrides=list(overrides))
+    return instantiate_reward(cfg.reward, num_items=10)
+
+
+def test_builtin_reward_options():
+    assert reward_from_overrides("reward=recall")(SLATE, TARGET).tolist() == [1.0, 1.0, 0.0]
+    mrr = reward_from_overrides("reward=mrr")(SLATE, TARGET)
+    assert torch.allclose(mrr, torch.tensor([1.0, 1 / 3, 0.0]))
+
+
+def test_user_reward_by_target_as_in_the_readme():
+    reward = reward_from_overrides("reward._target_=tests.plugins.my_rewards.top1_bonus")
+    assert reward(SLATE, TARGET).tolist() == [1.0, 0.5, 0.0]
+
+
+def test_unimportable_user_reward_is_a_clear_error():
+    with pytest.raises(LaresError, match="reward"):
+        reward_from_overrides("reward._target_=tests.plugins.nowhere.fn")

@@ -255,6 +255,39 @@ class NextItemEnv(EnvBase):
         self.epoch = 0  # completed passes over the episodes under sampling="epoch"
         self._perm = torch.randperm(self.episodes_per_epoch, generator=self.rng)
         self._perm_pos = 0
+        self._before_last_reset: dict | None = None
+
+    def sampling_state(self, before_last_reset: bool = False) -> dict:
+        """The episode sampler's state: private generator, permutation, position in it, passes done.
+
+        ``before_last_reset=True`` gives the state from just before the most recent reset drew its
+        episodes (the current state when there was none). A consumer that used every batch but the
+        one already reset saves that: a TorchRL Collector resets a finished batch's rows at once,
+        so after handing out batch n it holds the episodes of batch n + 1. Loading this state into
+        the env before a fresh Collector is built makes the Collector's first reset draw exactly
+        those episodes again, which is what an exact resume needs.
+        """
+        if before_last_reset and self._before_last_reset is not None:
+            return dict(self._before_last_reset)
+        return {"sampling": self.sampling, "episodes": self.episodes_per_epoch, "rng": self.rng.get_state(), "perm": self._perm, "perm_pos": self._perm_pos, "epoch": self.epoch}
+
+    def load_sampling_state(self, state: dict) -> None:
+        """Continue the episode walk from a :meth:`sampling_state` of an env over the same episodes."""
+        if state.get("sampling") != self.sampling or state.get("episodes") != self.episodes_per_epoch:
+            raise LaresError(
+                f"sampling state of a {state.get('sampling')!r} walk over {state.get('episodes')} episodes cannot be "
+                f"loaded into a {self.sampling!r} env over {self.episodes_per_epoch}; use the same data and sampling"
+            )
+        self.rng.set_state(state["rng"])
+        self._perm, self._perm_pos, self.epoch = state["perm"].clone(), int(state["perm_pos"]), int(state["epoch"])
+        self._before_last_reset = None
+
+    def get_extra_state(self) -> dict:
+        """``env.state_dict()`` carries the sampler's current state (nn.Module's extra-state hook)."""
+        return self.sampling_state()
+
+    def set_extra_state(self, state: dict) -> None:
+        self.load_sampling_state(state)
 
     def _draw_episodes(self, count: int) -> torch.Tensor:
         """``count`` episode indices (CPU int64) from the private generator."""
@@ -300,6 +333,8 @@ class NextItemEnv(EnvBase):
                     f"'_reset' splits a group: rows g*{self.group_size}..g*{self.group_size}+"
                     f"{self.group_size - 1} share one episode and must be reset together"
                 )
+        # rng.get_state() copies; the permutation is replaced on reshuffle, never changed in place
+        self._before_last_reset = self.sampling_state()
         group_episode = torch.zeros(self.num_groups, dtype=torch.int64, device=self.device)
         group_episode[groups] = self._draw_episodes(int(groups.sum())).to(self.device)
         episode = group_episode.repeat_interleave(self.group_size)

@@ -4,7 +4,7 @@ Commands: ``run`` (the main job: SPT -> filter -> RPT -> test evaluation), ``spt
 ``rpt`` (RPT from ``checkpoint=<spt checkpoint>``), ``eval`` (a checkpoint on valid/test),
 ``sweep-k`` (a checkpoint over reasoning depths, table + plot), ``stats``, ``recommend`` (top-k
 for JSON-lines histories; ``lares-rl recommend --help``). ``resume=<run dir>`` continues an
-interrupted ``spt`` run exactly.
+interrupted ``spt``, ``rpt`` (with the same ``checkpoint=``) or ``run`` exactly, in place.
 Every run writes its composed config (``.hydra/``), checkpoints, ``metrics.json`` and TensorBoard
 logs (``tb/``) into the Hydra run directory. A user mistake ends with one ``error:`` line and
 exit status 2; Hydra itself reports unknown keys and group options.
@@ -12,6 +12,7 @@ exit status 2; Hydra itself reports unknown keys and group options.
 
 from __future__ import annotations
 
+import errno
 import sys
 from pathlib import Path
 
@@ -23,16 +24,24 @@ from .config import section_from_mapping, to_plain
 from .errors import LaresError
 
 COMMANDS = ("run", "spt", "rpt", "eval", "sweep-k", "stats", "recommend")
-# Sections that must match between an interrupted run and its resumption.
-RESUME_KEYS = ("dataset", "policy", "spt", "seed", "eval")
+# Sections that must match between an interrupted run and its resumption, per command, and the
+# training state a resumable run has saved (``run`` saves spt_last.pt first, rpt_last.pt later).
+RESUME_KEYS = {
+    "spt": ("dataset", "policy", "spt", "seed", "eval"),
+    "rpt": ("dataset", "rpt", "reward", "seed", "eval"),
+    "run": ("dataset", "policy", "spt", "rpt", "reward", "seed", "eval"),
+}
+RESUME_STATE = {"spt": "spt_last.pt", "rpt": "rpt_last.pt", "run": "spt_last.pt"}
 
 
 def _run_dir() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
-def _resume_dir(cfg: DictConfig) -> Path | None:
-    """``resume=<run dir>``: continue that run in place, refusing a changed configuration."""
+def _resume_dir(cfg: DictConfig, command: str = "spt") -> Path | None:
+    """``resume=<run dir>``: continue that run in place, refusing a changed configuration or a run
+    of another command. ``command`` picks the state that must exist and the sections compared.
+    (For ``rpt`` the SPT checkpoint itself is compared by weights when RPT resumes.)"""
     if not cfg.get("resume"):
         return None
     from omegaconf import OmegaConf
@@ -40,11 +49,14 @@ def _resume_dir(cfg: DictConfig) -> Path | None:
     from .resume import load_training_state
 
     run_dir = Path(str(cfg.resume))
-    load_training_state(run_dir / "checkpoints" / "spt_last.pt")
+    load_training_state(run_dir / "checkpoints" / RESUME_STATE[command])
     saved_path = run_dir / ".hydra" / "config.yaml"
     if saved_path.is_file():
         saved = OmegaConf.load(saved_path)
-        changed = [key for key in RESUME_KEYS if to_plain(saved.get(key)) != to_plain(cfg.get(key))]
+        saved_command = saved.get("command")
+        if saved_command is not None and saved_command != command:
+            raise LaresError(f"cannot resume {run_dir} with `lares-rl {command}`: it is a `lares-rl {saved_command}` run; use lares-rl {saved_command} resume={run_dir} <the same overrides>")
+        changed = [key for key in RESUME_KEYS[command] if to_plain(saved.get(key)) != to_plain(cfg.get(key))]
         if changed:
             raise LaresError(f"cannot resume {run_dir}: the configuration differs in {', '.join(changed)}; pass the same overrides as the original run")
     return run_dir
@@ -68,7 +80,7 @@ def command_stats(cfg: DictConfig) -> None:
     print(format_stats(_load_data(cfg)))
 
 
-def command_spt(cfg: DictConfig, with_test: bool = True, quiet: bool = False) -> dict:
+def command_spt(cfg: DictConfig, with_test: bool = True, quiet: bool = False, command: str = "spt") -> dict:
     """Train the configured policy with SPT (SASRec: plain CE), then evaluate the best weights on test."""
     from .atomic import atomic_write_json
     from .checkpoint import build_policy
@@ -85,7 +97,7 @@ def command_spt(cfg: DictConfig, with_test: bool = True, quiet: bool = False) ->
     seed_everything(int(cfg.seed))
     policy_config = to_plain(cfg.policy)
     policy = build_policy(policy_config, data.num_items, max_len)
-    resume_dir = _resume_dir(cfg)
+    resume_dir = _resume_dir(cfg, command)
     run_dir = resume_dir or _run_dir()
     print(f"[lares-rl] {cfg.policy.name} on {cfg.dataset.name}: {data.num_users} users, {data.num_items} items; run dir {run_dir}")
     summary = train_spt(
@@ -123,8 +135,8 @@ def _load_spt_checkpoint(path, data, device):
     return payload, policy_from_checkpoint(payload, device)
 
 
-def _rpt_with_before_after(cfg: DictConfig, payload, policy, data, rpt_cfg, reward_fn, eval_cfg, device) -> dict:
-    """Valid/test before, RPT, valid/test after (the best RPT weights)."""
+def _rpt_with_before_after(cfg: DictConfig, payload, policy, data, rpt_cfg, reward_fn, eval_cfg, device, run_dir: Path, resume: bool, resume_command: str) -> dict:
+    """Valid/test before, RPT (resumed from ``run_dir`` when ``resume``), valid/test after (the best RPT weights)."""
     from .evaluation import evaluate_policy
     from .rpt import train_rpt
     from .runtime import seed_everything
@@ -134,14 +146,16 @@ def _rpt_with_before_after(cfg: DictConfig, payload, policy, data, rpt_cfg, rewa
     seed_everything(int(cfg.seed))
     summary = train_rpt(
         policy=policy, policy_config=payload["policy_config"], data=data, max_len=max_len, cfg=rpt_cfg, reward_fn=reward_fn,
-        eval_cfg=eval_cfg, run_dir=_run_dir(), device=device, seed=int(cfg.seed), config=to_plain(cfg), progress=bool(cfg.progress),
+        eval_cfg=eval_cfg, run_dir=run_dir, device=device, seed=int(cfg.seed), config=to_plain(cfg), progress=bool(cfg.progress),
+        resume=resume, resume_command=resume_command,
     )
     after = {split: evaluate_policy(policy, data, split, max_len, eval_cfg, device) for split in ("valid", "test")}
     return {"before": before, "after": after, "rpt": summary}
 
 
 def command_rpt(cfg: DictConfig) -> dict:
-    """RPT from ``checkpoint=<spt checkpoint>``, then valid/test before and after in metrics.json."""
+    """RPT from ``checkpoint=<spt checkpoint>``, then valid/test before and after in metrics.json.
+    ``resume=<run dir>`` continues an interrupted ``rpt`` run (same checkpoint and overrides)."""
     from .atomic import atomic_write_json
     from .report import results_table
     from .runtime import resolve_device
@@ -153,20 +167,38 @@ def command_rpt(cfg: DictConfig) -> dict:
     data = _load_data(cfg)
     payload, policy = _load_spt_checkpoint(cfg.checkpoint, data, device)
     rpt_cfg, reward_fn = _rpt_setup(cfg, data.num_items, bool(getattr(policy, "recurrent", False)))
-    run_dir = _run_dir()
+    resume_dir = _resume_dir(cfg, "rpt")
+    run_dir = resume_dir or _run_dir()
     print(f"[lares-rl] rpt ({rpt_cfg.algorithm}) from {cfg.checkpoint} on {cfg.dataset.name}: {data.num_users} users, {data.num_items} items; run dir {run_dir}")
-    results = {"checkpoint": str(cfg.checkpoint), **_rpt_with_before_after(cfg, payload, policy, data, rpt_cfg, reward_fn, eval_cfg, device)}
+    hint = f"lares-rl rpt resume={run_dir} checkpoint={cfg.checkpoint} <the same overrides>"
+    results = {"checkpoint": str(cfg.checkpoint), **_rpt_with_before_after(cfg, payload, policy, data, rpt_cfg, reward_fn, eval_cfg, device, run_dir, resume_dir is not None, hint)}
     print(results_table({"before rpt (test)": results["before"]["test"], "after rpt (test)": results["after"]["test"]}, eval_cfg.ks))
     atomic_write_json(run_dir / "metrics.json", results)
     print(f"[lares-rl] checkpoint {results['rpt']['checkpoint']}\n[lares-rl] metrics {run_dir / 'metrics.json'}\n[lares-rl] TensorBoard: tensorboard --logdir {run_dir / 'tb'}")
     return results
 
 
+def _spt_finished(run_dir: Path, spt_epochs: int) -> bool:
+    """Whether the SPT phase of ``run_dir`` ended (early stopping or its last epoch)."""
+    from .resume import load_training_state
+
+    progress = load_training_state(run_dir / "checkpoints" / "spt_last.pt")["progress"]
+    return bool(progress["finished"]) or progress["epoch"] >= spt_epochs
+
+
 def command_run(cfg: DictConfig) -> dict:
-    """The main job: SPT -> top-K filter -> RPT -> test; one table with test metrics after SPT and after RPT."""
+    """The main job: SPT -> top-K filter -> RPT -> test; one table with test metrics after SPT and after RPT.
+
+    ``resume=<run dir>`` continues an interrupted run: an unfinished SPT resumes exactly, then RPT
+    runs; a finished SPT is not repeated (its results were saved) and RPT resumes from
+    ``rpt_last.pt`` when it had started.
+    """
+    import json
+
     from .atomic import atomic_write_json
     from .checkpoint import build_policy
     from .report import results_table
+    from .resume import TrainingInterrupted
     from .runtime import resolve_device
 
     eval_cfg = _eval_config(cfg)
@@ -176,9 +208,22 @@ def command_run(cfg: DictConfig) -> dict:
     probe = build_policy(to_plain(cfg.policy), data.num_items, int(cfg.dataset.max_len))
     rpt_cfg, reward_fn = _rpt_setup(cfg, data.num_items, bool(getattr(probe, "recurrent", False)))
     del probe
-    spt_results = command_spt(cfg, with_test=True, quiet=True)
+    resume_dir = _resume_dir(cfg, "run")
+    run_dir = resume_dir or _run_dir()
+    hint = f"lares-rl run resume={run_dir} <the same overrides>"
+    spt_results_path = run_dir / "checkpoints" / "spt_results.json"
+    if resume_dir is not None and _spt_finished(run_dir, int(cfg.spt.epochs)) and spt_results_path.is_file():
+        spt_results = json.loads(spt_results_path.read_text())
+        print(f"[lares-rl] resuming {run_dir}: SPT finished (best epoch {spt_results['spt']['best_epoch']}), going on with RPT", flush=True)
+    else:
+        try:
+            spt_results = command_spt(cfg, with_test=True, quiet=True, command="run")
+        except TrainingInterrupted as err:  # SPT's own hint names `lares-rl spt`; this run resumes as a whole
+            raise TrainingInterrupted(str(err).replace(f"lares-rl spt resume={run_dir}", f"lares-rl run resume={run_dir}")) from None
+        atomic_write_json(spt_results_path, spt_results)  # lets a resumed run skip the finished SPT phase
+    rpt_resume = resume_dir is not None and (run_dir / "checkpoints" / "rpt_last.pt").is_file()
     payload, policy = _load_spt_checkpoint(spt_results["spt"]["checkpoint"], data, device)
-    results = _rpt_with_before_after(cfg, payload, policy, data, rpt_cfg, reward_fn, eval_cfg, device)
+    results = _rpt_with_before_after(cfg, payload, policy, data, rpt_cfg, reward_fn, eval_cfg, device, run_dir, rpt_resume, hint)
     merged = {"spt": spt_results["spt"], "rpt": results["rpt"], "valid": {"spt": results["before"]["valid"], "rpt": results["after"]["valid"]},
               "test": {"spt": spt_results["test"]["spt"], "rpt": results["after"]["test"]}}
     print(results_table(merged["test"], eval_cfg.ks))
@@ -186,7 +231,6 @@ def command_run(cfg: DictConfig) -> dict:
     from .report import format_recommendations
 
     print(format_recommendations(Recommender.from_checkpoint(results["rpt"]["checkpoint"], device=str(device), deterministic=True), data))
-    run_dir = _run_dir()
     atomic_write_json(run_dir / "metrics.json", merged)
     print(f"[lares-rl] checkpoints {spt_results['spt']['checkpoint']} {results['rpt']['checkpoint']}\n[lares-rl] metrics {run_dir / 'metrics.json'}\n[lares-rl] TensorBoard: tensorboard --logdir {run_dir / 'tb'}")
     return merged
@@ -239,6 +283,11 @@ HANDLERS = {"run": command_run, "spt": command_spt, "rpt": command_rpt, "eval": 
 
 @hydra.main(version_base="1.3", config_path="pkg://lares_rl.configs", config_name="config")
 def hydra_entry(cfg: DictConfig) -> None:
+    dispatch(cfg)
+
+
+def dispatch(cfg: DictConfig) -> None:
+    """Run ``cfg.command``; a user-fixable problem ends with one line on stderr and its exit status."""
     from .resume import TrainingInterrupted
 
     try:
@@ -248,6 +297,47 @@ def hydra_entry(cfg: DictConfig) -> None:
         sys.exit(130)
     except LaresError as err:
         print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as err:  # e.g. TensorBoard or a library writing into a full or read-only run directory
+        if err.errno not in WRITE_ERRNOS:
+            raise
+        print(f"error: {err.strerror}: {err.filename or 'the run directory'}; free disk space or choose a writable output directory (hydra.run.dir=...)", file=sys.stderr)
+        sys.exit(2)
+
+
+# errno values of a full disk or an unwritable location: one `error:` line instead of a traceback
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def _check_output_dir(argv: list[str]) -> None:
+    """Hydra creates the run directory before any lares_rl code runs and reports a failure as a
+    traceback. Check the fixed part of ``hydra.run.dir`` (``hydra.sweep.dir`` with ``-m``) first:
+    create it as Hydra would and write a probe file; a failure is one ``error:`` line, exit 2."""
+    import os
+    import tempfile
+    from importlib.resources import files
+
+    from omegaconf import OmegaConf
+
+    multirun = any(arg in ("-m", "--multirun") for arg in argv)
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    value = None
+    for arg in argv:
+        name, sep, given = arg.lstrip("+").partition("=")
+        if sep and name == key:
+            value = given.strip("'\"")
+    if value is None:
+        raw = OmegaConf.to_container(OmegaConf.load(str(files("lares_rl.configs") / "config.yaml")), resolve=False)
+        value = str(raw.get("hydra", {}).get("sweep" if multirun else "run", {}).get("dir", "."))
+    fixed = value.split("${", 1)[0]
+    folder = Path(fixed) if "${" not in value or fixed.endswith("/") else Path(fixed).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(dir=folder, prefix=".lares-rl-probe.")
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as err:
+        print(f"error: cannot write the run directory {folder} ({key}={value}): {err.strerror or err}; choose a writable location", file=sys.stderr)
         sys.exit(2)
 
 
@@ -264,5 +354,6 @@ def main() -> None:
         from .recommend_cli import main as recommend_main
 
         sys.exit(recommend_main(argv))
+    _check_output_dir(argv)
     sys.argv = [sys.argv[0], f"command={command}", *argv]
     hydra_entry()

@@ -7,10 +7,11 @@ point makes a resumed CPU run bit-identical to an uninterrupted one.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import signal
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 from contextlib import contextmanager
 
 import numpy as np
@@ -24,20 +25,43 @@ class TrainingInterrupted(LaresError):
     """Raised after Ctrl-C once the current step finished and the state was saved."""
 
 
-def capture_rng(generator: torch.Generator) -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(), "generator": generator.get_state()}
+def capture_rng(*generators: torch.Generator) -> dict[str, Any]:
+    """python, numpy, torch (and CUDA) global streams plus the state of each private generator."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(), "generators": [g.get_state() for g in generators]}
+    if generators:
+        state["generator"] = generators[0].get_state()  # the single-generator layout of older state files
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def restore_rng(state: dict[str, Any], generator: torch.Generator) -> None:
+def restore_rng(state: dict[str, Any], *generators: torch.Generator) -> None:
+    """Restore what :func:`capture_rng` captured; ``generators`` in the same order as captured."""
+    saved = state.get("generators", [state["generator"]] if "generator" in state else [])
+    if len(saved) != len(generators):
+        raise LaresError(f"cannot resume: the training state holds {len(saved)} private RNG stream(s), this run has {len(generators)}; start a new run")
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
-    generator.set_state(state["generator"])
+    for generator, generator_state in zip(generators, saved):
+        generator.set_state(generator_state)
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def weights_digest(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 of a state dict (names, dtypes, shapes, values): tells whether two models hold the same weights."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        value = state_dict[name]
+        digest.update(name.encode())
+        if torch.is_tensor(value):
+            value = value.detach().cpu().contiguous()
+            digest.update(f"{value.dtype}{tuple(value.shape)}".encode())
+            digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+        else:
+            digest.update(repr(value).encode())
+    return digest.hexdigest()
 
 
 def save_training_state(path: Path, state: dict[str, Any]) -> None:

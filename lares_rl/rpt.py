@@ -10,6 +10,7 @@ Reference algorithm (GRPO-style, critic-free), one gradient step per collected b
     loss:       mean_g mean_{j<=k_g} -[exp(lp - sg(lp)) A_g - beta (exp(rp - lp) - (rp - lp) - 1)]
                 lp: the rollout replayed with grad, rp: the reference with the same k_g (GroupRelativeLoss)
     epoch:      one pass over the kept rows, then validation NDCG@10, early stopping, best checkpoint
+    state:      checkpoints/rpt_last.pt at the start, after every epoch and on Ctrl-C; resume=True continues exactly
 ``rpt.algorithm=ppo`` swaps the loss for TorchRL's ClipPPOLoss over an item-sampling actor
 (Plackett-Luce or categorical slates) with the group advantage or a learned value head.
 """
@@ -31,6 +32,7 @@ from .checkpoint import save_checkpoint
 from .config import require
 from .errors import LaresError
 from .evaluation import EvalConfig, evaluate_policy
+from .resume import TrainingInterrupted, capture_rng, load_training_state, restore_rng, save_training_state, stop_on_sigint, weights_digest
 from .rewards import check_reward_fn
 from .rpt_filter import top_k_filter
 from .runtime import EarlyStopping
@@ -172,11 +174,13 @@ def greedy_reward(policy: nn.Module, seqs: torch.Tensor, lengths: torch.Tensor, 
     return total / max(len(targets), 1)
 
 
-def total_loss(terms: Mapping[str, torch.Tensor], step: int) -> torch.Tensor:
-    """Sum of the ``loss_*`` entries; a NaN/inf term stops training naming the term and step."""
+def total_loss(terms: Mapping[str, torch.Tensor], step: int, *, where: str = "", kept: str = "The last good checkpoint is kept") -> torch.Tensor:
+    """Sum of the ``loss_*`` entries; a NaN/inf term stops training naming the term, where it
+    happened (``where``, e.g. "epoch 3, batch 2/7, ") and the step, and what was kept (``kept``)."""
     for name, value in terms.items():
-        if name.startswith("loss_") and not torch.isfinite(value):
-            raise LaresError(f"non-finite {name} ({value.item()}) at RPT step {step}; lower rpt.lr or raise rpt.beta. The last good checkpoint is kept")
+        if name.startswith("loss_") and not torch.isfinite(value).all():
+            bad = value.detach()[~torch.isfinite(value.detach())].reshape(-1)[0].item()
+            raise LaresError(f"non-finite {name} ({bad}) at RPT {where}step {step}; training stopped before this update. {kept}. Lower rpt.lr or raise rpt.beta")
     return sum(v for name, v in terms.items() if name.startswith("loss_"))
 
 
@@ -185,6 +189,16 @@ def scalars(terms: Mapping[str, torch.Tensor]) -> dict[str, float]:
 
 
 # ----------------------------------------------------------------------------- the algorithm
+
+
+def _rollout_generator(actor) -> torch.Generator:
+    """The private generator of the actor's RolloutScores (draws k and the rollout seeds)."""
+    from .policies.actor import RolloutScores
+
+    for module in actor.modules():
+        if isinstance(module, RolloutScores):
+            return module.generator
+    raise RuntimeError("the slate actor has no RolloutScores module")
 
 
 def train_rpt(
@@ -201,11 +215,20 @@ def train_rpt(
     seed: int,
     config: Mapping,
     progress: bool = True,
+    resume: bool = False,
+    resume_command: str | None = None,
 ) -> dict:
     """Post-train ``policy`` (SPT weights) with RPT; early-stop on validation NDCG@10, keep the best.
 
-    Returns a summary (best epoch, its validation metrics, checkpoint path, kept fraction, the
-    training reward per epoch, throughput); the policy is left holding the best weights.
+    The full training state is saved atomically to ``checkpoints/rpt_last.pt`` when RPT starts
+    (after the filter), after every epoch and on Ctrl-C (after the current batch): policy,
+    optimiser (value head), early stopping, every RNG stream, the env's episode walk, the filter's
+    kept rows, counters and the per-epoch history. ``resume=True`` continues from it exactly (a CPU
+    run ends bit-identical to an uninterrupted one); ``policy`` must then hold the same SPT weights
+    as the interrupted run, they become the frozen reference again. ``resume_command`` is the
+    command line printed after Ctrl-C. Returns a summary (best epoch, its validation metrics,
+    checkpoint path, kept fraction, the training reward per epoch, throughput); the policy is left
+    holding the best weights.
     """
     from torchrl.collectors import Collector
     from torchrl.objectives import ClipPPOLoss
@@ -214,19 +237,35 @@ def train_rpt(
     from .policies.actor import make_slate_actor, replay_step_log_probs
     from .rpt_losses import GroupAdvantage, GroupRelativeLoss, make_value_head
 
+    best_path, state_path = run_dir / "checkpoints" / "rpt_best.pt", run_dir / "checkpoints" / "rpt_last.pt"
+    resume_command = resume_command or f"lares-rl rpt resume={run_dir} checkpoint=<the same SPT checkpoint> <the same overrides>"
+    saved = load_training_state(state_path) if resume else None
+    if saved is not None and saved.get("phase") != "rpt":
+        raise LaresError(f"cannot resume: {state_path} is not an RPT training state")
     cfg.check_compatible(num_items=data.num_items, reward_fn=reward_fn, recurrent=bool(getattr(policy, "recurrent", False)))
     policy.to(device)
     set_dropout(policy, cfg.dropout)
     policy_config = {**dict(policy_config), "dropout": cfg.dropout}
+    reference_digest = weights_digest(policy.state_dict())
 
-    # --- filter: training rows the SPT model already ranks in its top-`filter_top`
+    # --- filter: training rows the SPT model already ranks in its top-`filter_top` (saved, never recomputed on resume)
     seqs, lengths, targets = data.train_rows(max_len)
-    start = time.perf_counter()
-    keep = top_k_filter(policy, seqs, lengths, targets, top=cfg.filter_top, passes=cfg.filter_passes, device=device, seed=seed)
-    filter_seconds = time.perf_counter() - start
-    kept = keep.nonzero().squeeze(1)
+    if saved is None:
+        start = time.perf_counter()
+        keep = top_k_filter(policy, seqs, lengths, targets, top=cfg.filter_top, passes=cfg.filter_passes, device=device, seed=seed)
+        filter_seconds = time.perf_counter() - start
+        kept = keep.nonzero().squeeze(1)
+    else:
+        if saved["reference_digest"] != reference_digest:
+            raise LaresError(f"cannot resume {run_dir}: the SPT checkpoint's weights differ from the ones this RPT run started from; pass the same checkpoint=...")
+        if saved["filter"]["rows"] != len(targets):
+            raise LaresError(f"cannot resume {run_dir}: the data has {len(targets)} training rows, the saved RPT state {saved['filter']['rows']}; use the same dataset settings")
+        changed = sorted(key for key, value in asdict(cfg).items() if saved["rpt"].get(key) != value)
+        if changed:
+            raise LaresError(f"cannot resume {run_dir}: rpt settings differ from the interrupted run ({', '.join('rpt.' + key for key in changed)}); pass the same overrides")
+        kept, filter_seconds = saved["filter"]["kept"], saved["filter"]["seconds"]
     kept_fraction = len(kept) / max(len(targets), 1)
-    print(f"[rpt] filter top-{cfg.filter_top} x {cfg.filter_passes} passes: kept {len(kept)}/{len(targets)} training rows ({kept_fraction:.1%})", flush=True)
+    print(f"[rpt] filter top-{cfg.filter_top} x {cfg.filter_passes} passes: kept {len(kept)}/{len(targets)} training rows ({kept_fraction:.1%})" + (" (saved)" if saved else ""), flush=True)
     if len(kept) == 0:
         raise LaresError(f"rpt.filter_top={cfg.filter_top}: no training row has its target in the SPT model's top-{cfg.filter_top}; raise rpt.filter_top")
     histories = cfg.histories_per_batch
@@ -247,8 +286,10 @@ def train_rpt(
         batch_size=histories * cfg.group_size, max_len=max_len, slate_size=cfg.slate_size, horizon=1,
         reward_fn=reward_fn, group_size=cfg.group_size, sampling="epoch", seed=seed, device=device,
     )
+    if saved is not None:  # before the Collector is built: its first reset draws the next unconsumed batch
+        env.load_sampling_state(saved["env"])
 
-    # --- actor, frozen reference, advantage, loss, optimiser
+    # --- actor, frozen reference (the SPT weights), advantage, loss, optimiser
     actor = make_slate_actor(policy, cfg.slate_size, cfg.exploration, latent_noise=cfg.latent_noise, eval_seed=eval_cfg.seed, seed=seed)
     reference = copy.deepcopy(policy).eval().requires_grad_(False)
     group_advantage = GroupAdvantage(cfg.group_size)
@@ -265,85 +306,129 @@ def train_rpt(
     optimizer = torch.optim.Adam(loss_module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     collector = Collector(env, actor, frames_per_batch=env.batch_size[0], total_frames=-1, device=device, auto_register_policy_transforms=False)
     batches = iter(collector)
-    tracker = Tracker(run_dir / "tb", "rpt", progress)
-    tracker.log_text("hparams", hparams_markdown(config))
-    tracker.log("charts", {"kept_fraction": kept_fraction, "kept_rows": len(kept)}, 0)
-    tracker.log("time", {"filter": filter_seconds}, 0)
-
     stopper = EarlyStopping(cfg.patience)
-    best_path = run_dir / "checkpoints" / "rpt_best.pt"
+    rollout_generator = _rollout_generator(actor)
     train_probe = (seqs[kept], lengths[kept], targets[kept])
-    reward_before = greedy_reward(policy, *train_probe, reward_fn, cfg.slate_size, device, eval_cfg.seed)
-    histories_seen, step = 0, 0
-    reward_per_epoch, collect_seconds, loop_seconds, frames_total = [], 0.0, 0.0, 0
+    if saved is None:
+        state = {
+            "epoch": 0, "next_batch": 0, "epoch_rewards": [], "histories_seen": 0, "step": 0, "finished": False,
+            "reward_per_epoch": [], "frames": 0, "collect_seconds": 0.0, "loop_seconds": 0.0,
+            "reward_before": greedy_reward(policy, *train_probe, reward_fn, cfg.slate_size, device, eval_cfg.seed),
+        }
+    else:  # after the Collector is built, so nothing it does at start-up shifts a restored stream
+        policy.load_state_dict(saved["policy_state"])
+        if value_head is not None:
+            value_head.load_state_dict(saved["value_head_state"])
+        loss_module.load_state_dict(saved["loss_state"])
+        optimizer.load_state_dict(saved["optimizer_state"])
+        stopper.load_state_dict(saved["stopper"])
+        restore_rng(saved["rng"], rollout_generator)
+        state = saved["progress"]
+        print(f"[rpt] resuming {run_dir} at epoch {state['epoch']}, batch {state['next_batch']}/{batches_per_epoch}", flush=True)
+    # No purge_step on resume: the SPT events share tb/ and a purge would drop them too. A batch
+    # logged after the last saved state (a crash mid-epoch) may appear twice.
+    tracker = Tracker(run_dir / "tb", "rpt", progress)
+    if saved is None:
+        tracker.log_text("hparams", hparams_markdown(config))
+        tracker.log("charts", {"kept_fraction": kept_fraction, "kept_rows": len(kept)}, 0)
+        tracker.log("time", {"filter": filter_seconds}, 0)
+
+    last_good = ["The last good checkpoint is kept"]  # what a non-finite loss leaves behind, updated at each save
+
+    def save_state() -> None:
+        save_training_state(state_path, {
+            "phase": "rpt", "policy_state": policy.state_dict(), "value_head_state": value_head.state_dict() if value_head is not None else None,
+            "loss_state": loss_module.state_dict(), "optimizer_state": optimizer.state_dict(), "stopper": stopper.state_dict(),
+            # the env already drew the batch the Collector holds; save the walk from before that draw
+            "rng": capture_rng(rollout_generator), "env": env.sampling_state(before_last_reset=True),
+            "filter": {"kept": kept, "rows": len(targets), "seconds": filter_seconds}, "reference_digest": reference_digest,
+            "progress": state, "rpt": asdict(cfg),
+        })
+        if state["next_batch"]:
+            where = f"epoch {state['epoch']} up to batch {state['next_batch']}"
+        else:
+            where = f"after epoch {state['epoch'] - 1}" if state["epoch"] else "the start of RPT"
+        best = f" and {best_path} (best epoch {stopper.best_epoch})" if stopper.best_epoch >= 0 and best_path.is_file() else ""
+        last_good[0] = f"The last good state is kept: {state_path} ({where}){best}"
 
     # --- loop: collect -> advantage (+ reference) -> update; validation after each epoch
     try:
-        for epoch in range(cfg.epochs):
-            epoch_start = time.perf_counter()
-            epoch_rewards = []
-            for _ in tracker.bar(range(batches_per_epoch), batches_per_epoch, f"rpt epoch {epoch}"):
-                t0 = time.perf_counter()
-                batch = next(batches).reshape(-1)  # [B, T=1] -> [B]; groups stay contiguous
-                t1 = time.perf_counter()
-                target = batch["next", "target"]
-                with torch.no_grad():
-                    group_advantage(batch)
-                    if cfg.algorithm == "grpo":
-                        reference_log_probs(reference, batch, target)
-                        if cfg.update_epochs > 1:
-                            batch.set("old_step_log_prob", replay_step_log_probs(policy, batch, target)[0])
-                    elif value_head is not None:
-                        value = value_head(batch.select("user_state").clone())["state_value"]
-                        batch.set("value_target", batch["next", "reward"])
-                        batch.set("advantage", batch["next", "reward"] - value)
-                t2 = time.perf_counter()
-                for _ in range(cfg.update_epochs):
-                    terms = loss_module(batch)
-                    loss = total_loss(terms, step)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    step += 1
-                t3 = time.perf_counter()
+        with stop_on_sigint() as stop_request:
+            save_state()  # RPT's start (after the filter); on resume this rewrites the loaded state unchanged
+            while state["epoch"] < cfg.epochs and not state["finished"]:
+                epoch = state["epoch"]
+                epoch_start = time.perf_counter()
+                for index in tracker.bar(range(state["next_batch"], batches_per_epoch), batches_per_epoch - state["next_batch"], f"rpt epoch {epoch}"):
+                    t0 = time.perf_counter()
+                    batch = next(batches).reshape(-1)  # [B, T=1] -> [B]; groups stay contiguous
+                    t1 = time.perf_counter()
+                    target = batch["next", "target"]
+                    with torch.no_grad():
+                        group_advantage(batch)
+                        if cfg.algorithm == "grpo":
+                            reference_log_probs(reference, batch, target)
+                            if cfg.update_epochs > 1:
+                                batch.set("old_step_log_prob", replay_step_log_probs(policy, batch, target)[0])
+                        elif value_head is not None:
+                            value = value_head(batch.select("user_state").clone())["state_value"]
+                            batch.set("value_target", batch["next", "reward"])
+                            batch.set("advantage", batch["next", "reward"] - value)
+                    t2 = time.perf_counter()
+                    for _ in range(cfg.update_epochs):
+                        terms = loss_module(batch)
+                        loss = total_loss(terms, state["step"], where=f"epoch {epoch}, batch {index + 1}/{batches_per_epoch}, ", kept=last_good[0])
+                        optimizer.zero_grad(set_to_none=True)
+                        loss.backward()
+                        optimizer.step()
+                        state["step"] += 1
+                    t3 = time.perf_counter()
 
-                frames = batch.numel()
-                histories_seen += frames // cfg.group_size
-                collect_seconds += t1 - t0
-                loop_seconds += t3 - t0
-                frames_total += frames
-                reward = batch["next", "reward"].reshape(-1)
-                epoch_rewards.append(reward.mean().item())
-                num_steps = batch["num_steps"].float()
-                logged = scalars(terms)
-                tracker.log("losses", {n: v for n, v in logged.items() if n.startswith("loss_")} | {"loss_total": loss.item()}, histories_seen)
-                tracker.log("diag", {n: v for n, v in logged.items() if not n.startswith("loss_")} | {
-                    "zero_adv_group_fraction": batch["group_zero_adv"].float().mean().item(),
-                    "advantage_std": batch["advantage"].std().item(),
-                }, histories_seen)
-                tracker.log("charts", {
-                    "reward_mean": reward.mean().item(), "reward_std": reward.std().item(), "k_mean": num_steps.mean().item(),
-                    "frames_per_sec": frames / (t1 - t0), "loop_frames_per_sec": frames / (t3 - t0),
-                    "learning_rate": optimizer.param_groups[0]["lr"],
-                }, histories_seen)
-                tracker.log("time", {"collect": t1 - t0, "reference": t2 - t1, "update": t3 - t2}, histories_seen)
-                tracker.log_histogram("charts/k", num_steps, histories_seen)
+                    frames = batch.numel()
+                    state["histories_seen"] += frames // cfg.group_size
+                    state["collect_seconds"] += t1 - t0
+                    state["loop_seconds"] += t3 - t0
+                    state["frames"] += frames
+                    histories_seen = state["histories_seen"]
+                    reward = batch["next", "reward"].reshape(-1)
+                    state["epoch_rewards"].append(reward.mean().item())
+                    num_steps = batch["num_steps"].float()
+                    logged = scalars(terms)
+                    tracker.log("losses", {n: v for n, v in logged.items() if n.startswith("loss_")} | {"loss_total": loss.item()}, histories_seen)
+                    tracker.log("diag", {n: v for n, v in logged.items() if not n.startswith("loss_")} | {
+                        "zero_adv_group_fraction": batch["group_zero_adv"].float().mean().item(),
+                        "advantage_std": batch["advantage"].std().item(),
+                    }, histories_seen)
+                    tracker.log("charts", {
+                        "reward_mean": reward.mean().item(), "reward_std": reward.std().item(), "k_mean": num_steps.mean().item(),
+                        "frames_per_sec": frames / (t1 - t0), "loop_frames_per_sec": frames / (t3 - t0),
+                        "learning_rate": optimizer.param_groups[0]["lr"],
+                    }, histories_seen)
+                    tracker.log("time", {"collect": t1 - t0, "reference": t2 - t1, "update": t3 - t2}, histories_seen)
+                    tracker.log_histogram("charts/k", num_steps, histories_seen)
+                    state["next_batch"] = index + 1
+                    if stop_request.requested:
+                        save_state()
+                        raise TrainingInterrupted(
+                            f"RPT interrupted at epoch {epoch}, batch {index + 1}/{batches_per_epoch}; state saved to {state_path}. "
+                            f"Resume with: {resume_command}"
+                        )
 
-            seconds = time.perf_counter() - epoch_start
-            reward_per_epoch.append(sum(epoch_rewards) / len(epoch_rewards))
-            metrics = evaluate_policy(policy, data, "valid", max_len, eval_cfg, device)
-            stop = stopper.step(metrics["ndcg@10"], epoch)
-            tracker.log("eval", metrics, histories_seen)
-            tracker.log("charts", {"epoch": epoch, "epoch_reward_mean": reward_per_epoch[-1]}, histories_seen)
-            tracker.log("time", {"epoch_seconds": seconds}, histories_seen)
-            print(f"[rpt] epoch {epoch:3d}  {seconds:6.1f}s  train reward {reward_per_epoch[-1]:.4f}  valid ndcg@10 {metrics['ndcg@10']:.4f}  recall@10 {metrics['recall@10']:.4f}" + ("  *" if stopper.improved else ""), flush=True)
-            if stopper.improved:
-                save_checkpoint(
-                    best_path, policy=policy, policy_config=policy_config, data=data, max_len=max_len, dataset_name=str(config.get("dataset", {}).get("name", data.name)),
-                    phase="rpt", epoch=epoch, metrics=metrics, config=config, extra={"rpt": asdict(cfg)},
-                )
-            if stop:
-                break
+                seconds = time.perf_counter() - epoch_start
+                state["reward_per_epoch"].append(sum(state["epoch_rewards"]) / max(len(state["epoch_rewards"]), 1))
+                metrics = evaluate_policy(policy, data, "valid", max_len, eval_cfg, device)
+                stop = stopper.step(metrics["ndcg@10"], epoch)
+                histories_seen = state["histories_seen"]
+                tracker.log("eval", metrics, histories_seen)
+                tracker.log("charts", {"epoch": epoch, "epoch_reward_mean": state["reward_per_epoch"][-1]}, histories_seen)
+                tracker.log("time", {"epoch_seconds": seconds}, histories_seen)
+                print(f"[rpt] epoch {epoch:3d}  {seconds:6.1f}s  train reward {state['reward_per_epoch'][-1]:.4f}  valid ndcg@10 {metrics['ndcg@10']:.4f}  recall@10 {metrics['recall@10']:.4f}" + ("  *" if stopper.improved else ""), flush=True)
+                if stopper.improved:
+                    save_checkpoint(
+                        best_path, policy=policy, policy_config=policy_config, data=data, max_len=max_len, dataset_name=str(config.get("dataset", {}).get("name", data.name)),
+                        phase="rpt", epoch=epoch, metrics=metrics, config=config, extra={"rpt": asdict(cfg)},
+                    )
+                state.update(epoch=epoch + 1, next_batch=0, epoch_rewards=[], finished=stop)
+                save_state()
     finally:
         collector.shutdown()
         tracker.close()
@@ -353,17 +438,17 @@ def train_rpt(
     reward_after = greedy_reward(policy, *train_probe, reward_fn, cfg.slate_size, device, eval_cfg.seed)
     return {
         "best_epoch": stopper.best_epoch,
-        "epochs_run": epoch + 1,
+        "epochs_run": state["epoch"],
         "valid": best["metrics"],
         "checkpoint": str(best_path),
         "kept_rows": len(kept),
         "kept_fraction": kept_fraction,
         "histories_per_batch": histories,
-        "reward_per_epoch": reward_per_epoch,
+        "reward_per_epoch": list(state["reward_per_epoch"]),
         "valid_ndcg_per_epoch": list(stopper.history),
-        "train_reward_greedy_before": reward_before,
+        "train_reward_greedy_before": state["reward_before"],
         "train_reward_greedy_after": reward_after,
-        "collect_frames_per_sec": frames_total / collect_seconds if collect_seconds else 0.0,
-        "loop_frames_per_sec": frames_total / loop_seconds if loop_seconds else 0.0,
-        "frames": frames_total,
+        "collect_frames_per_sec": state["frames"] / state["collect_seconds"] if state["collect_seconds"] else 0.0,
+        "loop_frames_per_sec": state["frames"] / state["loop_seconds"] if state["loop_seconds"] else 0.0,
+        "frames": state["frames"],
     }

@@ -1,0 +1,249 @@
+"""RPT crash safety: rpt_last.pt after every epoch and on Ctrl-C, exact resume (in process and
+through the CLI after SIGKILL / Ctrl-C), phase-aware `run resume=`, and a NaN loss that stops
+training with the last good state intact."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torchrl.collectors import Collector
+
+from lares_rl import rpt_losses
+from lares_rl.checkpoint import load_checkpoint
+from lares_rl.data.sequences import SequenceData
+from lares_rl.errors import LaresError
+from lares_rl.evaluation import EvalConfig
+from lares_rl.policies.actor import make_slate_actor
+from lares_rl.policies.reasoner import LaresReasoner
+from lares_rl.resume import TrainingInterrupted, load_training_state
+from lares_rl.rewards import make_reward
+from lares_rl.rpt import RPTConfig, train_rpt
+from lares_rl.runtime import seed_everything
+from tests.synthetic import write_sequential_csv
+from tests.test_rpt import make_env, tiny_data, tiny_policy
+
+N, L = 25, 6
+TIMING = ("collect_frames_per_sec", "loop_frames_per_sec", "seconds_per_epoch", "samples_per_sec")
+GRPO = RPTConfig(histories_per_batch=7, batches_per_epoch=3, epochs=2, patience=10, slate_size=5)
+PPO = RPTConfig(algorithm="ppo", exploration="plackett_luce", advantage="value", value_hidden=8, histories_per_batch=7, batches_per_epoch=3, epochs=2, patience=10, slate_size=5)
+
+
+def without_timing(value, drop=("checkpoint",)):
+    """A summary without wall-clock throughput (never reproducible) and run-dir paths."""
+    if isinstance(value, dict):
+        return {k: without_timing(v, drop) for k, v in value.items() if k not in TIMING and k not in drop}
+    return value
+
+
+# ----------------------------------------------------------------------------- in process
+
+
+def rpt_data() -> SequenceData:
+    rng = np.random.default_rng(0)
+    return SequenceData.from_sequences([list(rng.integers(1, N + 1, size=int(rng.integers(6, 10)))) for _ in range(24)], num_items=N)
+
+
+def spt_policy(seed: int = 0) -> LaresReasoner:
+    torch.manual_seed(seed)
+    return LaresReasoner(N, max_len=L, d_model=16, n_heads=2, inner_size=32, dropout=0.2)
+
+
+def run_rpt(run_dir: Path, cfg: RPTConfig, resume: bool = False, policy_seed: int = 0) -> dict:
+    seed_everything(0)  # what the CLI does before RPT; a resume must not depend on it
+    return train_rpt(
+        policy=spt_policy(policy_seed), policy_config={}, data=rpt_data(), max_len=L, cfg=cfg, reward_fn=make_reward("ndcg", k=5),
+        eval_cfg=EvalConfig(ks=[5, 10]), run_dir=run_dir, device=torch.device("cpu"), seed=0, config={}, progress=False, resume=resume,
+    )
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """Uninterrupted in-process runs, computed once per algorithm."""
+    cache = {}
+
+    def get(cfg: RPTConfig) -> dict:
+        if cfg.algorithm not in cache:
+            cache[cfg.algorithm] = run_rpt(tmp_path_factory.mktemp(f"full_{cfg.algorithm}"), cfg)
+        return cache[cfg.algorithm]
+
+    return get
+
+
+def test_env_sampling_state_before_the_pending_reset_lets_a_new_collector_continue_the_walk():
+    def episodes(batches: int, state=None) -> tuple[list, dict]:
+        env = make_env(tiny_data(), histories=3)
+        if state is not None:
+            env.load_sampling_state(state)
+        collector = Collector(env, make_slate_actor(tiny_policy(), 5, seed=0), frames_per_batch=12, total_frames=-1, auto_register_policy_transforms=False)
+        stream = iter(collector)
+        drawn = [next(stream)["group_id"][::4].tolist() for _ in range(batches)]
+        state = env.sampling_state(before_last_reset=True)
+        collector.shutdown()
+        return drawn, state
+
+    full, _ = episodes(8)  # 8 x 3 histories > 1 pass over the episodes: a reshuffle is crossed
+    first, state = episodes(3)
+    rest, _ = episodes(5, state)
+    assert first + rest == full
+    env = make_env(tiny_data(), histories=3)
+    saved = env.state_dict()  # nn.Module round trip carries the walk too
+    env._draw_episodes(7)
+    env.load_state_dict(saved)
+    assert env._perm_pos == 0 and env.epoch == 0
+    with pytest.raises(LaresError, match="cannot be loaded"):
+        make_env(SequenceData.from_sequences([[1, 2, 3, 4, 5, 6]] * 3, num_items=N)).load_sampling_state(saved["_extra_state"])
+
+
+@pytest.mark.parametrize("cfg", [GRPO, PPO], ids=["grpo", "ppo_value"])
+def test_ctrl_c_mid_epoch_saves_and_resume_is_bit_identical(cfg, tmp_path, monkeypatch, uninterrupted):
+    full = uninterrupted(cfg)
+    forward, calls = rpt_losses.GroupAdvantage.forward, []
+
+    def interrupt_at_batch_2(self, td):  # Ctrl-C while batch 2 of epoch 0 is being processed
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return forward(self, td)
+
+    monkeypatch.setattr(rpt_losses.GroupAdvantage, "forward", interrupt_at_batch_2)
+    with pytest.raises(TrainingInterrupted, match=f"epoch 0, batch 2/3.*Resume with: lares-rl rpt resume={tmp_path}"):
+        run_rpt(tmp_path, cfg)
+    state = load_training_state(tmp_path / "checkpoints" / "rpt_last.pt")
+    assert (state["progress"]["epoch"], state["progress"]["next_batch"]) == (0, 2) and len(calls) == 2
+    monkeypatch.setattr(rpt_losses.GroupAdvantage, "forward", forward)
+    resumed = run_rpt(tmp_path, cfg, resume=True)
+    assert without_timing(resumed) == without_timing(full)  # rewards, validation history, best metrics, greedy probes
+    assert resumed["frames"] == full["frames"] == 2 * 3 * 7 * 4
+
+
+def test_nan_loss_names_term_and_step_and_keeps_the_last_good_state(tmp_path, monkeypatch, uninterrupted):
+    full = uninterrupted(GRPO)
+    forward, calls = rpt_losses.GroupRelativeLoss.forward, []
+
+    def nan_at_epoch_1_batch_2(self, td):
+        out = forward(self, td)
+        calls.append(1)
+        if len(calls) == 5:  # 3 batches per epoch: epoch 1, batch 2, optimiser step 4
+            out["loss_kl"] = out["loss_kl"] * float("nan")
+        return out
+
+    monkeypatch.setattr(rpt_losses.GroupRelativeLoss, "forward", nan_at_epoch_1_batch_2)
+    with pytest.raises(LaresError) as caught:
+        run_rpt(tmp_path, GRPO)
+    message = str(caught.value)
+    assert "non-finite loss_kl (nan) at RPT epoch 1, batch 2/3, step 4" in message
+    assert f"{tmp_path / 'checkpoints' / 'rpt_last.pt'} (after epoch 0)" in message and "rpt_best.pt (best epoch 0)" in message
+    state = load_training_state(tmp_path / "checkpoints" / "rpt_last.pt")
+    assert (state["progress"]["epoch"], state["progress"]["next_batch"], state["progress"]["step"]) == (1, 0, 3)
+    assert load_checkpoint(tmp_path / "checkpoints" / "rpt_best.pt")["epoch"] == 0
+    # the last good state is a complete one: resuming from it gives the uninterrupted run
+    monkeypatch.setattr(rpt_losses.GroupRelativeLoss, "forward", forward)
+    assert without_timing(run_rpt(tmp_path, GRPO, resume=True)) == without_timing(full)
+    # ... and only from the SPT weights it started from
+    with pytest.raises(LaresError, match="SPT checkpoint's weights differ"):
+        run_rpt(tmp_path, GRPO, resume=True, policy_seed=1)
+
+
+# ----------------------------------------------------------------------------- the console script
+
+CLI = [sys.executable, "-c", "from lares_rl.cli import main; main()"]
+
+
+def _start(cwd: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([*CLI, *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(process: subprocess.Popen) -> tuple[int, str, str]:
+    out, err = process.communicate(timeout=300)
+    return process.returncode, out, err
+
+
+def _wait_for_rpt_state(state: Path, process: subprocess.Popen, epoch: int) -> None:
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None:
+        if state.is_file():
+            try:
+                if torch.load(state, weights_only=False)["progress"]["epoch"] >= epoch:
+                    return
+            except Exception:
+                pass  # being replaced right now; atomic rename means the next read sees a whole file
+        time.sleep(0.02)
+    raise AssertionError(f"training ended or stalled before the kill point: {process.communicate()}")
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    """An uninterrupted `run` (quick preset, 3 RPT epochs of 2 batches): the reference."""
+    tmp_path = tmp_path_factory.mktemp("rpt_resume_cli")
+    path = write_sequential_csv(tmp_path / "log.csv", users=40, items=30, length=10)
+    args = [
+        "preset=quick", "dataset=custom", f"dataset.path={path}", "dataset.user_col=uid", "dataset.item_col=sku", "dataset.time_col=ts",
+        "dataset.max_len=8", "progress=false", "rpt.epochs=3", "rpt.patience=100", f"cache_dir={tmp_path / 'cache'}",
+    ]
+    code, _, err = _finish(_start(tmp_path, "run", *args, "hydra.run.dir=full"))
+    assert code == 0, err
+    return tmp_path, args, json.loads((tmp_path / "full" / "metrics.json").read_text())
+
+
+def test_sigkill_during_rpt_then_run_resume_skips_spt_and_matches(full_run):
+    tmp_path, args, full = full_run
+    killed = _start(tmp_path, "run", *args, "hydra.run.dir=killed")
+    _wait_for_rpt_state(tmp_path / "killed" / "checkpoints" / "rpt_last.pt", killed, epoch=1)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert killed.returncode == -signal.SIGKILL and not (tmp_path / "killed" / "metrics.json").exists()
+    code, out, err = _finish(_start(tmp_path, "run", *args, f"resume={tmp_path / 'killed'}", "hydra.run.dir=resumed"))
+    assert code == 0, err
+    assert "SPT finished" in out and "[spt] epoch" not in out and "[rpt] resuming" in out and "(saved)" in out
+    resumed = json.loads((tmp_path / "killed" / "metrics.json").read_text())
+    assert without_timing(resumed) == without_timing(full)  # SPT results, RPT history, valid and test metrics
+    assert resumed["rpt"]["epochs_run"] == 3 and len(resumed["rpt"]["reward_per_epoch"]) == 3
+
+
+def test_ctrl_c_during_rpt_exits_130_with_the_resume_command_which_continues_exactly(full_run):
+    tmp_path, args, full = full_run
+    checkpoint = tmp_path / "full" / "checkpoints" / "spt_best.pt"
+    process = _start(tmp_path, "rpt", *args, f"checkpoint={checkpoint}", "hydra.run.dir=stopped")
+    _wait_for_rpt_state(tmp_path / "stopped" / "checkpoints" / "rpt_last.pt", process, epoch=0)  # RPT has started
+    process.send_signal(signal.SIGINT)
+    code, _, err = _finish(process)
+    assert code == 130, err
+    assert f"lares-rl rpt resume={tmp_path / 'stopped'} checkpoint={checkpoint} <the same overrides>" in err and "Traceback" not in err
+    progress = load_training_state(tmp_path / "stopped" / "checkpoints" / "rpt_last.pt")["progress"]
+    assert progress["next_batch"] >= 1 or progress["epoch"] >= 1
+    code, out, err = _finish(_start(tmp_path, "rpt", *args, f"checkpoint={checkpoint}", f"resume={tmp_path / 'stopped'}", "hydra.run.dir=continued"))
+    assert code == 0, err
+    assert "[rpt] resuming" in out
+    resumed = json.loads((tmp_path / "stopped" / "metrics.json").read_text())
+    # `rpt` from the run's SPT checkpoint is the RPT half of that run, bit for bit
+    assert without_timing(resumed["rpt"]) == without_timing(full["rpt"])
+    assert resumed["after"]["test"] == full["test"]["rpt"] and resumed["before"]["test"] == full["test"]["spt"]
+
+
+def test_resume_refuses_a_changed_rpt_config_or_another_command(full_run):
+    from lares_rl.cli import _resume_dir
+
+    tmp_path, _, _ = full_run
+    run_dir = tmp_path / "full"
+    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    cfg.resume = str(run_dir)
+    assert _resume_dir(cfg, "run") == run_dir
+    for key, value in (("rpt.lr", 0.1), ("reward._target_", "lares_rl.rewards.mrr")):
+        changed = cfg.copy()
+        OmegaConf.update(changed, key, value)
+        with pytest.raises(LaresError, match=f"differs in {key.split('.')[0]}"):
+            _resume_dir(changed, "run")
+    with pytest.raises(LaresError, match="it is a `lares-rl run` run; use lares-rl run resume="):
+        _resume_dir(cfg, "spt")
+    cfg.resume = str(tmp_path / "nowhere")
+    with pytest.raises(LaresError, match="rpt_last.pt does not exist"):
+        _resume_dir(cfg, "rpt")

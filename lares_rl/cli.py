@@ -135,6 +135,18 @@ def _load_spt_checkpoint(path, data, device):
     return payload, policy_from_checkpoint(payload, device)
 
 
+def _checkpoint_inputs(cfg: DictConfig, command: str):
+    """(payload, policy, data, device) for the commands that start from ``checkpoint=``."""
+    from .runtime import resolve_device
+
+    if cfg.checkpoint is None:
+        raise LaresError(f"checkpoint is not set; run `lares-rl {command} checkpoint=<run dir>/checkpoints/spt_best.pt`")
+    device = resolve_device(cfg.device)
+    data = _load_data(cfg)
+    payload, policy = _load_spt_checkpoint(cfg.checkpoint, data, device)
+    return payload, policy, data, device
+
+
 def _rpt_with_before_after(cfg: DictConfig, payload, policy, data, rpt_cfg, reward_fn, eval_cfg, device, run_dir: Path, resume: bool, resume_command: str) -> dict:
     """Valid/test before, RPT (resumed from ``run_dir`` when ``resume``), valid/test after (the best RPT weights)."""
     from .evaluation import evaluate_policy
@@ -158,14 +170,9 @@ def command_rpt(cfg: DictConfig) -> dict:
     ``resume=<run dir>`` continues an interrupted ``rpt`` run (same checkpoint and overrides)."""
     from .atomic import atomic_write_json
     from .report import results_table
-    from .runtime import resolve_device
 
-    if cfg.checkpoint is None:
-        raise LaresError("checkpoint is not set; run `lares-rl rpt checkpoint=<run dir>/checkpoints/spt_best.pt`")
     eval_cfg = _eval_config(cfg)
-    device = resolve_device(cfg.device)
-    data = _load_data(cfg)
-    payload, policy = _load_spt_checkpoint(cfg.checkpoint, data, device)
+    payload, policy, data, device = _checkpoint_inputs(cfg, "rpt")
     rpt_cfg, reward_fn = _rpt_setup(cfg, data.num_items, bool(getattr(policy, "recurrent", False)))
     resume_dir = _resume_dir(cfg, "rpt")
     run_dir = resume_dir or _run_dir()
@@ -239,19 +246,11 @@ def command_run(cfg: DictConfig) -> dict:
 def command_eval(cfg: DictConfig) -> dict:
     """Evaluate ``checkpoint=...`` on ``eval.split`` of the configured data set."""
     from .atomic import atomic_write_json
-    from .checkpoint import check_same_data, load_checkpoint, policy_from_checkpoint
     from .evaluation import evaluate_policy
     from .report import results_table
-    from .runtime import resolve_device
 
-    if cfg.checkpoint is None:
-        raise LaresError("checkpoint is not set; run `lares-rl eval checkpoint=<run dir>/checkpoints/spt_best.pt`")
     eval_cfg = _eval_config(cfg)
-    payload = load_checkpoint(cfg.checkpoint)
-    data = _load_data(cfg)
-    check_same_data(payload, data, cfg.checkpoint)
-    device = resolve_device(cfg.device)
-    policy = policy_from_checkpoint(payload, device)
+    payload, policy, data, device = _checkpoint_inputs(cfg, "eval")
     metrics = evaluate_policy(policy, data, eval_cfg.split, payload["dataset"]["max_len"], eval_cfg, device)
     print(results_table({f"{payload['phase']} ({eval_cfg.split})": metrics}, eval_cfg.ks))
     atomic_write_json(_run_dir() / "metrics.json", {"checkpoint": str(cfg.checkpoint), "split": eval_cfg.split, "metrics": metrics})
@@ -260,18 +259,11 @@ def command_eval(cfg: DictConfig) -> dict:
 
 def command_sweep_k(cfg: DictConfig) -> dict:
     """Metrics of a checkpoint at every reasoning depth in ``eval.sweep_ks``: JSON, markdown and PNG."""
-    from .checkpoint import check_same_data, load_checkpoint, policy_from_checkpoint
     from .depth_sweep import sweep_depths, write_sweep
-    from .runtime import resolve_device
 
-    if cfg.checkpoint is None:
-        raise LaresError("checkpoint is not set; run `lares-rl sweep-k checkpoint=<run dir>/checkpoints/spt_best.pt`")
     eval_cfg = _eval_config(cfg)
-    payload = load_checkpoint(cfg.checkpoint)
-    data = _load_data(cfg)
-    check_same_data(payload, data, cfg.checkpoint)
-    policy = policy_from_checkpoint(payload, resolve_device(cfg.device))
-    rows = sweep_depths(policy, data, payload["dataset"]["max_len"], eval_cfg, resolve_device(cfg.device))
+    payload, policy, data, device = _checkpoint_inputs(cfg, "sweep-k")
+    rows = sweep_depths(policy, data, payload["dataset"]["max_len"], eval_cfg, device)
     paths = write_sweep(rows, _run_dir(), title=f"{payload['policy_config'].get('name', 'policy')} on {payload['dataset']['name']} ({eval_cfg.split})")
     print(paths["markdown"].read_text())
     print(f"[lares-rl] plot {paths['plot']}")

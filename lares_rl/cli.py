@@ -347,5 +347,6 @@ def main() -> None:
 
         sys.exit(recommend_main(argv))
     _check_output_dir(argv)
-    sys.argv = [sys.argv[0], f"command={command}", *argv]
+    # appended last: Hydra's parser wants its flags (-m, --cfg ...) before the first override
+    sys.argv = [sys.argv[0], *argv, f"command={command}"]
     hydra_entry()

@@ -88,3 +88,26 @@ def test_checkpoint_from_other_data_is_refused(trained_run, tmp_path):
     other_args = [a if not a.startswith("dataset.path=") else f"dataset.path={other}" for a in args]
     result = run_cli(base, "eval", *other_args, f"checkpoint={checkpoint}")
     assert result.returncode == 2 and "trained on data set" in result.stderr
+
+
+def test_ablation_multirun_from_the_command_line(tmp_path):
+    """`-m` sweeps the ablation switches; each job gets its own directory with its own metrics."""
+    args = tiny_data_args(tmp_path)
+    result = run_cli(
+        tmp_path, "spt", "-m", *args, "spt.alpha=0,0.1", "policy.t0_init=zero", "spt.epochs=1", "spt.batch_size=64",
+        "policy.d_model=16", "policy.inner_size=32", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    )
+    assert result.returncode == 0, result.stderr
+    metrics = sorted((tmp_path / "sweep").glob("*/metrics.json"))
+    assert len(metrics) == 2
+    configs = [(m.parent / ".hydra" / "overrides.yaml").read_text() for m in metrics]
+    assert any("spt.alpha=0" in c and "spt.alpha=0.1" not in c for c in configs) and any("spt.alpha=0.1" in c for c in configs)
+
+
+@pytest.mark.slow
+def test_paper_preset_spt_on_the_embedded_data(tmp_path):
+    """Long: one reference-setting SPT epoch on the real ML-100K (run with `make test ARGS="-m slow"`)."""
+    result = run_cli(tmp_path, "spt", "preset=paper", "spt.epochs=1", "progress=false", "hydra.run.dir=paper")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "paper" / "metrics.json").read_text())
+    assert metrics["test"]["spt"]["ndcg@10"] > 0.0

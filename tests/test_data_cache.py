@@ -91,11 +91,14 @@ def test_changed_content_or_settings_change_fingerprint(tmp_path):
 
 
 def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
-    def exploding_savez(fh, **arrays):
-        fh.write(b"partial")
-        raise OSError("disk full")
+    import errno
 
-    monkeypatch.setattr(cache_mod.np, "savez", exploding_savez)
+    import lares_rl.atomic as atomic_mod
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic_mod.os, "fsync", disk_full)  # the bytes were written, then the disk filled
     data = load_dataset(tiny_cfg(write_atomic(tmp_path / "t.inter")), cache_dir=tmp_path / "c")
     assert data.num_users == 3  # a cache that cannot be written is not fatal
     assert list((tmp_path / "c").iterdir()) == []

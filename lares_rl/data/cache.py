@@ -9,14 +9,14 @@ half-written cache under the real name.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from lares_rl.atomic import atomic_write_bytes
 from lares_rl.data.sequences import SequenceData
 
 # Bump whenever processing changes in a way the settings do not capture.
@@ -46,7 +46,7 @@ def cache_path(cache_dir: Path, name: str, fp: str) -> Path:
 
 
 def save_cache(path: Path, data: SequenceData) -> None:
-    """Write ``data`` atomically (tmp file + fsync + ``os.replace``)."""
+    """Write ``data`` atomically (see :mod:`lares_rl.atomic`)."""
     arrays = {
         "items": data.items,
         "offsets": data.offsets,
@@ -66,18 +66,9 @@ def save_cache(path: Path, data: SequenceData) -> None:
     arrays["meta"] = np.array(json.dumps(meta, sort_keys=True), dtype=np.str_)
     arrays["checksum"] = np.array(_checksum(arrays), dtype=np.str_)
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, allow_pickle=False, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    buffer = io.BytesIO()
+    np.savez(buffer, allow_pickle=False, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def load_cache(path: Path, fp: str) -> SequenceData:
@@ -112,17 +103,3 @@ def _checksum(arrays: dict[str, np.ndarray]) -> str:
         digest.update(f"{key}|{array.dtype.str}|{array.shape}|".encode())
         digest.update(array.tobytes())
     return digest.hexdigest()
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Persist the rename itself; best effort where directories cannot be fsynced (e.g. Windows)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -66,7 +66,7 @@ def load_dataset(cfg: DatasetConfig, cache_dir: str | Path = ".lares_cache") -> 
     )
     try:
         save_cache(cached, data)
-    except OSError as exc:
+    except LaresError as exc:  # an unwritable cache costs speed, not correctness
         logger.warning("could not write cache %s (%s); continuing without it", cached, exc)
     else:
         logger.info("%s: processed and cached at %s", cfg.name, cached)

@@ -1,18 +1,14 @@
 """Crash safety end to end: SIGKILL mid-training, resume, and bit-identical results; Ctrl-C saves."""
 
 import json
-import os
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import torch
 
+from tests.cli_process import finish, start, wait_for_epoch
 from tests.synthetic import write_sequential_csv
-
-CLI = [sys.executable, "-c", "from lares_rl.cli import main; main()"]
 
 
 def _args(tmp_path: Path) -> list[str]:
@@ -25,26 +21,15 @@ def _args(tmp_path: Path) -> list[str]:
 
 
 def _start(tmp_path: Path, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([*CLI, *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return start(tmp_path, *args)
 
 
 def _finish(process: subprocess.Popen) -> tuple[int, str, str]:
-    out, err = process.communicate(timeout=400)
-    return process.returncode, out, err
+    return finish(process, timeout=400)
 
 
 def _wait_for_epoch(state: Path, epoch: int, process: subprocess.Popen) -> None:
-    deadline = time.time() + 300
-    while time.time() < deadline and process.poll() is None:
-        if state.is_file():
-            try:
-                if torch.load(state, weights_only=False)["progress"]["epoch"] >= epoch:
-                    return
-            except Exception:
-                pass  # being replaced right now; atomic rename means the next read sees a whole file
-        time.sleep(0.05)
-    raise AssertionError("training ended or stalled before the kill point")
+    wait_for_epoch(state, epoch, process, deadline_s=300, poll_s=0.05)
 
 
 def test_sigkill_then_resume_matches_uninterrupted_run_and_is_deterministic(tmp_path):

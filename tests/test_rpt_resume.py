@@ -6,8 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +25,7 @@ from lares_rl.resume import TrainingInterrupted, load_training_state
 from lares_rl.rewards import make_reward
 from lares_rl.rpt import RPTConfig, train_rpt
 from lares_rl.runtime import seed_everything
+from tests.cli_process import finish, start, wait_for_epoch
 from tests.synthetic import write_sequential_csv
 from tests.test_rpt import make_env, tiny_data, tiny_policy
 
@@ -154,30 +153,16 @@ def test_nan_loss_names_term_and_step_and_keeps_the_last_good_state(tmp_path, mo
 
 # ----------------------------------------------------------------------------- the console script
 
-CLI = [sys.executable, "-c", "from lares_rl.cli import main; main()"]
-
-
 def _start(cwd: Path, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([*CLI, *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return start(cwd, *args)
 
 
 def _finish(process: subprocess.Popen) -> tuple[int, str, str]:
-    out, err = process.communicate(timeout=300)
-    return process.returncode, out, err
+    return finish(process, timeout=300)
 
 
 def _wait_for_rpt_state(state: Path, process: subprocess.Popen, epoch: int) -> None:
-    deadline = time.time() + 240
-    while time.time() < deadline and process.poll() is None:
-        if state.is_file():
-            try:
-                if torch.load(state, weights_only=False)["progress"]["epoch"] >= epoch:
-                    return
-            except Exception:
-                pass  # being replaced right now; atomic rename means the next read sees a whole file
-        time.sleep(0.02)
-    raise AssertionError(f"training ended or stalled before the kill point: {process.communicate()}")
+    wait_for_epoch(state, epoch, process, deadline_s=240, poll_s=0.02)
 
 
 @pytest.fixture(scope="module")

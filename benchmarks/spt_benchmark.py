@@ -7,12 +7,15 @@ Each seed: SPT with early stopping on validation NDCG@10 (DESIGN defaults unless
 test metrics of the best checkpoint with history items masked and not masked, plus evaluation
 speed, and for recurrent policies the test metrics over reasoning depth k. Checkpoints stay in
 benchmarks/runs/ (not committed). One JSON file per configuration goes to benchmarks/results/; benchmarks/make_report.py
-turns them into the markdown tables in docs/.
+turns them into the markdown tables in docs/. Seeds of one configuration may run as separate
+processes (``--seeds 1`` and ``--seeds 2`` side by side): each finished seed is merged into the
+configuration's JSON under a lock, replacing an earlier row of the same seed.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import platform
 import shutil
@@ -47,6 +50,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--alpha", type=float, default=0.1)
     parser.add_argument("--gamma", type=float, default=0.5)
+    parser.add_argument("--bucket", action="store_true", help="spt.bucket_by_length: batch histories of similar length (short-history data)")
     parser.add_argument("--policy-set", nargs="*", default=[], help="policy overrides key=value, e.g. backbone=fmlp")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--tag", default="")
@@ -65,17 +69,16 @@ def main() -> None:
     for item in args.policy_set:
         key, value = item.split("=", 1)
         policy_cfg[key] = OmegaConf.create({key: value})[key] if not value.replace(".", "").isdigit() else json.loads(value)
-    spt_cfg = SPTConfig(epochs=args.max_epochs, batch_size=args.batch_size, lr=args.lr, alpha=args.alpha, gamma=args.gamma, patience=args.patience, mode=args.mode)
+    spt_cfg = SPTConfig(epochs=args.max_epochs, batch_size=args.batch_size, lr=args.lr, alpha=args.alpha, gamma=args.gamma, patience=args.patience, mode=args.mode, bucket_by_length=args.bucket)
     spt_cfg.validate()
     eval_cfg = EvalConfig()
     device = torch.device("cpu")
-    name = f"{args.dataset}__{args.policy}{args.tag}__{args.mode}__L{max_len}"
+    name = f"{args.dataset}__{args.policy}{args.tag}__{args.mode}{'-bucketed' if args.bucket else ''}__L{max_len}"
     out_path = Path(args.out_dir) / f"{name}.json"
     record = {
         "name": name, "dataset": args.dataset, "policy": args.policy, "mode": args.mode, "max_len": max_len, "policy_config": policy_cfg,
         "spt": vars(spt_cfg), "stats": data.stats(), "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} thread(s), torch {torch.__version__}",
-        "command": "python benchmarks/spt_benchmark.py " + " ".join(f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in vars(args).items() if v not in (None, [], "") and k not in ("out_dir", "beauty_path")),
-        "seeds": [],
+        "command": "python benchmarks/spt_benchmark.py " + " ".join(command_flag(k, v) for k, v in vars(args).items() if v not in (None, [], "", False) and k not in ("out_dir", "beauty_path")),
     }
     for seed in args.seeds:
         seed_everything(seed)
@@ -92,9 +95,35 @@ def main() -> None:
         masked = evaluate_policy(policy, data, "test", max_len, EvalConfig(exclude_history=True), device)
         depth = sweep_depths(policy, data, max_len, eval_cfg, device) if policy.recurrent else None
         row = {"seed": seed, "checkpoint": summary["checkpoint"], "depth_sweep": depth, **{k: summary[k] for k in ("best_epoch", "epochs_run", "seconds_per_epoch", "samples_per_sec")}, "valid": summary["valid"], "test": test, "test_masked": masked, "eval_users_per_sec": data.num_users / eval_seconds}
-        record["seeds"].append(row)
         print(f"[bench] {name} seed {seed}: {row['seconds_per_epoch']:.1f}s/epoch, best epoch {row['best_epoch']}, test ndcg@10 {test['ndcg@10']:.4f} (masked {masked['ndcg@10']:.4f})", flush=True)
-        atomic_write_json(out_path, record)
+        merge_seed(out_path, record, row)
+
+
+def command_flag(key: str, value: object) -> str:
+    flag = f"--{key.replace('_', '-')}"
+    if value is True:
+        return flag
+    return f"{flag} {' '.join(map(str, value)) if isinstance(value, list) else value}"
+
+
+def merge_seed(out_path: Path, record: dict, row: dict) -> None:
+    """Add ``row`` to the JSON at ``out_path`` (created from ``record`` if absent) under a file lock.
+
+    Refuses to mix seeds trained with different policy or SPT settings under one name: a table
+    row's mean must describe one configuration."""
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(out_path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        merged = json.loads(out_path.read_text()) if out_path.is_file() else {**record, "seeds": []}
+        spt_defaults = vars(SPTConfig())  # files written before a setting existed hold its default
+        merged["spt"], record["spt"] = {**spt_defaults, **merged["spt"]}, {**spt_defaults, **record["spt"]}
+        for key in ("policy_config", "spt", "max_len"):
+            if merged[key] != record[key]:
+                raise SystemExit(f"error: {out_path} holds seeds with a different {key}; pass a new --tag for this configuration")
+        merged["seeds"] = sorted([s for s in merged["seeds"] if s["seed"] != row["seed"]] + [row], key=lambda s: s["seed"])
+        if record["command"] not in merged["command"]:
+            merged["command"] += f" ; {record['command']}"
+        atomic_write_json(out_path, merged)
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ class SPTConfig:
     patience: int = 10          # epochs without validation NDCG@10 gain before stopping
     mode: str = "rows"          # rows: one row per prefix (reference); dense: every position of a window
     dense_stride: int | None = None  # dense: supervised targets per window; null = max_len // 2
+    bucket_by_length: bool = False   # batch rows of similar length together (less padding work on short-history data)
 
     def validate(self) -> None:
         require(self.epochs >= 1, "spt.epochs", f"must be >= 1, got {self.epochs}")
@@ -54,6 +55,7 @@ class SPTConfig:
         require(self.temperature > 0, "spt.temperature", f"must be > 0, got {self.temperature}")
         require(self.patience >= 1, "spt.patience", f"must be >= 1, got {self.patience}")
         require(self.mode in ("rows", "dense"), "spt.mode", f"must be rows or dense, got {self.mode!r}")
+        require(isinstance(self.bucket_by_length, bool), "spt.bucket_by_length", f"must be true or false, got {self.bucket_by_length!r}")
 
 
 # ----------------------------------------------------------------------------- loss primitives
@@ -81,6 +83,24 @@ class SameTargetIndex:
         other = other + (other >= self.rank_in_group[rows]).long()
         positives = self.order[(self.group_start[rows] + other).clamp(max=len(self.order) - 1)]
         return torch.where(count > 1, positives, rows)
+
+
+def epoch_order(lengths: torch.Tensor, batch_size: int, bucket_by_length: bool, generator: torch.Generator, pool_batches: int = 64) -> torch.Tensor:
+    """The row order of one epoch; consecutive ``batch_size`` chunks are the batches.
+
+    Plain: a uniform permutation (the reference). Bucketed: shuffle, sort each pool of
+    ``pool_batches`` batches by history length, cut it into batches and shuffle the batches. Every
+    row is still seen once per epoch and every batch is a random draw from its length band, but the
+    encoder only runs over the longest history of each batch (``encode`` trims padding columns),
+    which on short-history data (Amazon Beauty: mean 8.9 items, max_len 20) removes most of the work.
+    """
+    perm = torch.randperm(len(lengths), generator=generator)
+    if not bucket_by_length:
+        return perm
+    pools = perm.split(batch_size * pool_batches)
+    by_length = torch.cat([pool[torch.argsort(lengths[pool], stable=True)] for pool in pools])
+    batches = by_length.split(batch_size)
+    return torch.cat([batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()])
 
 
 def info_nce(x: torch.Tensor, y: torch.Tensor, similarity: str, temperature: float) -> torch.Tensor:
@@ -207,7 +227,7 @@ def train_spt(
             policy.train()
             start = time.perf_counter()
             if progress_state["perm"] is None:
-                progress_state["perm"] = torch.randperm(len(targets), generator=generator)
+                progress_state["perm"] = epoch_order(lengths, cfg.batch_size, cfg.bucket_by_length, generator)
             batches = progress_state["perm"].split(cfg.batch_size)
             for index in tracker.bar(range(progress_state["next_batch"], len(batches)), len(batches) - progress_state["next_batch"], f"spt epoch {epoch}"):
                 rows = batches[index]

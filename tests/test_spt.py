@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from lares_rl.data import SequenceData
-from lares_rl.spt import SameTargetIndex, SPTConfig, info_nce, recommendation_loss, spt_loss
+from lares_rl.spt import SameTargetIndex, SPTConfig, epoch_order, info_nce, recommendation_loss, spt_loss
 from lares_rl.policies.reasoner import LaresReasoner
 
 
@@ -83,3 +83,16 @@ def test_dense_windows_give_the_same_loss_as_rows(core_layers, max_len, stride):
     row_loss, _ = recommendation_loss(model, *rows)
     dense_loss, _ = recommendation_loss(model, *windows)
     assert torch.isclose(row_loss, dense_loss, atol=1e-5)
+
+
+def test_bucketed_epoch_order_covers_every_row_once_and_tightens_batch_widths():
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(1, 21, (1000,), generator=g)
+    plain = epoch_order(lengths, 32, False, torch.Generator().manual_seed(1))
+    assert torch.equal(plain, torch.randperm(1000, generator=torch.Generator().manual_seed(1)))  # the reference order
+    bucketed = epoch_order(lengths, 32, True, torch.Generator().manual_seed(1), pool_batches=8)
+    assert torch.equal(bucketed.sort().values, torch.arange(1000))
+    width = lambda order: sum(int(lengths[b].max()) for b in order.split(32))  # noqa: E731
+    assert width(bucketed) < 0.75 * width(plain)
+    again = epoch_order(lengths, 32, True, torch.Generator().manual_seed(1), pool_batches=8)
+    assert torch.equal(bucketed, again)

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from lares_rl.atomic import atomic_write_json, atomic_write_text
+from lares_rl.atomic import atomic_write_text
 from lares_rl.checkpoint import build_policy, check_same_data, load_checkpoint, policy_from_checkpoint
 from lares_rl.config import section_from_mapping
 from lares_rl.data import DatasetConfig, load_dataset
@@ -34,6 +34,8 @@ from lares_rl.evaluation import EvalConfig, evaluate_policy
 from lares_rl.rpt import RPTConfig, instantiate_reward, train_rpt
 from lares_rl.runtime import resolve_device, seed_everything
 from lares_rl.spt import SPTConfig, train_spt
+
+from results_io import command_line, merge_seed
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOWN = ("ndcg@10", "recall@10")
@@ -133,7 +135,7 @@ def main() -> None:
     parser.add_argument("--reward", default="ndcg", help="a file name in configs/reward/")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default=str(ROOT / "docs" / "rpt_ml100k.md"))
+    parser.add_argument("--out", default=None, help="markdown report path (default docs/rpt_<dataset>.md; JSON and PNG beside it)")
     args = parser.parse_args()
     if args.checkpoints and len(args.checkpoints) != len(args.seeds):
         parser.error(f"--checkpoints gives {len(args.checkpoints)} files for {len(args.seeds)} seeds")
@@ -149,12 +151,11 @@ def main() -> None:
     reward_node = OmegaConf.load(ROOT / "configs" / "reward" / f"{args.reward}.yaml")
     reward_fn = instantiate_reward(reward_node, data.num_items)
     eval_cfg = EvalConfig()
-    out = Path(args.out)
+    out = Path(args.out or ROOT / "docs" / f"rpt_{args.dataset}.md")
     run_root = ROOT / "benchmarks" / "runs" / f"rpt_{args.dataset}"
     record = {
         "dataset": args.dataset, "reward": args.reward, "rpt": vars(rpt_cfg), "machine": _machine(device), "plot_name": out.with_suffix(".png").name,
-        "command": "python benchmarks/rpt_ml100k.py " + " ".join(f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in vars(args).items() if v not in (None, [], "") and k != "out"),
-        "seeds": [],
+        "command": command_line("rpt_ml100k.py", args, skip=("out",)),
     }
     for seed in args.seeds:
         checkpoint = spt_checkpoint(seed, args, data, dataset_cfg, policy_cfg, max_len, device, run_root)
@@ -173,13 +174,12 @@ def main() -> None:
         )
         summary["seconds"] = time.perf_counter() - start
         after = {split: evaluate_policy(policy, data, split, ckpt_len, eval_cfg, device) for split in ("valid", "test")}
-        record["seeds"].append({"seed": seed, "spt_checkpoint": str(checkpoint), "before": before, "after": after, "rpt": summary})
+        merged = merge_seed(out.with_suffix(".json"), record, {"seed": seed, "spt_checkpoint": str(checkpoint), "before": before, "after": after, "rpt": summary}, same=("dataset", "reward", "rpt"))
         print(f"[bench] seed {seed}: test ndcg@10 {before['test']['ndcg@10']:.4f} -> {after['test']['ndcg@10']:.4f}, "
               f"collect {summary['collect_frames_per_sec']:.0f} frames/s, loop {summary['loop_frames_per_sec']:.0f} frames/s", flush=True)
-        atomic_write_json(out.with_suffix(".json"), record)
-    write_plot(record["seeds"], out.with_suffix(".png"))
-    atomic_write_text(out, markdown(record))
-    print(markdown(record))
+    write_plot(merged["seeds"], out.with_suffix(".png"))
+    atomic_write_text(out, markdown(merged))
+    print(markdown(merged))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ configuration's JSON under a lock, replacing an earlier row of the same seed.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import platform
 import shutil
@@ -25,13 +24,14 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from lares_rl.atomic import atomic_write_json
 from lares_rl.checkpoint import build_policy
 from lares_rl.data import DatasetConfig, load_dataset
 from lares_rl.depth_sweep import sweep_depths
 from lares_rl.evaluation import EvalConfig, evaluate_policy
 from lares_rl.runtime import seed_everything
 from lares_rl.spt import SPTConfig, train_spt
+
+from results_io import command_line, merge_seed
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,7 +78,7 @@ def main() -> None:
     record = {
         "name": name, "dataset": args.dataset, "policy": args.policy, "mode": args.mode, "max_len": max_len, "policy_config": policy_cfg,
         "spt": vars(spt_cfg), "stats": data.stats(), "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} thread(s), torch {torch.__version__}",
-        "command": "python benchmarks/spt_benchmark.py " + " ".join(command_flag(k, v) for k, v in vars(args).items() if v not in (None, [], "", False) and k not in ("out_dir", "beauty_path")),
+        "command": command_line("spt_benchmark.py", args, skip=("out_dir", "beauty_path")),
     }
     for seed in args.seeds:
         seed_everything(seed)
@@ -96,34 +96,7 @@ def main() -> None:
         depth = sweep_depths(policy, data, max_len, eval_cfg, device) if policy.recurrent else None
         row = {"seed": seed, "checkpoint": summary["checkpoint"], "depth_sweep": depth, **{k: summary[k] for k in ("best_epoch", "epochs_run", "seconds_per_epoch", "samples_per_sec")}, "valid": summary["valid"], "test": test, "test_masked": masked, "eval_users_per_sec": data.num_users / eval_seconds}
         print(f"[bench] {name} seed {seed}: {row['seconds_per_epoch']:.1f}s/epoch, best epoch {row['best_epoch']}, test ndcg@10 {test['ndcg@10']:.4f} (masked {masked['ndcg@10']:.4f})", flush=True)
-        merge_seed(out_path, record, row)
-
-
-def command_flag(key: str, value: object) -> str:
-    flag = f"--{key.replace('_', '-')}"
-    if value is True:
-        return flag
-    return f"{flag} {' '.join(map(str, value)) if isinstance(value, list) else value}"
-
-
-def merge_seed(out_path: Path, record: dict, row: dict) -> None:
-    """Add ``row`` to the JSON at ``out_path`` (created from ``record`` if absent) under a file lock.
-
-    Refuses to mix seeds trained with different policy or SPT settings under one name: a table
-    row's mean must describe one configuration."""
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(out_path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        merged = json.loads(out_path.read_text()) if out_path.is_file() else {**record, "seeds": []}
-        spt_defaults = vars(SPTConfig())  # files written before a setting existed hold its default
-        merged["spt"], record["spt"] = {**spt_defaults, **merged["spt"]}, {**spt_defaults, **record["spt"]}
-        for key in ("policy_config", "spt", "max_len"):
-            if merged[key] != record[key]:
-                raise SystemExit(f"error: {out_path} holds seeds with a different {key}; pass a new --tag for this configuration")
-        merged["seeds"] = sorted([s for s in merged["seeds"] if s["seed"] != row["seed"]] + [row], key=lambda s: s["seed"])
-        if record["command"] not in merged["command"]:
-            merged["command"] += f" ; {record['command']}"
-        atomic_write_json(out_path, merged)
+        merge_seed(out_path, record, row, same=("policy_config", "spt", "max_len"), defaults={"spt": vars(SPTConfig())})
 
 
 if __name__ == "__main__":

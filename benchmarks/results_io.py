@@ -1,0 +1,45 @@
+"""Shared by the benchmark scripts: the command line a record names, and merging one finished seed
+into a configuration's JSON so that the seeds of one configuration can run as parallel processes."""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+from pathlib import Path
+
+from lares_rl.atomic import atomic_write_json
+
+
+def command_line(script: str, args: argparse.Namespace, skip: tuple[str, ...] = ()) -> str:
+    """``python benchmarks/<script> --flag value ...`` for the arguments that were set."""
+    parts = [f"python benchmarks/{script}"]
+    for key, value in vars(args).items():
+        if value in (None, [], "", False) or key in skip:
+            continue
+        flag = f"--{key.replace('_', '-')}"
+        parts.append(flag if value is True else f"{flag} {' '.join(map(str, value)) if isinstance(value, list) else value}")
+    return " ".join(parts)
+
+
+def merge_seed(out_path: Path, record: dict, row: dict, same: tuple[str, ...], defaults: dict[str, dict] | None = None) -> dict:
+    """Add ``row`` to the JSON at ``out_path`` (created from ``record`` if absent), under a file
+    lock, replacing an earlier row of the same seed; returns the merged record.
+
+    Refuses to mix seeds whose ``same`` entries differ: a table row's mean must describe one
+    configuration. ``defaults`` fills settings that files written before the setting existed lack.
+    """
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(out_path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        merged = json.loads(out_path.read_text()) if out_path.is_file() else {**record, "seeds": []}
+        for key, values in (defaults or {}).items():
+            merged[key], record[key] = {**values, **merged[key]}, {**values, **record[key]}
+        for key in same:
+            if merged[key] != record[key]:
+                raise SystemExit(f"error: {out_path} holds seeds with a different {key}; write this configuration to another file (--tag / --out)")
+        merged["seeds"] = sorted([s for s in merged["seeds"] if s["seed"] != row["seed"]] + [row], key=lambda s: s["seed"])
+        if record["command"] not in merged["command"]:
+            merged["command"] += f" ; {record['command']}"
+        atomic_write_json(out_path, merged)
+    return merged

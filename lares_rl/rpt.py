@@ -325,9 +325,9 @@ def train_rpt(
         restore_rng(saved["rng"], rollout_generator)
         state = saved["progress"]
         print(f"[rpt] resuming {run_dir} at epoch {state['epoch']}, batch {state['next_batch']}/{batches_per_epoch}", flush=True)
-    # No purge_step on resume: the SPT events share tb/ and a purge would drop them too. A batch
-    # logged after the last saved state (a crash mid-epoch) may appear twice.
-    tracker = Tracker(run_dir / "tb", "rpt", progress)
+    # Each phase has its own event directory, so a resumed RPT can purge what it logged after the
+    # saved state (a crash mid-epoch) without touching the SPT events.
+    tracker = Tracker(run_dir / "tb" / "rpt", "rpt", progress, purge_step=state["histories_seen"] + 1 if saved is not None else None)
     if saved is None:
         tracker.log_text("hparams", hparams_markdown(config))
         tracker.log("charts", {"kept_fraction": kept_fraction, "kept_rows": len(kept)}, 0)

@@ -210,7 +210,7 @@ def train_spt(
         restore_rng(saved["rng"], generator)
         progress_state = saved["progress"]
         print(f"[spt] resuming {run_dir} at epoch {progress_state['epoch']}, batch {progress_state['next_batch']}", flush=True)
-    tracker = Tracker(run_dir / "tb", "spt", progress, purge_step=progress_state["seen_rows"] if resume else None)
+    tracker = Tracker(run_dir / "tb" / "spt", "spt", progress, purge_step=progress_state["seen_rows"] + 1 if resume else None)
     if not resume:
         tracker.log_text("hparams", hparams_markdown(config))
 

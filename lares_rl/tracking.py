@@ -18,7 +18,8 @@ class Tracker:
     """A TensorBoard writer for one phase (``spt``, ``rpt``) of a run."""
 
     def __init__(self, log_dir: str | Path, phase: str, progress: bool = True, purge_step: int | None = None) -> None:
-        """``purge_step``: when resuming, drop events logged after the saved state (no duplicates)."""
+        """``purge_step``: when resuming, drop events at this step or later (pass the saved state's
+        step + 1: what was logged at the saved step itself belongs to the kept history)."""
         self.phase = phase
         self.progress = progress
         self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)

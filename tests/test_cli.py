@@ -41,7 +41,7 @@ def test_run_writes_metrics_checkpoint_and_tensorboard(trained_run):
     assert 0.0 <= metrics["test"]["rpt"]["ndcg@10"] <= 1.0 and (run_dir / "checkpoints" / "rpt_best.pt").is_file()
     assert (run_dir / "checkpoints" / "spt_best.pt").is_file()
     assert (run_dir / ".hydra" / "config.yaml").is_file()
-    events = EventAccumulator(str(run_dir / "tb"))
+    events = EventAccumulator(str(run_dir / "tb" / "spt"))
     events.Reload()
     tags = events.Tags()["scalars"]
     for tag in ("spt/losses/rec", "spt/losses/tla", "spt/eval/ndcg@10", "spt/charts/learning_rate", "spt/charts/samples_per_sec", "spt/diag/k"):

@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.cli_process import finish, start, wait_for_epoch
 from tests.synthetic import write_sequential_csv
@@ -53,6 +54,13 @@ def test_sigkill_then_resume_matches_uninterrupted_run_and_is_deterministic(tmp_
     assert "resuming" in out
     resumed = json.loads((tmp_path / "killed" / "metrics.json").read_text())
     assert resumed["test"] == full["test"] and resumed["spt"]["best_epoch"] == full["spt"]["best_epoch"]
+    for tag in ("spt/losses/rec", "spt/eval/ndcg@10"):  # what the killed process logged past its saved state was purged
+        assert _logged_steps(tmp_path / "killed", tag) == _logged_steps(tmp_path / "full", tag), tag
+
+
+def _logged_steps(run_dir: Path, tag: str) -> list[int]:
+    events = EventAccumulator(str(run_dir / "tb" / "spt"), size_guidance={"scalars": 0})
+    return [event.step for event in events.Reload().Scalars(tag)]
 
 
 def test_ctrl_c_saves_state_and_says_how_to_resume(tmp_path):

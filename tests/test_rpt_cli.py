@@ -35,9 +35,9 @@ def test_run_is_spt_then_rpt_then_test(full_run):
     assert "ndcg@10" in metrics["test"]["rpt"] and metrics["rpt"]["kept_fraction"] == 1.0
     assert "| spt |" in result.stdout and "| rpt |" in result.stdout and "kept 280/280" in result.stdout
     assert (run_dir / "checkpoints" / "spt_best.pt").is_file() and (run_dir / "checkpoints" / "rpt_best.pt").is_file()
-    events = EventAccumulator(str(run_dir / "tb"), size_guidance={"histograms": 0})
+    events = EventAccumulator(str(run_dir / "tb" / "rpt"), size_guidance={"histograms": 0})
     events.Reload()
-    tags = events.Tags()["scalars"]
+    tags = events.Tags()["scalars"] + EventAccumulator(str(run_dir / "tb" / "spt")).Reload().Tags()["scalars"]
     for tag in ("rpt/charts/reward_mean", "rpt/charts/reward_std", "rpt/charts/k_mean", "rpt/charts/frames_per_sec", "rpt/charts/learning_rate",
                 "rpt/losses/policy", "rpt/losses/kl", "rpt/diag/kl_to_ref", "rpt/diag/advantage_std", "rpt/diag/target_log_prob", "rpt/diag/entropy",
                 "rpt/diag/zero_adv_group_fraction", "rpt/eval/ndcg@10", "rpt/time/collect", "rpt/time/update", "spt/losses/rec"):

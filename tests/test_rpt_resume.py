@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torchrl.collectors import Collector
 
 from lares_rl import rpt_losses
@@ -192,6 +193,13 @@ def test_sigkill_during_rpt_then_run_resume_skips_spt_and_matches(full_run):
     resumed = json.loads((tmp_path / "killed" / "metrics.json").read_text())
     assert without_timing(resumed) == without_timing(full)  # SPT results, RPT history, valid and test metrics
     assert resumed["rpt"]["epochs_run"] == 3 and len(resumed["rpt"]["reward_per_epoch"]) == 3
+    # batches logged after the saved state were purged on resume: every RPT step appears once, as uninterrupted
+    assert _logged_steps(tmp_path / "killed", "rpt/losses/policy") == _logged_steps(tmp_path / "full", "rpt/losses/policy")
+
+
+def _logged_steps(run_dir: Path, tag: str) -> list[int]:
+    events = EventAccumulator(str(run_dir / "tb" / tag.split("/")[0]), size_guidance={"scalars": 0})
+    return [event.step for event in events.Reload().Scalars(tag)]
 
 
 def test_ctrl_c_during_rpt_exits_130_with_the_resume_command_which_continues_exactly(full_run):

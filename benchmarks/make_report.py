@@ -81,19 +81,27 @@ def stats_section(runs: list[dict]) -> list[str]:
 def quality_section(runs: list[dict]) -> list[str]:
     lines = ["## Test quality (full ranking, mean ± std over seeds)", ""]
     for dataset in sorted({r["dataset"] for r in runs}):
-        lines += [f"### {dataset}", "", "| model | seeds | Recall@10 | NDCG@10 | Recall@10 (history masked) | NDCG@10 (history masked) | epochs to best | command (machine) |", "|---|---:|---:|---:|---:|---:|---:|---|"]
+        lines += [f"### {dataset}", "", "| model | seeds | Recall@10 | NDCG@10 | Recall@10 (history masked) | NDCG@10 (history masked) | epochs to best | stopped by | command (machine) |", "|---|---:|---:|---:|---:|---:|---:|---|---|"]
         for run in [r for r in runs if r["dataset"] == dataset]:
             seeds = run["seeds"]
             col = lambda split, metric: mean_std([s[split][metric] for s in seeds])  # noqa: E731
             lines.append(
                 f"| {label(run)} | {len(seeds)} | {col('test', 'recall@10')} | {col('test', 'ndcg@10')} | {col('test_masked', 'recall@10')} | {col('test_masked', 'ndcg@10')} "
-                f"| {statistics.mean(s['best_epoch'] + 1 for s in seeds):.0f} | `{run['command']}` ({run['machine']}) |"
+                f"| {statistics.mean(s['best_epoch'] + 1 for s in seeds):.0f} | {stopped_by(run)} | `{run['command']}` ({run['machine']}) |"
             )
         if dataset == "amazon-beauty":
             for name, (hr, ndcg) in PUBLISHED_BEAUTY.items():
-                lines.append(f"| {name} | - | - | - | {hr:.4f} | {ndcg:.4f} | - | paper |")
+                lines.append(f"| {name} | - | - | - | {hr:.4f} | {ndcg:.4f} | - | - | paper |")
         lines += ["", *comparison_lines([r for r in runs if r["dataset"] == dataset]), ""]
     return lines
+
+
+def stopped_by(run: dict) -> str:
+    """How each seed ended: early stopping (patience epochs without a gain) or the epoch cap. A
+    capped seed whose best epoch is recent was still improving, so its numbers understate the model."""
+    patience = run["spt"]["patience"]
+    ends = ["patience" if s["epochs_run"] - 1 - s["best_epoch"] >= patience else f"cap at {s['epochs_run']} (best {s['best_epoch'] + 1})" for s in run["seeds"]]
+    return ", ".join(sorted(set(ends))) if len(set(ends)) == 1 else "; ".join(f"seed {s['seed']}: {end}" for s, end in zip(run["seeds"], ends))
 
 
 def comparison_lines(runs: list[dict]) -> list[str]:

@@ -54,6 +54,8 @@ def main() -> None:
     parser.add_argument("--policy-set", nargs="*", default=[], help="policy overrides key=value, e.g. backbone=fmlp")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--tag", default="")
+    parser.add_argument("--resume", action="store_true", help="continue each seed's run directory from its saved training state "
+                        "(after Ctrl-C or a crash); with a --max-epochs at or below the saved epoch it only evaluates the best checkpoint so far")
     parser.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -84,10 +86,11 @@ def main() -> None:
         seed_everything(seed)
         policy = build_policy(policy_cfg, data.num_items, max_len)
         run_dir = ROOT / "benchmarks" / "runs" / name / f"seed{seed}"
-        shutil.rmtree(run_dir, ignore_errors=True)
+        if not args.resume:
+            shutil.rmtree(run_dir, ignore_errors=True)
         summary = train_spt(
             policy=policy, policy_config=policy_cfg, data=data, max_len=max_len, cfg=spt_cfg, eval_cfg=eval_cfg,
-            run_dir=run_dir, device=device, seed=seed, config={"dataset": dataset_cfg, "policy": policy_cfg}, progress=False,
+            run_dir=run_dir, device=device, seed=seed, config={"dataset": dataset_cfg, "policy": policy_cfg}, progress=False, resume=args.resume,
         )
         start = time.perf_counter()
         test = evaluate_policy(policy, data, "test", max_len, eval_cfg, device)

@@ -143,7 +143,7 @@ def ablation_section(runs: list[dict]) -> list[str]:
             for run in matching:
                 seeds = run["seeds"]
                 lines.append(f"| {variant} | {label(run)} | {len(seeds)} | {mean_std([s['test']['ndcg@10'] for s in seeds])} | {mean_std([s['test']['recall@10'] for s in seeds])} |")
-        lines.append("")
+        lines += ["", "Each SPT row is the run of the same label in the quality table above (its command and machine are there); the RPT row's command is in the RPT section below.", ""]
     return lines
 
 
@@ -166,7 +166,7 @@ def speed_section(runs: list[dict]) -> list[str]:
             f"| {run['dataset']} | {label(run)} | {statistics.mean(s['seconds_per_epoch'] for s in seeds):.1f} | {statistics.mean(s['samples_per_sec'] for s in seeds):,.0f} "
             f"| {statistics.mean(s['eval_users_per_sec'] for s in seeds):,.0f} | {run['machine']} |"
         )
-    return lines + ["", "A training sample is one (history, next item) target; dense mode trains the same targets as rows mode. The machine has 2 cores shared with other work, so timings carry noise.", ""]
+    return lines + ["", "Commands: the quality table above (same labels). A training sample is one (history, next item) target; dense mode trains the same targets as rows mode. The machine has 2 cores shared with other work, so timings carry noise.", ""]
 
 
 def depth_section(runs: list[dict]) -> list[str]:
@@ -190,7 +190,7 @@ def depth_section(runs: list[dict]) -> list[str]:
         png = DOCS / f"depth_{run['name']}.png"
         fig.savefig(png, dpi=110)
         plt.close(fig)
-        lines += ["", f"![metric vs k]({png.name})", ""]
+        lines += ["", f"Test sweep over each seed's best checkpoint, from `{run['command']}` ({run['machine']}).", "", f"![metric vs k]({png.name})", ""]
     return lines
 
 

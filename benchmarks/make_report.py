@@ -46,8 +46,19 @@ def training_scheme(run: dict) -> str:
     return run["mode"] + (", bucketed" if run["spt"].get("bucket_by_length") else "")
 
 
+def variant_tag(run: dict) -> str:
+    """The ``--tag`` a run was made with (``noTLA``, ...), read back from its name."""
+    return run["name"].split("__")[1][len(run["policy"]):].strip("_")
+
+
+def spt_sources(seeds: list[dict]) -> str:
+    """The SPT checkpoints an RPT record started from, named so that two records can be told apart."""
+    names = {Path(r["spt_checkpoint"]).name if "snapshots" in r["spt_checkpoint"] else "/".join(Path(r["spt_checkpoint"]).parts[-4:-2]) for r in seeds}
+    return ", ".join(sorted(names))
+
+
 def label(run: dict) -> str:
-    tag = run["name"].split("__")[1][len(run["policy"]):].strip("_")
+    tag = variant_tag(run)
     return f"{run['policy']}{' ' + tag if tag else ''} ({training_scheme(run)}, L={run['max_len']})"
 
 
@@ -101,7 +112,7 @@ def stopped_by(run: dict) -> str:
     capped seed whose best epoch is recent was still improving, so its numbers understate the model."""
     patience = run["spt"]["patience"]
     ends = ["patience" if s["epochs_run"] - 1 - s["best_epoch"] >= patience else f"cap at {s['epochs_run']} (best {s['best_epoch'] + 1})" for s in run["seeds"]]
-    return ", ".join(sorted(set(ends))) if len(set(ends)) == 1 else "; ".join(f"seed {s['seed']}: {end}" for s, end in zip(run["seeds"], ends))
+    return ends[0] if len(set(ends)) == 1 else "; ".join(f"seed {s['seed']}: {end}" for s, end in zip(run["seeds"], ends))
 
 
 def comparison_lines(runs: list[dict]) -> list[str]:
@@ -134,10 +145,9 @@ def ablation_section(runs: list[dict]) -> list[str]:
         for record in [r for r in rpt_records if r["dataset"] == dataset]:
             seeds = record["seeds"]
             cell = lambda metric: f"{mean_std([s['after']['test'][metric] for s in seeds])} (its SPT: {mean_std([s['before']['test'][metric] for s in seeds])})"  # noqa: E731
-            source = ", ".join(sorted({Path(s["spt_checkpoint"]).name for s in seeds}))
-            lines.append(f"| LARES-SPT+RPT (full method) | {record['rpt']['algorithm']}, reward {record['reward']}, from {source} | {len(seeds)} | {cell('ndcg@10')} | {cell('recall@10')} |")
+            lines.append(f"| LARES-SPT+RPT (full method) | {record['rpt']['algorithm']}, reward {record['reward']}, from {spt_sources(seeds)} | {len(seeds)} | {cell('ndcg@10')} | {cell('recall@10')} |")
         for tag, variant in ABLATIONS.items():
-            matching = [r for r in lares if r["name"].split("__")[1][len("lares"):].strip("_") == tag]
+            matching = [r for r in lares if variant_tag(r) == tag]
             if not matching:
                 lines.append(f"| {variant} | not run | 0 | - | - |")
             for run in matching:
@@ -208,10 +218,9 @@ def rpt_section() -> list[str]:
 def rpt_subsection(path: Path) -> list[str]:
     record = json.loads(path.read_text())
     seeds = record["seeds"]
-    checkpoints = sorted({Path(r["spt_checkpoint"]).name if "snapshots" in r["spt_checkpoint"] else "/".join(Path(r["spt_checkpoint"]).parts[-4:-2]) for r in seeds})
     lines = [
         f"### {record['dataset']}: {path.stem}", "",
-        f"Command: `{record['command']}`; machine: {record['machine']}. SPT checkpoint(s): {', '.join(checkpoints)}.", "",
+        f"Command: `{record['command']}`; machine: {record['machine']}. SPT checkpoint(s): {spt_sources(seeds)}.", "",
         "| split | metric | SPT (before) | SPT+RPT (after) | change |", "|---|---|---:|---:|---:|",
     ]
     for split in ("valid", "test"):

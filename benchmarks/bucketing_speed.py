@@ -22,9 +22,9 @@ from omegaconf import OmegaConf
 
 from lares_rl.atomic import atomic_write_text
 from lares_rl.checkpoint import build_policy
-from lares_rl.data import DatasetConfig, load_dataset
 from lares_rl.spt import SameTargetIndex, SPTConfig, epoch_order, spt_loss, total_loss
 
+from benchmark_data import BENCHMARK_DATASETS, DEFAULT_BEAUTY_PATH, load_benchmark_dataset
 from results_io import command_line
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,8 +52,8 @@ def time_batches(policy_name: str, order: torch.Tensor, windows: tuple[torch.Ten
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", choices=["ml-100k", "amazon-beauty"], default="amazon-beauty")
-    parser.add_argument("--beauty-path", default=str(ROOT.parent / "shared" / "data" / "amazon-beauty-5core.txt"))
+    parser.add_argument("--dataset", choices=BENCHMARK_DATASETS, default="amazon-beauty")
+    parser.add_argument("--beauty-path", default=str(DEFAULT_BEAUTY_PATH))
     parser.add_argument("--max-len", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--batches", type=int, default=10, help="timed batches per policy, order and round")
@@ -61,11 +61,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "docs" / "bucketing_speed.md"))
     args = parser.parse_args()
     torch.set_num_threads(1)
-    dataset_cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "dataset" / f"{args.dataset}.yaml"))
-    if args.dataset == "amazon-beauty":
-        dataset_cfg["path"] = args.beauty_path
-    dataset_cfg["max_len"] = args.max_len
-    data = load_dataset(DatasetConfig.from_mapping(dataset_cfg), ROOT / ".lares_cache")
+    data, _ = load_benchmark_dataset(args.dataset, args.beauty_path, args.max_len)
     windows = data.train_windows(args.max_len, max(1, args.max_len // 2))
     lengths = windows[1]
     positives = SameTargetIndex(windows[2][torch.arange(len(lengths)), lengths - 1])

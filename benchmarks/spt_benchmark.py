@@ -25,12 +25,12 @@ import torch
 from omegaconf import OmegaConf
 
 from lares_rl.checkpoint import build_policy
-from lares_rl.data import DatasetConfig, load_dataset
 from lares_rl.depth_sweep import sweep_depths
 from lares_rl.evaluation import EvalConfig, evaluate_policy
 from lares_rl.runtime import seed_everything
 from lares_rl.spt import SPTConfig, train_spt
 
+from benchmark_data import BENCHMARK_DATASETS, DEFAULT_BEAUTY_PATH, load_benchmark_dataset
 from results_io import command_line, merge_seed
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,8 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", choices=["ml-100k", "amazon-beauty"], default="ml-100k")
-    parser.add_argument("--beauty-path", default=str(ROOT.parent / "shared" / "data" / "amazon-beauty-5core.txt"))
+    parser.add_argument("--dataset", choices=BENCHMARK_DATASETS, default="ml-100k")
+    parser.add_argument("--beauty-path", default=str(DEFAULT_BEAUTY_PATH))
     parser.add_argument("--policy", default="sasrec", help="a file name in configs/policy/")
     parser.add_argument("--mode", choices=["rows", "dense"], default="rows")
     parser.add_argument("--max-len", type=int, default=None, help="default: the dataset config's")
@@ -60,12 +60,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    dataset_cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "dataset" / f"{args.dataset}.yaml"))
-    if args.dataset == "amazon-beauty":
-        dataset_cfg["path"] = args.beauty_path
-    if args.max_len:
-        dataset_cfg["max_len"] = args.max_len
-    data = load_dataset(DatasetConfig.from_mapping(dataset_cfg), ROOT / ".lares_cache")
+    data, dataset_cfg = load_benchmark_dataset(args.dataset, args.beauty_path, args.max_len)
     max_len = int(dataset_cfg["max_len"])
     policy_cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "policy" / f"{args.policy}.yaml"))
     for item in args.policy_set:

@@ -24,7 +24,7 @@ from lares_rl.atomic import atomic_write_text
 from lares_rl.checkpoint import build_policy
 from lares_rl.spt import SameTargetIndex, SPTConfig, epoch_order, spt_loss, total_loss
 
-from benchmark_data import BENCHMARK_DATASETS, DEFAULT_BEAUTY_PATH, load_benchmark_dataset
+from benchmark_data import DEFAULT_BEAUTY_PATH, load_benchmark_dataset
 from results_io import command_line
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,7 +52,7 @@ def time_batches(policy_name: str, order: torch.Tensor, windows: tuple[torch.Ten
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", choices=BENCHMARK_DATASETS, default="amazon-beauty")
+    parser.add_argument("--dataset", choices=["ml-100k", "amazon-beauty"], default="amazon-beauty")
     parser.add_argument("--beauty-path", default=str(DEFAULT_BEAUTY_PATH))
     parser.add_argument("--max-len", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=128)
@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "docs" / "bucketing_speed.md"))
     args = parser.parse_args()
     torch.set_num_threads(1)
-    data, _ = load_benchmark_dataset(args.dataset, args.beauty_path, args.max_len)
+    data, _ = load_benchmark_dataset(args.dataset, {"max_len": args.max_len}, args.beauty_path)
     windows = data.train_windows(args.max_len, max(1, args.max_len // 2))
     lengths = windows[1]
     positives = SameTargetIndex(windows[2][torch.arange(len(lengths)), lengths - 1])

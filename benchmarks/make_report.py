@@ -1,6 +1,7 @@
 """Generate docs/RESULTS.md (and its plots) from the JSON files the benchmark scripts wrote.
 
     python benchmarks/make_report.py
+    python benchmarks/make_report.py --results my_results/ --docs my_docs/   # another set of runs
 
 Nothing in the report is typed by hand: every number comes from benchmarks/results/*.json, and
 each table names the command and machine that produced it. Missing runs are listed as missing.
@@ -8,6 +9,7 @@ each table names the command and machine that produced it. Missing runs are list
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 from pathlib import Path
@@ -20,8 +22,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 from lares_rl.atomic import atomic_write_text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
-DOCS = ROOT / "docs"
 PUBLISHED_BEAUTY = {"BSARec (published, L=50, masked)": (0.1008, 0.0611), "ICLRec (published, L=50, masked)": (0.0744, 0.0403)}
 
 
@@ -33,9 +33,9 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
-def load_spt_runs() -> list[dict]:
+def load_spt_runs(results: Path) -> list[dict]:
     runs = []
-    for path in sorted(RESULTS.glob("*.json")):
+    for path in sorted(results.glob("*.json")):
         record = json.loads(path.read_text())
         if "seeds" in record and record["seeds"] and "spt" in record:
             runs.append(record)
@@ -132,12 +132,12 @@ def comparison_lines(runs: list[dict]) -> list[str]:
 ABLATIONS = {"": "LARES-SPT (no RPT)", "noTLA": "no TLA (alpha = 0)", "noSLA": "no SLA (gamma = 0)"}
 
 
-def ablation_section(runs: list[dict]) -> list[str]:
+def ablation_section(runs: list[dict], docs: Path) -> list[str]:
     """One table per data set: the SASRec baseline, the full method and each ablation, with seed
     counts and the change against SASRec, so that a missing or single-seed cell is visible rather
     than silently absent."""
     lines = ["## Method comparison and ablations (test, no masking, mean ± std over seeds)", ""]
-    rpt_records = [json.loads(p.read_text()) for p in sorted(DOCS.glob("rpt_*.json"))]
+    rpt_records = [json.loads(p.read_text()) for p in sorted(docs.glob("rpt_*.json"))]
     for dataset in sorted({r["dataset"] for r in runs}):
         lares = [r for r in runs if r["dataset"] == dataset and r["policy"] == "lares"]
         if not lares:
@@ -175,9 +175,9 @@ def ablation_section(runs: list[dict]) -> list[str]:
     return lines
 
 
-def latency_section() -> list[str]:
+def latency_section(docs: Path) -> list[str]:
     """The table of docs/latency.md (written by benchmarks/latency.py), inlined."""
-    latency = DOCS / "latency.md"
+    latency = docs / "latency.md"
     if not latency.is_file():
         return ["## Recommendation latency", "", "Not measured yet: run `python benchmarks/latency.py`.", ""]
     text = latency.read_text().splitlines()
@@ -197,7 +197,7 @@ def speed_section(runs: list[dict]) -> list[str]:
     return lines + ["", "Commands: the quality table above (same labels). A training sample is one (history, next item) target; dense mode trains the same targets as rows mode. The machine has 2 cores shared with other work, so timings carry noise.", ""]
 
 
-def depth_section(runs: list[dict]) -> list[str]:
+def depth_section(runs: list[dict], docs: Path) -> list[str]:
     lines = ["## Metric vs reasoning depth k (test, no masking)", ""]
     for run in [r for r in runs if r["seeds"][0].get("depth_sweep")]:
         ks = [row["k"] for row in run["seeds"][0]["depth_sweep"]]
@@ -215,16 +215,16 @@ def depth_section(runs: list[dict]) -> list[str]:
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
-        png = DOCS / f"depth_{run['name']}.png"
+        png = docs / f"depth_{run['name']}.png"
         fig.savefig(png, dpi=110)
         plt.close(fig)
         lines += ["", f"Test sweep over each seed's best checkpoint, from `{run['command']}` ({run['machine']}).", "", f"![metric vs k]({png.name})", ""]
     return lines
 
 
-def rpt_section() -> list[str]:
+def rpt_section(docs: Path) -> list[str]:
     """SPT -> RPT from benchmarks/rpt_ml100k.py, one subsection per docs/rpt_*.json (each also has its own markdown report)."""
-    paths = sorted(DOCS.glob("rpt_*.json"))
+    paths = sorted(docs.glob("rpt_*.json"))
     if not paths:
         return ["## Reinforcement post-training", "", "No RPT benchmark results yet: run `python benchmarks/rpt_ml100k.py`.", ""]
     lines = ["## Reinforcement post-training (LARES-SPT -> LARES-SPT+RPT; \"SPT (before)\" is the no-RPT ablation)", ""]
@@ -256,13 +256,20 @@ def rpt_subsection(path: Path) -> list[str]:
 
 
 def main() -> None:
-    DOCS.mkdir(exist_ok=True)
-    runs = load_spt_runs()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results", help="the SPT benchmark JSON files")
+    parser.add_argument("--docs", type=Path, default=ROOT / "docs", help="holds the RPT and latency reports; RESULTS.md and the plots are written here")
+    args = parser.parse_args()
+    args.docs.mkdir(parents=True, exist_ok=True)
+    runs = load_spt_runs(args.results)
     lines = ["# lares_rl results", "", "Generated by `python benchmarks/make_report.py` from `benchmarks/results/*.json`; do not edit by hand.", ""]
     full = [r for r in runs if is_full_run(r)]
-    lines += stats_section(runs) + quality_section(full) + ablation_section(full) + rpt_section() + depth_section(full) + diagnostics_section(runs) + speed_section(runs) + latency_section()
-    atomic_write_text(DOCS / "RESULTS.md", "\n".join(lines) + "\n")
-    print(f"wrote {DOCS / 'RESULTS.md'}")
+    lines += (
+        stats_section(runs) + quality_section(full) + ablation_section(full, args.docs) + rpt_section(args.docs) + depth_section(full, args.docs)
+        + diagnostics_section(runs) + speed_section(runs) + latency_section(args.docs)
+    )
+    atomic_write_text(args.docs / "RESULTS.md", "\n".join(lines) + "\n")
+    print(f"wrote {args.docs / 'RESULTS.md'}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 python benchmarks/rpt_ml100k.py --checkpoints A.pt B.pt C.pt     # one SPT checkpoint per seed
     OMP_NUM_THREADS=1 python benchmarks/rpt_ml100k.py --spt-epochs 200                 # train SPT first (DESIGN defaults)
-    # a smoke run on tiny data (what tests use), writing outside docs/:
+    # a smoke run on tiny data, writing outside docs/ (tests/test_benchmarks.py runs the chain this way):
     python benchmarks/rpt_ml100k.py --dataset custom --dataset-set path=log.csv user_col=uid item_col=sku time_col=ts max_len=8 \\
         --policy-set d_model=16 inner_size=32 --spt-epochs 2 --rpt-set epochs=1 --seeds 0 --out /tmp/rpt.md
 
@@ -29,21 +29,16 @@ from omegaconf import OmegaConf
 from lares_rl.atomic import atomic_write_text
 from lares_rl.checkpoint import build_policy, check_same_data, load_checkpoint, policy_from_checkpoint
 from lares_rl.config import section_from_mapping
-from lares_rl.data import DatasetConfig, load_dataset
 from lares_rl.evaluation import EvalConfig, evaluate_policy
 from lares_rl.rpt import RPTConfig, instantiate_reward, train_rpt
 from lares_rl.runtime import resolve_device, seed_everything
 from lares_rl.spt import SPTConfig, train_spt
 
+from benchmark_data import DEFAULT_BEAUTY_PATH, dataset_names, key_values, load_benchmark_dataset
 from results_io import command_line, merge_seed
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOWN = ("ndcg@10", "recall@10")
-
-
-def _settings(pairs: list[str]) -> dict:
-    """``key=value`` strings -> a dict with YAML-typed values."""
-    return OmegaConf.to_container(OmegaConf.from_dotlist(pairs)) if pairs else {}
 
 
 def _machine(device: torch.device) -> str:
@@ -126,7 +121,8 @@ def main() -> None:
     parser.add_argument("--checkpoints", nargs="*", default=[], help="one SPT checkpoint per seed (same order as --seeds)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--spt-epochs", type=int, default=200, help="SPT epochs cap when no checkpoints are given")
-    parser.add_argument("--dataset", default="ml-100k", help="a file name in configs/dataset/")
+    parser.add_argument("--dataset", choices=dataset_names(), default="ml-100k", help="a file name in configs/dataset/")
+    parser.add_argument("--beauty-path", default=str(DEFAULT_BEAUTY_PATH))
     parser.add_argument("--dataset-set", nargs="*", default=[], help="dataset overrides key=value")
     parser.add_argument("--policy", default="lares", help="a file name in configs/policy/ (when training SPT here)")
     parser.add_argument("--policy-set", nargs="*", default=[], help="policy overrides key=value")
@@ -136,26 +132,26 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None, help="markdown report path (default docs/rpt_<dataset>.md; JSON and PNG beside it)")
+    parser.add_argument("--runs-dir", default=str(ROOT / "benchmarks" / "runs"), help="SPT/RPT checkpoints and TensorBoard logs go under <runs-dir>/rpt_<dataset>/")
     args = parser.parse_args()
     if args.checkpoints and len(args.checkpoints) != len(args.seeds):
         parser.error(f"--checkpoints gives {len(args.checkpoints)} files for {len(args.seeds)} seeds")
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
 
-    dataset_cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "dataset" / f"{args.dataset}.yaml")) | _settings(args.dataset_set)
-    data = load_dataset(DatasetConfig.from_mapping(dataset_cfg), ROOT / ".lares_cache")
+    data, dataset_cfg = load_benchmark_dataset(args.dataset, key_values(args.dataset_set), args.beauty_path)
     max_len = int(dataset_cfg["max_len"])
-    policy_cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "policy" / f"{args.policy}.yaml")) | _settings(args.policy_set)
-    rpt_values = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "rpt" / f"{args.rpt}.yaml")) | _settings(args.rpt_set)
+    policy_cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "policy" / f"{args.policy}.yaml")) | key_values(args.policy_set)
+    rpt_values = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "rpt" / f"{args.rpt}.yaml")) | key_values(args.rpt_set)
     rpt_cfg = section_from_mapping(RPTConfig, rpt_values, "rpt")
     reward_node = OmegaConf.load(ROOT / "configs" / "reward" / f"{args.reward}.yaml")
     reward_fn = instantiate_reward(reward_node, data.num_items)
     eval_cfg = EvalConfig()
     out = Path(args.out or ROOT / "docs" / f"rpt_{args.dataset}.md")
-    run_root = ROOT / "benchmarks" / "runs" / f"rpt_{args.dataset}"
+    run_root = Path(args.runs_dir) / f"rpt_{args.dataset}"
     record = {
         "dataset": args.dataset, "reward": args.reward, "rpt": vars(rpt_cfg), "machine": _machine(device), "plot_name": out.with_suffix(".png").name,
-        "command": command_line("rpt_ml100k.py", args, skip=("out",)),
+        "command": command_line("rpt_ml100k.py", args, skip=("out", "runs_dir", "beauty_path")),
     }
     for seed in args.seeds:
         checkpoint = spt_checkpoint(seed, args, data, dataset_cfg, policy_cfg, max_len, device, run_root)

@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=1 python benchmarks/spt_benchmark.py --dataset ml-100k --policy sasrec --mode dense --seeds 0 1 2
     OMP_NUM_THREADS=1 python benchmarks/spt_benchmark.py --dataset amazon-beauty --policy lares --max-len 20
+    python benchmarks/spt_benchmark.py --dataset custom --dataset-set path=log.csv user_col=uid item_col=sku time_col=ts --policy lares
 
 Each seed: SPT with early stopping on validation NDCG@10 (DESIGN defaults unless overridden), then
 test metrics of the best checkpoint with history items masked and not masked, plus evaluation
@@ -15,7 +16,6 @@ configuration's JSON under a lock, replacing an earlier row of the same seed.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import shutil
 import time
@@ -30,7 +30,7 @@ from lares_rl.evaluation import EvalConfig, evaluate_policy
 from lares_rl.runtime import seed_everything
 from lares_rl.spt import SPTConfig, train_spt
 
-from benchmark_data import BENCHMARK_DATASETS, DEFAULT_BEAUTY_PATH, load_benchmark_dataset
+from benchmark_data import DEFAULT_BEAUTY_PATH, dataset_names, key_values, load_benchmark_dataset
 from results_io import command_line, merge_seed
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,7 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", choices=BENCHMARK_DATASETS, default="ml-100k")
+    parser.add_argument("--dataset", choices=dataset_names(), default="ml-100k", help="a file name in configs/dataset/")
+    parser.add_argument("--dataset-set", nargs="*", default=[], help="dataset overrides key=value (custom: path=log.csv user_col=... )")
     parser.add_argument("--beauty-path", default=str(DEFAULT_BEAUTY_PATH))
     parser.add_argument("--policy", default="sasrec", help="a file name in configs/policy/")
     parser.add_argument("--mode", choices=["rows", "dense"], default="rows")
@@ -57,15 +58,13 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true", help="continue each seed's run directory from its saved training state "
                         "(after Ctrl-C or a crash); with a --max-epochs at or below the saved epoch it only evaluates the best checkpoint so far")
     parser.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--runs-dir", default=str(ROOT / "benchmarks" / "runs"), help="checkpoints and TensorBoard logs, one folder per configuration and seed")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    data, dataset_cfg = load_benchmark_dataset(args.dataset, args.beauty_path, args.max_len)
+    data, dataset_cfg = load_benchmark_dataset(args.dataset, key_values(args.dataset_set) | ({"max_len": args.max_len} if args.max_len else {}), args.beauty_path)
     max_len = int(dataset_cfg["max_len"])
-    policy_cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "policy" / f"{args.policy}.yaml"))
-    for item in args.policy_set:
-        key, value = item.split("=", 1)
-        policy_cfg[key] = OmegaConf.create({key: value})[key] if not value.replace(".", "").isdigit() else json.loads(value)
+    policy_cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "policy" / f"{args.policy}.yaml")) | key_values(args.policy_set)
     spt_cfg = SPTConfig(epochs=args.max_epochs, batch_size=args.batch_size, lr=args.lr, alpha=args.alpha, gamma=args.gamma, patience=args.patience, mode=args.mode, bucket_by_length=args.bucket)
     spt_cfg.validate()
     eval_cfg = EvalConfig()
@@ -75,12 +74,12 @@ def main() -> None:
     record = {
         "name": name, "dataset": args.dataset, "policy": args.policy, "mode": args.mode, "max_len": max_len, "policy_config": policy_cfg,
         "spt": vars(spt_cfg), "stats": data.stats(), "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} thread(s), torch {torch.__version__}",
-        "command": command_line("spt_benchmark.py", args, skip=("out_dir", "beauty_path")),
+        "command": command_line("spt_benchmark.py", args, skip=("out_dir", "runs_dir", "beauty_path")),
     }
     for seed in args.seeds:
         seed_everything(seed)
         policy = build_policy(policy_cfg, data.num_items, max_len)
-        run_dir = ROOT / "benchmarks" / "runs" / name / f"seed{seed}"
+        run_dir = Path(args.runs_dir) / name / f"seed{seed}"
         if not args.resume:
             shutil.rmtree(run_dir, ignore_errors=True)
         summary = train_spt(

@@ -1,0 +1,77 @@
+"""The benchmark scripts that docs/RESULTS.md is made from, run end to end on small data.
+
+Every number in the report passes through spt_benchmark.py / rpt_ml100k.py -> JSON ->
+make_report.py, so a break anywhere in that chain would otherwise only show up hours into a
+real benchmark run.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.synthetic import write_sequential_csv
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_POLICY = ["--policy-set", "d_model=16", "inner_size=32"]
+
+
+def run_script(script: str, *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, f"{script} failed:\n{result.stderr[-3000:]}"
+    return result.stdout
+
+
+def test_spt_and_rpt_benchmarks_feed_the_report(tmp_path):
+    log = write_sequential_csv(tmp_path / "log.csv")
+    data = ["--dataset", "custom", "--dataset-set", f"path={log}", "user_col=uid", "item_col=sku", "time_col=ts", "max_len=8"]
+    results, docs, runs = tmp_path / "results", tmp_path / "docs", tmp_path / "runs"
+    common = [*data, "--mode", "dense", "--max-epochs", "2", "--patience", "2", "--batch-size", "64", "--out-dir", str(results), "--runs-dir", str(runs), *TINY_POLICY]
+    run_script("spt_benchmark.py", "--policy", "sasrec", "--seeds", "0", *common)
+    run_script("spt_benchmark.py", "--policy", "lares", "--seeds", "0", "1", *common)
+    run_script("spt_benchmark.py", "--policy", "lares", "--seeds", "0", "--alpha", "0.0", "--tag", "_noTLA", *common)
+
+    lares = json.loads((results / "custom__lares__dense__L8.json").read_text())
+    assert [s["seed"] for s in lares["seeds"]] == [0, 1]
+    assert [row["k"] for row in lares["seeds"][0]["depth_sweep"]] == [1, 2, 4, 8, 12, 16]
+    assert lares["policy_config"]["d_model"] == 16 and lares["max_len"] == 8
+
+    checkpoint = runs / "custom__lares__dense__L8" / "seed0" / "checkpoints" / "spt_best.pt"
+    run_script("rpt_ml100k.py", "--checkpoints", str(checkpoint), "--seeds", "0", *data, "--rpt-set", "epochs=1", "--out", str(docs / "rpt_custom.md"), "--runs-dir", str(runs))
+    rpt = json.loads((docs / "rpt_custom.json").read_text())
+    assert rpt["seeds"][0]["spt_checkpoint"] == str(checkpoint)
+    assert (docs / "rpt_custom.png").is_file()
+
+    run_script("make_report.py", "--results", str(results), "--docs", str(docs))
+    report = (docs / "RESULTS.md").read_text()
+    for row in ("| lares (dense, L=8) | 2 |", "| sasrec (dense, L=8) | 1 |", "| SASRec (baseline) | sasrec (dense, L=8) | 1 |",
+                "| no TLA (alpha = 0) | lares noTLA (dense, L=8) | 1 |", "| no SLA (gamma = 0) | not run | 0 |", "### custom: rpt_custom",
+                "lares (dense, L=8) vs sasrec (dense, L=8): test ndcg@10", "Not measured yet: run `python benchmarks/latency.py`."):
+        assert row in report
+    full_method = next(line for line in report.splitlines() if line.startswith("| LARES-SPT+RPT"))
+    assert "from custom__lares__dense__L8/seed0 | 1 |" in full_method
+    assert (docs / "depth_custom__lares__dense__L8.png").is_file()
+
+
+def test_merge_seed_replaces_a_rerun_seed_and_refuses_another_configuration(tmp_path):
+    """Seeds of one configuration merge into one file; a rerun seed replaces its old row, and a
+    seed made with other settings under the same name is refused rather than averaged in."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from results_io import merge_seed
+
+    out = tmp_path / "run.json"
+    record = {"command": "python benchmarks/x.py --seeds 1", "spt": {"alpha": 0.1}}
+    merge_seed(out, record, {"seed": 1, "ndcg": 0.1}, same=("spt",))
+    merge_seed(out, {**record, "command": "python benchmarks/x.py --seeds 0"}, {"seed": 0, "ndcg": 0.2}, same=("spt",))
+    merged = merge_seed(out, record, {"seed": 1, "ndcg": 0.3}, same=("spt",))
+    assert merged["seeds"] == [{"seed": 0, "ndcg": 0.2}, {"seed": 1, "ndcg": 0.3}]
+    assert merged["command"] == "python benchmarks/x.py --seeds 1 ; python benchmarks/x.py --seeds 0"
+    with pytest.raises(SystemExit, match="different spt"):
+        merge_seed(out, {**record, "spt": {"alpha": 0.0}}, {"seed": 2, "ndcg": 0.0}, same=("spt",))
+    assert len(json.loads(out.read_text())["seeds"]) == 2

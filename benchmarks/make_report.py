@@ -223,10 +223,10 @@ def depth_section(runs: list[dict], docs: Path) -> list[str]:
 
 
 def rpt_section(docs: Path) -> list[str]:
-    """SPT -> RPT from benchmarks/rpt_ml100k.py, one subsection per docs/rpt_*.json (each also has its own markdown report)."""
+    """SPT -> RPT from benchmarks/rpt_benchmark.py, one subsection per docs/rpt_*.json (each also has its own markdown report)."""
     paths = sorted(docs.glob("rpt_*.json"))
     if not paths:
-        return ["## Reinforcement post-training", "", "No RPT benchmark results yet: run `python benchmarks/rpt_ml100k.py`.", ""]
+        return ["## Reinforcement post-training", "", "No RPT benchmark results yet: run `python benchmarks/rpt_benchmark.py`.", ""]
     lines = ["## Reinforcement post-training (LARES-SPT -> LARES-SPT+RPT; \"SPT (before)\" is the no-RPT ablation)", ""]
     for path in paths:
         lines += rpt_subsection(path)

@@ -1,6 +1,6 @@
 """The benchmark scripts that docs/RESULTS.md is made from, run end to end on small data.
 
-Every number in the report passes through spt_benchmark.py / rpt_ml100k.py -> JSON ->
+Every number in the report passes through spt_benchmark.py / rpt_benchmark.py -> JSON ->
 make_report.py, so a break anywhere in that chain would otherwise only show up hours into a
 real benchmark run.
 """
@@ -43,7 +43,7 @@ def test_spt_and_rpt_benchmarks_feed_the_report(tmp_path):
     assert lares["policy_config"]["d_model"] == 16 and lares["max_len"] == 8
 
     checkpoint = runs / "custom__lares__dense__L8" / "seed0" / "checkpoints" / "spt_best.pt"
-    run_script("rpt_ml100k.py", "--checkpoints", str(checkpoint), "--seeds", "0", *data, "--rpt-set", "epochs=1", "--out", str(docs / "rpt_custom.md"), "--runs-dir", str(runs))
+    run_script("rpt_benchmark.py", "--checkpoints", str(checkpoint), "--seeds", "0", *data, "--rpt-set", "epochs=1", "--out", str(docs / "rpt_custom.md"), "--runs-dir", str(runs))
     rpt = json.loads((docs / "rpt_custom.json").read_text())
     assert rpt["seeds"][0]["spt_checkpoint"] == str(checkpoint)
     assert (docs / "rpt_custom.png").is_file()

@@ -1,9 +1,9 @@
-"""RPT on ML-100K with the reference settings over several seeds: quality before/after and speed.
+"""RPT from SPT checkpoints over several seeds with the reference settings: quality before/after and speed.
 
-    OMP_NUM_THREADS=1 python benchmarks/rpt_ml100k.py --checkpoints A.pt B.pt C.pt     # one SPT checkpoint per seed
-    OMP_NUM_THREADS=1 python benchmarks/rpt_ml100k.py --spt-epochs 200                 # train SPT first (DESIGN defaults)
+    OMP_NUM_THREADS=1 python benchmarks/rpt_benchmark.py --checkpoints A.pt B.pt C.pt     # one SPT checkpoint per seed
+    OMP_NUM_THREADS=1 python benchmarks/rpt_benchmark.py --spt-epochs 200                 # train SPT first (DESIGN defaults)
     # a smoke run on tiny data, writing outside docs/ (tests/test_benchmarks.py runs the chain this way):
-    python benchmarks/rpt_ml100k.py --dataset custom --dataset-set path=log.csv user_col=uid item_col=sku time_col=ts max_len=8 \\
+    python benchmarks/rpt_benchmark.py --dataset custom --dataset-set path=log.csv user_col=uid item_col=sku time_col=ts max_len=8 \\
         --policy-set d_model=16 inner_size=32 --spt-epochs 2 --rpt-set epochs=1 --seeds 0 --out /tmp/rpt.md
 
 Per seed: the SPT checkpoint (given, or trained here with early stopping), validation and test
@@ -151,7 +151,7 @@ def main() -> None:
     run_root = Path(args.runs_dir) / f"rpt_{args.dataset}"
     record = {
         "dataset": args.dataset, "reward": args.reward, "rpt": vars(rpt_cfg), "machine": _machine(device), "plot_name": out.with_suffix(".png").name,
-        "command": command_line("rpt_ml100k.py", args, skip=("out", "runs_dir", "beauty_path")),
+        "command": command_line("rpt_benchmark.py", args, skip=("out", "runs_dir", "beauty_path")),
     }
     for seed in args.seeds:
         checkpoint = spt_checkpoint(seed, args, data, dataset_cfg, policy_cfg, max_len, device, run_root)

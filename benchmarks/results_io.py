@@ -12,10 +12,14 @@ from lares_rl.atomic import atomic_write_json
 
 
 def command_line(script: str, args: argparse.Namespace, skip: tuple[str, ...] = ()) -> str:
-    """``python benchmarks/<script> --flag value ...`` for the arguments that were set."""
+    """``python benchmarks/<script> --flag value ...`` for the arguments that were set.
+
+    Unset means None, an empty list or string, or a store_true flag left False; a zero is a
+    setting (``--gamma 0.0`` is the no-SLA ablation) and is kept, which ``value in (None, False)``
+    would not do since ``0.0 == False``."""
     parts = [f"python benchmarks/{script}"]
     for key, value in vars(args).items():
-        if value in (None, [], "", False) or key in skip:
+        if value is None or value is False or (isinstance(value, (list, str)) and not value) or key in skip:
             continue
         flag = f"--{key.replace('_', '-')}"
         parts.append(flag if value is True else f"{flag} {' '.join(map(str, value)) if isinstance(value, list) else value}")

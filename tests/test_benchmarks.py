@@ -41,6 +41,7 @@ def test_spt_and_rpt_benchmarks_feed_the_report(tmp_path):
     assert [s["seed"] for s in lares["seeds"]] == [0, 1]
     assert [row["k"] for row in lares["seeds"][0]["depth_sweep"]] == [1, 2, 4, 8, 12, 16]
     assert lares["policy_config"]["d_model"] == 16 and lares["max_len"] == 8
+    assert "--alpha 0.0" in json.loads((results / "custom__lares_noTLA__dense__L8.json").read_text())["command"]
 
     checkpoint = runs / "custom__lares__dense__L8" / "seed0" / "checkpoints" / "spt_best.pt"
     run_script("rpt_benchmark.py", "--checkpoints", str(checkpoint), "--seeds", "0", *data, "--rpt-set", "epochs=1", "--out", str(docs / "rpt_custom.md"), "--runs-dir", str(runs))
@@ -75,3 +76,15 @@ def test_merge_seed_replaces_a_rerun_seed_and_refuses_another_configuration(tmp_
     with pytest.raises(SystemExit, match="different spt"):
         merge_seed(out, {**record, "spt": {"alpha": 0.0}}, {"seed": 2, "ndcg": 0.0}, same=("spt",))
     assert len(json.loads(out.read_text())["seeds"]) == 2
+
+
+def test_command_line_keeps_zero_settings_and_drops_unset_ones():
+    """The recorded command must rerun the same configuration: ``--gamma 0.0`` (no SLA) is a
+    setting, not an unset flag."""
+    import argparse
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from results_io import command_line
+
+    args = argparse.Namespace(dataset="ml-100k", seeds=[0, 1], gamma=0.0, patience=0, bucket=False, resume=True, tag="", policy_set=[], max_len=None, out_dir="x")
+    assert command_line("spt_benchmark.py", args, skip=("out_dir",)) == "python benchmarks/spt_benchmark.py --dataset ml-100k --seeds 0 1 --gamma 0.0 --patience 0 --resume"

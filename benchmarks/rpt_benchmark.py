@@ -11,7 +11,7 @@ metrics before RPT, RPT with ``configs/rpt/<--rpt>.yaml`` (reference: grpo) plus
 overrides, then validation and test metrics of the best RPT checkpoint. Writes a markdown report
 (table per seed + mean, throughput of collection and of the whole RPT loop in frames/s, the
 machine), a PNG with the training reward and validation NDCG@10 per RPT epoch, and the raw JSON
-next to the report. RPT checkpoints stay under benchmarks/runs/ (not committed).
+next to the report. Checkpoints go under ``--runs-dir`` (default benchmarks/runs/, not committed).
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def write_plot(rows: list[dict], path: Path) -> None:
 
 def markdown(record: dict) -> str:
     rows = record["seeds"]
-    header = "| seed | " + " | ".join(f"{split} {m} SPT -> RPT" for split in ("valid", "test") for m in SHOWN) + " | kept rows | best epoch | collect frames/s | loop frames/s |"
+    header = "| seed | " + " | ".join(f"{split} {m} SPT -> RPT" for split in ("valid", "test") for m in SHOWN) + " | kept rows | epochs to best | collect frames/s | loop frames/s |"
     lines = [
         f"# RPT on {record['dataset']} ({record['rpt']['algorithm']}, reward {record['reward']})", "",
         f"Command: `{record['command']}`", "", f"Machine: {record['machine']}", "",
@@ -101,7 +101,7 @@ def markdown(record: dict) -> str:
     ]
     for row in rows:
         cells = [f"{row['before'][split][m]:.4f} -> {row['after'][split][m]:.4f}" for split in ("valid", "test") for m in SHOWN]
-        lines.append(f"| {row['seed']} | " + " | ".join(cells) + f" | {row['rpt']['kept_rows']} ({row['rpt']['kept_fraction']:.1%}) | {row['rpt']['best_epoch']} | {row['rpt']['collect_frames_per_sec']:.0f} | {row['rpt']['loop_frames_per_sec']:.0f} |")
+        lines.append(f"| {row['seed']} | " + " | ".join(cells) + f" | {row['rpt']['kept_rows']} ({row['rpt']['kept_fraction']:.1%}) | {row['rpt']['best_epoch'] + 1} | {row['rpt']['collect_frames_per_sec']:.0f} | {row['rpt']['loop_frames_per_sec']:.0f} |")
     if len(rows) > 1:
         def mean_std(values):
             return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"

@@ -5,6 +5,7 @@ make_report.py, so a break anywhere in that chain would otherwise only show up h
 real benchmark run.
 """
 
+import argparse
 import json
 import os
 import subprocess
@@ -16,6 +17,9 @@ import pytest
 from tests.synthetic import write_sequential_csv
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))  # the scripts import their helpers as top-level modules
+
+from results_io import command_line, merge_seed  # noqa: E402
 TINY_POLICY = ["--policy-set", "d_model=16", "inner_size=32"]
 
 
@@ -63,9 +67,6 @@ def test_spt_and_rpt_benchmarks_feed_the_report(tmp_path):
 def test_merge_seed_replaces_a_rerun_seed_and_refuses_another_configuration(tmp_path):
     """Seeds of one configuration merge into one file; a rerun seed replaces its old row, and a
     seed made with other settings under the same name is refused rather than averaged in."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from results_io import merge_seed
-
     out = tmp_path / "run.json"
     record = {"command": "python benchmarks/x.py --seeds 1", "spt": {"alpha": 0.1}}
     merge_seed(out, record, {"seed": 1, "ndcg": 0.1}, same=("spt",))
@@ -81,10 +82,5 @@ def test_merge_seed_replaces_a_rerun_seed_and_refuses_another_configuration(tmp_
 def test_command_line_keeps_zero_settings_and_drops_unset_ones():
     """The recorded command must rerun the same configuration: ``--gamma 0.0`` (no SLA) is a
     setting, not an unset flag."""
-    import argparse
-
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from results_io import command_line
-
     args = argparse.Namespace(dataset="ml-100k", seeds=[0, 1], gamma=0.0, patience=0, bucket=False, resume=True, tag="", policy_set=[], max_len=None, out_dir="x")
     assert command_line("spt_benchmark.py", args, skip=("out_dir",)) == "python benchmarks/spt_benchmark.py --dataset ml-100k --seeds 0 1 --gamma 0.0 --patience 0 --resume"

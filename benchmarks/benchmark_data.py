@@ -18,6 +18,12 @@ def key_values(pairs: list[str]) -> dict:
     return OmegaConf.to_container(OmegaConf.from_dotlist(pairs)) if pairs else {}
 
 
+def config_file(group: str, name: str, overrides: dict | None = None) -> dict:
+    """``configs/<group>/<name>.yaml`` as a plain dict, updated by ``overrides``: the scripts build
+    their configs from the same files as the CLI, without composing a whole Hydra run."""
+    return OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / group / f"{name}.yaml")) | (overrides or {})
+
+
 def dataset_names() -> list[str]:
     return sorted(path.stem for path in (ROOT / "configs" / "dataset").glob("*.yaml"))
 
@@ -26,8 +32,6 @@ def load_benchmark_dataset(name: str, overrides: dict, beauty_path: str | Path =
     """``configs/dataset/<name>.yaml`` updated by ``overrides`` (``custom`` needs at least
     ``path``); returns the processed data and the config used, which the benchmark records so
     that a checkpoint can be matched to its data."""
-    dataset_cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "dataset" / f"{name}.yaml"))
-    if name == "amazon-beauty":
-        dataset_cfg["path"] = str(beauty_path)
-    dataset_cfg |= overrides
+    beauty = {"path": str(beauty_path)} if name == "amazon-beauty" else {}
+    dataset_cfg = config_file("dataset", name, beauty | overrides)
     return load_dataset(DatasetConfig.from_mapping(dataset_cfg), ROOT / ".lares_cache"), dataset_cfg

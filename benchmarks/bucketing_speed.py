@@ -12,26 +12,24 @@ encoder runs) and the speed-up. Writes docs/bucketing_speed.md.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
 from lares_rl.atomic import atomic_write_text
 from lares_rl.checkpoint import build_policy
 from lares_rl.spt import SameTargetIndex, SPTConfig, epoch_order, spt_loss, total_loss
 
-from benchmark_data import DEFAULT_BEAUTY_PATH, load_benchmark_dataset
-from results_io import command_line
+from benchmark_data import DEFAULT_BEAUTY_PATH, config_file, load_benchmark_dataset
+from results_io import command_line, machine_description
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def time_batches(policy_name: str, order: torch.Tensor, windows: tuple[torch.Tensor, ...], positives: SameTargetIndex, num_items: int, max_len: int, args) -> list[float]:
-    policy_cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "policy" / f"{policy_name}.yaml"))
+    policy_cfg = config_file("policy", policy_name)
     torch.manual_seed(0)
     policy = build_policy(policy_cfg, num_items, max_len).train()
     optimizer = torch.optim.Adam(policy.parameters(), lr=1e-3)
@@ -79,7 +77,7 @@ def main() -> None:
     report = "\n".join([
         f"# Batch order and SPT step time ({args.dataset}, dense windows, max_len {args.max_len}, batch {args.batch_size})", "",
         f"Command: `OMP_NUM_THREADS=1 {command_line('bucketing_speed.py', args, skip=('out', 'beauty_path'))}`", "",
-        f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} thread(s), torch {torch.__version__}; "
+        f"Machine: {machine_description()}; "
         f"median of {args.rounds * args.batches} timed steps per cell (forward + backward + Adam of the whole L_SPT step).", "",
         f"Mean batch width over one epoch: {width[False]:.1f} plain, {width[True]:.1f} bucketed ({len(lengths):,} windows).", "",
         "| policy | s/batch, plain shuffle | s/batch, bucketed | speed-up |", "|---|---:|---:|---:|", *rows, "",

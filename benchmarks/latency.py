@@ -25,18 +25,9 @@ from lares_rl.atomic import atomic_write_text
 from lares_rl.policies.reasoner import LaresReasoner
 from lares_rl.recommender import Recommender
 
+from results_io import cpu_name
+
 NUM_ITEMS, MAX_LEN = 1349, 20  # ML-100K after 5-core
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _build(args: argparse.Namespace, deterministic: bool) -> Recommender:
@@ -106,7 +97,7 @@ def main() -> None:
         f"Model: {model}; N = {rec.num_items} items, max_len = {rec.max_len}, k = {rec.k or rec.policy.sample_steps()}; "
         f"top-{args.top_k}, exclude_seen, full-length histories of original string ids.",
         "",
-        f"- Machine: {_cpu_name()}, {os.cpu_count()} logical CPUs visible, {platform.system()} {platform.release()}",
+        f"- Machine: {cpu_name()}, {os.cpu_count()} logical CPUs visible, {platform.system()} {platform.release()}",
         f"- Software: Python {platform.python_version()}, torch {torch.__version__}, torch threads {torch.get_num_threads()}",
         f"- Command: `{command}`",
         f"- Latency: {args.calls} timed calls of `recommend([one history])` after 30 warm-up calls; "

@@ -1,14 +1,37 @@
-"""Shared by the benchmark scripts: the command line a record names, and merging one finished seed
-into a configuration's JSON so that the seeds of one configuration can run as parallel processes."""
+"""Shared by the benchmark scripts: the command line and machine a record names, and merging one
+finished seed into a configuration's JSON so that the seeds of one configuration can run as
+parallel processes."""
 
 from __future__ import annotations
 
 import argparse
 import fcntl
 import json
+import platform
 from pathlib import Path
 
+import torch
+
 from lares_rl.atomic import atomic_write_json
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo; ``platform.processor()`` is empty or only the
+    architecture on Linux, which does not tell two machines apart."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_description(device: torch.device | None = None) -> str:
+    """CPU (and GPU when ``device`` is CUDA), torch threads and version: what a timing depends on."""
+    gpu = f", {torch.cuda.get_device_name(device)}" if device is not None and device.type == "cuda" else ""
+    return f"{cpu_name()}{gpu}, {torch.get_num_threads()} thread(s), torch {torch.__version__}"
 
 
 def command_line(script: str, args: argparse.Namespace, skip: tuple[str, ...] = ()) -> str:

@@ -17,7 +17,6 @@ next to the report. Checkpoints go under ``--runs-dir`` (default benchmarks/runs
 from __future__ import annotations
 
 import argparse
-import platform
 import shutil
 import statistics
 import time
@@ -34,21 +33,11 @@ from lares_rl.rpt import RPTConfig, instantiate_reward, train_rpt
 from lares_rl.runtime import resolve_device, seed_everything
 from lares_rl.spt import SPTConfig, train_spt
 
-from benchmark_data import DEFAULT_BEAUTY_PATH, dataset_names, key_values, load_benchmark_dataset
-from results_io import command_line, merge_seed
+from benchmark_data import DEFAULT_BEAUTY_PATH, config_file, dataset_names, key_values, load_benchmark_dataset
+from results_io import command_line, machine_description, merge_seed
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOWN = ("ndcg@10", "recall@10")
-
-
-def _machine(device: torch.device) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    gpu = f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
-    return f"{cpu}{gpu}, {torch.get_num_threads()} thread(s), torch {torch.__version__}"
 
 
 def spt_checkpoint(seed: int, args, data, dataset_cfg: dict, policy_cfg: dict, max_len: int, device: torch.device, run_root: Path) -> str:
@@ -141,8 +130,8 @@ def main() -> None:
 
     data, dataset_cfg = load_benchmark_dataset(args.dataset, key_values(args.dataset_set), args.beauty_path)
     max_len = int(dataset_cfg["max_len"])
-    policy_cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "policy" / f"{args.policy}.yaml")) | key_values(args.policy_set)
-    rpt_values = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "rpt" / f"{args.rpt}.yaml")) | key_values(args.rpt_set)
+    policy_cfg = config_file("policy", args.policy, key_values(args.policy_set))
+    rpt_values = config_file("rpt", args.rpt, key_values(args.rpt_set))
     rpt_cfg = section_from_mapping(RPTConfig, rpt_values, "rpt")
     reward_node = OmegaConf.load(ROOT / "configs" / "reward" / f"{args.reward}.yaml")
     reward_fn = instantiate_reward(reward_node, data.num_items)
@@ -150,7 +139,7 @@ def main() -> None:
     out = Path(args.out or ROOT / "docs" / f"rpt_{args.dataset}.md")
     run_root = Path(args.runs_dir) / f"rpt_{args.dataset}"
     record = {
-        "dataset": args.dataset, "reward": args.reward, "rpt": vars(rpt_cfg), "machine": _machine(device), "plot_name": out.with_suffix(".png").name,
+        "dataset": args.dataset, "reward": args.reward, "rpt": vars(rpt_cfg), "machine": machine_description(device), "plot_name": out.with_suffix(".png").name,
         "command": command_line("rpt_benchmark.py", args, skip=("out", "runs_dir", "beauty_path")),
     }
     for seed in args.seeds:

@@ -16,13 +16,11 @@ configuration's JSON under a lock, replacing an earlier row of the same seed.
 from __future__ import annotations
 
 import argparse
-import platform
 import shutil
 import time
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
 from lares_rl.checkpoint import build_policy
 from lares_rl.depth_sweep import sweep_depths
@@ -30,8 +28,8 @@ from lares_rl.evaluation import EvalConfig, evaluate_policy
 from lares_rl.runtime import seed_everything
 from lares_rl.spt import SPTConfig, train_spt
 
-from benchmark_data import DEFAULT_BEAUTY_PATH, dataset_names, key_values, load_benchmark_dataset
-from results_io import command_line, merge_seed
+from benchmark_data import DEFAULT_BEAUTY_PATH, config_file, dataset_names, key_values, load_benchmark_dataset
+from results_io import command_line, machine_description, merge_seed
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,7 +62,7 @@ def main() -> None:
 
     data, dataset_cfg = load_benchmark_dataset(args.dataset, key_values(args.dataset_set) | ({"max_len": args.max_len} if args.max_len else {}), args.beauty_path)
     max_len = int(dataset_cfg["max_len"])
-    policy_cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "policy" / f"{args.policy}.yaml")) | key_values(args.policy_set)
+    policy_cfg = config_file("policy", args.policy, key_values(args.policy_set))
     spt_cfg = SPTConfig(epochs=args.max_epochs, batch_size=args.batch_size, lr=args.lr, alpha=args.alpha, gamma=args.gamma, patience=args.patience, mode=args.mode, bucket_by_length=args.bucket)
     spt_cfg.validate()
     eval_cfg = EvalConfig()
@@ -73,7 +71,7 @@ def main() -> None:
     out_path = Path(args.out_dir) / f"{name}.json"
     record = {
         "name": name, "dataset": args.dataset, "policy": args.policy, "mode": args.mode, "max_len": max_len, "policy_config": policy_cfg,
-        "spt": vars(spt_cfg), "stats": data.stats(), "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} thread(s), torch {torch.__version__}",
+        "spt": vars(spt_cfg), "stats": data.stats(), "machine": machine_description(),
         "command": command_line("spt_benchmark.py", args, skip=("out_dir", "runs_dir", "beauty_path")),
     }
     for seed in args.seeds:

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))  # the scripts import their helpers as top-level modules
 
 from results_io import command_line, merge_seed  # noqa: E402
+
 TINY_POLICY = ["--policy-set", "d_model=16", "inner_size=32"]
 
 

@@ -8,6 +8,7 @@ import argparse
 import fcntl
 import json
 import platform
+import statistics
 from pathlib import Path
 
 import torch
@@ -70,3 +71,12 @@ def merge_seed(out_path: Path, record: dict, row: dict, same: tuple[str, ...], d
             merged["command"] += f" ; {record['command']}"
         atomic_write_json(out_path, merged)
     return merged
+
+
+def mean_std(values: list[float]) -> str:
+    """A table cell: "mean ± sample std" over seeds, the value alone for one seed, "-" for none."""
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"

@@ -34,7 +34,7 @@ from lares_rl.runtime import resolve_device, seed_everything
 from lares_rl.spt import SPTConfig, train_spt
 
 from benchmark_data import DEFAULT_BEAUTY_PATH, config_file, dataset_names, key_values, load_benchmark_dataset
-from results_io import command_line, machine_description, merge_seed
+from results_io import command_line, machine_description, mean_std, merge_seed
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOWN = ("ndcg@10", "recall@10")
@@ -92,14 +92,12 @@ def markdown(record: dict) -> str:
         cells = [f"{row['before'][split][m]:.4f} -> {row['after'][split][m]:.4f}" for split in ("valid", "test") for m in SHOWN]
         lines.append(f"| {row['seed']} | " + " | ".join(cells) + f" | {row['rpt']['kept_rows']} ({row['rpt']['kept_fraction']:.1%}) | {row['rpt']['best_epoch'] + 1} | {row['rpt']['collect_frames_per_sec']:.0f} | {row['rpt']['loop_frames_per_sec']:.0f} |")
     if len(rows) > 1:
-        def mean_std(values):
-            return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
-
         cells = [f"{mean_std([r['before'][s][m] for r in rows])} -> {mean_std([r['after'][s][m] for r in rows])}" for s in ("valid", "test") for m in SHOWN]
         lines.append("| mean ± std | " + " | ".join(cells) + f" | | | {statistics.mean(r['rpt']['collect_frames_per_sec'] for r in rows):.0f} | {statistics.mean(r['rpt']['loop_frames_per_sec'] for r in rows):.0f} |")
     lines += [
         "", "Frames = rollouts (one history x one of its G rollouts). *collect*: the TorchRL Collector alone (env + actor);",
         "*loop*: collection + group advantage + frozen-reference pass + the gradient step. Validation time is excluded.",
+        "*epochs to best* 0: no RPT epoch beat the SPT weights on validation NDCG@10, so RPT kept them.",
         "", f"![reward and validation per RPT epoch]({record['plot_name']})", "",
     ]
     return "\n".join(lines)

@@ -10,6 +10,7 @@ Reference algorithm (GRPO-style, critic-free), one gradient step per collected b
     loss:       mean_g mean_{j<=k_g} -[exp(lp - sg(lp)) A_g - beta (exp(rp - lp) - (rp - lp) - 1)]
                 lp: the rollout replayed with grad, rp: the reference with the same k_g (GroupRelativeLoss)
     epoch:      one pass over the kept rows, then validation NDCG@10, early stopping, best checkpoint
+    best:       the SPT weights are candidate epoch -1, so rpt_best.pt is never worse on validation than the start
     state:      checkpoints/rpt_last.pt at the start, after every epoch and on Ctrl-C; resume=True continues exactly
 ``rpt.algorithm=ppo`` swaps the loss for TorchRL's ClipPPOLoss over an item-sampling actor
 (Plackett-Luce or categorical slates) with the group advantage or a learned value head.
@@ -226,9 +227,10 @@ def train_rpt(
     kept rows, counters and the per-epoch history. ``resume=True`` continues from it exactly (a CPU
     run ends bit-identical to an uninterrupted one); ``policy`` must then hold the same SPT weights
     as the interrupted run, they become the frozen reference again. ``resume_command`` is the
-    command line printed after Ctrl-C. Returns a summary (best epoch, its validation metrics,
-    checkpoint path, kept fraction, the training reward per epoch, throughput); the policy is left
-    holding the best weights.
+    command line printed after Ctrl-C. Returns a summary (best epoch, -1 when no RPT epoch beat
+    the SPT weights on validation; its validation metrics and those of the start; checkpoint
+    path, kept fraction, the training reward per epoch, throughput); the policy is left holding
+    the best weights.
     """
     from torchrl.collectors import Collector
     from torchrl.objectives import ClipPPOLoss
@@ -309,11 +311,22 @@ def train_rpt(
     stopper = EarlyStopping(cfg.patience)
     rollout_generator = _rollout_generator(actor)
     train_probe = (seqs[kept], lengths[kept], targets[kept])
+    dataset_name = str(config.get("dataset", {}).get("name", data.name))
     if saved is None:
+        # The SPT weights are the first candidate: rpt_best.pt never ends up worse on validation
+        # than the model RPT started from, and an RPT epoch counts as progress only if it beats it.
+        valid_start = evaluate_policy(policy, data, "valid", max_len, eval_cfg, device)
+        stopper = EarlyStopping(cfg.patience, best=valid_start["ndcg@10"])
+        save_checkpoint(
+            best_path, policy=policy, policy_config=policy_config, data=data, max_len=max_len, dataset_name=dataset_name,
+            phase="rpt", epoch=-1, metrics=valid_start, config=config, extra={"rpt": asdict(cfg)},
+        )
+        print(f"[rpt] start (the SPT weights): valid ndcg@10 {valid_start['ndcg@10']:.4f}  recall@10 {valid_start['recall@10']:.4f}", flush=True)
         state = {
             "epoch": 0, "next_batch": 0, "epoch_rewards": [], "histories_seen": 0, "step": 0, "finished": False,
             "reward_per_epoch": [], "frames": 0, "collect_seconds": 0.0, "loop_seconds": 0.0,
             "reward_before": greedy_reward(policy, *train_probe, reward_fn, cfg.slate_size, device, eval_cfg.seed),
+            "valid_start": valid_start,
         }
     else:  # after the Collector is built, so nothing it does at start-up shifts a restored stream
         policy.load_state_dict(saved["policy_state"])
@@ -348,7 +361,7 @@ def train_rpt(
             where = f"epoch {state['epoch']} up to batch {state['next_batch']}"
         else:
             where = f"after epoch {state['epoch'] - 1}" if state["epoch"] else "the start of RPT"
-        best = f" and {best_path} (best epoch {stopper.best_epoch})" if stopper.best_epoch >= 0 and best_path.is_file() else ""
+        best = f" and {best_path} ({f'best epoch {stopper.best_epoch}' if stopper.best_epoch >= 0 else 'the SPT start'})" if best_path.is_file() else ""
         last_good[0] = f"The last good state is kept: {state_path} ({where}){best}"
 
     # --- loop: collect -> advantage (+ reference) -> update; validation after each epoch
@@ -424,7 +437,7 @@ def train_rpt(
                 print(f"[rpt] epoch {epoch:3d}  {seconds:6.1f}s  train reward {state['reward_per_epoch'][-1]:.4f}  valid ndcg@10 {metrics['ndcg@10']:.4f}  recall@10 {metrics['recall@10']:.4f}" + ("  *" if stopper.improved else ""), flush=True)
                 if stopper.improved:
                     save_checkpoint(
-                        best_path, policy=policy, policy_config=policy_config, data=data, max_len=max_len, dataset_name=str(config.get("dataset", {}).get("name", data.name)),
+                        best_path, policy=policy, policy_config=policy_config, data=data, max_len=max_len, dataset_name=dataset_name,
                         phase="rpt", epoch=epoch, metrics=metrics, config=config, extra={"rpt": asdict(cfg)},
                     )
                 state.update(epoch=epoch + 1, next_batch=0, epoch_rewards=[], finished=stop)
@@ -433,6 +446,8 @@ def train_rpt(
         collector.shutdown()
         tracker.close()
 
+    if stopper.best_epoch < 0:
+        print(f"[rpt] no RPT epoch beat the SPT start on validation ndcg@10; {best_path} holds the SPT weights", flush=True)
     best = torch.load(best_path, map_location=device, weights_only=False)
     policy.load_state_dict(best["policy_state"])
     reward_after = greedy_reward(policy, *train_probe, reward_fn, cfg.slate_size, device, eval_cfg.seed)
@@ -440,6 +455,7 @@ def train_rpt(
         "best_epoch": stopper.best_epoch,
         "epochs_run": state["epoch"],
         "valid": best["metrics"],
+        "valid_start": state.get("valid_start"),
         "checkpoint": str(best_path),
         "kept_rows": len(kept),
         "kept_fraction": kept_fraction,

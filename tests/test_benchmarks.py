@@ -56,6 +56,7 @@ def test_spt_and_rpt_benchmarks_feed_the_report(tmp_path):
 
     run_script("make_report.py", "--results", str(results), "--docs", str(docs))
     report = (docs / "RESULTS.md").read_text()
+    assert f"`python benchmarks/make_report.py --results {results} --docs {docs}` from `{results}/*.json`" in report
     for row in ("| lares (dense, L=8) | 2 |", "| sasrec (dense, L=8) | 1 |", "| SASRec (baseline) | sasrec (dense, L=8) | 1 |",
                 "| no TLA (alpha = 0) | lares noTLA (dense, L=8) | 1 |", "| no SLA (gamma = 0) | not run | 0 |", "### custom: rpt_custom",
                 "lares (dense, L=8) vs sasrec (dense, L=8): test ndcg@10", "Not measured yet: run `python benchmarks/latency.py`."):

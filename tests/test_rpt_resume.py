@@ -3,6 +3,7 @@ through the CLI after SIGKILL / Ctrl-C), phase-aware `run resume=`, and a NaN lo
 training with the last good state intact."""
 
 import json
+from dataclasses import replace
 import os
 import signal
 import subprocess
@@ -15,14 +16,14 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torchrl.collectors import Collector
 
-from lares_rl import rpt_losses
+from lares_rl import rpt, rpt_losses
 from lares_rl.checkpoint import load_checkpoint
 from lares_rl.data.sequences import SequenceData
 from lares_rl.errors import LaresError
 from lares_rl.evaluation import EvalConfig
 from lares_rl.policies.actor import make_slate_actor
 from lares_rl.policies.reasoner import LaresReasoner
-from lares_rl.resume import TrainingInterrupted, load_training_state
+from lares_rl.resume import TrainingInterrupted, load_training_state, weights_digest
 from lares_rl.rewards import make_reward
 from lares_rl.rpt import RPTConfig, train_rpt
 from lares_rl.runtime import seed_everything
@@ -56,10 +57,10 @@ def spt_policy(seed: int = 0) -> LaresReasoner:
     return LaresReasoner(N, max_len=L, d_model=16, n_heads=2, inner_size=32, dropout=0.2)
 
 
-def run_rpt(run_dir: Path, cfg: RPTConfig, resume: bool = False, policy_seed: int = 0) -> dict:
+def run_rpt(run_dir: Path, cfg: RPTConfig, resume: bool = False, policy_seed: int = 0, reward_fn=None) -> dict:
     seed_everything(0)  # what the CLI does before RPT; a resume must not depend on it
     return train_rpt(
-        policy=spt_policy(policy_seed), policy_config={}, data=rpt_data(), max_len=L, cfg=cfg, reward_fn=make_reward("ndcg", k=5),
+        policy=spt_policy(policy_seed), policy_config={}, data=rpt_data(), max_len=L, cfg=cfg, reward_fn=reward_fn or make_reward("ndcg", k=5),
         eval_cfg=EvalConfig(ks=[5, 10]), run_dir=run_dir, device=torch.device("cpu"), seed=0, config={}, progress=False, resume=resume,
     )
 
@@ -140,16 +141,31 @@ def test_nan_loss_names_term_and_step_and_keeps_the_last_good_state(tmp_path, mo
         run_rpt(tmp_path, GRPO)
     message = str(caught.value)
     assert "non-finite loss_kl (nan) at RPT epoch 1, batch 2/3, step 4" in message
-    assert f"{tmp_path / 'checkpoints' / 'rpt_last.pt'} (after epoch 0)" in message and "rpt_best.pt (best epoch 0)" in message
+    best_epoch = load_checkpoint(tmp_path / "checkpoints" / "rpt_best.pt")["epoch"]
+    assert best_epoch == (0 if full["valid_ndcg_per_epoch"][0] > full["valid_start"]["ndcg@10"] else -1)
+    kept_best = f"best epoch {best_epoch}" if best_epoch >= 0 else "the SPT start"
+    assert f"{tmp_path / 'checkpoints' / 'rpt_last.pt'} (after epoch 0)" in message and f"rpt_best.pt ({kept_best})" in message
     state = load_training_state(tmp_path / "checkpoints" / "rpt_last.pt")
     assert (state["progress"]["epoch"], state["progress"]["next_batch"], state["progress"]["step"]) == (1, 0, 3)
-    assert load_checkpoint(tmp_path / "checkpoints" / "rpt_best.pt")["epoch"] == 0
     # the last good state is a complete one: resuming from it gives the uninterrupted run
     monkeypatch.setattr(rpt_losses.GroupRelativeLoss, "forward", forward)
     assert without_timing(run_rpt(tmp_path, GRPO, resume=True)) == without_timing(full)
     # ... and only from the SPT weights it started from
     with pytest.raises(LaresError, match="SPT checkpoint's weights differ"):
         run_rpt(tmp_path, GRPO, resume=True, policy_seed=1)
+
+
+def test_rpt_that_never_beats_the_spt_start_keeps_the_spt_weights(tmp_path, monkeypatch):
+    """Validation that only gets worse after the start: early stopping runs out of patience and
+    rpt_best.pt holds exactly the weights RPT started from, with the start's metrics."""
+    scores = iter([0.5, 0.4, 0.3, 0.2])
+    monkeypatch.setattr(rpt, "evaluate_policy", lambda *args, **kwargs: {"ndcg@10": next(scores), "recall@10": 0.0})
+    start = weights_digest(spt_policy().state_dict())
+    summary = run_rpt(tmp_path, replace(GRPO, epochs=5, patience=2))
+    assert summary["best_epoch"] == -1 and summary["epochs_run"] == 2 and summary["valid_ndcg_per_epoch"] == [0.4, 0.3]
+    assert summary["valid"] == summary["valid_start"] == {"ndcg@10": 0.5, "recall@10": 0.0}
+    best = load_checkpoint(tmp_path / "checkpoints" / "rpt_best.pt")
+    assert best["epoch"] == -1 and weights_digest(best["policy_state"]) == start
 
 
 # ----------------------------------------------------------------------------- the console script

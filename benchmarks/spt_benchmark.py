@@ -24,7 +24,9 @@ import torch
 
 from lares_rl.checkpoint import build_policy
 from lares_rl.depth_sweep import sweep_depths
+from lares_rl.errors import LaresError
 from lares_rl.evaluation import EvalConfig, evaluate_policy
+from lares_rl.resume import TrainingInterrupted
 from lares_rl.runtime import seed_everything
 from lares_rl.spt import SPTConfig, train_spt
 
@@ -80,10 +82,13 @@ def main() -> None:
         run_dir = Path(args.runs_dir) / name / f"seed{seed}"
         if not args.resume:
             shutil.rmtree(run_dir, ignore_errors=True)
-        summary = train_spt(
-            policy=policy, policy_config=policy_cfg, data=data, max_len=max_len, cfg=spt_cfg, eval_cfg=eval_cfg,
-            run_dir=run_dir, device=device, seed=seed, config={"dataset": dataset_cfg, "policy": policy_cfg}, progress=False, resume=args.resume,
-        )
+        try:
+            summary = train_spt(
+                policy=policy, policy_config=policy_cfg, data=data, max_len=max_len, cfg=spt_cfg, eval_cfg=eval_cfg,
+                run_dir=run_dir, device=device, seed=seed, config={"dataset": dataset_cfg, "policy": policy_cfg}, progress=False, resume=args.resume,
+            )
+        except TrainingInterrupted:
+            raise SystemExit(f"[bench] {name} seed {seed} interrupted; its training state is saved under {run_dir}. Continue it with the same command, --seeds {seed} and --resume") from None
         start = time.perf_counter()
         test = evaluate_policy(policy, data, "test", max_len, eval_cfg, device)
         eval_seconds = time.perf_counter() - start
@@ -95,4 +100,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except LaresError as err:
+        raise SystemExit(f"error: {err}") from None

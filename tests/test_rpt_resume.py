@@ -3,10 +3,10 @@ through the CLI after SIGKILL / Ctrl-C), phase-aware `run resume=`, and a NaN lo
 training with the last good state intact."""
 
 import json
-from dataclasses import replace
 import os
 import signal
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np

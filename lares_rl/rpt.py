@@ -316,7 +316,7 @@ def train_rpt(
         # The SPT weights are the first candidate: rpt_best.pt never ends up worse on validation
         # than the model RPT started from, and an RPT epoch counts as progress only if it beats it.
         valid_start = evaluate_policy(policy, data, "valid", max_len, eval_cfg, device)
-        stopper = EarlyStopping(cfg.patience, best=valid_start["ndcg@10"])
+        stopper.best = valid_start["ndcg@10"]
         save_checkpoint(
             best_path, policy=policy, policy_config=policy_config, data=data, max_len=max_len, dataset_name=dataset_name,
             phase="rpt", epoch=-1, metrics=valid_start, config=config, extra={"rpt": asdict(cfg)},

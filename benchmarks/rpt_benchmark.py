@@ -28,8 +28,8 @@ from omegaconf import OmegaConf
 from lares_rl.atomic import atomic_write_text
 from lares_rl.checkpoint import build_policy, check_same_data, load_checkpoint, policy_from_checkpoint
 from lares_rl.config import section_from_mapping
-from lares_rl.evaluation import EvalConfig, evaluate_policy
-from lares_rl.rpt import RPTConfig, instantiate_reward, train_rpt
+from lares_rl.evaluation import EvalConfig
+from lares_rl.rpt import RPTConfig, instantiate_reward, train_rpt_with_test
 from lares_rl.runtime import resolve_device, seed_everything
 from lares_rl.spt import SPTConfig, train_spt
 
@@ -146,18 +146,17 @@ def main() -> None:
         check_same_data(payload, data, checkpoint)
         policy = policy_from_checkpoint(payload, device)
         ckpt_len = int(payload["dataset"]["max_len"])
-        before = {split: evaluate_policy(policy, data, split, ckpt_len, eval_cfg, device) for split in ("valid", "test")}
         run_dir = run_root / f"rpt_seed{seed}"
         shutil.rmtree(run_dir, ignore_errors=True)
         seed_everything(seed)
         start = time.perf_counter()
-        summary = train_rpt(
+        result = train_rpt_with_test(
             policy=policy, policy_config=payload["policy_config"], data=data, max_len=ckpt_len, cfg=rpt_cfg, reward_fn=reward_fn, eval_cfg=eval_cfg,
             run_dir=run_dir, device=device, seed=seed, config={"dataset": dataset_cfg, "rpt": vars(rpt_cfg)}, progress=False,
         )
-        summary["seconds"] = time.perf_counter() - start
-        after = {split: evaluate_policy(policy, data, split, ckpt_len, eval_cfg, device) for split in ("valid", "test")}
-        merged = merge_seed(out.with_suffix(".json"), record, {"seed": seed, "spt_checkpoint": str(checkpoint), "before": before, "after": after, "rpt": summary}, same=("dataset", "reward", "rpt"))
+        result["rpt"]["seconds"] = time.perf_counter() - start  # includes the two test passes
+        before, after, summary = result["before"], result["after"], result["rpt"]
+        merged = merge_seed(out.with_suffix(".json"), record, {"seed": seed, "spt_checkpoint": str(checkpoint), **result}, same=("dataset", "reward", "rpt"))
         print(f"[bench] seed {seed}: test ndcg@10 {before['test']['ndcg@10']:.4f} -> {after['test']['ndcg@10']:.4f}, "
               f"collect {summary['collect_frames_per_sec']:.0f} frames/s, loop {summary['loop_frames_per_sec']:.0f} frames/s", flush=True)
     write_plot(merged["seeds"], out.with_suffix(".png"))

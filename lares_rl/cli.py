@@ -149,20 +149,15 @@ def _checkpoint_inputs(cfg: DictConfig, command: str):
 
 def _rpt_with_before_after(cfg: DictConfig, payload, policy, data, rpt_cfg, reward_fn, eval_cfg, device, run_dir: Path, resume: bool, resume_command: str) -> dict:
     """Valid/test before, RPT (resumed from ``run_dir`` when ``resume``), valid/test after (the best RPT weights)."""
-    from .evaluation import evaluate_policy
-    from .rpt import train_rpt
+    from .rpt import train_rpt_with_test
     from .runtime import seed_everything
 
-    max_len = int(payload["dataset"]["max_len"])
-    before = {split: evaluate_policy(policy, data, split, max_len, eval_cfg, device) for split in ("valid", "test")}
     seed_everything(int(cfg.seed))
-    summary = train_rpt(
-        policy=policy, policy_config=payload["policy_config"], data=data, max_len=max_len, cfg=rpt_cfg, reward_fn=reward_fn,
+    return train_rpt_with_test(
+        policy=policy, policy_config=payload["policy_config"], data=data, max_len=int(payload["dataset"]["max_len"]), cfg=rpt_cfg, reward_fn=reward_fn,
         eval_cfg=eval_cfg, run_dir=run_dir, device=device, seed=int(cfg.seed), config=to_plain(cfg), progress=bool(cfg.progress),
         resume=resume, resume_command=resume_command,
     )
-    after = {split: evaluate_policy(policy, data, split, max_len, eval_cfg, device) for split in ("valid", "test")}
-    return {"before": before, "after": after, "rpt": summary}
 
 
 def command_rpt(cfg: DictConfig) -> dict:

@@ -329,6 +329,8 @@ def train_rpt(
             "valid_start": valid_start,
         }
     else:  # after the Collector is built, so nothing it does at start-up shifts a restored stream
+        if "valid_start" not in saved["progress"]:  # states saved before the start became a candidate
+            saved["progress"]["valid_start"] = evaluate_policy(policy, data, "valid", max_len, eval_cfg, device)
         policy.load_state_dict(saved["policy_state"])
         if value_head is not None:
             value_head.load_state_dict(saved["value_head_state"])
@@ -455,7 +457,7 @@ def train_rpt(
         "best_epoch": stopper.best_epoch,
         "epochs_run": state["epoch"],
         "valid": best["metrics"],
-        "valid_start": state.get("valid_start"),
+        "valid_start": state["valid_start"],
         "checkpoint": str(best_path),
         "kept_rows": len(kept),
         "kept_fraction": kept_fraction,
@@ -467,4 +469,19 @@ def train_rpt(
         "collect_frames_per_sec": state["frames"] / state["collect_seconds"] if state["collect_seconds"] else 0.0,
         "loop_frames_per_sec": state["frames"] / state["loop_seconds"] if state["loop_seconds"] else 0.0,
         "frames": state["frames"],
+    }
+
+
+def train_rpt_with_test(*, policy: nn.Module, data, max_len: int, eval_cfg: EvalConfig, device: torch.device, **train_kwargs) -> dict:
+    """``train_rpt`` plus the test split before and after: ``{"before", "after", "rpt"}``, each
+    side ``{"valid", "test"}`` metrics. Validation comes from the RPT summary (the start and the
+    kept weights, evaluated there with the fixed evaluation seed), so it is not computed twice;
+    test is never looked at inside RPT, only here."""
+    test_before = evaluate_policy(policy, data, "test", max_len, eval_cfg, device)
+    summary = train_rpt(policy=policy, data=data, max_len=max_len, eval_cfg=eval_cfg, device=device, **train_kwargs)
+    test_after = evaluate_policy(policy, data, "test", max_len, eval_cfg, device)
+    return {
+        "before": {"valid": summary["valid_start"], "test": test_before},
+        "after": {"valid": summary["valid"], "test": test_after},
+        "rpt": summary,
     }

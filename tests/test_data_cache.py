@@ -8,7 +8,6 @@ import pytest
 from fixtures_data import EXPECTED, ROWS, as_original, tiny_cfg, write_atomic
 
 from lares_rl.data import load_dataset
-from lares_rl.data import cache as cache_mod
 from lares_rl.data import pipeline
 
 

@@ -92,5 +92,5 @@ def test_an_unwritable_run_directory_is_one_error_line_before_hydra_starts(tmp_p
         extra = ["-m"] if key == "hydra.sweep.dir" else []
         result = subprocess.run([*argv, *extra, f"{key}={run_dir}"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
         assert result.returncode == 2, result.stderr
-        assert result.stderr.startswith(f"error: cannot write the run directory") and f"({key}={run_dir})" in result.stderr, result.stderr
+        assert result.stderr.startswith("error: cannot write the run directory") and f"({key}={run_dir})" in result.stderr, result.stderr
         assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr

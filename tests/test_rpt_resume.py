@@ -20,12 +20,12 @@ from lares_rl import rpt, rpt_losses
 from lares_rl.checkpoint import load_checkpoint
 from lares_rl.data.sequences import SequenceData
 from lares_rl.errors import LaresError
-from lares_rl.evaluation import EvalConfig
+from lares_rl.evaluation import EvalConfig, evaluate_policy
 from lares_rl.policies.actor import make_slate_actor
 from lares_rl.policies.reasoner import LaresReasoner
-from lares_rl.resume import TrainingInterrupted, load_training_state, weights_digest
+from lares_rl.resume import TrainingInterrupted, load_training_state, save_training_state, weights_digest
 from lares_rl.rewards import make_reward
-from lares_rl.rpt import RPTConfig, train_rpt
+from lares_rl.rpt import RPTConfig, train_rpt, train_rpt_with_test
 from lares_rl.runtime import seed_everything
 from tests.cli_process import finish, start, wait_for_epoch
 from tests.synthetic import write_sequential_csv
@@ -166,6 +166,33 @@ def test_rpt_that_never_beats_the_spt_start_keeps_the_spt_weights(tmp_path, monk
     assert summary["valid"] == summary["valid_start"] == {"ndcg@10": 0.5, "recall@10": 0.0}
     best = load_checkpoint(tmp_path / "checkpoints" / "rpt_best.pt")
     assert best["epoch"] == -1 and weights_digest(best["policy_state"]) == start
+
+
+def test_state_saved_before_valid_start_existed_resumes_and_evaluates_the_start(tmp_path, uninterrupted):
+    """An rpt_last.pt from before the SPT start became a candidate has no ``valid_start``;
+    resuming evaluates it on the SPT weights the caller passed, before restoring RPT's."""
+    full = uninterrupted(GRPO)
+    assert run_rpt(tmp_path, GRPO)["valid_start"] == full["valid_start"]
+    path = tmp_path / "checkpoints" / "rpt_last.pt"
+    state = load_training_state(path)
+    del state["progress"]["valid_start"]
+    save_training_state(path, state)
+    assert without_timing(run_rpt(tmp_path, GRPO, resume=True)) == without_timing(full)
+
+
+def test_train_rpt_with_test_takes_validation_from_the_rpt_summary(tmp_path, uninterrupted):
+    """Before/after validation is the summary's (not a second pass) and equals a fresh evaluation."""
+    policy, data, eval_cfg, cpu = spt_policy(), rpt_data(), EvalConfig(ks=[5, 10]), torch.device("cpu")
+    start_valid = evaluate_policy(policy, data, "valid", L, eval_cfg, cpu)
+    start_test = evaluate_policy(policy, data, "test", L, eval_cfg, cpu)
+    seed_everything(0)
+    result = train_rpt_with_test(
+        policy=policy, policy_config={}, data=data, max_len=L, cfg=GRPO, reward_fn=make_reward("ndcg", k=5),
+        eval_cfg=eval_cfg, run_dir=tmp_path, device=cpu, seed=0, config={}, progress=False,
+    )
+    assert result["before"] == {"valid": start_valid, "test": start_test}
+    assert result["after"] == {"valid": evaluate_policy(policy, data, "valid", L, eval_cfg, cpu), "test": evaluate_policy(policy, data, "test", L, eval_cfg, cpu)}
+    assert without_timing(result["rpt"]) == without_timing(uninterrupted(GRPO))
 
 
 # ----------------------------------------------------------------------------- the console script

@@ -20,7 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from lares_rl.atomic import atomic_write_text  # noqa: E402
-from results_io import mean_std  # noqa: E402
+from results_io import mean_std, seed_commands  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLISHED_BEAUTY = {"BSARec (published, L=50, masked)": (0.1008, 0.0611), "ICLRec (published, L=50, masked)": (0.0744, 0.0403)}
@@ -67,7 +67,7 @@ def diagnostics_section(runs: list[dict]) -> list[str]:
     lines = ["## Diagnostics (capped runs, validation only)", "", "| run | epochs | best valid NDCG@10 | best valid Recall@10 | command |", "|---|---:|---:|---:|---|"]
     for run in capped:
         for seed in run["seeds"]:
-            lines.append(f"| {label(run)} seed {seed['seed']} | {seed['epochs_run']} | {seed['valid']['ndcg@10']:.4f} | {seed['valid']['recall@10']:.4f} | `{run['command']}` |")
+            lines.append(f"| {label(run)} seed {seed['seed']} | {seed['epochs_run']} | {seed['valid']['ndcg@10']:.4f} | {seed['valid']['recall@10']:.4f} | `{seed_commands({**run, 'seeds': [seed]})}` |")
     return lines + ["", "Capped at a few epochs to compare SPT variants on validation data at equal budget; not used for model selection on test.", ""]
 
 
@@ -91,7 +91,7 @@ def quality_section(runs: list[dict]) -> list[str]:
             col = lambda split, metric: mean_std([s[split][metric] for s in seeds])  # noqa: E731
             lines.append(
                 f"| {label(run)} | {len(seeds)} | {col('test', 'recall@10')} | {col('test', 'ndcg@10')} | {col('test_masked', 'recall@10')} | {col('test_masked', 'ndcg@10')} "
-                f"| {statistics.mean(s['best_epoch'] + 1 for s in seeds):.0f} | {stopped_by(run)} | `{run['command']}` ({run['machine']}) |"
+                f"| {statistics.mean(s['best_epoch'] + 1 for s in seeds):.0f} | {stopped_by(run)} | `{seed_commands(run)}` ({run['machine']}) |"
             )
         if dataset == "amazon-beauty":
             for name, (hr, ndcg) in PUBLISHED_BEAUTY.items():
@@ -211,7 +211,7 @@ def depth_section(runs: list[dict], docs: Path) -> list[str]:
         png = docs / f"depth_{run['name']}.png"
         fig.savefig(png, dpi=110)
         plt.close(fig)
-        lines += ["", f"Test sweep over each seed's best checkpoint, from `{run['command']}` ({run['machine']}).", "", f"![metric vs k]({png.name})", ""]
+        lines += ["", f"Test sweep over each seed's best checkpoint, from `{seed_commands(run)}` ({run['machine']}).", "", f"![metric vs k]({png.name})", ""]
     return lines
 
 
@@ -231,7 +231,7 @@ def rpt_subsection(path: Path) -> list[str]:
     seeds = record["seeds"]
     lines = [
         f"### {record['dataset']}: {path.stem}", "",
-        f"Command: `{record['command']}`; machine: {record['machine']}. SPT checkpoint(s): {spt_sources(seeds)}.", "",
+        f"Command: `{seed_commands(record)}`; machine: {record['machine']}. SPT checkpoint(s): {spt_sources(seeds)}.", "",
         "| split | metric | SPT (before) | SPT+RPT (after) | change |", "|---|---|---:|---:|---:|",
     ]
     for split in ("valid", "test"):

@@ -66,11 +66,59 @@ def merge_seed(out_path: Path, record: dict, row: dict, same: tuple[str, ...], d
         for key in same:
             if merged[key] != record[key]:
                 raise SystemExit(f"error: {out_path} holds seeds with a different {key}; write this configuration to another file (--tag / --out)")
+        row = {**row, "command": record["command"]}
         merged["seeds"] = sorted([s for s in merged["seeds"] if s["seed"] != row["seed"]] + [row], key=lambda s: s["seed"])
-        if record["command"] not in merged["command"]:
-            merged["command"] += f" ; {record['command']}"
         atomic_write_json(out_path, merged)
     return merged
+
+
+def _flags(command: str) -> tuple[str, dict[str, list[str]]]:
+    """``"python x.py --a 1 2 --b"`` -> ``("python x.py", {"--a": ["1", "2"], "--b": []})``.
+    Recorded commands are built by ``command_line``, so values never start with ``--``."""
+    head, _, rest = command.partition(" --")
+    flags: dict[str, list[str]] = {}
+    for chunk in filter(None, (" --" + rest).split(" --")):
+        name, *values = chunk.split()
+        flags[f"--{name}"] = values
+    return head, flags
+
+
+def _seed_flags(run: dict, row: dict) -> tuple[str, dict[str, list[str]]]:
+    """The command that produced one seed row, narrowed to that seed.
+
+    Rows carry their own command; files written before that hold one record command joined
+    with " ; " over reruns, where the last part whose ``--seeds`` names the seed made it. Lists
+    aligned with ``--seeds`` (``--checkpoints``) are narrowed with it. ``--resume`` is dropped:
+    resuming is exact, so the run it finished is the one the command without it makes."""
+    seed = str(row["seed"])
+    candidates = [row["command"]] if "command" in row else run["command"].split(" ; ")
+    parsed = [_flags(part) for part in candidates]
+    head, flags = next((p for p in reversed(parsed) if seed in p[1].get("--seeds", [])), parsed[-1])
+    seeds = flags.get("--seeds", [seed])
+    narrowed = {}
+    for name, values in flags.items():
+        if name == "--resume":
+            continue
+        aligned = name != "--seeds" and len(seeds) > 1 and len(values) == len(seeds) and seed in seeds
+        narrowed[name] = [values[seeds.index(seed)]] if aligned else values
+    narrowed["--seeds"] = [seed]
+    return head, narrowed
+
+
+def seed_commands(run: dict) -> str:
+    """The commands behind a record's seed rows, one per group of seeds that ran the same
+    settings (``--seeds`` listing the group), joined with " ; " in seed order."""
+    groups: dict[str, list[tuple[str, dict]]] = {}
+    for row in run["seeds"]:
+        head, flags = _seed_flags(run, row)
+        key = head + repr(sorted((k, v) for k, v in flags.items() if k != "--seeds"))
+        groups.setdefault(key, []).append((head, flags))
+    commands = []
+    for members in groups.values():
+        head, flags = members[0]
+        flags = {**flags, "--seeds": [s for _, f in members for s in f["--seeds"]]}
+        commands.append(" ".join([head, *(" ".join([name, *values]) for name, values in flags.items())]))
+    return " ; ".join(commands)
 
 
 def mean_std(values: list[float]) -> str:

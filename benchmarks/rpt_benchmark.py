@@ -34,7 +34,7 @@ from lares_rl.runtime import resolve_device, seed_everything
 from lares_rl.spt import SPTConfig, train_spt
 
 from benchmark_data import DEFAULT_BEAUTY_PATH, config_file, dataset_names, key_values, load_benchmark_dataset
-from results_io import command_line, machine_description, mean_std, merge_seed
+from results_io import command_line, machine_description, mean_std, merge_seed, seed_commands
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOWN = ("ndcg@10", "recall@10")
@@ -84,7 +84,7 @@ def markdown(record: dict) -> str:
     header = "| seed | " + " | ".join(f"{split} {m} SPT -> RPT" for split in ("valid", "test") for m in SHOWN) + " | kept rows | epochs to best | collect frames/s | loop frames/s |"
     lines = [
         f"# RPT on {record['dataset']} ({record['rpt']['algorithm']}, reward {record['reward']})", "",
-        f"Command: `{record['command']}`", "", f"Machine: {record['machine']}", "",
+        f"Command: `{seed_commands(record)}`", "", f"Machine: {record['machine']}", "",
         "RPT settings: " + ", ".join(f"{k}={v}" for k, v in record["rpt"].items()), "",
         header, "|---|" + "---:|" * (len(SHOWN) * 2 + 4),
     ]

@@ -19,7 +19,7 @@ from tests.synthetic import write_sequential_csv
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))  # the scripts import their helpers as top-level modules
 
-from results_io import command_line, merge_seed  # noqa: E402
+from results_io import command_line, merge_seed, seed_commands  # noqa: E402
 
 TINY_POLICY = ["--policy-set", "d_model=16", "inner_size=32"]
 
@@ -74,11 +74,25 @@ def test_merge_seed_replaces_a_rerun_seed_and_refuses_another_configuration(tmp_
     merge_seed(out, record, {"seed": 1, "ndcg": 0.1}, same=("spt",))
     merge_seed(out, {**record, "command": "python benchmarks/x.py --seeds 0"}, {"seed": 0, "ndcg": 0.2}, same=("spt",))
     merged = merge_seed(out, record, {"seed": 1, "ndcg": 0.3}, same=("spt",))
-    assert merged["seeds"] == [{"seed": 0, "ndcg": 0.2}, {"seed": 1, "ndcg": 0.3}]
-    assert merged["command"] == "python benchmarks/x.py --seeds 1 ; python benchmarks/x.py --seeds 0"
+    assert [(row["seed"], row["ndcg"], row["command"]) for row in merged["seeds"]] == [(0, 0.2, "python benchmarks/x.py --seeds 0"), (1, 0.3, "python benchmarks/x.py --seeds 1")]
+    assert seed_commands(merged) == "python benchmarks/x.py --seeds 0 1"
     with pytest.raises(SystemExit, match="different spt"):
         merge_seed(out, {**record, "spt": {"alpha": 0.0}}, {"seed": 2, "ndcg": 0.0}, same=("spt",))
     assert len(json.loads(out.read_text())["seeds"]) == 2
+
+
+def test_seed_commands_name_the_command_of_each_seed_row():
+    """Seeds that ran the same settings share one command; others get their own. Files from
+    before rows had a command are read from the " ; "-joined record command: the last part
+    naming a seed made it, and lists aligned with --seeds are narrowed with it."""
+    base = "python benchmarks/x.py --dataset d --seeds {} --lr 0.001"
+    rows = [{"seed": 0, "command": base.format("0 1") + " --resume"}, {"seed": 1, "command": base.format("0 1")}, {"seed": 2, "command": base.format(2).replace("0.001", "0.01")}]
+    assert seed_commands({"seeds": rows}) == base.format("0 1") + " ; " + base.format(2).replace("0.001", "0.01")
+    legacy = {
+        "command": "python benchmarks/r.py --checkpoints a.pt b.pt --seeds 0 1 --epochs 4 ; python benchmarks/r.py --checkpoints c.pt --seeds 1 --epochs 4",
+        "seeds": [{"seed": 0}, {"seed": 1}],
+    }
+    assert seed_commands(legacy) == "python benchmarks/r.py --checkpoints a.pt --seeds 0 --epochs 4 ; python benchmarks/r.py --checkpoints c.pt --seeds 1 --epochs 4"
 
 
 def test_command_line_keeps_zero_settings_and_drops_unset_ones():

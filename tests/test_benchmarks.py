@@ -8,12 +8,15 @@ real benchmark run.
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
+from tests.cli_process import wait_for_epoch
 from tests.synthetic import write_sequential_csv
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,6 +67,29 @@ def test_spt_and_rpt_benchmarks_feed_the_report(tmp_path):
     full_method = next(line for line in report.splitlines() if line.startswith("| LARES-SPT+RPT"))
     assert "from custom__lares__dense__L8/seed0 | 1 |" in full_method
     assert (docs / "depth_custom__lares__dense__L8.png").is_file()
+
+
+def test_ctrl_c_in_spt_benchmark_names_the_resume_flags_and_resume_finishes_the_seed(tmp_path):
+    """Hours-long Beauty seeds get interrupted: one line saying how to continue, no traceback,
+    no half-finished row in the results; ``--resume`` then continues the saved run."""
+    log = write_sequential_csv(tmp_path / "log.csv")
+    results, runs = tmp_path / "results", tmp_path / "runs"
+    argv = [sys.executable, str(ROOT / "benchmarks" / "spt_benchmark.py"), "--dataset", "custom", "--dataset-set", f"path={log}", "user_col=uid", "item_col=sku", "time_col=ts",
+            "max_len=8", "--policy", "lares", "--seeds", "0", "--mode", "dense", "--batch-size", "64", "--out-dir", str(results), "--runs-dir", str(runs), *TINY_POLICY]
+    state = runs / "custom__lares__dense__L8" / "seed0" / "checkpoints" / "spt_last.pt"
+    process = subprocess.Popen([*argv, "--max-epochs", "500", "--patience", "500"], cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_epoch(state, 1, process, deadline_s=300, poll_s=0.2)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 1 and "Traceback" not in err and err.count("\n") == 1, err
+    assert err.startswith("[bench] custom__lares__dense__L8 seed 0 interrupted; its training state is saved under") and err.rstrip().endswith("--seeds 0 and --resume"), err
+    assert not (results / "custom__lares__dense__L8.json").exists()
+    saved_epochs = torch.load(state, weights_only=False)["progress"]["epoch"]
+    out = run_script("spt_benchmark.py", *argv[2:], "--max-epochs", str(saved_epochs + 1), "--patience", "500", "--resume")
+    assert f"at epoch {saved_epochs}, batch" in out
+    row = json.loads((results / "custom__lares__dense__L8.json").read_text())["seeds"][0]
+    assert row["epochs_run"] == saved_epochs + 1 and row["command"].endswith("--resume")
 
 
 def test_merge_seed_replaces_a_rerun_seed_and_refuses_another_configuration(tmp_path):

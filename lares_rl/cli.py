@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import hydra
@@ -121,9 +122,21 @@ def _rpt_setup(cfg: DictConfig, num_items: int, recurrent: bool):
     from .rpt import RPTConfig, instantiate_reward
 
     rpt_cfg = section_from_mapping(RPTConfig, cfg.rpt, "rpt")
+    if not recurrent and rpt_cfg.exploration == "latent" and not _overridden("rpt.exploration"):
+        # latent exploration (the reference) varies k and T0, which a backbone without a core
+        # block (SASRec) does not have; only an explicit rpt.exploration=latent is an error
+        print("[lares-rl] this policy has no reasoning core, so latent exploration cannot vary anything: RPT samples slates instead (rpt.exploration=plackett_luce)")
+        rpt_cfg = replace(rpt_cfg, exploration="plackett_luce")
     reward_fn = instantiate_reward(cfg.reward, num_items)
     rpt_cfg.check_compatible(num_items=num_items, reward_fn=reward_fn, recurrent=recurrent)
     return rpt_cfg, reward_fn
+
+
+def _overridden(key: str) -> bool:
+    """Whether ``key`` was set on the command line (``key=``, ``+key=``, ``++key=``)."""
+    if not HydraConfig.initialized():
+        return False
+    return any(override.lstrip("+~").split("=", 1)[0] == key for override in HydraConfig.get().overrides.task)
 
 
 def _load_spt_checkpoint(path, data, device):

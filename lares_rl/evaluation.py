@@ -27,8 +27,10 @@ class EvalConfig:
     def validate(self) -> None:
         if self.split not in ("valid", "test"):
             raise LaresError(f"eval.split={self.split!r} must be 'valid' or 'test'")
-        if not self.ks or any(int(k) < 1 for k in self.ks):
-            raise LaresError(f"eval.ks={self.ks} must be a non-empty list of positive cut-offs")
+        if not self.ks or any(k < 1 for k in self.ks) or 10 not in self.ks:
+            raise LaresError(f"eval.ks={self.ks} must be a list of positive cut-offs that includes 10 (early stopping, model selection and the reports read NDCG@10 and Recall@10), e.g. eval.ks=[5,10,20]")
+        if not self.sweep_ks or any(k < 1 for k in self.sweep_ks):
+            raise LaresError(f"eval.sweep_ks={self.sweep_ks} must be a non-empty list of reasoning depths >= 1, e.g. eval.sweep_ks=[1,2,4,8]")
         if self.batch_size < 1:
             raise LaresError(f"eval.batch_size={self.batch_size} must be >= 1")
         if self.k is not None and self.k < 1:

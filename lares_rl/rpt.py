@@ -99,7 +99,7 @@ class RPTConfig:
         require(
             recurrent or self.exploration != "latent",
             "rpt.exploration",
-            "latent exploration needs a recurrent LARES policy (this checkpoint has no core block, e.g. SASRec); use rpt.exploration=plackett_luce or categorical",
+            "latent exploration needs a recurrent LARES policy (this policy has no core block, e.g. SASRec); use rpt.exploration=plackett_luce or categorical",
         )
 
 

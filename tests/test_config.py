@@ -1,0 +1,36 @@
+"""Config sections from Hydra nodes: every mistyped or out-of-range value is one LaresError naming
+the key, including fields whose default is null or a list (they used to pass unchecked)."""
+
+import pytest
+
+from lares_rl.config import section_from_mapping
+from lares_rl.errors import LaresError
+from lares_rl.evaluation import EvalConfig
+from lares_rl.rpt import RPTConfig
+from lares_rl.spt import SPTConfig
+
+
+@pytest.mark.parametrize("cls, key, values, message", [
+    (EvalConfig, "eval", {"k": "abc"}, "eval.k must be a number"),
+    (EvalConfig, "eval", {"k": 2.5}, "eval.k must be an integer"),
+    (EvalConfig, "eval", {"ks": 5}, "eval.ks must be a list"),
+    (EvalConfig, "eval", {"ks": ["a", 10]}, r"eval.ks\[0\] must be a number"),
+    (EvalConfig, "eval", {"ks": [5]}, "includes 10"),
+    (EvalConfig, "eval", {"sweep_ks": [0, 1]}, "eval.sweep_ks"),
+    (EvalConfig, "eval", {"sweep_ks": []}, "eval.sweep_ks"),
+    (EvalConfig, "eval", {"split": 1}, "eval.split must be a string"),
+    (EvalConfig, "eval", {"exclude_history": "yes"}, "eval.exclude_history must be true or false"),
+    (RPTConfig, "rpt", {"batches_per_epoch": "abc"}, "rpt.batches_per_epoch must be a number"),
+    (RPTConfig, "rpt", {"batches_per_epoch": 0}, "rpt.batches_per_epoch"),
+    (SPTConfig, "spt", {"dense_stride": [1]}, "spt.dense_stride must be a number"),
+    (SPTConfig, "spt", {"lrr": 1}, "unknown config key"),
+])
+def test_bad_values_name_their_key(cls, key, values, message):
+    with pytest.raises(LaresError, match=message):
+        section_from_mapping(cls, values, key)
+
+
+def test_nulls_and_integral_floats_are_accepted():
+    cfg = section_from_mapping(EvalConfig, {"k": None, "ks": [5, 10.0], "batch_size": 2e3}, "eval")
+    assert cfg.k is None and cfg.ks == [5, 10] and cfg.batch_size == 2000 and isinstance(cfg.batch_size, int)
+    assert section_from_mapping(RPTConfig, {"batches_per_epoch": 3.0}, "rpt").batches_per_epoch == 3

@@ -61,12 +61,16 @@ def save_checkpoint(path: str | Path, *, policy: nn.Module, policy_config: Mappi
 def load_checkpoint(path: str | Path) -> dict:
     """Load and validate a checkpoint file (any problem becomes one LaresError naming the file)."""
     path = Path(path)
+    if path.is_dir():
+        raise LaresError(f"checkpoint {path} is a directory; pass the .pt file inside it, e.g. {path / 'checkpoints' / 'spt_best.pt'}")
     if not path.is_file():
         raise LaresError(f"checkpoint {path} does not exist; pass checkpoint=<path to a .pt file written by lares-rl>")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:
         raise LaresError(f"checkpoint {path} is corrupt or not a lares_rl checkpoint ({type(err).__name__}); retrain or restore it") from err
+    if isinstance(payload, dict) and str(payload.get("format", "")).startswith("lares_rl.training_state/"):
+        raise LaresError(f"{path} is a training state (for resume=<run dir>), not a model checkpoint; pass {path.with_name(path.name.replace('_last', '_best'))} instead")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise LaresError(f"checkpoint {path} is not a {FORMAT} file; it was not written by this version of lares_rl")
     return payload

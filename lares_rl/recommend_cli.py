@@ -31,7 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", default="-", help="JSON-lines output file, written atomically; - writes stdout (default)")
     parser.add_argument("--top-k", type=int, default=10, help="items per history (default 10)")
     parser.add_argument("--include-seen", action="store_true", help="allow items of the history in the output (excluded by default)")
-    parser.add_argument("--deterministic", action="store_true", help="no T0 noise, fixed depth: identical input gives identical output")
+    parser.add_argument("--deterministic", action="store_true", help="no T0 noise, fixed depth (instead of seeded noise)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the T0 noise: identical input gives identical output (default 0)")
     parser.add_argument("--k", type=int, default=None, help="reasoning depth (default: the checkpoint's evaluation depth)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:<n>")
     parser.add_argument("--batch-size", type=int, default=1024, help="histories per forward pass (default 1024)")
@@ -39,23 +40,37 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _read_text(path: str) -> str:
-    if path == "-":
-        return sys.stdin.read()
+    """The input as text: UTF-8, a leading byte-order mark dropped (editors on Windows write one);
+    a decoding error names the line."""
+    if path == "-" and not hasattr(sys.stdin, "buffer"):  # a text stream with no bytes below it
+        return sys.stdin.read().removeprefix("\ufeff")
     try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
+        if path == "-":
+            raw = sys.stdin.buffer.read()
+        else:
+            with open(path, "rb") as handle:
+                raw = handle.read()
     except FileNotFoundError as err:
         raise LaresError(f"input file {path} does not exist; pass --input <JSON-lines file> or - for stdin") from err
-    except UnicodeDecodeError as err:
-        raise LaresError(f"input file {path} is not UTF-8 text ({err.reason} at byte {err.start})") from err
     except OSError as err:
         raise LaresError(f"cannot read input file {path}: {err.strerror or err}") from err
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        source, line = "stdin" if path == "-" else f"input file {path}", raw[: err.start].count(b"\n") + 1
+        raise LaresError(f"{source} line {line} is not UTF-8 text ({err.reason}); save the file as UTF-8") from err
+
+
+def _lines(text: str) -> list[str]:
+    """Lines split on \n only (a trailing \r dropped): str.splitlines would also split inside a
+    JSON string holding U+2028 or U+0085, which json.dumps(ensure_ascii=False) writes raw."""
+    return [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
 
 
 def parse_lines(text: str, source: str = "input") -> tuple[list[Any], list[list], list[int]]:
     """(users, histories, line numbers) of the non-blank lines; a malformed line is a LaresError."""
     users, histories, line_numbers = [], [], []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(_lines(text), start=1):
         if not line.strip():
             continue
         try:
@@ -76,19 +91,36 @@ def parse_lines(text: str, source: str = "input") -> tuple[list[Any], list[list]
     return users, histories, line_numbers
 
 
+def _check_flags(args: argparse.Namespace) -> None:
+    """Flag errors in the flags' own names (the API would name its keyword arguments)."""
+    from .runtime import resolve_device
+
+    if not Path(args.checkpoint).is_file():
+        what = "is a directory" if Path(args.checkpoint).is_dir() else "does not exist"
+        raise LaresError(f"checkpoint {args.checkpoint} {what}; pass --checkpoint <run dir>/checkpoints/spt_best.pt (a .pt file written by lares-rl)")
+    for flag, value in (("--top-k", args.top_k), ("--batch-size", args.batch_size), ("--k", args.k)):
+        if value is not None and value < 1:
+            raise LaresError(f"{flag} {value} is invalid; it must be >= 1")
+    try:
+        resolve_device(args.device)
+    except LaresError:
+        raise LaresError(f"--device {args.device} is not usable here ({'no CUDA device is available' if args.device.startswith('cuda') else 'unknown device'}); pass --device auto or --device cpu") from None
+
+
 def run(args: argparse.Namespace) -> None:
     from .atomic import atomic_write_text
     from .recommender import InvalidHistoryError, Recommender
 
-    if not Path(args.checkpoint).is_file():
-        raise LaresError(f"checkpoint {args.checkpoint} does not exist; pass --checkpoint <run dir>/checkpoints/spt_best.pt (a .pt file written by lares-rl)")
+    _check_flags(args)
     source = "stdin" if args.input == "-" else f"input file {args.input}"
     recommender = Recommender.from_checkpoint(args.checkpoint, device=args.device, k=args.k, deterministic=args.deterministic)
+    if args.top_k > recommender.num_items:
+        raise LaresError(f"--top-k {args.top_k} is larger than the catalog of {args.checkpoint} ({recommender.num_items} items); lower --top-k")
     users, histories, line_numbers = parse_lines(_read_text(args.input), source)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            recs = recommender.recommend(histories, top_k=args.top_k, exclude_seen=not args.include_seen, batch_size=args.batch_size)
+            recs = recommender.recommend(histories, top_k=args.top_k, exclude_seen=not args.include_seen, batch_size=args.batch_size, seed=args.seed)
         except InvalidHistoryError as err:
             raise LaresError(f"{source} line {line_numbers[err.index]}: the history {err.reason}") from None
     for warning in caught:

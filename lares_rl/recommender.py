@@ -1,6 +1,6 @@
 """Top-k recommendations from a trained checkpoint, in the data set's ORIGINAL item ids.
 
-    rec = Recommender.from_checkpoint("outputs/.../checkpoints/spt_best.pt", deterministic=True)
+    rec = Recommender.from_checkpoint("runs/.../checkpoints/spt_best.pt", deterministic=True)
     [r] = rec.recommend([["50", "181", "258"]], top_k=5)
     r.items, r.scores, r.titles, r.unknown_items, r.truncated
 
@@ -16,8 +16,8 @@ Item ids are compared as strings (``50`` and ``"50"`` are the same item). Per hi
   left after excluding, the list is shorter than ``top_k``.
 
 Randomness: LARES draws its initial thought T0 from the global torch RNG at evaluation too (policy
-``t0_init="normal"``), so two calls on the same history may rank differently; ``torch.manual_seed``
-before a call replays it. ``deterministic=True`` sets ``t0_init="zero"`` on the loaded policy and
+``t0_init="normal"``), so two calls on the same history may rank differently; ``seed=`` (or
+``torch.manual_seed`` before a call) replays it. ``deterministic=True`` sets ``t0_init="zero"`` on the loaded policy and
 fixes the depth k (the policy's evaluation depth, or the given ``k``): an identical call (same
 histories, same ``batch_size``) then gives bit-identical output. Scoring the same history inside a
 different batch can move scores in the last float bits (BLAS blocking), not the ranking in
@@ -26,6 +26,7 @@ practice. Dropout is always off (eval mode).
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 import warnings
 from collections.abc import Iterable, Mapping, Set
@@ -189,8 +190,11 @@ class Recommender:
             scores.scatter_(1, exclude.to(self.device), float("-inf"))
         return torch.topk(scores, top_k, dim=1)
 
-    def recommend(self, histories: Sequence[Sequence[ItemId]], top_k: int = 10, exclude_seen: bool = True, batch_size: int = 1024) -> list[Recommendation]:
+    def recommend(self, histories: Sequence[Sequence[ItemId]], top_k: int = 10, exclude_seen: bool = True, batch_size: int = 1024, seed: int | None = None) -> list[Recommendation]:
         """One :class:`Recommendation` per history (original item ids, oldest first), in order.
+
+        ``seed`` fixes this call's T0 noise (as ``eval.seed`` does for evaluation) without touching
+        the global RNG: the same call gives the same output. None draws from the global RNG.
 
         Raises LaresError for a bad ``top_k``/``batch_size``/``exclude_seen`` or a ``histories`` that
         is not a list of histories, and :class:`InvalidHistoryError` (a LaresError with ``.index``)
@@ -205,7 +209,24 @@ class Recommender:
             raise LaresError(f"exclude_seen={exclude_seen!r} is invalid; it must be True or False")
         if isinstance(histories, (str, bytes, bytearray, Mapping)) or not isinstance(histories, Iterable):
             raise LaresError(f"histories must be a list of histories (each a list of item ids), got {type(histories).__name__}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+            raise LaresError(f"seed={seed!r} is invalid; it must be an integer or None")
         parsed = [self._known(history, h) for h, history in enumerate(histories)]
+        with contextlib.nullcontext() if seed is None else torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            if seed is not None:
+                torch.manual_seed(int(seed))
+            results, truncated_count = self._score(parsed, int(top_k), bool(exclude_seen), batch_size)
+        if truncated_count:
+            warnings.warn(
+                f"{truncated_count} of {len(parsed)} histories have more than max_len={self.max_len} known items; "
+                f"the most recent {self.max_len} of each were used (see Recommendation.truncated)",
+                HistoryTruncatedWarning,
+                stacklevel=2,
+            )
+        return results
+
+    def _score(self, parsed: list[tuple[list[int], list]], top_k: int, exclude_seen: bool, batch_size: int) -> tuple[list[Recommendation], int]:
+        """Recommendations for parsed histories (known indices, unknown ids), and how many were truncated."""
         length_cap, results, truncated_count = self.max_len, [], 0
         for start in range(0, len(parsed), batch_size):
             chunk = parsed[start : start + batch_size]
@@ -221,7 +242,7 @@ class Recommender:
                 for row, (known, _) in enumerate(chunk):
                     exclude[row, : len(known)] = known
                 exclude = torch.from_numpy(exclude)
-            values, indices = self.recommend_ids(torch.from_numpy(seq), torch.from_numpy(lengths), int(top_k), exclude)
+            values, indices = self.recommend_ids(torch.from_numpy(seq), torch.from_numpy(lengths), top_k, exclude)
             for (known, unknown), row_values, row_indices in zip(chunk, values.cpu().tolist(), indices.cpu().tolist()):
                 if exclude_seen and row_values[-1] == float("-inf"):  # fewer than top_k items left
                     keep = sum(v != float("-inf") for v in row_values)
@@ -235,14 +256,7 @@ class Recommender:
                     unknown_items=unknown,
                     truncated=truncated,
                 ))
-        if truncated_count:
-            warnings.warn(
-                f"{truncated_count} of {len(parsed)} histories have more than max_len={length_cap} known items; "
-                f"the most recent {length_cap} of each were used (see Recommendation.truncated)",
-                HistoryTruncatedWarning,
-                stacklevel=2,
-            )
-        return results
+        return results, truncated_count
 
     def __repr__(self) -> str:
         return f"Recommender(num_items={self.num_items}, max_len={self.max_len}, k={self.k}, deterministic={self.deterministic}, device={self.device})"

@@ -141,6 +141,18 @@ def test_default_mode_draws_t0_noise(checkpoint):
     assert a != b and noisy.recommend([["i1", "i2"]], top_k=3)[0].scores == a  # noise from the global RNG
 
 
+def test_seed_replays_the_noise_without_touching_the_global_rng(checkpoint):
+    noisy = Recommender.from_checkpoint(checkpoint, device="cpu")
+    torch.manual_seed(5)
+    expected_next = torch.rand(1)
+    torch.manual_seed(5)
+    a = noisy.recommend([["i1", "i2"]], top_k=3, seed=7)
+    assert noisy.recommend([["i1", "i2"]], top_k=3, seed=7) == a != noisy.recommend([["i1", "i2"]], top_k=3, seed=8)
+    assert torch.rand(1) == expected_next
+    with pytest.raises(LaresError, match="seed="):
+        noisy.recommend([["i1"]], seed=1.5)
+
+
 def test_checkpoint_errors(tmp_path, checkpoint):
     with pytest.raises(LaresError, match="does not exist"):
         Recommender.from_checkpoint(tmp_path / "missing.pt", device="cpu")
@@ -195,7 +207,39 @@ def test_cli_errors_exit_2_without_output(checkpoint, tmp_path, capsys):
     assert main(["--checkpoint", str(tmp_path / "missing.pt"), "--input", str(src)]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(["--checkpoint", str(checkpoint), "--input", str(src), "--top-k", "99"]) == 2
-    assert "top_k=99" in capsys.readouterr().err
+    assert "--top-k 99 is larger than the catalog" in capsys.readouterr().err
+    for flags, needle in ((["--top-k", "0"], "--top-k 0"), (["--k", "0"], "--k 0"), (["--batch-size", "0"], "--batch-size 0"), (["--device", "tpu"], "--device tpu")):
+        assert main(["--checkpoint", str(checkpoint), "--input", str(src), *flags]) == 2
+        assert capsys.readouterr().err.startswith(f"error: {needle}")
+    assert main(["--checkpoint", str(tmp_path), "--input", str(src)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    state = tmp_path / "spt_last.pt"
+    torch.save({"format": "lares_rl.training_state/1"}, state)
+    assert main(["--checkpoint", str(state), "--input", str(src)]) == 2
+    assert f"is a training state (for resume=<run dir>), not a model checkpoint; pass {tmp_path / 'spt_best.pt'} instead" in capsys.readouterr().err
+
+
+def test_cli_reads_its_own_output_bom_and_line_separators(checkpoint, tmp_path, capsys):
+    """U+2028 inside a JSON string is not a line break (json.dumps(ensure_ascii=False) writes it
+    raw); a UTF-8 byte-order mark is dropped; bytes that are not UTF-8 name their line."""
+    src = tmp_path / "in.jsonl"
+    src.write_bytes('\ufeff{"user": "a\u2028b", "history": ["i1"]}\r\n["i2"]\n'.encode("utf-8"))
+    assert main(["--checkpoint", str(checkpoint), "--input", str(src), "--deterministic"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.split("\n") if line]
+    assert [r["user"] for r in rows] == ["a\u2028b", None]
+    src.write_bytes(b'["i1"]\n["i2"]\n["\xff"]\n')
+    assert main(["--checkpoint", str(checkpoint), "--input", str(src)]) == 2
+    assert "line 3 is not UTF-8" in capsys.readouterr().err
+
+
+def test_cli_default_output_is_reproducible_and_seed_changes_the_noise(checkpoint, tmp_path, capsys):
+    src = tmp_path / "in.jsonl"
+    src.write_text('["i1", "i2"]\n["i3"]\n')
+    outputs = []
+    for extra in ([], [], ["--seed", "1"]):
+        assert main(["--checkpoint", str(checkpoint), "--input", str(src), "--top-k", "3", *extra]) == 0
+        outputs.append(_rows(capsys.readouterr().out))
+    assert outputs[0] == outputs[1] and outputs[0] != outputs[2]
 
 
 def test_python_dash_m_entry(checkpoint):

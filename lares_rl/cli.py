@@ -13,6 +13,7 @@ exit status 2; Hydra itself reports unknown keys and group options.
 from __future__ import annotations
 
 import errno
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -343,6 +344,10 @@ def _check_output_dir(argv: list[str]) -> None:
 
 def main() -> None:
     """Console script: ``lares-rl [command] [overrides...]`` (command defaults to ``run``)."""
+    # as `python -m` and `python -c` do: the README's reward._target_=my_rewards.fn and
+    # policy.backbone=my_block.Block import from the current directory
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     argv = sys.argv[1:]
     command = "run"
     if argv and not argv[0].startswith("-") and "=" not in argv[0]:

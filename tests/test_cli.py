@@ -123,3 +123,16 @@ def test_run_with_sasrec_explores_by_sampling_slates(tmp_path):
     assert json.loads((tmp_path / "sasrec" / "metrics.json").read_text())["test"]["rpt"]["ndcg@10"] >= 0.0
     result = run_cli(tmp_path, "run", *args, "rpt.exploration=latent", "hydra.run.dir=sasrec_latent")
     assert result.returncode == 2 and "rpt.exploration: latent exploration needs a recurrent LARES policy" in result.stderr, result.stderr
+
+
+def test_console_script_imports_user_code_from_the_current_directory(tmp_path):
+    """``lares-rl`` (the installed script, whose sys.path starts at its bin directory) resolves
+    reward._target_=my_rewards.top1_bonus from the working directory, as the README shows: the
+    run gets past the reward to the next check instead of failing to import the module."""
+    script = Path(sys.executable).with_name("lares-rl")
+    if not script.is_file():
+        pytest.skip("lares-rl console script not installed in this environment")
+    (tmp_path / "my_rewards.py").write_text((Path(__file__).parent / "plugins" / "my_rewards.py").read_text())
+    result = subprocess.run([str(script), "run", *tiny_data_args(tmp_path), "reward._target_=my_rewards.top1_bonus", "rpt.slate_size=100000"],
+                            cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "rpt.slate_size" in result.stderr and "my_rewards" not in result.stderr, result.stderr

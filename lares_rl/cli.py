@@ -133,11 +133,34 @@ def _rpt_setup(cfg: DictConfig, num_items: int, recurrent: bool):
     return rpt_cfg, reward_fn
 
 
-def _overridden(key: str) -> bool:
-    """Whether ``key`` was set on the command line (``key=``, ``+key=``, ``++key=``)."""
+def _override_keys() -> list[str]:
+    """The keys set on the command line (``key=``, ``+key=``, ``++key=``, ``~key``)."""
     if not HydraConfig.initialized():
-        return False
-    return any(override.lstrip("+~").split("=", 1)[0] == key for override in HydraConfig.get().overrides.task)
+        return []
+    return [override.lstrip("+~").split("=", 1)[0] for override in HydraConfig.get().overrides.task]
+
+
+def _overridden(key: str) -> bool:
+    return key in _override_keys()
+
+
+def _check_policy_overrides(cfg: DictConfig, payload, path) -> None:
+    """A checkpoint's policy is rebuilt from its own config, so a ``policy.*`` override would be
+    silently ignored; one that restates the checkpoint's value (the training run's overrides,
+    passed again) is fine, one that differs is an error saying what to do instead."""
+    from omegaconf import OmegaConf
+
+    saved = OmegaConf.create(payload["policy_config"])
+    for key in _override_keys():
+        if key != "policy" and not key.startswith("policy."):
+            continue
+        field = key.partition(".")[2] or "name"
+        wanted, trained = to_plain(OmegaConf.select(cfg.policy, field)), to_plain(OmegaConf.select(saved, field))
+        if wanted != trained:
+            raise LaresError(
+                f"{key}={wanted!r} cannot change checkpoint {path}, whose policy has {field}={trained!r}: a checkpoint's policy comes from the checkpoint. "
+                "Drop the override; set the reasoning depth with eval.k=N, or train a new model with it"
+            )
 
 
 def _load_spt_checkpoint(path, data, device):
@@ -158,6 +181,7 @@ def _checkpoint_inputs(cfg: DictConfig, command: str):
     device = resolve_device(cfg.device)
     data = _load_data(cfg)
     payload, policy = _load_spt_checkpoint(cfg.checkpoint, data, device)
+    _check_policy_overrides(cfg, payload, cfg.checkpoint)
     return payload, policy, data, device
 
 

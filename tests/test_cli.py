@@ -81,6 +81,17 @@ def test_bad_inputs_fail_with_one_clear_line(trained_run, tmp_path):
         assert "Traceback" not in result.stderr, (argv, result.stderr)
 
 
+def test_policy_overrides_that_would_be_ignored_by_a_checkpoint_are_refused(trained_run):
+    """``eval`` rebuilds the policy from the checkpoint: restating its training overrides is fine
+    (``args`` carry none here, the fixture's policy.d_model=16 is restated), changing one is an error."""
+    base, args, _ = trained_run
+    checkpoint = base / "run1" / "checkpoints" / "spt_best.pt"
+    same = run_cli(base, "eval", *args, f"checkpoint={checkpoint}", "policy.d_model=16", "hydra.run.dir=eval_same")
+    assert same.returncode == 0, same.stderr
+    changed = run_cli(base, "eval", *args, f"checkpoint={checkpoint}", "policy.mean_recurrence=8", "hydra.run.dir=eval_changed")
+    assert changed.returncode == 2 and "policy.mean_recurrence=8 cannot change checkpoint" in changed.stderr and "eval.k=N" in changed.stderr, changed.stderr
+
+
 def test_checkpoint_from_other_data_is_refused(trained_run, tmp_path):
     base, args, _ = trained_run
     checkpoint = base / "run1" / "checkpoints" / "spt_best.pt"

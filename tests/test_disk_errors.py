@@ -94,3 +94,15 @@ def test_an_unwritable_run_directory_is_one_error_line_before_hydra_starts(tmp_p
         assert result.returncode == 2, result.stderr
         assert result.stderr.startswith("error: cannot write the run directory") and f"({key}={run_dir})" in result.stderr, result.stderr
         assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_atomic_writes_get_the_permissions_a_plain_open_would(tmp_path, umask, mode):
+    """mkstemp creates 0600 files: results and checkpoints would be unreadable to other users
+    (a shared TensorBoard host, a teammate) unless the umask is applied as open() does."""
+    old = os.umask(umask)
+    try:
+        atomic.atomic_write_text(tmp_path / "metrics.json", "{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "metrics.json").stat().st_mode & 0o777 == mode

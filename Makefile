@@ -28,5 +28,5 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)
 
-clean:
-	rm -rf $(VENV) outputs multirun .lares_cache
+clean:  # the venv and the data cache; results in runs/ and multirun/ are kept
+	rm -rf $(VENV) .lares_cache

@@ -339,8 +339,3 @@ def make_slate_actor(
         return_log_prob=True,
         log_prob_key="action_log_prob",
     )
-
-
-def actor_policy(actor: ProbabilisticActor) -> nn.Module:
-    """The policy wrapped by :func:`make_slate_actor`."""
-    return actor.module[0].policy

@@ -7,7 +7,7 @@ import torch
 from tensordict import TensorDict
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
-from lares_rl.policies.actor import CategoricalSlate, PlackettLuceSlate, actor_policy, make_slate_actor, replay_step_log_probs
+from lares_rl.policies.actor import CategoricalSlate, PlackettLuceSlate, make_slate_actor, replay_step_log_probs
 from lares_rl.policies.reasoner import LaresReasoner
 
 N, L, B, K = 30, 6, 12, 4
@@ -44,7 +44,7 @@ def test_output_keys_and_shapes(exploration):
     if exploration == "latent":
         assert torch.equal(out["action"], out["logits"].topk(K).indices) and (out["action_log_prob"] == 0).all()
     assert set(actor.out_keys) >= {"action", "action_log_prob", "num_steps", "rollout_seed"}
-    assert actor_policy(actor).training  # the caller's mode is restored
+    assert actor.module[0].policy.training  # the caller's mode is restored
 
 
 def test_replay_is_exact_in_train_mode_and_seeds_matter():

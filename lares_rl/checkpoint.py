@@ -35,8 +35,9 @@ def build_policy(policy_config: Mapping[str, Any], num_items: int, max_len: int)
         return policy_class(num_items=num_items, max_len=max_len, **options)
     except TypeError as err:
         raise LaresError(f"policy config does not match {target}: {err}; check the keys under `policy`") from err
-    except ValueError as err:
-        raise LaresError(str(err)) from err
+    except ValueError as err:  # building blocks (layers) do not know config keys; say where to look
+        message = str(err)
+        raise LaresError(message if message.startswith("policy.") else f"policy: {message}; check the keys under `policy`") from err
 
 
 def save_checkpoint(path: str | Path, *, policy: nn.Module, policy_config: Mapping, data, max_len: int, dataset_name: str, phase: str, epoch: int, metrics: Mapping, config: Mapping, extra: Mapping | None = None) -> None:

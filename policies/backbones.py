@@ -65,8 +65,9 @@ def bsarec_block(
     return LayerStack([BSARecLayer(d_model, n_heads, inner_size, dropout, max_len, bsarec_alpha, bsarec_c) for _ in range(n_layers)])
 
 
-def resolve_backbone(name: str) -> BackboneFactory:
-    """A registered name, or a dotted path ``package.module.Factory`` to a user's factory/class."""
+def resolve_backbone(name: str, key: str = "policy.backbone") -> BackboneFactory:
+    """A registered name, or a dotted path ``package.module.Factory`` to a user's factory/class;
+    ``key`` is the config key errors name."""
     if name in BACKBONES:
         return BACKBONES[name]
     if "." in name:
@@ -74,5 +75,5 @@ def resolve_backbone(name: str) -> BackboneFactory:
         try:
             return getattr(importlib.import_module(module_name), attr)
         except (ImportError, AttributeError) as err:
-            raise ValueError(f"policy.backbone={name!r}: cannot import {attr!r} from {module_name!r} ({err})") from err
-    raise ValueError(f"policy.backbone={name!r} is unknown; registered backbones: {sorted(BACKBONES)}, or give a dotted path to your own module")
+            raise ValueError(f"{key}={name!r}: cannot import {attr!r} from {module_name!r} ({err})") from err
+    raise ValueError(f"{key}={name!r} is unknown; registered backbones: {sorted(BACKBONES)}, or give a dotted path to your own module")

@@ -87,7 +87,7 @@ class LaresReasoner(nn.Module):
         self.input_dropout = FastDropout(dropout)
         sizes = dict(d_model=d_model, n_heads=n_heads, inner_size=inner_size, dropout=dropout, max_len=max_len, **(backbone_options or {}))
         self.pre_block = resolve_backbone(backbone)(n_layers=n_pre_layers, **sizes) if n_pre_layers else None
-        self.core_block = resolve_backbone(core_backbone or backbone)(n_layers=n_core_layers, **sizes) if n_core_layers else None
+        self.core_block = resolve_backbone(core_backbone or backbone, "policy.core_backbone" if core_backbone else "policy.backbone")(n_layers=n_core_layers, **sizes) if n_core_layers else None
         if self.core_block is not None:
             self.core_norm = nn.LayerNorm(d_model, eps=1e-12)
             if aggregation == "concat":

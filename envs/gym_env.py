@@ -119,7 +119,7 @@ class NextItemGymEnv(gym.Env):
         if self._cursor < 0:
             raise RuntimeError("call reset() before step()")
         if self._steps >= self.horizon or self._cursor >= self.data.stops[self._episode]:
-            raise RuntimeError("the episode is over (truncated); call reset()")
+            raise RuntimeError("the episode is over; call reset()")
         slate = torch.from_numpy(self._validate_action(action))[None]
         target = int(self.data.items[self._cursor])
         target_t = torch.tensor([target])

@@ -17,9 +17,14 @@ METRIC_NAMES = ("recall", "ndcg", "mrr")
 
 
 def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """0-based pessimistic rank of each target among all non-padding items. scores [B, N+1], targets [B]."""
+    """0-based pessimistic rank of each target among all non-padding items. scores [B, N+1], targets [B].
+
+    NaN is pessimistic too: a NaN item outranks the target and a NaN target ranks last, so a
+    diverged model scores 0 (``>= NaN`` is all False and would otherwise give rank -1, a hit)."""
     target_scores = scores.gather(1, targets.view(-1, 1))
-    return (scores[:, 1:] >= target_scores).sum(dim=1) - 1
+    items = scores[:, 1:]
+    ranks = ((items >= target_scores) | items.isnan()).sum(dim=1) - 1
+    return torch.where(target_scores.squeeze(1).isnan(), items.shape[1] - 1, ranks)
 
 
 def metrics_from_ranks(ranks: torch.Tensor, ks: Sequence[int] = DEFAULT_KS) -> dict[str, torch.Tensor]:
@@ -58,7 +63,9 @@ def evaluate_scores(
 ) -> dict[str, float]:
     """Mean metrics of ``score_fn(seq, lengths) -> [b, N+1]`` over all rows, batched.
 
-    ``history`` (CSR over the same rows) masks seen items when given.
+    ``history`` (CSR over the same rows) masks seen items when given, except each row's target:
+    in data with repeat consumption the next item may have been seen, and masking it would make
+    it an automatic miss.
     """
     if len(targets) == 0:
         raise ValueError("cannot evaluate on zero users")
@@ -66,10 +73,12 @@ def evaluate_scores(
     for start in range(0, len(targets), batch_size):
         stop = min(start + batch_size, len(targets))
         scores = score_fn(seqs[start:stop].to(device), lengths[start:stop].to(device)).float()
-        if history is not None:
-            indptr, items = history
-            mask_history(scores, indptr[start : stop + 1], items)
         batch_targets = targets[start:stop].to(device)
+        if history is not None:  # the target stays scored when it was also consumed before (repeats)
+            indptr, items = history
+            target_scores = scores.gather(1, batch_targets.view(-1, 1))
+            mask_history(scores, indptr[start : stop + 1], items)
+            scores.scatter_(1, batch_targets.view(-1, 1), target_scores)
         for name, values in metrics_from_ranks(target_ranks(scores, batch_targets), ks).items():
             totals[name] = totals.get(name, 0.0) + values.sum().item()
     return {name: total / len(targets) for name, total in totals.items()}

@@ -63,8 +63,9 @@ def rollout_groups(num_steps: torch.Tensor, seeds: torch.Tensor) -> list[tuple[i
 def final_entropy(logits: torch.Tensor) -> torch.Tensor:
     """Entropy of softmax(logits) over the last dim; -inf columns (padding) contribute 0."""
     log_p = torch.log_softmax(logits, dim=-1)
-    terms = torch.where(torch.isinf(log_p), torch.zeros_like(log_p), log_p.exp() * log_p)
-    return -terms.sum(-1)
+    # clamp before the product: where() alone still backpropagates 0 * (-inf) = NaN
+    finite_log_p = log_p.clamp(min=torch.finfo(log_p.dtype).min)
+    return -(log_p.exp() * finite_log_p).sum(-1)
 
 
 def run_rollouts(

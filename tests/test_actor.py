@@ -7,7 +7,7 @@ import torch
 from tensordict import TensorDict
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
-from lares_rl.policies.actor import CategoricalSlate, PlackettLuceSlate, make_slate_actor, replay_step_log_probs
+from lares_rl.policies.actor import CategoricalSlate, PlackettLuceSlate, final_entropy, make_slate_actor, replay_step_log_probs
 from lares_rl.policies.reasoner import LaresReasoner
 
 N, L, B, K = 30, 6, 12, 4
@@ -145,3 +145,9 @@ def test_item_sampling_without_latent_noise_explores_only_the_slate():
     assert torch.equal(first["logits"], second["logits"]) and not torch.equal(first["action"], second["action"])
     with pytest.raises(ValueError, match="latent_noise"):
         make_slate_actor(tiny_policy(), K, "latent", latent_noise=False)
+
+
+def test_final_entropy_has_a_finite_gradient_with_a_padding_column():
+    logits = torch.tensor([[float("-inf"), 0.3, -1.0, 2.0]], requires_grad=True)
+    final_entropy(logits).sum().backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad[0, 0] == 0

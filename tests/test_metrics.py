@@ -68,3 +68,24 @@ def test_mask_history_and_batching_are_consistent():
     reference = brute_force(masked, targets, (5, 10, 20))
     assert all(math.isclose(reference[name], full[name], rel_tol=1e-9) for name in full)
     assert full["recall@10"] >= evaluate_scores(score_fn, seqs, lengths, targets)["recall@10"]
+
+
+def test_nan_scores_count_against_the_target():
+    """A diverged model must score 0, not a perfect hit (``>= NaN`` is all False)."""
+    nan = float("nan")
+    scores = torch.tensor([[float("-inf"), nan, 0.5, 0.1], [float("-inf"), 0.9, nan, 0.2], [float("-inf"), nan, nan, nan]])
+    assert target_ranks(scores, torch.tensor([1, 1, 2])).tolist() == [2, 1, 2]
+    values = metrics_from_ranks(target_ranks(scores, torch.tensor([1, 1, 2])), (1,))
+    assert values["recall@1"].tolist() == [0.0, 0.0, 0.0] and all(math.isfinite(v) for v in values["ndcg@1"].tolist())
+
+
+def test_a_repeated_target_is_not_masked_as_history():
+    """Repeat consumption: the next item was also seen before; masking history keeps it scored."""
+    table = torch.tensor([[float("-inf"), 0.9, 0.5, 0.1]])  # item 1 is the best and the target
+
+    def score_fn(seq, lengths):
+        return table.clone()
+
+    history = (torch.tensor([0, 2]), torch.tensor([1, 2]))  # seen: items 1 and 2
+    got = evaluate_scores(score_fn, torch.zeros(1, 1, dtype=torch.long), torch.ones(1, dtype=torch.long), torch.tensor([1]), ks=(1,), history=history)
+    assert got["recall@1"] == 1.0

@@ -179,6 +179,16 @@ def latency_section(docs: Path) -> list[str]:
     return ["## Recommendation latency", "", *context, "", *table, "", "Details: [latency.md](latency.md).", ""]
 
 
+def eval_noise_section(docs: Path) -> list[str]:
+    """docs/eval_noise.md (written by benchmarks/eval_noise.py) without its title, inlined: how
+    much the evaluation-time T0 noise alone moves the numbers above."""
+    path = docs / "eval_noise.md"
+    if not path.is_file():
+        return ["## Evaluation noise", "", "Not measured yet: run `python benchmarks/eval_noise.py --checkpoints ...`.", ""]
+    body = [line for line in path.read_text().splitlines() if not line.startswith("# ")]
+    return ["## Evaluation noise", *body, "Details: [eval_noise.md](eval_noise.md).", ""]
+
+
 def speed_section(runs: list[dict]) -> list[str]:
     lines = ["## Training and evaluation speed", "", "| data set | model | s / epoch | training samples / s | evaluation users / s | machine |", "|---|---|---:|---:|---:|---|"]
     for run in runs:
@@ -257,7 +267,7 @@ def shown(path: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results", help="the SPT benchmark JSON files")
-    parser.add_argument("--docs", type=Path, default=ROOT / "docs", help="holds the RPT and latency reports; RESULTS.md and the plots are written here")
+    parser.add_argument("--docs", type=Path, default=ROOT / "docs", help="holds the RPT, latency and eval-noise reports; RESULTS.md and the plots are written here")
     args = parser.parse_args()
     args.docs.mkdir(parents=True, exist_ok=True)
     runs = load_spt_runs(args.results)
@@ -267,7 +277,7 @@ def main() -> None:
     full = [r for r in runs if is_full_run(r)]
     lines += (
         stats_section(runs) + quality_section(full) + ablation_section(full, args.docs) + rpt_section(args.docs) + depth_section(full, args.docs)
-        + diagnostics_section(runs) + speed_section(runs) + latency_section(args.docs)
+        + diagnostics_section(runs) + eval_noise_section(args.docs) + speed_section(runs) + latency_section(args.docs)
     )
     atomic_write_text(args.docs / "RESULTS.md", "\n".join(lines) + "\n")
     print(f"wrote {args.docs / 'RESULTS.md'}")

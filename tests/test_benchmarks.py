@@ -57,12 +57,14 @@ def test_spt_and_rpt_benchmarks_feed_the_report(tmp_path):
     assert rpt["seeds"][0]["spt_checkpoint"] == str(checkpoint)
     assert (docs / "rpt_custom.png").is_file()
 
+    run_script("eval_noise.py", "--checkpoints", str(checkpoint), *data, "--eval-seeds", "0", "1", "--batch-sizes", "8", "64", "--output", str(docs / "eval_noise.md"))
     run_script("make_report.py", "--results", str(results), "--docs", str(docs))
     report = (docs / "RESULTS.md").read_text()
     assert f"`python benchmarks/make_report.py --results {results} --docs {docs}` from `{results}/*.json`" in report
     for row in ("| lares (dense, L=8) | 2 |", "| sasrec (dense, L=8) | 1 |", "| SASRec (baseline) | sasrec (dense, L=8) | 1 |",
                 "| no TLA (alpha = 0) | lares noTLA (dense, L=8) | 1 |", "| no SLA (gamma = 0) | not run | 0 |", "### custom: rpt_custom",
-                "lares (dense, L=8) vs sasrec (dense, L=8): test ndcg@10", "Not measured yet: run `python benchmarks/latency.py`."):
+                "lares (dense, L=8) vs sasrec (dense, L=8): test ndcg@10", "Not measured yet: run `python benchmarks/latency.py`.",
+                "## Evaluation noise", f"| `{checkpoint}` | "):
         assert row in report
     full_method = next(line for line in report.splitlines() if line.startswith("| LARES-SPT+RPT"))
     assert "from custom__lares__dense__L8/seed0 | 1 |" in full_method

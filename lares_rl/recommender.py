@@ -194,7 +194,8 @@ class Recommender:
         """One :class:`Recommendation` per history (original item ids, oldest first), in order.
 
         ``seed`` fixes this call's T0 noise (as ``eval.seed`` does for evaluation) without touching
-        the global RNG: the same call gives the same output. None draws from the global RNG.
+        the global RNG: the same call (same histories, same ``batch_size``) gives the same output;
+        the noise is drawn per batch, so other batches redraw it. None draws from the global RNG.
 
         Raises LaresError for a bad ``top_k``/``batch_size``/``exclude_seen`` or a ``histories`` that
         is not a list of histories, and :class:`InvalidHistoryError` (a LaresError with ``.index``)

@@ -12,7 +12,7 @@ SASRec (a policy without a core block) has one state, so it trains on L_rec alon
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Mapping
 
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import require
+from .config import require, to_plain
 from .errors import LaresError
 from .evaluation import EvalConfig, evaluate_policy
 from .resume import TrainingInterrupted, capture_rng, load_training_state, restore_rng, save_training_state, stop_on_sigint
@@ -151,6 +151,22 @@ def spt_loss(policy: nn.Module, batch: tuple[torch.Tensor, ...], positive: tuple
     return out
 
 
+def check_resume_settings(saved: Mapping, settings: Mapping, run_dir: Path) -> None:
+    """Refuse to resume an SPT run with other settings (they would be half applied: Adam's saved
+    lr and early stopping's patience win, another batch size re-cuts the saved epoch order).
+    Only ``spt.epochs`` may change, to extend a run that hit its cap. States saved before the
+    settings were recorded cannot be checked and resume with a warning."""
+    if "settings" not in saved:
+        print(f"[spt] warning: {run_dir} was saved without its settings; resuming without checking that they match", flush=True)
+        return
+    before = {**saved["settings"], "spt": {**saved["settings"]["spt"], "epochs": settings["spt"]["epochs"]}}
+    changed = [f"spt.{key}" for key in settings["spt"] if before["spt"].get(key) != settings["spt"][key]]
+    labels = {"policy_config": "policy", "data_fingerprint": "the data (dataset file or settings)", "max_len": "dataset.max_len", "seed": "seed"}
+    changed += [label for key, label in labels.items() if before.get(key) != settings[key]]
+    if changed:
+        raise LaresError(f"cannot resume {run_dir}: the settings differ from the interrupted run ({', '.join(changed)}); pass the same ones (only spt.epochs may change)")
+
+
 def total_loss(terms: Mapping[str, torch.Tensor], step: int) -> torch.Tensor:
     """Sum of the ``loss_*`` entries; a NaN/inf term stops training naming the term and step."""
     for name, value in terms.items():
@@ -202,8 +218,10 @@ def train_spt(
     stopper = EarlyStopping(cfg.patience)
     best_path, state_path = run_dir / "checkpoints" / "spt_best.pt", run_dir / "checkpoints" / "spt_last.pt"
     progress_state = {"epoch": 0, "next_batch": 0, "perm": None, "seen_rows": 0, "step": 0, "epoch_seconds": [], "finished": False}
+    settings = {"spt": asdict(cfg), "policy_config": to_plain(policy_config), "data_fingerprint": data.fingerprint, "max_len": max_len, "seed": seed}
     if resume:
         saved = load_training_state(state_path)
+        check_resume_settings(saved, settings, run_dir)
         policy.load_state_dict(saved["policy_state"])
         optimizer.load_state_dict(saved["optimizer_state"])
         stopper.load_state_dict(saved["stopper"])
@@ -217,7 +235,7 @@ def train_spt(
     def save_state() -> None:
         save_training_state(state_path, {
             "policy_state": policy.state_dict(), "optimizer_state": optimizer.state_dict(), "stopper": stopper.state_dict(),
-            "rng": capture_rng(generator), "progress": progress_state,
+            "rng": capture_rng(generator), "progress": progress_state, "settings": settings,
         })
 
     # --- loop: one pass over shuffled rows per epoch, then validation

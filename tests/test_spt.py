@@ -1,11 +1,18 @@
 import math
+import os
+import signal
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from lares_rl import spt
+from lares_rl.checkpoint import load_checkpoint
 from lares_rl.data import SequenceData
-from lares_rl.spt import SameTargetIndex, SPTConfig, epoch_order, info_nce, recommendation_loss, spt_loss
+from lares_rl.errors import LaresError
+from lares_rl.evaluation import EvalConfig
+from lares_rl.resume import TrainingInterrupted, load_training_state, save_training_state, weights_digest
+from lares_rl.spt import SameTargetIndex, SPTConfig, epoch_order, info_nce, recommendation_loss, spt_loss, train_spt
 from lares_rl.policies.reasoner import LaresReasoner
 
 
@@ -96,3 +103,60 @@ def test_bucketed_epoch_order_covers_every_row_once_and_tightens_batch_widths():
     assert width(bucketed) < 0.75 * width(plain)
     again = epoch_order(lengths, 32, True, torch.Generator().manual_seed(1), pool_batches=8)
     assert torch.equal(bucketed, again)
+
+
+def _tiny_data() -> SequenceData:
+    g = torch.Generator().manual_seed(0)
+    return SequenceData.from_sequences([torch.randint(1, 21, (int(n),), generator=g).tolist() for n in torch.randint(5, 9, (20,), generator=g)], num_items=20)
+
+
+def _train(run_dir, cfg: SPTConfig, resume: bool, **changes) -> dict:
+    kwargs = dict(policy=_tiny_model(), policy_config={"d_model": 16}, data=_tiny_data(), max_len=6, cfg=cfg, eval_cfg=EvalConfig(),
+                  run_dir=run_dir, device=torch.device("cpu"), seed=0, config={"dataset": {"name": "tiny"}}, progress=False, resume=resume) | changes
+    return train_spt(**kwargs)
+
+
+def test_resume_refuses_other_settings_except_more_epochs(tmp_path, capsys):
+    """Half-applied settings are worse than an error: Adam's saved lr and the saved patience would
+    win, another batch size would re-cut the saved epoch order. Only spt.epochs may grow."""
+    base = SPTConfig(epochs=1, batch_size=16, patience=5)
+    _train(tmp_path, base, resume=False)
+    for cfg, changes, named in ((SPTConfig(epochs=1, batch_size=8, patience=5), {}, "spt.batch_size"),
+                                (SPTConfig(epochs=1, batch_size=16, patience=5, lr=0.01), {}, "spt.lr"),
+                                (base, {"seed": 1}, "seed"), (base, {"policy_config": {"d_model": 32}}, "policy")):
+        with pytest.raises(LaresError, match=f"settings differ from the interrupted run \\({named}\\)"):
+            _train(tmp_path, cfg, resume=True, **changes)
+    assert _train(tmp_path, SPTConfig(epochs=2, batch_size=16, patience=5), resume=True)["epochs_run"] == 2
+    state_path = tmp_path / "checkpoints" / "spt_last.pt"
+    state = load_training_state(state_path)
+    del state["settings"]  # saved before settings were recorded
+    save_training_state(state_path, state)
+    capsys.readouterr()
+    _train(tmp_path, SPTConfig(epochs=3, batch_size=16, patience=5), resume=True)
+    assert "saved without its settings" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("mode, bucket", [("rows", False), ("dense", True)])
+def test_ctrl_c_mid_epoch_then_resume_is_bit_identical(tmp_path, monkeypatch, mode, bucket):
+    """The SIGKILL test through the CLI can only kill between end-of-epoch saves; this one stops
+    inside an epoch, where the saved epoch order and batch index must carry the run on exactly."""
+    cfg = SPTConfig(epochs=2, batch_size=4, patience=5, mode=mode, bucket_by_length=bucket)
+    full = _train(tmp_path / "full", cfg, resume=False)
+    original, calls = spt.total_loss, []
+
+    def interrupt_at_step_3(terms, step):
+        calls.append(step)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(terms, step)
+
+    monkeypatch.setattr(spt, "total_loss", interrupt_at_step_3)
+    with pytest.raises(TrainingInterrupted):
+        _train(tmp_path / "cut", cfg, resume=False)
+    progress = load_training_state(tmp_path / "cut" / "checkpoints" / "spt_last.pt")["progress"]
+    assert (progress["epoch"], progress["next_batch"]) == (0, 3)
+    monkeypatch.setattr(spt, "total_loss", original)
+    resumed = _train(tmp_path / "cut", cfg, resume=True)
+    assert resumed["valid"] == full["valid"] and resumed["best_epoch"] == full["best_epoch"]
+    assert weights_digest(load_checkpoint(tmp_path / "cut" / "checkpoints" / "spt_best.pt")["policy_state"]) == weights_digest(
+        load_checkpoint(tmp_path / "full" / "checkpoints" / "spt_best.pt")["policy_state"])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from fixtures_data import EXPECTED, ROWS, as_original, tiny_cfg, write_atomic
 
-from lares_rl.data import load_dataset
+from lares_rl.data import cache, load_dataset
 from lares_rl.data import pipeline
 
 
@@ -76,6 +76,22 @@ def test_damaged_cache_is_rebuilt(tmp_path, caplog, monkeypatch, damage):
     with caplog.at_level(logging.WARNING, logger="lares_rl.data"):
         _same(first, load_dataset(cfg, cache_dir=tmp_path / "c"))
     assert caplog.text == ""
+
+
+def test_cache_from_other_processing_code_is_rebuilt_and_the_fingerprint_kept(tmp_path, caplog, monkeypatch):
+    """A parsing fix must not be hidden by old caches, and must not invalidate checkpoints whose
+    data it leaves unchanged: the cache records the code version, the fingerprint does not."""
+    cfg = tiny_cfg(write_atomic(tmp_path / "t.inter"))
+    first = load_dataset(cfg, cache_dir=tmp_path / "c")
+    monkeypatch.setattr(cache, "processing_code_version", lambda: "other code")
+    parsed = []
+    read = pipeline.read_interactions
+    monkeypatch.setattr(pipeline, "read_interactions", lambda *a, **k: parsed.append(1) or read(*a, **k))
+    with caplog.at_level(logging.WARNING, logger="lares_rl.data"):
+        rebuilt = load_dataset(cfg, cache_dir=tmp_path / "c")
+    assert parsed == [1] and "other data-processing code" in caplog.text
+    _same(first, rebuilt)  # same fingerprint: checkpoints of this data still match it
+    assert _only_cache_file(tmp_path / "c").name == f"tiny-{first.fingerprint[:16]}.npz"
 
 
 def test_changed_content_or_settings_change_fingerprint(tmp_path):

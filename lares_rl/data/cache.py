@@ -19,9 +19,24 @@ import numpy as np
 from lares_rl.atomic import atomic_write_bytes
 from lares_rl.data.sequences import SequenceData
 
-# Bump whenever processing changes in a way the settings do not capture.
-CACHE_VERSION = 1
+# Part of every data fingerprint, hence of every checkpoint's check that it meets its own data:
+# fixed, so that code changes which keep the processed data also keep checkpoints valid. Whether
+# a cache file was built by the current processing code is ``processing_code_version``'s job.
+FINGERPRINT_FORMAT = 1
 _CHUNK = 1 << 20
+
+
+def processing_code_version() -> str:
+    """sha256 of this package's sources and the pandas/numpy versions that parse the raw files.
+
+    A cache built by other processing code is rebuilt. (A hand-bumped version number was
+    forgotten once: parsing fixes went out while old caches kept being served.)"""
+    import pandas
+
+    digest = hashlib.sha256(f"pandas {pandas.__version__} numpy {np.__version__}".encode())
+    for source in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(source.name.encode() + b"\0" + source.read_bytes())
+    return digest.hexdigest()
 
 
 def file_sha256(path: Path) -> str:
@@ -35,7 +50,7 @@ def file_sha256(path: Path) -> str:
 
 def fingerprint(file_hashes: list[str], settings: dict) -> str:
     """Hex digest identifying the processed result of these files under these settings."""
-    payload = json.dumps({"files": file_hashes, "settings": settings, "cache_version": CACHE_VERSION}, sort_keys=True)
+    payload = json.dumps({"files": file_hashes, "settings": settings, "cache_version": FINGERPRINT_FORMAT}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -56,7 +71,7 @@ def save_cache(path: Path, data: SequenceData) -> None:
     if data.item_titles is not None:
         arrays["item_titles"] = np.asarray(data.item_titles, dtype=np.str_)
     meta = {
-        "cache_version": CACHE_VERSION,
+        "code": processing_code_version(),
         "fingerprint": data.fingerprint,
         "num_items": data.num_items,
         "source": data.source,
@@ -79,8 +94,10 @@ def load_cache(path: Path, fp: str) -> SequenceData:
     if _checksum(arrays) != stored:
         raise ValueError("checksum mismatch")
     meta = json.loads(str(arrays["meta"]))
-    if meta["cache_version"] != CACHE_VERSION or meta["fingerprint"] != fp:
-        raise ValueError("cache written for other settings or another lares_rl version")
+    if meta["fingerprint"] != fp:
+        raise ValueError("cache written for other settings")
+    if meta.get("code") != processing_code_version():
+        raise ValueError("cache built by other data-processing code (lares_rl/data, pandas or numpy changed)")
     return SequenceData(
         items=arrays["items"],
         offsets=arrays["offsets"],

@@ -48,7 +48,7 @@ def load_dataset(cfg: DatasetConfig, cache_dir: str | Path = ".lares_cache") -> 
         try:
             data = load_cache(cached, fp)
         except Exception as exc:  # any damage means "do not trust", never "crash"
-            logger.warning("cache %s is unreadable or damaged (%s: %s); rebuilding it", cached, type(exc).__name__, exc)
+            logger.warning("cache %s is damaged or stale (%s: %s); rebuilding it", cached, type(exc).__name__, exc)
         else:
             logger.info("%s: loaded from cache %s", cfg.name, cached)
             return data

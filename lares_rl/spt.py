@@ -40,11 +40,15 @@ class SPTConfig:
     alpha: float = 0.1          # weight of trajectory-level alignment (0 = "no TLA" ablation)
     gamma: float = 0.5          # weight of step-level alignment (0 = "no SLA" ablation)
     similarity: str = "dot"     # dot | cosine
-    temperature: float = 1.0    # 1.0 for dot, 0.07 is usual for cosine
+    temperature: float | None = None  # null = DESIGN's value for the similarity: 1.0 for dot, 0.07 for cosine
     patience: int = 10          # epochs without validation NDCG@10 gain before stopping
     mode: str = "rows"          # rows: one row per prefix (reference); dense: every position of a window
     dense_stride: int | None = None  # dense: supervised targets per window; null = max_len // 2
     bucket_by_length: bool = False   # batch rows of similar length together (less padding work on short-history data)
+
+    def __post_init__(self) -> None:
+        if self.temperature is None:
+            self.temperature = 0.07 if self.similarity == "cosine" else 1.0
 
     def validate(self) -> None:
         require(self.epochs >= 1, "spt.epochs", f"must be >= 1, got {self.epochs}")

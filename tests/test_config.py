@@ -34,3 +34,9 @@ def test_nulls_and_integral_floats_are_accepted():
     cfg = section_from_mapping(EvalConfig, {"k": None, "ks": [5, 10.0], "batch_size": 2e3}, "eval")
     assert cfg.k is None and cfg.ks == [5, 10] and cfg.batch_size == 2000 and isinstance(cfg.batch_size, int)
     assert section_from_mapping(RPTConfig, {"batches_per_epoch": 3.0}, "rpt").batches_per_epoch == 3
+
+
+def test_spt_temperature_defaults_to_the_design_value_of_the_similarity():
+    assert section_from_mapping(SPTConfig, {}, "spt").temperature == 1.0
+    assert section_from_mapping(SPTConfig, {"similarity": "cosine"}, "spt").temperature == 0.07
+    assert section_from_mapping(SPTConfig, {"similarity": "cosine", "temperature": 0.2}, "spt").temperature == 0.2

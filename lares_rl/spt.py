@@ -267,10 +267,12 @@ def train_spt(
                     tracker.log("diag", {n: v.item() for n, v in terms.items() if not n.startswith("loss_")}, progress_state["seen_rows"])
                 progress_state["next_batch"] = index + 1
                 if stop_request.requested:
+                    progress_state["epoch_partial_seconds"] = progress_state.get("epoch_partial_seconds", 0.0) + time.perf_counter() - start
                     save_state()
                     tracker.close()
                     raise TrainingInterrupted(f"SPT interrupted at epoch {epoch}, batch {index + 1}/{len(batches)}; state saved to {state_path}. Resume with: lares-rl spt resume={run_dir} <the same overrides>")
-            seconds = time.perf_counter() - start
+            # an epoch cut by Ctrl-C counts the time before the cut too, so speed is per whole epoch
+            seconds = time.perf_counter() - start + progress_state.pop("epoch_partial_seconds", 0.0)
             progress_state["epoch_seconds"].append(seconds)
             seen_rows = progress_state["seen_rows"]
 

@@ -70,7 +70,7 @@ def main() -> None:
             f"| `{path}` | {statistics.mean(ndcg):.4f} ± {statistics.stdev(ndcg):.4f} | {statistics.mean(recall):.4f} ± {statistics.stdev(recall):.4f} "
             f"| {max(batch_ndcg) - min(batch_ndcg):.4f} |"
         )
-    lines += ["", "Compare with the spread over training seeds in [RESULTS.md](RESULTS.md).", ""]
+    lines += ["", "Compare with the spread over training seeds in the report's quality tables (docs/RESULTS.md).", ""]
     report = "\n".join(lines)
     if args.output != "-":
         atomic_write_text(args.output, report)

@@ -99,6 +99,7 @@ def command_spt(cfg: DictConfig, with_test: bool = True, quiet: bool = False, co
     seed_everything(int(cfg.seed))
     policy_config = to_plain(cfg.policy)
     policy = build_policy(policy_config, data.num_items, max_len)
+    _check_eval_depth(cfg, policy)
     resume_dir = _resume_dir(cfg, command)
     run_dir = resume_dir or _run_dir()
     print(f"[lares-rl] {cfg.policy.name} on {cfg.dataset.name}: {data.num_users} users, {data.num_items} items; run dir {run_dir}")
@@ -172,6 +173,12 @@ def _load_spt_checkpoint(path, data, device):
     return payload, policy_from_checkpoint(payload, device)
 
 
+def _check_eval_depth(cfg: DictConfig, policy) -> None:
+    """``eval.k`` sets the reasoning depth; on a policy without a core it would be ignored."""
+    if cfg.eval.get("k") is not None and not getattr(policy, "recurrent", True):
+        raise LaresError(f"eval.k={cfg.eval.k} has no effect: this policy has no reasoning core (e.g. SASRec), so it has no depth to set; drop the override")
+
+
 def _checkpoint_inputs(cfg: DictConfig, command: str):
     """(payload, policy, data, device) for the commands that start from ``checkpoint=``."""
     from .runtime import resolve_device
@@ -182,6 +189,7 @@ def _checkpoint_inputs(cfg: DictConfig, command: str):
     data = _load_data(cfg)
     payload, policy = _load_spt_checkpoint(cfg.checkpoint, data, device)
     _check_policy_overrides(cfg, payload, cfg.checkpoint)
+    _check_eval_depth(cfg, policy)
     return payload, policy, data, device
 
 

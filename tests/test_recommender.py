@@ -249,3 +249,14 @@ def test_python_dash_m_entry(checkpoint):
     )
     assert done.returncode == 0, done.stderr
     assert len(_rows(done.stdout)[0]["items"]) == 2
+
+
+def test_depth_on_a_policy_without_reasoning_core_is_an_error():
+    """SASRec has no depth: a k would be ignored silently, so it is refused."""
+    from lares_rl.policies.reasoner import LaresReasoner
+
+    sasrec = LaresReasoner(5, max_len=4, d_model=8, n_heads=2, inner_size=16, n_core_layers=0, step_sampler="none", t0_init="zero", mean_recurrence=1)
+    ids = ["<pad>", "a", "b", "c", "d", "e"]
+    with pytest.raises(LaresError, match="k=2 has no effect: this policy has no reasoning core"):
+        Recommender(sasrec, ids, 4, k=2)
+    assert len(Recommender(sasrec, ids, 4, deterministic=True).recommend([["a", "b"]], top_k=2)[0].items) == 2

@@ -69,16 +69,12 @@ class CausalSelfAttention(nn.Module):
         self.dropout = FastDropout(dropout)
         self.norm = nn.LayerNorm(d_model, eps=LN_EPS)
 
-    def mix(self, x: torch.Tensor) -> torch.Tensor:
-        """Attention output before the residual (BSARec blends it with a filter)."""
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, length, d = x.shape
         q, k, v = self.qkv(x).view(b, length, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
         p = self.attn_dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
-        return self.dropout(self.out(y.transpose(1, 2).reshape(b, length, d)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(x + self.mix(x))
+        return self.norm(x + self.dropout(self.out(y.transpose(1, 2).reshape(b, length, d))))
 
 
 class TransformerLayer(nn.Module):
@@ -128,8 +124,8 @@ class FMLPLayer(nn.Module):
 
 
 class BSARecLayer(nn.Module):
-    """One BSARec layer (Shin et al., AAAI 2024): alpha * frequency rescaler + (1 - alpha) * attention,
-    then FFN. The rescaler keeps the lowest ``c`` frequencies and adds the high band scaled by a
+    """One BSARec layer (Shin et al., AAAI 2024): alpha * LN(x + frequency rescaler(x)) +
+    (1 - alpha) * LN(x + attention(x)), then FFN. The rescaler keeps the lowest ``c`` frequencies and adds the high band scaled by a
     learned beta^2. Not causal (the FFT sees the whole window)."""
 
     causal = False
@@ -151,5 +147,6 @@ class BSARecLayer(nn.Module):
         spectrum[:, self.c :, :] = 0
         low = torch.fft.irfft(spectrum, n=self.max_len, dim=1, norm="ortho")[:, : x.shape[1]]
         rescaled = low + self.beta**2 * (x - low)
-        mixed = self.alpha * self.filter_dropout(rescaled) + (1 - self.alpha) * self.attention.mix(x)
-        return self.ffn(self.norm(x + mixed))
+        # each branch has its own residual + LayerNorm (as in the BSARec reference code), then blend
+        filtered = self.norm(x + self.filter_dropout(rescaled))
+        return self.ffn(self.alpha * filtered + (1 - self.alpha) * self.attention(x))

@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from lares_rl.atomic import atomic_write_text  # noqa: E402
 from results_io import mean_std, seed_commands  # noqa: E402
+from rpt_benchmark import markdown as rpt_markdown, write_plot  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLISHED_BEAUTY = {"BSARec (published, L=50, masked)": (0.1008, 0.0611), "ICLRec (published, L=50, masked)": (0.0744, 0.0403)}
@@ -261,8 +262,12 @@ def rpt_section(docs: Path) -> list[str]:
 
 
 def rpt_subsection(path: Path) -> list[str]:
+    """The RPT summary for RESULTS.md; the record's own markdown and plot are regenerated from
+    the JSON too, so every doc follows the current report format."""
     record = json.loads(path.read_text())
     seeds = record["seeds"]
+    atomic_write_text(path.with_suffix(".md"), rpt_markdown(record))
+    write_plot(seeds, path.parent / record["plot_name"])
     lines = [
         f"### {record['dataset']}: {path.stem}", "",
         f"Command: `{seed_commands(record)}`; machine: {record['machine']}. SPT checkpoint(s): {spt_sources(seeds)}.", "",

@@ -57,10 +57,10 @@ def _resume_dir(cfg: DictConfig, command: str = "spt") -> Path | None:
         saved = OmegaConf.load(saved_path)
         saved_command = saved.get("command")
         if saved_command is not None and saved_command != command:
-            raise LaresError(f"cannot resume {run_dir} with `lares-rl {command}`: it is a `lares-rl {saved_command}` run; use lares-rl {saved_command} resume={run_dir} <the same overrides>")
+            raise LaresError(f"cannot resume {run_dir} with `lares-rl {command}`: it is a `lares-rl {saved_command}` run; use lares-rl {saved_command} resume={run_dir} {_replayed_overrides(run_dir)}")
         changed = [key for key in RESUME_KEYS[command] if to_plain(saved.get(key)) != to_plain(cfg.get(key))]
         if changed:
-            raise LaresError(f"cannot resume {run_dir}: the configuration differs in {', '.join(changed)}; pass the same overrides as the original run")
+            raise LaresError(f"cannot resume {run_dir}: the configuration differs in {', '.join(changed)}; pass the same overrides as the original run: {_replayed_overrides(run_dir)}")
     return run_dir
 
 
@@ -139,6 +139,23 @@ def _override_keys() -> list[str]:
     if not HydraConfig.initialized():
         return []
     return [override.lstrip("+~").split("=", 1)[0] for override in HydraConfig.get().overrides.task]
+
+
+def _replayed_overrides(run_dir: Path | None = None) -> str:
+    """The overrides to pass again when resuming, shell-quoted: this call's, or those saved in
+    ``run_dir/.hydra/overrides.yaml``. ``resume=``, ``checkpoint=`` (the hints name them) and
+    ``hydra.*`` (the run directory is the resumed one) are left out."""
+    import shlex
+
+    from omegaconf import OmegaConf
+
+    if run_dir is not None:
+        path = run_dir / ".hydra" / "overrides.yaml"
+        overrides = [str(o) for o in OmegaConf.load(path)] if path.is_file() else []
+    else:
+        overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    kept = [o for o in overrides if not o.lstrip("+~").startswith(("resume=", "checkpoint=", "hydra."))]
+    return " ".join(shlex.quote(o) for o in kept)
 
 
 def _overridden(key: str) -> bool:
@@ -326,7 +343,7 @@ def dispatch(cfg: DictConfig) -> None:
     try:
         HANDLERS[cfg.command](cfg)
     except TrainingInterrupted as err:
-        print(f"interrupted: {err}", file=sys.stderr)
+        print(f"interrupted: {str(err).replace('<the same overrides>', _replayed_overrides())}", file=sys.stderr)
         sys.exit(130)
     except LaresError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -143,9 +143,12 @@ def check_reward_fn(fn: RewardFn, num_items: int) -> None:
     try:
         out = fn(slate, target)
     except Exception as err:
+        bound = getattr(fn, "keywords", {})
+        extra = (f"; the other reward.* keys are passed as keyword arguments ({', '.join(f'{k}={v!r}' for k, v in bound.items())}): "
+                 f"accept them, e.g. def fn(slate, target, {next(iter(bound))}=...), or drop them with ~reward.{next(iter(bound))}") if bound else ""
         raise LaresError(
             f"reward {name} failed on a dummy batch; a reward is called as reward(slate [B, K] int64, "
-            f"target [B] int64) -> [B] float: {type(err).__name__}: {err}"
+            f"target [B] int64) -> [B] float{extra}: {type(err).__name__}: {err}"
         ) from err
     if not isinstance(out, Tensor) or out.shape != (2,) or not out.is_floating_point():
         got = f"{out.dtype} tensor of shape {tuple(out.shape)}" if isinstance(out, Tensor) else type(out).__name__

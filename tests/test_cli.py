@@ -147,3 +147,8 @@ def test_console_script_imports_user_code_from_the_current_directory(tmp_path):
     result = subprocess.run([str(script), "run", *tiny_data_args(tmp_path), "reward._target_=my_rewards.top1_bonus", "rpt.slate_size=100000"],
                             cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "rpt.slate_size" in result.stderr and "my_rewards" not in result.stderr, result.stderr
+
+
+def test_custom_dataset_without_a_path_names_the_key(tmp_path):
+    result = run_cli(tmp_path, "stats", "dataset=custom")
+    assert result.returncode == 2 and "dataset.path is required for dataset=custom" in result.stderr, result.stderr

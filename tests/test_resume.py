@@ -70,7 +70,8 @@ def test_ctrl_c_saves_state_and_says_how_to_resume(tmp_path):
     process.send_signal(signal.SIGINT)
     code, _, err = _finish(process)
     assert code == 130, err
-    assert f"resume={tmp_path / 'interrupted'}" in err and "Traceback" not in err
+    assert f"lares-rl spt resume={tmp_path / 'interrupted'} " in err and "Traceback" not in err
+    assert "spt.epochs=200" in err and "dataset.max_len=8" in err and "<the same overrides>" not in err and "hydra.run.dir" not in err
     state = torch.load(tmp_path / "interrupted" / "checkpoints" / "spt_last.pt", weights_only=False)
     assert state["progress"]["epoch"] >= 1 and not state["progress"]["finished"]  # saved where it stopped, far from the 200-epoch cap
 

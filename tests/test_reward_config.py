@@ -31,3 +31,9 @@ def test_user_reward_by_target_as_in_the_readme():
 def test_unimportable_user_reward_is_a_clear_error():
     with pytest.raises(LaresError, match="reward"):
         reward_from_overrides("reward._target_=tests.plugins.nowhere.fn")
+
+
+def test_a_reward_without_k_is_told_how_to_take_or_drop_it():
+    with pytest.raises(LaresError, match=r"keyword arguments \(k=10\): accept them, e\.g\. def fn\(slate, target, k=\.\.\.\), or drop them with ~reward\.k"):
+        reward_from_overrides("reward._target_=tests.plugins.two_arg_reward.top1")
+    assert reward_from_overrides("reward._target_=tests.plugins.two_arg_reward.top1", "~reward.k")(SLATE, TARGET).tolist() == [1.0, 0.0, 0.0]

@@ -53,6 +53,8 @@ class DatasetConfig:
         """Raise ``LaresError`` naming the first bad key and what to set it to."""
         if not isinstance(self.name, str) or not self.name:
             raise LaresError(f"dataset.name must be a non-empty string (got {self.name!r})")
+        if self.path == "???":  # OmegaConf's mark for a mandatory value nobody set
+            raise LaresError(f"dataset.path is required for dataset={self.name}: pass dataset.path=<your interactions file>")
         for key in ("path", "item_file", "time_col"):
             value = getattr(self, key)
             if value is not None and (not isinstance(value, str) or not value):

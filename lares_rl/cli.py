@@ -64,10 +64,11 @@ def _resume_dir(cfg: DictConfig, command: str = "spt") -> Path | None:
     return run_dir
 
 
-def _load_data(cfg: DictConfig):
+def _load_data(cfg: DictConfig, dataset: dict | None = None):
+    """The configured data set, or ``dataset`` (a plain dataset section) when given."""
     from .data import DatasetConfig, load_dataset
 
-    return load_dataset(DatasetConfig.from_mapping(to_plain(cfg.dataset)), cfg.cache_dir)
+    return load_dataset(DatasetConfig.from_mapping(dataset if dataset is not None else to_plain(cfg.dataset)), cfg.cache_dir)
 
 
 def _eval_config(cfg: DictConfig):
@@ -181,11 +182,11 @@ def _check_policy_overrides(cfg: DictConfig, payload, path) -> None:
             )
 
 
-def _load_spt_checkpoint(path, data, device):
-    """(payload, policy) of an SPT checkpoint trained on exactly ``data``."""
+def _load_spt_checkpoint(path, data, device, payload=None):
+    """(payload, policy) of an SPT checkpoint trained on exactly ``data`` (``payload``: already loaded)."""
     from .checkpoint import check_same_data, load_checkpoint, policy_from_checkpoint
 
-    payload = load_checkpoint(path)
+    payload = payload if payload is not None else load_checkpoint(path)
     check_same_data(payload, data, path)
     return payload, policy_from_checkpoint(payload, device)
 
@@ -196,15 +197,29 @@ def _check_eval_depth(cfg: DictConfig, policy) -> None:
         raise LaresError(f"eval.k={cfg.eval.k} has no effect: this policy has no reasoning core (e.g. SASRec), so it has no depth to set; drop the override")
 
 
+def _checkpoint_dataset(cfg: DictConfig, payload) -> dict | None:
+    """The dataset section a checkpoint was trained with, unless ``dataset`` or ``dataset.*`` is
+    set on the command line: ``lares-rl eval checkpoint=...`` then needs no repeated overrides.
+    None (use the configured data set) for checkpoints that did not record it."""
+    saved = (payload.get("config") or {}).get("dataset")
+    if not isinstance(saved, dict) or any(key == "dataset" or key.startswith("dataset.") for key in _override_keys()):
+        return None
+    print(f"[lares-rl] data set from the checkpoint's training config: {saved.get('name')} ({saved.get('path') or 'embedded'}); override dataset.* to use another")
+    return saved
+
+
 def _checkpoint_inputs(cfg: DictConfig, command: str):
     """(payload, policy, data, device) for the commands that start from ``checkpoint=``."""
     from .runtime import resolve_device
 
     if cfg.checkpoint is None:
         raise LaresError(f"checkpoint is not set; run `lares-rl {command} checkpoint=<run dir>/checkpoints/spt_best.pt`")
+    from .checkpoint import load_checkpoint
+
     device = resolve_device(cfg.device)
-    data = _load_data(cfg)
-    payload, policy = _load_spt_checkpoint(cfg.checkpoint, data, device)
+    payload = load_checkpoint(cfg.checkpoint)
+    data = _load_data(cfg, _checkpoint_dataset(cfg, payload))
+    payload, policy = _load_spt_checkpoint(cfg.checkpoint, data, device, payload)
     _check_policy_overrides(cfg, payload, cfg.checkpoint)
     _check_eval_depth(cfg, policy)
     return payload, policy, data, device
@@ -234,7 +249,7 @@ def command_rpt(cfg: DictConfig) -> dict:
     rpt_cfg, reward_fn = _rpt_setup(cfg, data.num_items, bool(getattr(policy, "recurrent", False)))
     resume_dir = _resume_dir(cfg, "rpt")
     run_dir = resume_dir or _run_dir()
-    print(f"[lares-rl] rpt ({rpt_cfg.algorithm}) from {cfg.checkpoint} on {cfg.dataset.name}: {data.num_users} users, {data.num_items} items; run dir {run_dir}")
+    print(f"[lares-rl] rpt ({rpt_cfg.algorithm}) from {cfg.checkpoint} on {data.name}: {data.num_users} users, {data.num_items} items; run dir {run_dir}")
     hint = f"lares-rl rpt resume={run_dir} checkpoint={cfg.checkpoint} <the same overrides>"
     results = {"checkpoint": str(cfg.checkpoint), **_rpt_with_before_after(cfg, payload, policy, data, rpt_cfg, reward_fn, eval_cfg, device, run_dir, resume_dir is not None, hint)}
     print(results_table({"before rpt (test)": results["before"]["test"], "after rpt (test)": results["after"]["test"]}, eval_cfg.ks))

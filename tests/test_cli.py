@@ -152,3 +152,17 @@ def test_console_script_imports_user_code_from_the_current_directory(tmp_path):
 def test_custom_dataset_without_a_path_names_the_key(tmp_path):
     result = run_cli(tmp_path, "stats", "dataset=custom")
     assert result.returncode == 2 and "dataset.path is required for dataset=custom" in result.stderr, result.stderr
+
+
+def test_eval_takes_the_data_set_from_the_checkpoint_when_none_is_given(trained_run):
+    """The checkpoint records its training data settings: ``eval checkpoint=...`` alone works
+    (it used to fall back to ML-100K and fail the data check)."""
+    base, args, _ = trained_run
+    checkpoint = base / "run1" / "checkpoints" / "spt_best.pt"
+    alone = run_cli(base, "eval", f"checkpoint={checkpoint}", "progress=false", "hydra.run.dir=eval_alone")
+    assert alone.returncode == 0, alone.stderr
+    assert "data set from the checkpoint's training config: custom" in alone.stdout
+    explicit = run_cli(base, "eval", *args, f"checkpoint={checkpoint}", "hydra.run.dir=eval_explicit")
+    assert explicit.returncode == 0 and "from the checkpoint's training config" not in explicit.stdout, explicit.stderr
+    read = lambda name: json.loads((base / name / "metrics.json").read_text())["metrics"]  # noqa: E731
+    assert read("eval_alone") == read("eval_explicit")

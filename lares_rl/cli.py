@@ -209,7 +209,9 @@ def _checkpoint_dataset(cfg: DictConfig, payload) -> dict | None:
 
 
 def _checkpoint_inputs(cfg: DictConfig, command: str):
-    """(payload, policy, data, device) for the commands that start from ``checkpoint=``."""
+    """(payload, policy, data, device, config) for the commands that start from ``checkpoint=``;
+    ``config`` is the plain run config with the policy and data set actually used (the
+    checkpoint's), which is what RPT records in its checkpoint and TensorBoard hparams."""
     from .runtime import resolve_device
 
     if cfg.checkpoint is None:
@@ -218,22 +220,25 @@ def _checkpoint_inputs(cfg: DictConfig, command: str):
 
     device = resolve_device(cfg.device)
     payload = load_checkpoint(cfg.checkpoint)
-    data = _load_data(cfg, _checkpoint_dataset(cfg, payload))
+    dataset = _checkpoint_dataset(cfg, payload)
+    data = _load_data(cfg, dataset)
     payload, policy = _load_spt_checkpoint(cfg.checkpoint, data, device, payload)
     _check_policy_overrides(cfg, payload, cfg.checkpoint)
     _check_eval_depth(cfg, policy)
-    return payload, policy, data, device
+    config = {**to_plain(cfg), "policy": dict(payload["policy_config"]), "dataset": dataset if dataset is not None else to_plain(cfg.dataset)}
+    return payload, policy, data, device, config
 
 
-def _rpt_with_before_after(cfg: DictConfig, payload, policy, data, rpt_cfg, reward_fn, eval_cfg, device, run_dir: Path, resume: bool, resume_command: str) -> dict:
-    """Valid/test before, RPT (resumed from ``run_dir`` when ``resume``), valid/test after (the best RPT weights)."""
+def _rpt_with_before_after(cfg: DictConfig, payload, policy, data, rpt_cfg, reward_fn, eval_cfg, device, run_dir: Path, resume: bool, resume_command: str, config: dict) -> dict:
+    """Valid/test before, RPT (resumed from ``run_dir`` when ``resume``), valid/test after (the best
+    RPT weights); ``config`` is what the RPT checkpoint and hparams record."""
     from .rpt import train_rpt_with_test
     from .runtime import seed_everything
 
     seed_everything(int(cfg.seed))
     return train_rpt_with_test(
         policy=policy, policy_config=payload["policy_config"], data=data, max_len=int(payload["dataset"]["max_len"]), cfg=rpt_cfg, reward_fn=reward_fn,
-        eval_cfg=eval_cfg, run_dir=run_dir, device=device, seed=int(cfg.seed), config=to_plain(cfg), progress=bool(cfg.progress),
+        eval_cfg=eval_cfg, run_dir=run_dir, device=device, seed=int(cfg.seed), config=config, progress=bool(cfg.progress),
         resume=resume, resume_command=resume_command,
     )
 
@@ -245,13 +250,13 @@ def command_rpt(cfg: DictConfig) -> dict:
     from .report import results_table
 
     eval_cfg = _eval_config(cfg)
-    payload, policy, data, device = _checkpoint_inputs(cfg, "rpt")
+    payload, policy, data, device, config = _checkpoint_inputs(cfg, "rpt")
     rpt_cfg, reward_fn = _rpt_setup(cfg, data.num_items, bool(getattr(policy, "recurrent", False)))
     resume_dir = _resume_dir(cfg, "rpt")
     run_dir = resume_dir or _run_dir()
     print(f"[lares-rl] rpt ({rpt_cfg.algorithm}) from {cfg.checkpoint} on {data.name}: {data.num_users} users, {data.num_items} items; run dir {run_dir}")
     hint = f"lares-rl rpt resume={run_dir} checkpoint={cfg.checkpoint} <the same overrides>"
-    results = {"checkpoint": str(cfg.checkpoint), **_rpt_with_before_after(cfg, payload, policy, data, rpt_cfg, reward_fn, eval_cfg, device, run_dir, resume_dir is not None, hint)}
+    results = {"checkpoint": str(cfg.checkpoint), **_rpt_with_before_after(cfg, payload, policy, data, rpt_cfg, reward_fn, eval_cfg, device, run_dir, resume_dir is not None, hint, config)}
     print(results_table({"before rpt (test)": results["before"]["test"], "after rpt (test)": results["after"]["test"]}, eval_cfg.ks))
     atomic_write_json(run_dir / "metrics.json", results)
     print(f"[lares-rl] checkpoint {results['rpt']['checkpoint']}\n[lares-rl] metrics {run_dir / 'metrics.json'}\n[lares-rl] TensorBoard: tensorboard --logdir {run_dir / 'tb'}")
@@ -303,7 +308,7 @@ def command_run(cfg: DictConfig) -> dict:
         atomic_write_json(spt_results_path, spt_results)  # lets a resumed run skip the finished SPT phase
     rpt_resume = resume_dir is not None and (run_dir / "checkpoints" / "rpt_last.pt").is_file()
     payload, policy = _load_spt_checkpoint(spt_results["spt"]["checkpoint"], data, device)
-    results = _rpt_with_before_after(cfg, payload, policy, data, rpt_cfg, reward_fn, eval_cfg, device, run_dir, rpt_resume, hint)
+    results = _rpt_with_before_after(cfg, payload, policy, data, rpt_cfg, reward_fn, eval_cfg, device, run_dir, rpt_resume, hint, to_plain(cfg))
     merged = {"spt": spt_results["spt"], "rpt": results["rpt"], "valid": {"spt": results["before"]["valid"], "rpt": results["after"]["valid"]},
               "test": {"spt": spt_results["test"]["spt"], "rpt": results["after"]["test"]}}
     print(results_table(merged["test"], eval_cfg.ks))
@@ -323,7 +328,7 @@ def command_eval(cfg: DictConfig) -> dict:
     from .report import results_table
 
     eval_cfg = _eval_config(cfg)
-    payload, policy, data, device = _checkpoint_inputs(cfg, "eval")
+    payload, policy, data, device, _ = _checkpoint_inputs(cfg, "eval")
     metrics = evaluate_policy(policy, data, eval_cfg.split, payload["dataset"]["max_len"], eval_cfg, device)
     print(results_table({f"{payload['phase']} ({eval_cfg.split})": metrics}, eval_cfg.ks))
     atomic_write_json(_run_dir() / "metrics.json", {"checkpoint": str(cfg.checkpoint), "split": eval_cfg.split, "metrics": metrics})
@@ -335,7 +340,7 @@ def command_sweep_k(cfg: DictConfig) -> dict:
     from .depth_sweep import sweep_depths, write_sweep
 
     eval_cfg = _eval_config(cfg)
-    payload, policy, data, device = _checkpoint_inputs(cfg, "sweep-k")
+    payload, policy, data, device, _ = _checkpoint_inputs(cfg, "sweep-k")
     rows = sweep_depths(policy, data, payload["dataset"]["max_len"], eval_cfg, device)
     paths = write_sweep(rows, _run_dir(), title=f"{payload['policy_config'].get('name', 'policy')} on {payload['dataset']['name']} ({eval_cfg.split})")
     print(paths["markdown"].read_text())

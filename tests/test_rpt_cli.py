@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from lares_rl.checkpoint import load_checkpoint
 from tests.synthetic import write_sequential_csv
 from tests.test_cli import run_cli
 
@@ -62,6 +63,8 @@ def test_rpt_command_raises_the_training_reward(full_run):
     assert len(rewards) == 3 and rewards[-1] > rewards[0] + 0.01, rewards
     assert metrics["rpt"]["train_reward_greedy_after"] > metrics["rpt"]["train_reward_greedy_before"]
     assert "| after rpt (test) |" in result.stdout
+    recorded = load_checkpoint(tmp_path / "rpt1" / "checkpoints" / "rpt_best.pt")["config"]  # the policy and data actually used
+    assert recorded["policy"] == load_checkpoint(checkpoint)["policy_config"] and recorded["dataset"]["name"] == "custom"
 
 
 def test_bad_rpt_input_fails_before_training(full_run, tmp_path):

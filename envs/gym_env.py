@@ -13,7 +13,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from lares_rl.envs.episodes import ArrayLike, check_positive_ints, end_flags, make_episodes
+from lares_rl.envs.episodes import ArrayLike, check_positive_ints, end_flags, episodes_from_rows, make_episodes
 from lares_rl.errors import LaresError
 from lares_rl.rewards import RewardFn, check_reward_fn, make_reward, target_rank
 
@@ -78,6 +78,20 @@ class NextItemGymEnv(gym.Env):
         self._episode = -1
         self._cursor = -1  # flat index of the current target; -1 until reset
         self._steps = 0
+
+    @classmethod
+    def from_data(cls, data: Any, split: str = "train", **kwargs: Any) -> "NextItemGymEnv":
+        """One episode per user of a processed data set (``lares_rl.data.load_dataset``), under
+        the leave-one-out protocol: ``train`` walks each user's training part (first target = the
+        2nd item; validation and test items are never revealed), ``valid`` / ``test`` is the one
+        held-out decision. ``kwargs`` go to the constructor (max_len, slate_size, horizon, ...)."""
+        splits = {"train": (1, data.lengths - 2), "valid": (data.lengths - 2, data.lengths - 1), "test": (data.lengths - 1, data.lengths)}
+        if split not in splits:
+            raise LaresError(f"split={split!r}; choose one of {sorted(splits)}")
+        first, stops = splits[split]
+        users = np.arange(data.num_users, dtype=np.int64)
+        starts, stops = episodes_from_rows(data.offsets, users, np.broadcast_to(first, users.shape), stops)
+        return cls(data.items, data.offsets, users, starts, stops, data.num_items, **kwargs)
 
     def _observation(self) -> dict[str, np.ndarray]:
         begin = max(int(self.data.user_begin[self._episode]), self._cursor - self.max_len)

@@ -136,3 +136,26 @@ def test_works_through_torchrl_gym_wrapper():
     next_items, next_length = rollout["next", "items"], rollout["next", "length"].squeeze(-1)
     newest = next_items.gather(-1, (next_length - 1)[:, None]).squeeze(-1)
     torch.testing.assert_close(rollout["next", "target"].reshape(-1), newest)
+
+
+def test_from_data_follows_leave_one_out():
+    """Train episodes never reveal the validation or test item; valid/test are the one held-out decision."""
+    from lares_rl.data import SequenceData
+
+    data = SequenceData.from_sequences([[1, 2, 3, 4, 5], [6, 7, 8, 9, 10, 11]], num_items=11)
+    train = NextItemGymEnv.from_data(data, max_len=4, slate_size=2, horizon=10)
+    check_env(train, skip_render_check=True)
+    _, _ = train.reset(seed=0, options={"episode": 1})
+    revealed, done = [], False
+    while not done:
+        _, _, terminated, truncated, info = train.step(np.array([1, 2]))
+        revealed.append(int(info["target"]))
+        done = terminated or truncated
+    assert revealed == [7, 8, 9]  # 10 (valid) and 11 (test) stay hidden
+    for split, target in (("valid", 10), ("test", 11)):
+        env = NextItemGymEnv.from_data(data, split=split, max_len=4, slate_size=2)
+        obs, _ = env.reset(options={"episode": 1})
+        assert obs["items"][: obs["length"]].tolist()[-1] == target - 1
+        assert int(env.step(np.array([target, 1]))[4]["target"]) == target
+    with pytest.raises(LaresError, match="split="):
+        NextItemGymEnv.from_data(data, split="dev")

@@ -58,7 +58,11 @@ def _resume_dir(cfg: DictConfig, command: str = "spt") -> Path | None:
         saved_command = saved.get("command")
         if saved_command is not None and saved_command != command:
             raise LaresError(f"cannot resume {run_dir} with `lares-rl {command}`: it is a `lares-rl {saved_command}` run; use lares-rl {saved_command} resume={run_dir} {_replayed_overrides(run_dir)}")
-        changed = [key for key in RESUME_KEYS[command] if to_plain(saved.get(key)) != to_plain(cfg.get(key))]
+        def comparable(node, key: str):  # spt.epochs may grow: extending a run that hit its cap is a resume
+            plain = to_plain(node.get(key))
+            return {k: v for k, v in plain.items() if k != "epochs"} if key == "spt" and isinstance(plain, dict) else plain
+
+        changed = [key for key in RESUME_KEYS[command] if comparable(saved, key) != comparable(cfg, key)]
         if changed:
             raise LaresError(f"cannot resume {run_dir}: the configuration differs in {', '.join(changed)}; pass the same overrides as the original run: {_replayed_overrides(run_dir)}")
     return run_dir
@@ -418,6 +422,15 @@ def main() -> None:
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     argv = sys.argv[1:]
+    if argv[:1] in (["-h"], ["--help"]):
+        print("usage: lares-rl <command> [key=value ...]   (Hydra overrides; `lares-rl <command> --help` shows the config)\n\n"
+              + __doc__.split("\n\n")[1].replace("``", "`"))
+        return
+    flags = [a for a in argv if a.startswith("--") and a.split("=", 1)[0] in ("--checkpoint", "--resume", "--dataset", "--policy")]
+    if flags and (argv[:1] != ["recommend"]):
+        name = flags[0].lstrip("-").split("=", 1)[0]
+        print(f"error: {flags[0]} is not an option here; write it as a Hydra override, {name}=<value> (only `lares-rl recommend` takes --checkpoint)", file=sys.stderr)
+        sys.exit(2)
     command = "run"
     if argv and not argv[0].startswith("-") and "=" not in argv[0]:
         command = argv.pop(0)

@@ -206,7 +206,7 @@ def train_spt(
     # --- data: every training prefix as one row (or dense windows); positives indexed once
     if cfg.mode == "dense":
         if not policy.causal:
-            raise LaresError("spt.mode=dense needs a causal backbone (fmlp/bsarec filters mix future positions); use spt.mode=rows")
+            raise LaresError(f"spt.mode=dense needs a causal backbone, and {type(policy).__name__}'s blocks are not (fmlp/bsarec filters mix future positions; a custom block says it is causal with a class attribute `causal = True`); use spt.mode=rows")
         seqs, lengths, targets = data.train_windows(max_len, cfg.dense_stride or max(1, max_len // 2))
         last_targets = targets[torch.arange(len(targets)), lengths - 1]
     else:

@@ -71,6 +71,7 @@ def test_bad_inputs_fail_with_one_clear_line(trained_run, tmp_path):
         (["eval", *args, "checkpoint=nothing.pt"], "nothing.pt"),
         (["run", *args, "spt.lrr=1"], "spt.lrr"),
         (["run", *args, "policy=doesnotexist"], "policy"),
+        (["eval", "--checkpoint", "x.pt"], "write it as a Hydra override, checkpoint=<value>"),
     ]
     (tmp_path / "corrupt.pt").write_bytes(b"not a checkpoint")
     cases.append((["eval", *args, f"checkpoint={tmp_path / 'corrupt.pt'}"], "corrupt"))
@@ -166,3 +167,8 @@ def test_eval_takes_the_data_set_from_the_checkpoint_when_none_is_given(trained_
     assert explicit.returncode == 0 and "from the checkpoint's training config" not in explicit.stdout, explicit.stderr
     read = lambda name: json.loads((base / name / "metrics.json").read_text())["metrics"]  # noqa: E731
     assert read("eval_alone") == read("eval_explicit")
+
+
+def test_help_lists_the_commands(tmp_path):
+    result = run_cli(tmp_path, "--help")
+    assert result.returncode == 0 and "usage: lares-rl <command>" in result.stdout and "`sweep-k`" in result.stdout

@@ -1,6 +1,7 @@
 """Crash safety end to end: SIGKILL mid-training, resume, and bit-identical results; Ctrl-C saves."""
 
 import json
+import shlex
 import signal
 import subprocess
 from pathlib import Path
@@ -74,6 +75,12 @@ def test_ctrl_c_saves_state_and_says_how_to_resume(tmp_path):
     assert "spt.epochs=200" in err and "dataset.max_len=8" in err and "<the same overrides>" not in err and "hydra.run.dir" not in err
     state = torch.load(tmp_path / "interrupted" / "checkpoints" / "spt_last.pt", weights_only=False)
     assert state["progress"]["epoch"] >= 1 and not state["progress"]["finished"]  # saved where it stopped, far from the 200-epoch cap
+    # the printed command, with the epoch cap changed (the one setting a resume may change), finishes the run
+    printed = shlex.split(err.split("Resume with: ", 1)[1].strip())[1:]
+    done = state["progress"]["epoch"] + 1
+    code, out, err = _finish(_start(tmp_path, *[f"spt.epochs={done}" if a == "spt.epochs=200" else a for a in printed], "hydra.run.dir=finish"))
+    assert code == 0 and "resuming" in out, err
+    assert json.loads((tmp_path / "interrupted" / "metrics.json").read_text())["spt"]["epochs_run"] == done
 
 
 def test_resume_from_a_directory_without_state_is_a_clear_error(tmp_path):

@@ -148,6 +148,7 @@ def ablation_section(runs: list[dict], docs: Path) -> list[str]:
             continue
         schemes = {(r["max_len"], training_scheme(r)) for r in lares}
         baselines = [r for r in runs if r["dataset"] == dataset and r["policy"] == "sasrec" and (r["max_len"], training_scheme(r)) in schemes]
+
         def versus(values: list[float], run: dict | None) -> str:
             """Against the SASRec run of the same max_len and training scheme (none: "-")."""
             base = next((b for b in baselines if run is not None and (b["max_len"], training_scheme(b)) == (run["max_len"], training_scheme(run))), None)

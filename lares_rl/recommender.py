@@ -17,8 +17,8 @@ Item ids are compared as strings (``50`` and ``"50"`` are the same item). Per hi
 
 Randomness: LARES draws its initial thought T0 from the global torch RNG at evaluation too (policy
 ``t0_init="normal"``), so two calls on the same history may rank differently; ``seed=`` (or
-``torch.manual_seed`` before a call) replays it. ``deterministic=True`` sets ``t0_init="zero"`` on the loaded policy and
-fixes the depth k (the policy's evaluation depth, or the given ``k``): an identical call (same
+``torch.manual_seed`` before a call) replays it. ``deterministic=True`` sets ``t0_init="zero"``
+on the loaded policy and fixes the depth k (the policy's evaluation depth, or the given ``k``): an identical call (same
 histories, same ``batch_size``) then gives bit-identical output. Scoring the same history inside a
 different batch can move scores in the last float bits (BLAS blocking), not the ranking in
 practice. Dropout is always off (eval mode).

@@ -12,19 +12,17 @@ shows, and writes ``docs/eval_noise.md``.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
 
 import torch
 
-from lares_rl.atomic import atomic_write_text
 from lares_rl.checkpoint import check_same_data, load_checkpoint, policy_from_checkpoint
 from lares_rl.errors import LaresError
 from lares_rl.evaluation import EvalConfig, evaluate_policy
 
 from benchmark_data import DEFAULT_BEAUTY_PATH, dataset_names, key_values, load_benchmark_dataset
-from results_io import machine_description
+from results_io import machine_description, mean_std, publish
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,15 +64,9 @@ def main() -> None:
     for path, by_seed, by_batch in rows:
         ndcg, recall = [m["ndcg@10"] for m in by_seed], [m["recall@10"] for m in by_seed]
         batch_ndcg = [m["ndcg@10"] for m in by_batch]
-        lines.append(
-            f"| `{path}` | {statistics.mean(ndcg):.4f} ± {statistics.stdev(ndcg):.4f} | {statistics.mean(recall):.4f} ± {statistics.stdev(recall):.4f} "
-            f"| {max(batch_ndcg) - min(batch_ndcg):.4f} |"
-        )
+        lines.append(f"| `{path}` | {mean_std(ndcg)} | {mean_std(recall)} | {max(batch_ndcg) - min(batch_ndcg):.4f} |")
     lines += ["", "Compare with the spread over training seeds in the report's quality tables (docs/RESULTS.md).", ""]
-    report = "\n".join(lines)
-    if args.output != "-":
-        atomic_write_text(args.output, report)
-    print(report)
+    publish("\n".join(lines), args.output)
 
 
 if __name__ == "__main__":

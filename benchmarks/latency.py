@@ -21,11 +21,10 @@ import time
 
 import torch
 
-from lares_rl.atomic import atomic_write_text
 from lares_rl.policies.reasoner import LaresReasoner
 from lares_rl.recommender import Recommender
 
-from results_io import cpu_name
+from results_io import cpu_name, publish
 
 NUM_ITEMS, MAX_LEN = 1349, 20  # ML-100K after 5-core
 
@@ -109,10 +108,7 @@ def main() -> None:
     for name, (_, result) in rows.items():
         lines.append(f"| {name} | {result['p50_ms']:.2f} | {result['p99_ms']:.2f} | {result['mean_ms']:.2f} | {result['throughput']:,.0f} |")
     lines += ["", "Target: p50 under 10 ms for one history. The machine is shared, so p99 includes scheduling noise.", ""]
-    report = "\n".join(lines)
-    if args.output != "-":
-        atomic_write_text(args.output, report)
-    print(report)
+    publish("\n".join(lines), args.output)
 
 
 if __name__ == "__main__":

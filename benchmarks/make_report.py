@@ -114,8 +114,12 @@ def stopped_by(run: dict) -> str:
     """How each seed ended: early stopping (patience epochs without a gain) or the epoch cap. A
     capped seed whose best epoch is recent was still improving, so its numbers understate the model."""
     patience = run["spt"]["patience"]
-    ends = ["patience" if s["epochs_run"] - 1 - s["best_epoch"] >= patience else f"cap at {s['epochs_run']} (best {s['best_epoch'] + 1})" for s in run["seeds"]]
-    return ends[0] if len(set(ends)) == 1 else "; ".join(f"seed {s['seed']}: {end}" for s, end in zip(run["seeds"], ends))
+    return per_seed(run["seeds"], ["patience" if s["epochs_run"] - 1 - s["best_epoch"] >= patience else f"cap at {s['epochs_run']} (best {s['best_epoch'] + 1})" for s in run["seeds"]])
+
+
+def per_seed(seeds: list[dict], ends: list[str]) -> str:
+    """One description when every seed ended alike, else "seed s: ..." for each."""
+    return ends[0] if len(set(ends)) == 1 else "; ".join(f"seed {s['seed']}: {end}" for s, end in zip(seeds, ends))
 
 
 def comparison_lines(runs: list[dict]) -> list[str]:
@@ -189,8 +193,10 @@ def ablation_section(runs: list[dict], docs: Path) -> list[str]:
 def rpt_ended(record: dict) -> str:
     """Which weights each RPT seed kept: an RPT epoch (1-based, of those run), or the SPT start
     when no RPT epoch beat it on validation (then the row equals its SPT model)."""
-    ends = ["kept the SPT weights (no RPT epoch beat them on valid)" if s["rpt"]["best_epoch"] < 0 else f"best RPT epoch {s['rpt']['best_epoch'] + 1} of {s['rpt']['epochs_run']}" for s in record["seeds"]]
-    return ends[0] if len(set(ends)) == 1 else "; ".join(f"seed {s['seed']}: {end}" for s, end in zip(record["seeds"], ends))
+    return per_seed(record["seeds"], [
+        "kept the SPT weights (no RPT epoch beat them on valid)" if s["rpt"]["best_epoch"] < 0 else f"best RPT epoch {s['rpt']['best_epoch'] + 1} of {s['rpt']['epochs_run']}"
+        for s in record["seeds"]
+    ])
 
 
 def latency_section(docs: Path) -> list[str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from lares_rl.atomic import atomic_write_json
+from lares_rl.atomic import atomic_write_json, atomic_write_text
 
 
 def cpu_name() -> str:
@@ -119,6 +119,13 @@ def seed_commands(run: dict) -> str:
         flags = {**flags, "--seeds": [s for _, f in members for s in f["--seeds"]]}
         commands.append(" ".join([head, *(" ".join([name, *values]) for name, values in flags.items())]))
     return " ; ".join(commands)
+
+
+def publish(report: str, output: str) -> None:
+    """Write a markdown report to ``output`` atomically (``-``: nowhere) and print it."""
+    if output != "-":
+        atomic_write_text(output, report)
+    print(report)
 
 
 def mean_std(values: list[float]) -> str:

@@ -17,6 +17,7 @@ from torch import nn
 from . import __version__
 from .atomic import atomic_torch_save
 from .errors import LaresError
+from .resume import TRAINING_STATE_FORMAT
 
 FORMAT = "lares_rl.checkpoint/1"
 DEFAULT_POLICY = "lares_rl.policies.reasoner.LaresReasoner"
@@ -70,7 +71,7 @@ def load_checkpoint(path: str | Path) -> dict:
         payload = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:
         raise LaresError(f"checkpoint {path} is corrupt or not a lares_rl checkpoint ({type(err).__name__}); retrain or restore it") from err
-    if isinstance(payload, dict) and str(payload.get("format", "")).startswith("lares_rl.training_state/"):
+    if isinstance(payload, dict) and payload.get("format") == TRAINING_STATE_FORMAT:
         raise LaresError(f"{path} is a training state (for resume=<run dir>), not a model checkpoint; pass {path.with_name(path.name.replace('_last', '_best'))} instead")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise LaresError(f"checkpoint {path} is not a {FORMAT} file; it was not written by this version of lares_rl")

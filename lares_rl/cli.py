@@ -91,7 +91,7 @@ def command_spt(cfg: DictConfig, with_test: bool = True, quiet: bool = False, co
     """Train the configured policy with SPT (SASRec: plain CE), then evaluate the best weights on test."""
     from .atomic import atomic_write_json
     from .checkpoint import build_policy
-    from .evaluation import evaluate_policy
+    from .evaluation import check_depth_applies, evaluate_policy
     from .report import results_table
     from .runtime import resolve_device, seed_everything
     from .spt import SPTConfig, train_spt
@@ -104,7 +104,7 @@ def command_spt(cfg: DictConfig, with_test: bool = True, quiet: bool = False, co
     seed_everything(int(cfg.seed))
     policy_config = to_plain(cfg.policy)
     policy = build_policy(policy_config, data.num_items, max_len)
-    _check_eval_depth(cfg, policy)
+    check_depth_applies(policy, cfg.eval.get("k"), "eval.k")
     resume_dir = _resume_dir(cfg, command)
     run_dir = resume_dir or _run_dir()
     print(f"[lares-rl] {cfg.policy.name} on {cfg.dataset.name}: {data.num_users} users, {data.num_items} items; run dir {run_dir}")
@@ -167,6 +167,11 @@ def _overridden(key: str) -> bool:
     return key in _override_keys()
 
 
+def _overrides_under(section: str) -> list[str]:
+    """The command-line keys that set ``section`` itself (a group choice) or a key inside it."""
+    return [key for key in _override_keys() if key == section or key.startswith(section + ".")]
+
+
 def _check_policy_overrides(cfg: DictConfig, payload, path) -> None:
     """A checkpoint's policy is rebuilt from its own config, so a ``policy.*`` override would be
     silently ignored; one that restates the checkpoint's value (the training run's overrides,
@@ -174,9 +179,7 @@ def _check_policy_overrides(cfg: DictConfig, payload, path) -> None:
     from omegaconf import OmegaConf
 
     saved = OmegaConf.create(payload["policy_config"])
-    for key in _override_keys():
-        if key != "policy" and not key.startswith("policy."):
-            continue
+    for key in _overrides_under("policy"):
         field = key.partition(".")[2] or "name"
         wanted, trained = to_plain(OmegaConf.select(cfg.policy, field)), to_plain(OmegaConf.select(saved, field))
         if wanted != trained:
@@ -195,18 +198,12 @@ def _load_spt_checkpoint(path, data, device, payload=None):
     return payload, policy_from_checkpoint(payload, device)
 
 
-def _check_eval_depth(cfg: DictConfig, policy) -> None:
-    """``eval.k`` sets the reasoning depth; on a policy without a core it would be ignored."""
-    if cfg.eval.get("k") is not None and not getattr(policy, "recurrent", True):
-        raise LaresError(f"eval.k={cfg.eval.k} has no effect: this policy has no reasoning core (e.g. SASRec), so it has no depth to set; drop the override")
-
-
 def _checkpoint_dataset(cfg: DictConfig, payload) -> dict | None:
     """The dataset section a checkpoint was trained with, unless ``dataset`` or ``dataset.*`` is
     set on the command line: ``lares-rl eval checkpoint=...`` then needs no repeated overrides.
     None (use the configured data set) for checkpoints that did not record it."""
     saved = (payload.get("config") or {}).get("dataset")
-    if not isinstance(saved, dict) or any(key == "dataset" or key.startswith("dataset.") for key in _override_keys()):
+    if not isinstance(saved, dict) or _overrides_under("dataset"):
         return None
     print(f"[lares-rl] data set from the checkpoint's training config: {saved.get('name')} ({saved.get('path') or 'embedded'}); override dataset.* to use another")
     return saved
@@ -216,19 +213,19 @@ def _checkpoint_inputs(cfg: DictConfig, command: str):
     """(payload, policy, data, device, config) for the commands that start from ``checkpoint=``;
     ``config`` is the plain run config with the policy and data set actually used (the
     checkpoint's), which is what RPT records in its checkpoint and TensorBoard hparams."""
+    from .checkpoint import load_checkpoint
+    from .evaluation import check_depth_applies
     from .runtime import resolve_device
 
     if cfg.checkpoint is None:
         raise LaresError(f"checkpoint is not set; run `lares-rl {command} checkpoint=<run dir>/checkpoints/spt_best.pt`")
-    from .checkpoint import load_checkpoint
-
     device = resolve_device(cfg.device)
     payload = load_checkpoint(cfg.checkpoint)
     dataset = _checkpoint_dataset(cfg, payload)
     data = _load_data(cfg, dataset)
     payload, policy = _load_spt_checkpoint(cfg.checkpoint, data, device, payload)
     _check_policy_overrides(cfg, payload, cfg.checkpoint)
-    _check_eval_depth(cfg, policy)
+    check_depth_applies(policy, cfg.eval.get("k"), "eval.k")
     config = {**to_plain(cfg), "policy": dict(payload["policy_config"]), "dataset": dataset if dataset is not None else to_plain(cfg.dataset)}
     return payload, policy, data, device, config
 

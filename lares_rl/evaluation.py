@@ -37,6 +37,12 @@ class EvalConfig:
             raise LaresError(f"eval.k={self.k} must be >= 1 (or null for the policy's default)")
 
 
+def check_depth_applies(policy: nn.Module, k: int | None, key: str) -> None:
+    """A reasoning depth ``key=k`` on a policy without a core (SASRec) would be silently ignored."""
+    if k is not None and not getattr(policy, "recurrent", True):
+        raise LaresError(f"{key}={k} has no effect: this policy has no reasoning core (e.g. SASRec), so it has no depth to set; leave {key} unset")
+
+
 @torch.no_grad()
 def evaluate_policy(policy: nn.Module, data, split: str, max_len: int, cfg: EvalConfig, device: torch.device, k: int | None = None) -> dict[str, float]:
     """Full-ranking metrics of ``policy`` on one split, in eval mode, with reproducible T0 noise.

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from .errors import LaresError
+from .evaluation import check_depth_applies
 
 ItemId = str | int
 
@@ -101,8 +102,7 @@ class Recommender:
             raise LaresError(f"k={k!r} is invalid; the number of reasoning steps must be an integer >= 1 (or None for the checkpoint's evaluation depth)")
         if max_len < 1:
             raise LaresError(f"max_len={max_len} must be >= 1")
-        if k is not None and not getattr(policy, "recurrent", True):
-            raise LaresError(f"k={k} has no effect: this policy has no reasoning core (e.g. SASRec), so it has no depth to set; leave k unset")
+        check_depth_applies(policy, k, "k")
         self.device = torch.device(device)
         self.policy = policy.to(self.device).eval()
         self.item_ids = [str(x) for x in item_ids]

@@ -64,8 +64,11 @@ def weights_digest(state_dict: Mapping[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+TRAINING_STATE_FORMAT = "lares_rl.training_state/1"
+
+
 def save_training_state(path: Path, state: dict[str, Any]) -> None:
-    atomic_torch_save(path, {"format": "lares_rl.training_state/1", **state})
+    atomic_torch_save(path, {"format": TRAINING_STATE_FORMAT, **state})
 
 
 def load_training_state(path: Path) -> dict[str, Any]:
@@ -75,7 +78,7 @@ def load_training_state(path: Path) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:
         raise LaresError(f"cannot resume: training state {path} is corrupt ({type(err).__name__}); start a new run") from err
-    if not isinstance(state, dict) or state.get("format") != "lares_rl.training_state/1":
+    if not isinstance(state, dict) or state.get("format") != TRAINING_STATE_FORMAT:
         raise LaresError(f"cannot resume: {path} is not a lares_rl training state")
     return state
 

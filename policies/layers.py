@@ -125,8 +125,8 @@ class FMLPLayer(nn.Module):
 
 class BSARecLayer(nn.Module):
     """One BSARec layer (Shin et al., AAAI 2024): alpha * LN(x + frequency rescaler(x)) +
-    (1 - alpha) * LN(x + attention(x)), then FFN. The rescaler keeps the lowest ``c`` frequencies and adds the high band scaled by a
-    learned beta^2. Not causal (the FFT sees the whole window)."""
+    (1 - alpha) * LN(x + attention(x)), then FFN. The rescaler keeps the lowest ``c`` frequencies
+    and adds the high band scaled by a learned beta^2. Not causal (the FFT sees the whole window)."""
 
     causal = False
 

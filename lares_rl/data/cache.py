@@ -8,6 +8,7 @@ half-written cache under the real name.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -26,8 +27,10 @@ FINGERPRINT_FORMAT = 1
 _CHUNK = 1 << 20
 
 
+@functools.lru_cache(maxsize=1)
 def processing_code_version() -> str:
-    """sha256 of this package's sources and the pandas/numpy versions that parse the raw files.
+    """sha256 of this package's sources and the pandas/numpy versions that parse the raw files
+    (computed once per process: the code does not change under a running program).
 
     A cache built by other processing code is rebuilt. (A hand-bumped version number was
     forgotten once: parsing fixes went out while old caches kept being served.)"""

@@ -58,6 +58,7 @@ def _resume_dir(cfg: DictConfig, command: str = "spt") -> Path | None:
         saved_command = saved.get("command")
         if saved_command is not None and saved_command != command:
             raise LaresError(f"cannot resume {run_dir} with `lares-rl {command}`: it is a `lares-rl {saved_command}` run; use lares-rl {saved_command} resume={run_dir} {_replayed_overrides(run_dir)}")
+
         def comparable(node, key: str):  # spt.epochs may grow: extending a run that hit its cap is a resume
             plain = to_plain(node.get(key))
             return {k: v for k, v in plain.items() if k != "epochs"} if key == "spt" and isinstance(plain, dict) else plain

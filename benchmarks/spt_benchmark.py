@@ -56,7 +56,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--tag", default="")
     parser.add_argument("--resume", action="store_true", help="continue each seed's run directory from its saved training state "
-                        "(after Ctrl-C or a crash); with a --max-epochs at or below the saved epoch it only evaluates the best checkpoint so far")
+                        "(after Ctrl-C or a crash); a seed with no saved state starts fresh; with a --max-epochs at or below the saved epoch it only evaluates the best checkpoint so far")
     parser.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--runs-dir", default=str(ROOT / "benchmarks" / "runs"), help="checkpoints and TensorBoard logs, one folder per configuration and seed")
     args = parser.parse_args()
@@ -80,12 +80,15 @@ def main() -> None:
         seed_everything(seed)
         policy = build_policy(policy_cfg, data.num_items, max_len)
         run_dir = Path(args.runs_dir) / name / f"seed{seed}"
-        if not args.resume:
+        resume = args.resume and (run_dir / "checkpoints" / "spt_last.pt").is_file()
+        if args.resume and not resume:
+            print(f"[bench] {name} seed {seed}: no saved training state under {run_dir}; starting it fresh", flush=True)
+        if not resume:
             shutil.rmtree(run_dir, ignore_errors=True)
         try:
             summary = train_spt(
                 policy=policy, policy_config=policy_cfg, data=data, max_len=max_len, cfg=spt_cfg, eval_cfg=eval_cfg,
-                run_dir=run_dir, device=device, seed=seed, config={"dataset": dataset_cfg, "policy": policy_cfg}, progress=False, resume=args.resume,
+                run_dir=run_dir, device=device, seed=seed, config={"dataset": dataset_cfg, "policy": policy_cfg}, progress=False, resume=resume,
             )
         except TrainingInterrupted:
             raise SystemExit(f"[bench] {name} seed {seed} interrupted; its training state is saved under {run_dir}. Continue it with the same command, --seeds {seed} and --resume") from None

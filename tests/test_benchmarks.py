@@ -73,7 +73,8 @@ def test_spt_and_rpt_benchmarks_feed_the_report(tmp_path):
 
 def test_ctrl_c_in_spt_benchmark_names_the_resume_flags_and_resume_finishes_the_seed(tmp_path):
     """Hours-long Beauty seeds get interrupted: one line saying how to continue, no traceback,
-    no half-finished row in the results; ``--resume`` then continues the saved run."""
+    no half-finished row in the results; ``--resume`` then continues the saved run and starts
+    the seeds that have none."""
     log = write_sequential_csv(tmp_path / "log.csv")
     results, runs = tmp_path / "results", tmp_path / "runs"
     argv = [sys.executable, str(ROOT / "benchmarks" / "spt_benchmark.py"), "--dataset", "custom", "--dataset-set", f"path={log}", "user_col=uid", "item_col=sku", "time_col=ts",
@@ -88,10 +89,13 @@ def test_ctrl_c_in_spt_benchmark_names_the_resume_flags_and_resume_finishes_the_
     assert err.startswith("[bench] custom__lares__dense__L8 seed 0 interrupted; its training state is saved under") and err.rstrip().endswith("--seeds 0 and --resume"), err
     assert not (results / "custom__lares__dense__L8.json").exists()
     saved_epochs = torch.load(state, weights_only=False)["progress"]["epoch"]
-    out = run_script("spt_benchmark.py", *argv[2:], "--max-epochs", str(saved_epochs + 1), "--patience", "500", "--resume")
+    seeds_at = argv.index("--seeds") + 1
+    both_seeds = [*argv[2:seeds_at], "0", "1", *argv[seeds_at + 1:]]
+    out = run_script("spt_benchmark.py", *both_seeds, "--max-epochs", str(saved_epochs + 1), "--patience", "500", "--resume")
     assert f"at epoch {saved_epochs}, batch" in out
-    row = json.loads((results / "custom__lares__dense__L8.json").read_text())["seeds"][0]
-    assert row["epochs_run"] == saved_epochs + 1 and row["command"].endswith("--resume")
+    assert "seed 1: no saved training state under" in out and "starting it fresh" in out  # --resume over seeds that never started
+    rows = json.loads((results / "custom__lares__dense__L8.json").read_text())["seeds"]
+    assert [row["epochs_run"] for row in rows] == [saved_epochs + 1] * 2 and rows[0]["command"].endswith("--resume")
 
 
 def test_merge_seed_replaces_a_rerun_seed_and_refuses_another_configuration(tmp_path):

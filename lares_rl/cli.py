@@ -112,6 +112,7 @@ def command_spt(cfg: DictConfig, with_test: bool = True, quiet: bool = False, co
     summary = train_spt(
         policy=policy, policy_config=policy_config, data=data, max_len=max_len, cfg=spt_cfg, eval_cfg=eval_cfg,
         run_dir=run_dir, device=device, seed=int(cfg.seed), config=to_plain(cfg), progress=bool(cfg.progress), resume=resume_dir is not None,
+        resume_command=f"lares-rl {command} resume={run_dir} {_replayed_overrides()}",
     )
     results = {"spt": summary}
     if with_test:
@@ -257,7 +258,7 @@ def command_rpt(cfg: DictConfig) -> dict:
     resume_dir = _resume_dir(cfg, "rpt")
     run_dir = resume_dir or _run_dir()
     print(f"[lares-rl] rpt ({rpt_cfg.algorithm}) from {cfg.checkpoint} on {data.name}: {data.num_users} users, {data.num_items} items; run dir {run_dir}")
-    hint = f"lares-rl rpt resume={run_dir} checkpoint={cfg.checkpoint} <the same overrides>"
+    hint = f"lares-rl rpt resume={run_dir} checkpoint={cfg.checkpoint} {_replayed_overrides()}"
     results = {"checkpoint": str(cfg.checkpoint), **_rpt_with_before_after(cfg, payload, policy, data, rpt_cfg, reward_fn, eval_cfg, device, run_dir, resume_dir is not None, hint, config)}
     print(results_table({"before rpt (test)": results["before"]["test"], "after rpt (test)": results["after"]["test"]}, eval_cfg.ks))
     atomic_write_json(run_dir / "metrics.json", results)
@@ -285,7 +286,6 @@ def command_run(cfg: DictConfig) -> dict:
     from .atomic import atomic_write_json
     from .checkpoint import build_policy
     from .report import results_table
-    from .resume import TrainingInterrupted
     from .runtime import resolve_device
 
     eval_cfg = _eval_config(cfg)
@@ -297,16 +297,13 @@ def command_run(cfg: DictConfig) -> dict:
     del probe
     resume_dir = _resume_dir(cfg, "run")
     run_dir = resume_dir or _run_dir()
-    hint = f"lares-rl run resume={run_dir} <the same overrides>"
+    hint = f"lares-rl run resume={run_dir} {_replayed_overrides()}"
     spt_results_path = run_dir / "checkpoints" / "spt_results.json"
     if resume_dir is not None and _spt_finished(run_dir, int(cfg.spt.epochs)) and spt_results_path.is_file():
         spt_results = json.loads(spt_results_path.read_text())
         print(f"[lares-rl] resuming {run_dir}: SPT finished (best epoch {spt_results['spt']['best_epoch']}), going on with RPT", flush=True)
     else:
-        try:
-            spt_results = command_spt(cfg, with_test=True, quiet=True, command="run")
-        except TrainingInterrupted as err:  # SPT's own hint names `lares-rl spt`; this run resumes as a whole
-            raise TrainingInterrupted(str(err).replace(f"lares-rl spt resume={run_dir}", f"lares-rl run resume={run_dir}")) from None
+        spt_results = command_spt(cfg, with_test=True, quiet=True, command="run")  # its Ctrl-C hint resumes this run as a whole
         atomic_write_json(spt_results_path, spt_results)  # lets a resumed run skip the finished SPT phase
     rpt_resume = resume_dir is not None and (run_dir / "checkpoints" / "rpt_last.pt").is_file()
     payload, policy = _load_spt_checkpoint(spt_results["spt"]["checkpoint"], data, device)
@@ -365,7 +362,7 @@ def dispatch(cfg: DictConfig) -> None:
     try:
         HANDLERS[cfg.command](cfg)
     except TrainingInterrupted as err:
-        print(f"interrupted: {str(err).replace('<the same overrides>', _replayed_overrides())}", file=sys.stderr)
+        print(f"interrupted: {err}", file=sys.stderr)
         sys.exit(130)
     except LaresError as err:
         print(f"error: {err}", file=sys.stderr)

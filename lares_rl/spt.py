@@ -196,11 +196,13 @@ def train_spt(
     config: Mapping,
     progress: bool = True,
     resume: bool = False,
+    resume_command: str | None = None,
 ) -> dict:
     """Train ``policy`` with L_SPT, early-stop on validation NDCG@10, keep the best checkpoint.
 
     The full training state is saved to ``checkpoints/spt_last.pt`` after every epoch and on
-    Ctrl-C; ``resume=True`` continues from it exactly. Returns a summary with the best epoch, its
+    Ctrl-C; ``resume=True`` continues from it exactly. ``resume_command`` is the command line
+    printed after Ctrl-C (the CLI passes its own, overrides spelled out). Returns a summary with the best epoch, its
     validation metrics and the checkpoint path; the policy is left holding the best weights.
     """
     # --- data: every training prefix as one row (or dense windows); positives indexed once
@@ -221,6 +223,7 @@ def train_spt(
     optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     stopper = EarlyStopping(cfg.patience)
     best_path, state_path = run_dir / "checkpoints" / "spt_best.pt", run_dir / "checkpoints" / "spt_last.pt"
+    resume_command = resume_command or f"lares-rl spt resume={run_dir} <the same overrides>"
     progress_state = {"epoch": 0, "next_batch": 0, "perm": None, "seen_rows": 0, "step": 0, "epoch_seconds": [], "finished": False}
     settings = {"spt": asdict(cfg), "policy_config": to_plain(policy_config), "data_fingerprint": data.fingerprint, "max_len": max_len, "seed": seed}
     if resume:
@@ -270,7 +273,7 @@ def train_spt(
                     progress_state["epoch_partial_seconds"] = progress_state.get("epoch_partial_seconds", 0.0) + time.perf_counter() - start
                     save_state()
                     tracker.close()
-                    raise TrainingInterrupted(f"SPT interrupted at epoch {epoch}, batch {index + 1}/{len(batches)}; state saved to {state_path}. Resume with: lares-rl spt resume={run_dir} <the same overrides>")
+                    raise TrainingInterrupted(f"SPT interrupted at epoch {epoch}, batch {index + 1}/{len(batches)}; state saved to {state_path}. Resume with: {resume_command}")
             # an epoch cut by Ctrl-C counts the time before the cut too, so speed is per whole epoch
             seconds = time.perf_counter() - start + progress_state.pop("epoch_partial_seconds", 0.0)
             progress_state["epoch_seconds"].append(seconds)

@@ -151,8 +151,8 @@ def test_ctrl_c_mid_epoch_then_resume_is_bit_identical(tmp_path, monkeypatch, mo
         return original(terms, step)
 
     monkeypatch.setattr(spt, "total_loss", interrupt_at_step_3)
-    with pytest.raises(TrainingInterrupted):
-        _train(tmp_path / "cut", cfg, resume=False)
+    with pytest.raises(TrainingInterrupted, match="Resume with: lares-rl run resume=cut spt.epochs=2$"):  # the caller's hint, as given
+        _train(tmp_path / "cut", cfg, resume=False, resume_command="lares-rl run resume=cut spt.epochs=2")
     progress = load_training_state(tmp_path / "cut" / "checkpoints" / "spt_last.pt")["progress"]
     assert (progress["epoch"], progress["next_batch"]) == (0, 3)
     monkeypatch.setattr(spt, "total_loss", original)

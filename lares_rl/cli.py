@@ -224,11 +224,13 @@ def _checkpoint_inputs(cfg: DictConfig, command: str):
     device = resolve_device(cfg.device)
     payload = load_checkpoint(cfg.checkpoint)
     dataset = _checkpoint_dataset(cfg, payload)
+    if dataset is None:
+        dataset = to_plain(cfg.dataset)
     data = _load_data(cfg, dataset)
     payload, policy = _load_spt_checkpoint(cfg.checkpoint, data, device, payload)
     _check_policy_overrides(cfg, payload, cfg.checkpoint)
     check_depth_applies(policy, cfg.eval.get("k"), "eval.k")
-    config = {**to_plain(cfg), "policy": dict(payload["policy_config"]), "dataset": dataset if dataset is not None else to_plain(cfg.dataset)}
+    config = {**to_plain(cfg), "policy": dict(payload["policy_config"]), "dataset": dataset}
     return payload, policy, data, device, config
 
 

@@ -200,13 +200,13 @@ def _load_spt_checkpoint(path, data, device, payload=None):
     return payload, policy_from_checkpoint(payload, device)
 
 
-def _checkpoint_dataset(cfg: DictConfig, payload) -> dict | None:
+def _checkpoint_dataset(cfg: DictConfig, payload) -> dict:
     """The dataset section a checkpoint was trained with, unless ``dataset`` or ``dataset.*`` is
     set on the command line: ``lares-rl eval checkpoint=...`` then needs no repeated overrides.
-    None (use the configured data set) for checkpoints that did not record it."""
+    The configured section for checkpoints that did not record one."""
     saved = (payload.get("config") or {}).get("dataset")
     if not isinstance(saved, dict) or _overrides_under("dataset"):
-        return None
+        return to_plain(cfg.dataset)
     print(f"[lares-rl] data set from the checkpoint's training config: {saved.get('name')} ({saved.get('path') or 'embedded'}); override dataset.* to use another")
     return saved
 
@@ -224,8 +224,6 @@ def _checkpoint_inputs(cfg: DictConfig, command: str):
     device = resolve_device(cfg.device)
     payload = load_checkpoint(cfg.checkpoint)
     dataset = _checkpoint_dataset(cfg, payload)
-    if dataset is None:
-        dataset = to_plain(cfg.dataset)
     data = _load_data(cfg, dataset)
     payload, policy = _load_spt_checkpoint(cfg.checkpoint, data, device, payload)
     _check_policy_overrides(cfg, payload, cfg.checkpoint)

@@ -1,11 +1,16 @@
 """SPT: self-supervised pre-training of the LARES reasoner (DESIGN section 2), top to bottom.
 
-Per batch of training rows (history, target v*):
+Per batch of training rows (history, target v*), with ``spt.shared_anchor=false`` (the reference):
     1. recommendation pass, k ~ sampler:            L_rec = CE(h @ E^T, v*)
     2. anchor pass, one k' for the batch:           h_a and every step's state h^(1..k')
     3. positive pass (same target, same k'):        h_p
     L_TLA = (l(h_a, h_p) + l(h_p, h_a)) / 2,  L_SLA = (l(h_a, h^(j)) + l(h^(j), h_a)) / 2 (j ~ U{1..k'}, skipped for k' = 1)
     L_SPT = L_rec + alpha L_TLA + gamma L_SLA,  l = in-batch InfoNCE.
+With ``spt.shared_anchor=true`` (the default) passes 1 and 2 are one pass at k': the recommendation
+pass keeps every step's state, and its last-position states are the anchor. k and k' come from
+the same sampler, so each loss term still sees k drawn from it; what changes is that L_rec and the
+alignment terms now share one k, one T0 draw and one dropout mask per batch, and a step costs two
+passes instead of three (docs/spt_profile.md).
 SASRec (a policy without a core block) has one state, so it trains on L_rec alone.
 """
 
@@ -31,7 +36,7 @@ from .tracking import Tracker, hparams_markdown
 
 @dataclass
 class SPTConfig:
-    """``spt`` section; defaults are the reference's."""
+    """``spt`` section; defaults are the reference's except ``shared_anchor`` (a speed-up, see the module docstring)."""
 
     epochs: int = 200
     batch_size: int = 1024
@@ -45,6 +50,7 @@ class SPTConfig:
     mode: str = "rows"          # rows: one row per prefix (reference); dense: every position of a window
     dense_stride: int | None = None  # dense: supervised targets per window; null = max_len // 2
     bucket_by_length: bool = False   # batch rows of similar length together (less padding work on short-history data)
+    shared_anchor: bool = True       # the recommendation pass is also the alignment anchor (2 passes a step); false = the reference's 3
 
     def __post_init__(self) -> None:
         if self.temperature is None:
@@ -60,6 +66,7 @@ class SPTConfig:
         require(self.patience >= 1, "spt.patience", f"must be >= 1, got {self.patience}")
         require(self.mode in ("rows", "dense"), "spt.mode", f"must be rows or dense, got {self.mode!r}")
         require(isinstance(self.bucket_by_length, bool), "spt.bucket_by_length", f"must be true or false, got {self.bucket_by_length!r}")
+        require(isinstance(self.shared_anchor, bool), "spt.shared_anchor", f"must be true or false, got {self.shared_anchor!r}")
 
 
 # ----------------------------------------------------------------------------- loss primitives
@@ -119,31 +126,50 @@ def symmetric_info_nce(x: torch.Tensor, y: torch.Tensor, similarity: str, temper
     return (info_nce(x, y, similarity, temperature) + info_nce(y, x, similarity, temperature)) / 2
 
 
-def recommendation_loss(policy: nn.Module, seq: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """L_rec and the sampled k. ``targets`` [B]: one row per prefix, scored at the last position.
-    ``targets`` [B, L] (dense windows): every position with a non-zero target is scored in the same
-    pass, which is exact for causal encoders because position i only sees items up to i."""
+def recommendation_loss(policy: nn.Module, seq: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """L_rec and every step's state at each row's last position, [B, k, d] (k = None: sampled).
+
+    ``targets`` [B]: one row per prefix, scored at the last position. ``targets`` [B, L] (dense
+    windows): every position with a non-zero target is scored in the same pass, which is exact for
+    causal encoders because position i only sees items up to i; the returned states are then those
+    of the window's last target, which is what the alignment terms use as the anchor."""
     if targets.dim() == 1:
-        states = policy.encode(seq, lengths)
-        return F.cross_entropy(policy.scores(states[:, -1]), targets), states.shape[1]
-    states = policy.encode(seq, lengths, all_positions=True)
-    supervised = targets[:, : states.shape[2]] > 0
-    return F.cross_entropy(policy.scores(states[:, -1][supervised]), targets[:, : states.shape[2]][supervised]), states.shape[1]
+        states = policy.encode(seq, lengths, k=k)
+        return F.cross_entropy(policy.scores(states[:, -1]), targets), states
+    states = policy.encode(seq, lengths, k=k, all_positions=True)
+    width_targets = targets[:, : states.shape[2]]
+    supervised = width_targets > 0
+    loss = F.cross_entropy(policy.scores(states[:, -1][supervised]), width_targets[supervised])
+    last = (lengths - 1).clamp(min=0).view(-1, 1, 1, 1).expand(-1, states.shape[1], 1, states.shape[-1])
+    return loss, states.gather(2, last).squeeze(2)
+
+
+def anchor_and_rec(policy: nn.Module, batch: tuple[torch.Tensor, ...], shared: bool) -> tuple[torch.Tensor, int, torch.Tensor]:
+    """(L_rec, its k, the anchor's per-step states [B, k', d]). Shared: one pass at k' serves both;
+    otherwise the reference's order (recommendation pass at its own k, then the anchor pass at k')
+    so that ``shared_anchor=false`` replays the reference's random draws."""
+    seq, lengths, targets = batch
+    if shared:
+        k_prime = policy.sample_steps()
+        loss_rec, anchor_steps = recommendation_loss(policy, seq, lengths, targets, k=k_prime)
+        return loss_rec, k_prime, anchor_steps
+    loss_rec, rec_steps = recommendation_loss(policy, seq, lengths, targets)
+    return loss_rec, rec_steps.shape[1], policy.encode(seq, lengths, k=policy.sample_steps())
 
 
 def spt_loss(policy: nn.Module, batch: tuple[torch.Tensor, ...], positive: tuple[torch.Tensor, torch.Tensor], cfg: SPTConfig) -> dict[str, torch.Tensor]:
-    """The three passes of one SPT step. ``loss_*`` entries sum to L_SPT (weights applied);
-    ``k``, ``k_prime``, ``tla``, ``sla`` are detached diagnostics. The alignment passes always
-    use each row's last position (in dense mode: the window's last target)."""
-    seq, lengths, targets = batch
-    loss_rec, k = recommendation_loss(policy, seq, lengths, targets)
-    out = {"loss_rec": loss_rec, "k": torch.tensor(float(k))}
+    """The passes of one SPT step (two with ``cfg.shared_anchor``, else three). ``loss_*`` entries
+    sum to L_SPT (weights applied); ``k``, ``k_prime``, ``tla``, ``sla`` are detached diagnostics.
+    The alignment terms always use each row's last position (in dense mode: the window's last
+    target). The positive pass runs over its own batch, so ``encode`` trims it to the longest
+    positive, not the anchor's width."""
     if not policy.recurrent or (cfg.alpha == 0 and cfg.gamma == 0):
-        return out
-    k_prime = policy.sample_steps()
-    anchor_steps = policy.encode(seq, lengths, k=k_prime)
+        loss_rec, states = recommendation_loss(policy, *batch)
+        return {"loss_rec": loss_rec, "k": torch.tensor(float(states.shape[1]))}
+    loss_rec, k, anchor_steps = anchor_and_rec(policy, batch, cfg.shared_anchor)
+    k_prime = anchor_steps.shape[1]
     anchor = anchor_steps[:, -1]
-    out["k_prime"] = torch.tensor(float(k_prime))
+    out = {"loss_rec": loss_rec, "k": torch.tensor(float(k)), "k_prime": torch.tensor(float(k_prime))}
     if cfg.alpha > 0:
         pos_seq, pos_lengths = positive
         tla = symmetric_info_nce(anchor, policy.encode(pos_seq, pos_lengths, k=k_prime)[:, -1], cfg.similarity, cfg.temperature)
@@ -155,6 +181,10 @@ def spt_loss(policy: nn.Module, batch: tuple[torch.Tensor, ...], positive: tuple
     return out
 
 
+# What a run saved before an ``spt`` key existed did in its place: such a run resumes only with that value.
+SETTINGS_BEFORE_RECORDED = {"shared_anchor": False}
+
+
 def check_resume_settings(saved: Mapping, settings: Mapping, run_dir: Path) -> None:
     """Refuse to resume an SPT run with other settings (they would be half applied: Adam's saved
     lr and early stopping's patience win, another batch size re-cuts the saved epoch order).
@@ -163,7 +193,7 @@ def check_resume_settings(saved: Mapping, settings: Mapping, run_dir: Path) -> N
     if "settings" not in saved:
         print(f"[spt] warning: {run_dir} was saved without its settings; resuming without checking that they match", flush=True)
         return
-    before = {**saved["settings"], "spt": {**saved["settings"]["spt"], "epochs": settings["spt"]["epochs"]}}
+    before = {**saved["settings"], "spt": {**SETTINGS_BEFORE_RECORDED, **saved["settings"]["spt"], "epochs": settings["spt"]["epochs"]}}
     changed = [f"spt.{key}" for key in settings["spt"] if before["spt"].get(key) != settings["spt"][key]]
     labels = {"policy_config": "policy", "data_fingerprint": "the data (dataset file or settings)", "max_len": "dataset.max_len", "seed": "seed"}
     changed += [label for key, label in labels.items() if before.get(key) != settings[key]]

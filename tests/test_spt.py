@@ -46,7 +46,8 @@ def _tiny_model(**kw):
     return LaresReasoner(20, 6, d_model=16, inner_size=32, **kw)
 
 
-def test_spt_terms_match_direct_computation(monkeypatch):
+@pytest.mark.parametrize("shared_anchor", [True, False])
+def test_spt_terms_match_direct_computation(monkeypatch, shared_anchor):
     model = _tiny_model(dropout=0.0, t0_init="zero", step_sampler="constant", mean_recurrence=3)
     seq = torch.tensor([[1, 2, 3, 0, 0, 0], [4, 5, 0, 0, 0, 0], [6, 7, 8, 9, 0, 0]])
     lengths = torch.tensor([3, 2, 4])
@@ -54,7 +55,7 @@ def test_spt_terms_match_direct_computation(monkeypatch):
     pos_seq = torch.tensor([[2, 3, 0, 0, 0, 0], [5, 0, 0, 0, 0, 0], [7, 8, 9, 0, 0, 0]])
     pos_len = torch.tensor([2, 1, 3])
     monkeypatch.setattr(torch, "randint", lambda low, high, size, **kw: torch.tensor(2))  # SLA step j = 2
-    cfg = SPTConfig(alpha=0.1, gamma=0.5)
+    cfg = SPTConfig(alpha=0.1, gamma=0.5, shared_anchor=shared_anchor)
     terms = spt_loss(model, (seq, lengths, targets), (pos_seq, pos_len), cfg)
     steps = model.encode(seq, lengths, k=3)
     h_a, h_p, h_j = steps[:, -1], model.encode(pos_seq, pos_len, k=3)[:, -1], steps[:, 1]
@@ -65,6 +66,45 @@ def test_spt_terms_match_direct_computation(monkeypatch):
     assert torch.isclose(terms["loss_tla"], 0.1 * tla, atol=1e-6)
     assert torch.isclose(terms["loss_sla"], 0.5 * sla, atol=1e-6)
     assert terms["k"].item() == 3 and terms["k_prime"].item() == 3
+
+
+def _count_encode_calls(monkeypatch, model) -> list[int]:
+    """Widths of every ``encode`` call on ``model`` (one entry per pass)."""
+    widths, original = [], model.encode
+
+    def counted(seq, lengths, *args, **kwargs):
+        widths.append(int(lengths.max()))
+        return original(seq, lengths, *args, **kwargs)
+
+    monkeypatch.setattr(model, "encode", counted)
+    return widths
+
+
+@pytest.mark.parametrize("shared_anchor, passes", [(True, 2), (False, 3)])
+def test_shared_anchor_saves_a_pass_and_the_positive_pass_runs_at_its_own_width(monkeypatch, shared_anchor, passes):
+    model = _tiny_model()
+    widths = _count_encode_calls(monkeypatch, model)
+    batch = (torch.tensor([[1, 2, 3, 4, 5, 0]] * 2), torch.tensor([5, 5]), torch.tensor([3, 4]))
+    positive = (torch.tensor([[1, 2, 0, 0, 0, 0]] * 2), torch.tensor([2, 1]))
+    terms = spt_loss(model, batch, positive, SPTConfig(shared_anchor=shared_anchor))
+    assert widths == [5] * (passes - 1) + [2]
+    if shared_anchor:
+        assert terms["k"] == terms["k_prime"]
+
+
+def test_shared_anchor_in_dense_mode_is_the_window_last_target_state():
+    """Dense windows score every position in one pass; the anchor must be the state at each
+    window's last target (lengths - 1), exactly what a separate last-position pass returns."""
+    model = _tiny_model(dropout=0.0, t0_init="zero", step_sampler="constant", mean_recurrence=3)
+    sequences = [[1, 2, 3, 4, 5, 6, 7, 8, 9], [3, 5, 7, 9, 11, 13], [2, 4, 6, 8, 10, 12, 14, 16]]
+    seqs, lengths, targets = SequenceData.from_sequences(sequences, num_items=20).train_windows(6, 3)
+    loss, anchor_steps = recommendation_loss(model, seqs, lengths, targets, k=3)
+    assert torch.allclose(anchor_steps, model.encode(seqs, lengths, k=3), atol=1e-6)
+    shared = spt_loss(model, (seqs, lengths, targets), (seqs, lengths), SPTConfig(shared_anchor=True, gamma=0.0))
+    separate = spt_loss(model, (seqs, lengths, targets), (seqs, lengths), SPTConfig(shared_anchor=False, gamma=0.0))
+    for name in ("loss_rec", "loss_tla"):
+        assert torch.isclose(shared[name], separate[name], atol=1e-6)
+    assert torch.isclose(shared["loss_rec"], loss)
 
 
 def test_ablations_drop_terms_and_sasrec_trains_on_rec_only():
@@ -134,6 +174,18 @@ def test_resume_refuses_other_settings_except_more_epochs(tmp_path, capsys):
     capsys.readouterr()
     _train(tmp_path, SPTConfig(epochs=3, batch_size=16, patience=5), resume=True)
     assert "saved without its settings" in capsys.readouterr().out
+
+
+def test_a_run_saved_before_shared_anchor_existed_resumes_only_with_the_separate_anchor(tmp_path):
+    """Such a run trained with three passes; resuming it with the shared anchor would mix the two."""
+    _train(tmp_path, SPTConfig(epochs=1, batch_size=16, shared_anchor=False), resume=False)
+    state_path = tmp_path / "checkpoints" / "spt_last.pt"
+    state = load_training_state(state_path)
+    del state["settings"]["spt"]["shared_anchor"]
+    save_training_state(state_path, state)
+    with pytest.raises(LaresError, match=r"\(spt.shared_anchor\)"):
+        _train(tmp_path, SPTConfig(epochs=2, batch_size=16), resume=True)
+    assert _train(tmp_path, SPTConfig(epochs=2, batch_size=16, shared_anchor=False), resume=True)["epochs_run"] == 2
 
 
 @pytest.mark.parametrize("mode, bucket", [("rows", False), ("dense", True)])

@@ -1,6 +1,7 @@
 """``lares-rl <command> [hydra overrides]``: the one entry point.
 
-Commands: ``run`` (the main job: SPT -> filter -> RPT -> test evaluation), ``spt`` (SPT only),
+Commands: ``run`` (the main job: SPT -> filter -> RPT -> test evaluation, next to a SASRec
+baseline trained on the same split), ``spt`` (SPT only),
 ``rpt`` (RPT from ``checkpoint=<spt checkpoint>``), ``eval`` (a checkpoint on valid/test),
 ``sweep-k`` (a checkpoint over reasoning depths, table + plot), ``stats``, ``recommend`` (top-k
 for JSON-lines histories; ``lares-rl recommend --help``). ``resume=<run dir>`` continues an
@@ -31,8 +32,11 @@ COMMANDS = ("run", "spt", "rpt", "eval", "sweep-k", "stats", "recommend")
 RESUME_KEYS = {
     "spt": ("dataset", "policy", "spt", "seed", "eval"),
     "rpt": ("dataset", "rpt", "reward", "seed", "eval"),
-    "run": ("dataset", "policy", "spt", "rpt", "reward", "seed", "eval"),
+    "run": ("dataset", "policy", "spt", "rpt", "reward", "seed", "eval", "baseline"),
 }
+# Policy keys the baseline takes from the run's policy, so both models have the same width and blocks.
+BASELINE_SHARED_KEYS = ("backbone", "backbone_options", "d_model", "n_heads", "inner_size", "dropout", "n_pre_layers")
+DISPLAY_NAMES = {"lares": "LARES", "sasrec": "SASRec"}
 RESUME_STATE = {"spt": "spt_last.pt", "rpt": "rpt_last.pt", "run": "spt_last.pt"}
 
 
@@ -274,23 +278,111 @@ def _spt_finished(run_dir: Path, spt_epochs: int) -> bool:
     return bool(progress["finished"]) or progress["epoch"] >= spt_epochs
 
 
+def _baseline_policy(cfg: DictConfig) -> dict | None:
+    """The ``baseline=`` policy config (``configs/policy/<name>.yaml``) with the run's
+    BASELINE_SHARED_KEYS, or None when there is none to train (``baseline=null``, or the run's
+    policy is that baseline already)."""
+    from importlib.resources import files
+
+    from omegaconf import OmegaConf
+
+    name = cfg.get("baseline")
+    if name is None or name == cfg.policy.get("name"):
+        return None
+    path = files("lares_rl.configs") / "policy" / f"{name}.yaml"
+    if not path.is_file():
+        choices = sorted(p.name.removesuffix(".yaml") for p in (files("lares_rl.configs") / "policy").iterdir() if p.name.endswith(".yaml"))
+        raise LaresError(f"baseline={name} names no file configs/policy/{name}.yaml; use one of {', '.join(choices)}, or baseline=null to skip the baseline")
+    policy = to_plain(OmegaConf.load(str(path)))
+    return {**policy, **{key: to_plain(cfg.policy[key]) for key in BASELINE_SHARED_KEYS if key in cfg.policy}}
+
+
+def _train_baseline(cfg: DictConfig, data, eval_cfg, device, run_dir: Path, resuming: bool, hint: str) -> dict | None:
+    """SPT of the baseline policy with the run's ``spt`` settings on the same split, in
+    ``<run dir>/baseline/``, plus its test metrics. Saved there, so a resumed run reuses a finished
+    baseline and continues an interrupted one."""
+    import json
+
+    from .atomic import atomic_write_json
+    from .checkpoint import build_policy
+    from .evaluation import evaluate_policy
+    from .runtime import seed_everything
+    from .spt import SPTConfig, train_spt
+
+    policy_config = _baseline_policy(cfg)
+    if policy_config is None:
+        return None
+    out = run_dir / "baseline"
+    results_path = out / "checkpoints" / "spt_results.json"
+    if resuming and results_path.is_file():
+        return json.loads(results_path.read_text())
+    max_len = int(cfg.dataset.max_len)
+    seed_everything(int(cfg.seed))
+    policy = build_policy(policy_config, data.num_items, max_len)
+    print(f"[lares-rl] baseline {policy_config['name']} on the same split and SPT settings; run dir {out}", flush=True)
+    summary = train_spt(
+        policy=policy, policy_config=policy_config, data=data, max_len=max_len, cfg=section_from_mapping(SPTConfig, cfg.spt, "spt"), eval_cfg=eval_cfg,
+        run_dir=out, device=device, seed=int(cfg.seed), config={**to_plain(cfg), "policy": policy_config}, progress=bool(cfg.progress),
+        resume=resuming and (out / "checkpoints" / "spt_last.pt").is_file(), resume_command=hint,
+    )
+    results = {"name": policy_config["name"], "spt": summary, "test": evaluate_policy(policy, data, "test", max_len, eval_cfg, device)}
+    atomic_write_json(results_path, results)
+    return results
+
+
+def _how_training_ended(state_path: Path, cap: int, best_epoch: int) -> str:
+    """One phrase for the results table: converged (early stopping) or stopped by the epoch cap,
+    read from the phase's saved training state."""
+    from .resume import load_training_state
+
+    progress = load_training_state(state_path)["progress"]
+    epochs = int(progress["epoch"])
+    if best_epoch < 0:  # RPT whose epochs never beat the SPT start on validation
+        ended = "converged by early stopping" if progress["finished"] else f"hit the epoch cap ({epochs} of {cap})"
+        return f"{ended}; no epoch beat the SPT weights on validation, so they were kept"
+    if progress["finished"]:
+        return f"converged by early stopping after {epochs} epochs (best epoch {best_epoch})"
+    return f"hit the epoch cap ({epochs} of {cap} epochs, best epoch {best_epoch}): not converged"
+
+
+def _comparison(cfg: DictConfig, run_dir: Path, merged: dict, baseline: dict | None) -> str:
+    """The run's results table (baseline, SPT, SPT+RPT) and where converged numbers come from."""
+    from .report import comparison_table
+
+    name = DISPLAY_NAMES.get(str(cfg.policy.name), str(cfg.policy.name))
+    rows = {}
+    if baseline is not None:
+        ended = _how_training_ended(run_dir / "baseline" / "checkpoints" / "spt_last.pt", int(cfg.spt.epochs), baseline["spt"]["best_epoch"])
+        rows[DISPLAY_NAMES.get(baseline["name"], baseline["name"])] = (baseline["test"], ended)
+    rows[f"{name}-SPT"] = (merged["test"]["spt"], _how_training_ended(run_dir / "checkpoints" / "spt_last.pt", int(cfg.spt.epochs), merged["spt"]["best_epoch"]))
+    rows[f"{name}-SPT+RPT"] = (merged["test"]["rpt"], _how_training_ended(run_dir / "checkpoints" / "rpt_last.pt", int(cfg.rpt.epochs), merged["rpt"]["best_epoch"]))
+    return (
+        comparison_table(rows)
+        + "\nRows that hit the epoch cap are not converged: for converged numbers run `make run PRESET=paper` (the reference settings; slow on a CPU)"
+        + " or the benchmark commands in README.md (section Benchmarks); the full report, with seeds and commands, is docs/RESULTS.md."
+    )
+
+
 def command_run(cfg: DictConfig) -> dict:
-    """The main job: SPT -> top-K filter -> RPT -> test; one table with test metrics after SPT and after RPT.
+    """The main job: SPT -> top-K filter -> RPT -> test, then the baseline (``baseline=``, SASRec)
+    with the same SPT settings; one table with the three test results and how each training ended.
 
     ``resume=<run dir>`` continues an interrupted run: an unfinished SPT resumes exactly, then RPT
     runs; a finished SPT is not repeated (its results were saved) and RPT resumes from
-    ``rpt_last.pt`` when it had started.
+    ``rpt_last.pt`` when it had started; a finished baseline is reused, an unfinished one resumed.
     """
     import json
 
     from .atomic import atomic_write_json
     from .checkpoint import build_policy
-    from .report import results_table
+    from .recommender import Recommender
+    from .report import format_recommendations
     from .runtime import resolve_device
 
     eval_cfg = _eval_config(cfg)
     device = resolve_device(cfg.device)
     data = _load_data(cfg)
+    _baseline_policy(cfg)  # a wrong baseline= fails now, not after the main training
     # RPT settings are checked before SPT starts, so a typo never costs a pre-training run.
     probe = build_policy(to_plain(cfg.policy), data.num_items, int(cfg.dataset.max_len))
     rpt_cfg, reward_fn = _rpt_setup(cfg, data.num_items, bool(getattr(probe, "recurrent", False)))
@@ -310,11 +402,11 @@ def command_run(cfg: DictConfig) -> dict:
     results = _rpt_with_before_after(cfg, payload, policy, data, rpt_cfg, reward_fn, eval_cfg, device, run_dir, rpt_resume, hint, to_plain(cfg))
     merged = {"spt": spt_results["spt"], "rpt": results["rpt"], "valid": {"spt": results["before"]["valid"], "rpt": results["after"]["valid"]},
               "test": {"spt": spt_results["test"]["spt"], "rpt": results["after"]["test"]}}
-    print(results_table(merged["test"], eval_cfg.ks))
-    from .recommender import Recommender
-    from .report import format_recommendations
-
+    baseline = _train_baseline(cfg, data, eval_cfg, device, run_dir, resume_dir is not None, hint)
+    if baseline is not None:
+        merged["baseline"] = baseline
     print(format_recommendations(Recommender.from_checkpoint(results["rpt"]["checkpoint"], device=str(device), deterministic=True), data))
+    print(_comparison(cfg, run_dir, merged, baseline))
     atomic_write_json(run_dir / "metrics.json", merged)
     print(f"[lares-rl] checkpoints {spt_results['spt']['checkpoint']} {results['rpt']['checkpoint']}\n[lares-rl] metrics {run_dir / 'metrics.json'}\n[lares-rl] TensorBoard: tensorboard --logdir {run_dir / 'tb'}")
     return merged
@@ -358,9 +450,11 @@ def hydra_entry(cfg: DictConfig) -> None:
 def dispatch(cfg: DictConfig) -> None:
     """Run ``cfg.command``; a user-fixable problem ends with one line on stderr and its exit status."""
     from .resume import TrainingInterrupted
+    from .tracking import progress_enabled
 
     try:
-        HANDLERS[cfg.command](cfg)
+        with progress_enabled(bool(cfg.progress)):
+            HANDLERS[cfg.command](cfg)
     except TrainingInterrupted as err:
         print(f"interrupted: {err}", file=sys.stderr)
         sys.exit(130)
@@ -439,4 +533,32 @@ def main() -> None:
     _check_output_dir(argv)
     # appended last: Hydra's parser wants its flags (-m, --cfg ...) before the first override
     sys.argv = [sys.argv[0], *argv, f"command={command}"]
-    hydra_entry()
+    try:
+        hydra_entry()
+    except SystemExit as exit_:
+        if exit_.code == 1:  # Hydra's own error (already printed): add the nearest key for a misspelled one
+            for hint in _unknown_key_hints(argv):
+                print(hint, file=sys.stderr)
+        raise
+
+
+CONFIG_GROUPS = ("dataset", "policy", "spt", "rpt", "reward", "preset")
+
+
+def _unknown_key_hints(argv: list[str]) -> list[str]:
+    """Hints for the overrides in ``argv`` that name no key of the config composed with the same
+    group choices (a bad group choice itself is listed by Hydra, so it gives no hint here)."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    from .config import config_keys, unknown_key_hints
+
+    choices = [arg for arg in argv if arg.partition("=")[0] in CONFIG_GROUPS and "," not in arg]
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module("lares_rl.configs", version_base="1.3"):
+            cfg = compose("config", overrides=choices)
+    except Exception:  # noqa: BLE001 - the group choice is what is wrong, and Hydra said so
+        return []
+    overrides = [arg for arg in argv if "=" in arg and arg.partition("=")[0] not in CONFIG_GROUPS]
+    return unknown_key_hints(overrides, config_keys(cfg))

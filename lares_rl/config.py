@@ -8,9 +8,10 @@ the valid keys listed, instead of being silently ignored.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
-from typing import Any, Mapping, TypeVar
+from typing import Any, Iterable, Mapping, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -59,7 +60,8 @@ def section_from_mapping(cls: type[T], mapping: Mapping[str, Any], key: str) -> 
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise LaresError(f"unknown config key(s) {', '.join(f'{key}.{u}' for u in unknown)}; valid keys under {key!r}: {sorted(fields)}")
+        guesses = [f"{key}.{u} (did you mean {' or '.join(f'{key}.{g}' for g in nearest_keys(u, fields))}?)" if nearest_keys(u, fields) else f"{key}.{u}" for u in unknown]
+        raise LaresError(f"unknown config key(s) {', '.join(guesses)}; nothing reads them, so fix the spelling or drop them; valid keys under {key!r}: {sorted(fields)}")
     hints = typing.get_type_hints(cls)
     values = {name: _checked(f"{key}.{name}", value, hints[name]) for name, value in values.items()}
     section = cls(**values)
@@ -73,3 +75,42 @@ def require(condition: bool, key: str, message: str) -> None:
     """Raise LaresError ``"{key}: {message}"`` unless ``condition`` holds."""
     if not condition:
         raise LaresError(f"{key}: {message}")
+
+
+def nearest_keys(key: str, valid: Iterable[str], n: int = 3) -> list[str]:
+    """The valid names closest to a misspelled ``key``, best first (empty when none is close):
+    Hydra's own message suggests appending the key with ``+``, which only creates a key nothing reads."""
+    return difflib.get_close_matches(key, list(valid), n=n, cutoff=0.6)
+
+
+def config_keys(node: Any, prefix: str = "") -> list[str]:
+    """Every dotted key of a composed config, sections included (``spt``, ``spt.lr``, ...)."""
+    keys: list[str] = []
+    for name, value in (to_plain(node) or {}).items():
+        keys.append(prefix + str(name))
+        if isinstance(value, dict):
+            keys.extend(config_keys(value, f"{prefix}{name}."))
+    return keys
+
+
+def unknown_key_hints(overrides: Iterable[str], valid: Iterable[str]) -> list[str]:
+    """One line for each ``key=value`` override whose key is not in ``valid``, naming the nearest
+    valid keys (or, when none is close, the keys of its section). ``+key``/``~key`` and ``hydra.*``
+    are left to Hydra: appending and deleting are deliberate."""
+    valid = set(valid)
+    hints = []
+    for override in overrides:
+        key, sep, _ = override.partition("=")
+        if not sep or key.startswith(("+", "~", "hydra.")) or key in valid:
+            continue
+        section, _, leaf = key.rpartition(".")
+        same_section = sorted(k.rpartition(".")[2] for k in valid if k.rpartition(".")[0] == section)
+        # a typo inside the right section first (spt.lrr -> spt.lr), then the section left out (lr -> spt.lr), then anywhere
+        guesses = (
+            [f"{section}.{g}" if section else g for g in nearest_keys(leaf, same_section)]
+            or sorted(k for k in valid if k.endswith("." + leaf))
+            or nearest_keys(key, valid)
+        )
+        fix = f"did you mean {' or '.join(guesses)}?" if guesses else f"the keys {f'under {section}' if section else 'at the top level'} are: {', '.join(same_section)}"
+        hints.append(f"hint: {key} is not a config key; {fix} (a +{key}=... would add a key that nothing reads)")
+    return hints

@@ -14,13 +14,16 @@ from torch import nn  # noqa: E402
 from .atomic import atomic_write_json, atomic_write_text  # noqa: E402
 from .errors import LaresError  # noqa: E402
 from .evaluation import EvalConfig, evaluate_policy  # noqa: E402
+from .tracking import progress  # noqa: E402
 
 
 def sweep_depths(policy: nn.Module, data, max_len: int, cfg: EvalConfig, device: torch.device) -> list[dict]:
-    """One row per k: ``{"k": k, **metrics}`` on ``cfg.split``."""
+    """One row per k: ``{"k": k, **metrics}`` on ``cfg.split``; one evaluation pass per depth, so
+    progress is per depth (each pass shows its own batches)."""
     if not getattr(policy, "recurrent", False):
         raise LaresError("sweep-k needs a recurrent policy (a core block); SASRec has a single state")
-    return [{"k": int(k), **evaluate_policy(policy, data, cfg.split, max_len, cfg, device, k=int(k))} for k in cfg.sweep_ks]
+    depths = progress(cfg.sweep_ks, len(cfg.sweep_ks), f"sweep-k {cfg.split}", unit="depth", every=5.0)
+    return [{"k": int(k), **evaluate_policy(policy, data, cfg.split, max_len, cfg, device, k=int(k))} for k in depths]
 
 
 def write_sweep(rows: list[dict], out_dir: Path, title: str, stem: str = "sweep_k") -> dict[str, Path]:

@@ -9,6 +9,7 @@ from torch import nn
 
 from .errors import LaresError
 from .metrics import evaluate_scores, policy_score_fn
+from .tracking import progress
 
 
 @dataclass
@@ -47,9 +48,11 @@ def check_depth_applies(policy: nn.Module, k: int | None, key: str) -> None:
 def evaluate_policy(policy: nn.Module, data, split: str, max_len: int, cfg: EvalConfig, device: torch.device, k: int | None = None) -> dict[str, float]:
     """Full-ranking metrics of ``policy`` on one split, in eval mode, with reproducible T0 noise.
 
-    The RNG is forked, so evaluating never shifts the training run's random stream.
+    The RNG is forked, so evaluating never shifts the training run's random stream. On large data
+    a pass takes minutes, so it shows progress (``progress=false`` in the CLI hides it).
     """
     seqs, lengths, targets = data.eval_inputs(split, max_len)
+    desc = f"eval {split}" + ("" if k is None else f" k={k}")
     history = data.history_csr(split) if cfg.exclude_history else None
     was_training = policy.training
     policy.eval()
@@ -57,7 +60,8 @@ def evaluate_policy(policy: nn.Module, data, split: str, max_len: int, cfg: Eval
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(cfg.seed)
             return evaluate_scores(
-                policy_score_fn(policy, cfg.k if k is None else k), seqs, lengths, targets, ks=cfg.ks, history=history, batch_size=cfg.batch_size, device=device
+                policy_score_fn(policy, cfg.k if k is None else k), seqs, lengths, targets, ks=cfg.ks, history=history, batch_size=cfg.batch_size, device=device,
+                batches=lambda starts: progress(starts, len(starts), desc, unit="batch"),
             )
     finally:
         policy.train(was_training)

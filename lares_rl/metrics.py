@@ -8,7 +8,7 @@ competes. Evaluation runs in user batches, so memory is one batch x catalog, nev
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 
@@ -60,8 +60,11 @@ def evaluate_scores(
     history: tuple[torch.Tensor, torch.Tensor] | None = None,
     batch_size: int = 1024,
     device: torch.device | str = "cpu",
+    batches: Callable[[range], Iterable[int]] = iter,
 ) -> dict[str, float]:
     """Mean metrics of ``score_fn(seq, lengths) -> [b, N+1]`` over all rows, batched.
+
+    ``batches`` wraps the range of batch start rows, e.g. in a progress display.
 
     ``history`` (CSR over the same rows) masks seen items when given, except each row's target:
     in data with repeat consumption the next item may have been seen, and masking it would make
@@ -70,7 +73,7 @@ def evaluate_scores(
     if len(targets) == 0:
         raise ValueError("cannot evaluate on zero users")
     totals: dict[str, float] = {}
-    for start in range(0, len(targets), batch_size):
+    for start in batches(range(0, len(targets), batch_size)):
         stop = min(start + batch_size, len(targets))
         scores = score_fn(seqs[start:stop].to(device), lengths[start:stop].to(device)).float()
         batch_targets = targets[start:stop].to(device)

@@ -17,6 +17,14 @@ def results_table(results: Mapping[str, Mapping[str, float]], ks: Sequence[int])
     return "\n".join(lines)
 
 
+def comparison_table(rows: Mapping[str, tuple[Mapping[str, float], str]]) -> str:
+    """Markdown table of test NDCG@10 and Recall@10, one row per model, each with how its training
+    ended: a number from a capped run is a budget number, and the table must say so."""
+    lines = ["| model | test NDCG@10 | test Recall@10 | training ended |", "|---|---:|---:|---|"]
+    lines += [f"| {label} | {metrics['ndcg@10']:.4f} | {metrics['recall@10']:.4f} | {ended} |" for label, (metrics, ended) in rows.items()]
+    return "\n".join(lines)
+
+
 def format_recommendations(recommender, data, user_index: int = 0, top_k: int = 10, shown_history: int = 5) -> str:
     """The top-k for one user's full known history (the next-item setting of the test split),
     with original item ids and titles when the data set has them."""

@@ -46,7 +46,8 @@ def test_run_writes_metrics_checkpoint_and_tensorboard(trained_run):
     tags = events.Tags()["scalars"]
     for tag in ("spt/losses/rec", "spt/losses/tla", "spt/eval/ndcg@10", "spt/charts/learning_rate", "spt/charts/samples_per_sec", "spt/diag/k"):
         assert tag in tags, tag
-    assert "| spt |" in result.stdout
+    assert "| LARES-SPT |" in result.stdout and "| SASRec |" in result.stdout
+    assert set(metrics["baseline"]["test"]) == set(metrics["test"]["spt"]) and (run_dir / "baseline" / "checkpoints" / "spt_best.pt").is_file()
 
 
 def test_eval_and_sweep_k_on_checkpoint(trained_run):
@@ -71,6 +72,7 @@ def test_bad_inputs_fail_with_one_clear_line(trained_run, tmp_path):
         (["eval", *args, "checkpoint=nothing.pt"], "nothing.pt"),
         (["run", *args, "spt.lrr=1"], "spt.lrr"),
         (["run", *args, "policy=doesnotexist"], "policy"),
+        (["run", *args, "baseline=nope"], "baseline=nope names no file configs/policy/nope.yaml; use one of lares, sasrec, or baseline=null"),
         (["eval", "--checkpoint", "x.pt"], "write it as a Hydra override, checkpoint=<value>"),
     ]
     (tmp_path / "corrupt.pt").write_bytes(b"not a checkpoint")
@@ -80,6 +82,12 @@ def test_bad_inputs_fail_with_one_clear_line(trained_run, tmp_path):
         assert result.returncode != 0, argv
         assert needle in result.stderr, (argv, result.stderr)
         assert "Traceback" not in result.stderr, (argv, result.stderr)
+
+
+def test_a_misspelled_key_gets_hydras_message_and_the_nearest_valid_key(tmp_path):
+    result = run_cli(tmp_path, "spt", "spt.lrr=1", "progress=false")
+    assert result.returncode == 1 and "Key 'lrr' is not in struct" in result.stderr  # Hydra's message stays
+    assert "hint: spt.lrr is not a config key; did you mean spt.lr?" in result.stderr, result.stderr
 
 
 def test_policy_overrides_that_would_be_ignored_by_a_checkpoint_are_refused(trained_run):

@@ -1,4 +1,5 @@
-"""The README's first command, `make run`, on tiny data with the quick preset (CI proves it)."""
+"""The README's first command, `make run`, on tiny data with the quick preset (CI proves it): the
+method next to its SASRec baseline in one table."""
 
 import json
 import os
@@ -25,8 +26,11 @@ def test_make_run_quick_preset_runs_the_whole_pipeline(tmp_path):
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "| spt |" in result.stdout and "| rpt |" in result.stdout
+    table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert [line.split(" | ")[0] for line in table] == ["| model", "| SASRec", "| LARES-SPT", "| LARES-SPT+RPT"], result.stdout
+    assert all("epoch cap" in line or "early stopping" in line for line in table[1:]), table
+    assert "PRESET=paper" in result.stdout and "docs/RESULTS.md" in result.stdout
     assert "Top-10 for user" in result.stdout and "TensorBoard" in result.stdout
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert set(metrics["test"]) == {"spt", "rpt"}
+    assert set(metrics["test"]) == {"spt", "rpt"} and metrics["baseline"]["name"] == "sasrec"
     assert (tmp_path / "run" / "checkpoints" / "rpt_best.pt").is_file()

@@ -23,7 +23,7 @@ def data_args(tmp_path: Path, name: str = "log.csv", seed: int = 0) -> list[str]
 def full_run(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("rpt_cli")
     args = data_args(tmp_path) + SMALL
-    result = run_cli(tmp_path, "run", *args, "spt.epochs=6", "spt.batch_size=64", "rpt.epochs=1", "rpt.histories_per_batch=140", "hydra.run.dir=run1")
+    result = run_cli(tmp_path, "run", *args, "spt.epochs=6", "spt.batch_size=64", "rpt.epochs=1", "rpt.histories_per_batch=140", "baseline=null", "hydra.run.dir=run1")
     assert result.returncode == 0, result.stderr
     return tmp_path, args, result
 
@@ -34,7 +34,7 @@ def test_run_is_spt_then_rpt_then_test(full_run):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert set(metrics["test"]) == {"spt", "rpt"} and set(metrics["valid"]) == {"spt", "rpt"}
     assert "ndcg@10" in metrics["test"]["rpt"] and metrics["rpt"]["kept_fraction"] == 1.0
-    assert "| spt |" in result.stdout and "| rpt |" in result.stdout and "kept 280/280" in result.stdout
+    assert "| LARES-SPT |" in result.stdout and "| LARES-SPT+RPT |" in result.stdout and "kept 280/280" in result.stdout
     assert (run_dir / "checkpoints" / "spt_best.pt").is_file() and (run_dir / "checkpoints" / "rpt_best.pt").is_file()
     events = EventAccumulator(str(run_dir / "tb" / "rpt"), size_guidance={"histograms": 0})
     events.Reload()

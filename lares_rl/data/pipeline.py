@@ -16,6 +16,7 @@ from lares_rl.data.embedded import embedded_ml100k_item_path, embedded_ml100k_pa
 from lares_rl.data.loaders import check_readable, read_interactions, read_item_titles, resolve_format
 from lares_rl.data.sequences import SequenceData
 from lares_rl.errors import LaresError
+from lares_rl.tracking import progress
 
 logger = logging.getLogger("lares_rl.data")
 
@@ -53,17 +54,18 @@ def load_dataset(cfg: DatasetConfig, cache_dir: str | Path = ".lares_cache") -> 
             logger.info("%s: loaded from cache %s", cfg.name, cached)
             return data
 
-    raw = read_interactions(path, fmt, cfg)
-    titles = read_item_titles(item_file, cfg.item_col, cfg.title_col) if item_file is not None else None
-    data = build_sequences(
-        raw,
-        user_core=cfg.user_core,
-        item_core=cfg.item_core,
-        titles=titles,
-        fingerprint=fp,
-        source=path,
-        name=cfg.name,
-    )
+    # the steps of processing, each shown as it finishes (a large file takes minutes on a CPU)
+    built: dict = {}
+    steps = {
+        "read": lambda: read_interactions(path, fmt, cfg),
+        "titles": lambda: read_item_titles(item_file, cfg.item_col, cfg.title_col) if item_file is not None else None,
+        "build": lambda: build_sequences(
+            built["read"], user_core=cfg.user_core, item_core=cfg.item_core, titles=built["titles"], fingerprint=fp, source=path, name=cfg.name
+        ),
+    }
+    for name in progress(steps, len(steps), f"processing {cfg.name} (read, titles, k-core and split)", unit="step", every=5.0):
+        built[name] = steps[name]()
+    data = built["build"]
     try:
         save_cache(cached, data)
     except LaresError as exc:  # an unwritable cache costs speed, not correctness

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 from hydra.utils import get_object
 from torch import nn
@@ -54,10 +55,20 @@ def save_checkpoint(path: str | Path, *, policy: nn.Module, policy_config: Mappi
         "dataset": {"name": dataset_name, "fingerprint": data.fingerprint, "num_items": data.num_items, "max_len": max_len},
         "item_ids": [str(x) for x in data.item_ids],
         "item_titles": None if data.item_titles is None else [str(x) for x in data.item_titles],
+        "item_counts": training_item_counts(data).tolist(),  # popularity, for cold-start recommendations
         "config": dict(config),
         **(dict(extra) if extra else {}),
     }
     atomic_torch_save(path, payload)
+
+
+def training_item_counts(data) -> np.ndarray:
+    """Interactions per item index in the training part only (the last two items of each user are
+    validation and test, so popularity never leaks them); int64 [num_items + 1], index 0 is 0."""
+    in_training = np.ones(len(data.items), dtype=bool)
+    in_training[data.offsets[1:] - 1] = False
+    in_training[data.offsets[1:] - 2] = False
+    return np.bincount(data.items[in_training], minlength=data.num_items + 1).astype(np.int64)
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -4,12 +4,18 @@
 
 Input, one JSON value per line (blank lines are skipped): either a list of original item ids,
 ``["50", "181", 258]``, or an object ``{"user": <any JSON>, "history": [...]}``. Output, one line
-per input line in the same order: ``{"user", "items", "scores", "titles" (when the checkpoint has
-titles), "unknown_items", "truncated"}``; ``user`` is null for list input.
+per non-blank input line in the same order: ``{"line", "user", "items", "scores", "titles" (when
+the checkpoint has titles), "unknown_items", "truncated", "cold_start"}``; ``user`` is null for
+list input, ``line`` is the input line number.
 
-Nothing is written unless every line succeeded: the output file is written atomically at the end.
-A user mistake (bad line, missing checkpoint, bad option) prints one ``error:`` line naming the
-line or file and exits with status 2.
+A batch is served like a service: a line that cannot be answered (malformed JSON, an empty
+history, only unknown ids, ...) becomes ``{"line", "user", "error"}`` in its place and the other
+lines are answered. ``--cold-start`` answers empty and all-unknown histories with the most popular
+training items instead (``"cold_start": true``; scores are training interaction counts).
+
+Exit status: 0 every line answered; 1 some lines are error records (stderr lists them); 2 nothing
+was answered because of a mistake that concerns the whole batch (flag, checkpoint, unreadable
+input), with one ``error:`` line naming the flag or file. The output file is written atomically.
 """
 
 from __future__ import annotations
@@ -18,10 +24,14 @@ import argparse
 import json
 import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import LaresError
+
+if TYPE_CHECKING:
+    from .recommender import Recommendation
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--k", type=int, default=None, help="reasoning depth (default: the checkpoint's evaluation depth)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:<n>")
     parser.add_argument("--batch-size", type=int, default=1024, help="histories per forward pass (default 1024)")
+    parser.add_argument("--cold-start", action="store_true",
+                        help="answer an empty or all-unknown history with the most popular training items (default: an error record for that line)")
     return parser
 
 
@@ -67,28 +79,33 @@ def _lines(text: str) -> list[str]:
     return [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
 
 
-def parse_lines(text: str, source: str = "input") -> tuple[list[Any], list[list], list[int]]:
-    """(users, histories, line numbers) of the non-blank lines; a malformed line is a LaresError."""
-    users, histories, line_numbers = [], [], []
-    for number, line in enumerate(_lines(text), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise LaresError(f"{source} line {number} is not valid JSON ({err.msg} at column {err.colno}); each line must be a list of item ids or {{\"user\": ..., \"history\": [...]}}") from None
-        if isinstance(record, dict):
-            if "history" not in record:
-                raise LaresError(f"{source} line {number} is an object without a \"history\" key; write {{\"user\": ..., \"history\": [...]}}")
-            user, history = record.get("user"), record["history"]
-        else:
-            user, history = None, record
-        if not isinstance(history, list):
-            raise LaresError(f"{source} line {number}: the history must be a JSON list of item ids, got {type(history).__name__}")
-        users.append(user)
-        histories.append(history)
-        line_numbers.append(number)
-    return users, histories, line_numbers
+@dataclass
+class Line:
+    """One non-blank input line: its number, user, and either a history or why it has none."""
+
+    number: int
+    user: Any = None
+    history: list | None = None
+    error: str | None = None
+
+
+def parse_line(number: int, line: str) -> Line:
+    """The history of one input line, or a Line whose ``error`` says what is wrong and how to write it."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as err:
+        return Line(number, error=f"not valid JSON ({err.msg} at column {err.colno}); each line must be a list of item ids or {{\"user\": ..., \"history\": [...]}}")
+    user, history = (record.get("user"), record.get("history")) if isinstance(record, dict) else (None, record)
+    if isinstance(record, dict) and "history" not in record:
+        return Line(number, user, error="an object without a \"history\" key; write {\"user\": ..., \"history\": [...]}")
+    if not isinstance(history, list):
+        return Line(number, user, error=f"the history must be a JSON list of item ids, got {type(history).__name__}")
+    return Line(number, user, history)
+
+
+def parse_lines(text: str) -> list[Line]:
+    """Every non-blank line of ``text``, parsed (a malformed one carries its error)."""
+    return [parse_line(number, line) for number, line in enumerate(_lines(text), start=1) if line.strip()]
 
 
 def _check_flags(args: argparse.Namespace) -> None:
@@ -107,52 +124,68 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise LaresError(f"--device {args.device} is not usable here ({'no CUDA device is available' if args.device.startswith('cuda') else 'unknown device'}); pass --device auto or --device cpu") from None
 
 
-def run(args: argparse.Namespace) -> None:
+def _output_row(line: Line, rec: "Recommendation | None") -> dict:
+    """The output record of one input line: its answer, or its error."""
+    error = line.error if line.error is not None else rec.error
+    if error is not None:
+        return {"line": line.number, "user": line.user, "error": error}
+    row = {"line": line.number, "user": line.user, "items": rec.items, "scores": rec.scores}
+    if rec.titles is not None:
+        row["titles"] = rec.titles
+    row.update(unknown_items=rec.unknown_items, truncated=rec.truncated, cold_start=rec.cold_start)
+    return row
+
+
+def run(args: argparse.Namespace) -> int:
+    """Answer every line of the input; the exit status (0: all answered, 1: some error records)."""
     from .atomic import atomic_write_text
-    from .recommender import InvalidHistoryError, Recommender
+    from .recommender import Recommender
 
     _check_flags(args)
-    source = "stdin" if args.input == "-" else f"input file {args.input}"
     recommender = Recommender.from_checkpoint(args.checkpoint, device=args.device, k=args.k, deterministic=args.deterministic)
     if args.top_k > recommender.num_items:
         raise LaresError(f"--top-k {args.top_k} is larger than the catalog of {args.checkpoint} ({recommender.num_items} items); lower --top-k")
-    users, histories, line_numbers = parse_lines(_read_text(args.input), source)
+    if args.cold_start and recommender.item_counts is None:
+        raise LaresError(f"--cold-start needs item popularity, which checkpoint {args.checkpoint} predates; retrain it with this lares_rl, or drop --cold-start")
+    lines = parse_lines(_read_text(args.input))
+    valid = [line for line in lines if line.error is None]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        try:
-            recs = recommender.recommend(histories, top_k=args.top_k, exclude_seen=not args.include_seen, batch_size=args.batch_size, seed=args.seed)
-        except InvalidHistoryError as err:
-            raise LaresError(f"{source} line {line_numbers[err.index]}: the history {err.reason}") from None
+        recs = recommender.recommend(
+            [line.history for line in valid], top_k=args.top_k, exclude_seen=not args.include_seen, batch_size=args.batch_size, seed=args.seed,
+            cold_start=args.cold_start, on_invalid="record",
+        )
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
-    lines = []
-    for user, rec in zip(users, recs):
-        row = {"user": user, "items": rec.items, "scores": rec.scores}
-        if rec.titles is not None:
-            row["titles"] = rec.titles
-        row.update(unknown_items=rec.unknown_items, truncated=rec.truncated)
-        lines.append(json.dumps(row, ensure_ascii=False) + "\n")
-    text = "".join(lines)
+    answers = dict(zip((line.number for line in valid), recs))
+    rows = [_output_row(line, answers.get(line.number)) for line in lines]
+    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     if args.output == "-":
         sys.stdout.write(text)
         sys.stdout.flush()
     else:
         atomic_write_text(args.output, text)
-        print(f"[lares-rl] {len(recs)} recommendations -> {args.output}", file=sys.stderr)
+        print(f"[lares-rl] {len(rows)} answers -> {args.output}", file=sys.stderr)
+    source = "stdin" if args.input == "-" else f"input file {args.input}"
+    failed = [row["line"] for row in rows if "error" in row]
+    if failed:
+        shown = ", ".join(map(str, failed[:10])) + (", ..." if len(failed) > 10 else "")
+        print(f"warning: {source}: {len(failed)} of {len(rows)} lines could not be answered (line {shown}); their output records carry \"error\" with the reason and the fix, the other lines were answered", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse ``argv`` (default ``sys.argv[1:]``), run, return the exit status (0 ok, 2 user error)."""
+    """Parse ``argv`` (default ``sys.argv[1:]``), run, return the exit status (0 all answered, 1 some
+    lines are error records, 2 a mistake that stops the whole batch)."""
     try:
         args = _parser().parse_args(argv)
     except SystemExit as exit_:  # argparse: --help (0) or a usage error (2, message already printed)
         return int(exit_.code or 0)
     try:
-        run(args)
+        return run(args)
     except LaresError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

@@ -13,7 +13,12 @@ Item ids are compared as strings (``50`` and ``"50"`` are the same item). Per hi
   :class:`HistoryTruncatedWarning` that counts the truncated histories;
 * with ``exclude_seen`` every known item of the WHOLE history (also the part cut off by the
   window) is excluded; the padding item is never recommended. When fewer than ``top_k`` items are
-  left after excluding, the list is shorter than ``top_k``.
+  left after excluding, the list is shorter than ``top_k``;
+* an empty history, or one with no known id, has nothing for the model to read: by default it is
+  an error, with ``cold_start=True`` it gets the items most often interacted with in the training
+  data (``Recommendation.cold_start``; scores are those training counts);
+* ``on_invalid="record"`` answers a batch the way a service does: a history that cannot be
+  answered becomes a :class:`Recommendation` whose ``error`` says why, the others are answered.
 
 Randomness: LARES draws its initial thought T0 from the global torch RNG at evaluation too (policy
 ``t0_init="normal"``), so two calls on the same history may rank differently; ``seed=`` (or
@@ -60,9 +65,12 @@ class InvalidHistoryError(LaresError):
 class Recommendation:
     """Top-k items for one history, best first.
 
-    ``items``: original item ids; ``scores``: the model's dot-product scores (descending);
-    ``titles``: item titles when the checkpoint has them, else None; ``unknown_items``: history ids
-    not in the catalog (skipped); ``truncated``: the history had more than ``max_len`` known items.
+    ``items``: original item ids; ``scores``: the model's dot-product scores (descending), or the
+    training interaction counts of a cold-start answer; ``titles``: item titles when the checkpoint
+    has them, else None; ``unknown_items``: history ids not in the catalog (skipped);
+    ``truncated``: the history had more than ``max_len`` known items; ``cold_start``: the most
+    popular items, because the history had no known item; ``error``: why the history could not be
+    answered (only with ``on_invalid="record"``; ``items`` is then empty).
     """
 
     items: list[str]
@@ -70,6 +78,8 @@ class Recommendation:
     titles: list[str] | None
     unknown_items: list[str]
     truncated: bool
+    cold_start: bool = False
+    error: str | None = None
 
 
 class Recommender:
@@ -84,6 +94,8 @@ class Recommender:
         device: where the policy lives and runs.
         k: reasoning depth; None uses the policy's evaluation depth.
         deterministic: zero T0 noise and fixed k, so identical input gives identical output.
+        item_counts: training interactions per index (index 0 unused), for cold-start answers;
+            checkpoints store it.
 
     Usually built with :meth:`from_checkpoint`.
     """
@@ -97,6 +109,7 @@ class Recommender:
         device: torch.device | str = "cpu",
         k: int | None = None,
         deterministic: bool = False,
+        item_counts: Sequence[int] | None = None,
     ) -> None:
         if k is not None and (isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1):
             raise LaresError(f"k={k!r} is invalid; the number of reasoning steps must be an integer >= 1 (or None for the checkpoint's evaluation depth)")
@@ -116,6 +129,9 @@ class Recommender:
             if k is None and getattr(self.policy, "recurrent", False):
                 k = self.policy.sample_steps()  # eval mode: the fixed evaluation depth
         self.k = None if k is None else int(k)
+        self.item_counts = None if item_counts is None else np.asarray(item_counts, dtype=np.int64)
+        if self.item_counts is not None and len(self.item_counts) != len(self.item_ids):
+            raise LaresError(f"item_counts has {len(self.item_counts)} entries but the catalog has {len(self.item_ids)} (num_items + 1); pass one count per index")
         # internal index of every catalog id; "<pad>" (index 0) is deliberately not a catalog item
         self._index = {item: i for i, item in enumerate(self.item_ids) if i > 0}
 
@@ -143,12 +159,13 @@ class Recommender:
             raise LaresError(f"checkpoint {path} has {len(titles)} item_titles but dataset.num_items={num_items} (expected num_items + 1); the file is inconsistent, retrain or restore it")
         resolved = resolve_device(device)
         policy = policy_from_checkpoint(payload, resolved)
-        return cls(policy, item_ids, max_len, titles, resolved, k=k, deterministic=deterministic)
+        return cls(policy, item_ids, max_len, titles, resolved, k=k, deterministic=deterministic, item_counts=payload.get("item_counts"))
 
     # ------------------------------------------------------------------ id remapping
 
     def _known(self, history: Sequence[ItemId], h: int) -> tuple[list[int], list[str]]:
-        """Internal indices of the known items (in order) and the unknown ids of one history."""
+        """Internal indices of the known items (in order) and the unknown ids of one history;
+        either list may be empty (the caller decides whether that is an error or a cold start)."""
         # str/bytes would be split into characters, a set or mapping has no time order, a 0-d
         # array has no len(): all are refused instead of being scored as something else
         if (
@@ -158,8 +175,6 @@ class Recommender:
         ):
             kind = type(history).__name__ + (f" of shape {tuple(history.shape)}" if hasattr(history, "shape") else "")
             raise InvalidHistoryError(h, f"must be a list of item ids, oldest first, got {kind}")
-        if len(history) == 0:
-            raise InvalidHistoryError(h, "is empty; every history needs at least one item id")
         index = self._index
         known, unknown = [], []
         for item in history:
@@ -172,10 +187,27 @@ class Recommender:
                 unknown.append(item)
             else:
                 known.append(i)
-        if not known:
-            shown = ", ".join(repr(x) for x in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
-            raise InvalidHistoryError(h, f"has no item id known to the checkpoint's catalog ({shown}); check that the ids are the data set's original item ids")
         return known, unknown
+
+    def _parse(self, history: Sequence[ItemId], h: int, top_k: int, cold_start: bool) -> tuple[list[int], list[str]] | Recommendation:
+        """(known, unknown) to score, or the cold-start answer of a history with nothing known."""
+        known, unknown = self._known(history, h)
+        if known:
+            return known, unknown
+        if cold_start:
+            return self._popular(top_k, unknown)
+        if not unknown:
+            raise InvalidHistoryError(h, "is empty; every history needs at least one item id (or ask for a cold-start answer: cold_start=True, --cold-start)")
+        shown = ", ".join(repr(x) for x in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+        raise InvalidHistoryError(h, f"has no item id known to the checkpoint's catalog ({shown}); check that the ids are the data set's original item ids (or ask for a cold-start answer: cold_start=True, --cold-start)")
+
+    def _popular(self, top_k: int, unknown: list[str]) -> Recommendation:
+        """The ``top_k`` items most often interacted with in training (ties: lower index first)."""
+        order = np.argsort(-self.item_counts[1:], kind="stable")[:top_k] + 1
+        return Recommendation(
+            items=[self.item_ids[i] for i in order], scores=[float(self.item_counts[i]) for i in order],
+            titles=None if self.item_titles is None else [self.item_titles[i] for i in order], unknown_items=unknown, truncated=False, cold_start=True,
+        )
 
     # ------------------------------------------------------------------ scoring
 
@@ -192,17 +224,26 @@ class Recommender:
             scores.scatter_(1, exclude.to(self.device), float("-inf"))
         return torch.topk(scores, top_k, dim=1)
 
-    def recommend(self, histories: Sequence[Sequence[ItemId]], top_k: int = 10, exclude_seen: bool = True, batch_size: int = 1024, seed: int | None = None) -> list[Recommendation]:
+    def recommend(
+        self, histories: Sequence[Sequence[ItemId]], top_k: int = 10, exclude_seen: bool = True, batch_size: int = 1024, seed: int | None = None,
+        *, cold_start: bool = False, on_invalid: str = "raise",
+    ) -> list[Recommendation]:
         """One :class:`Recommendation` per history (original item ids, oldest first), in order.
 
         ``seed`` fixes this call's T0 noise (as ``eval.seed`` does for evaluation) without touching
         the global RNG: the same call (same histories, same ``batch_size``) gives the same output;
         the noise is drawn per batch, so other batches redraw it. None draws from the global RNG.
 
-        Raises LaresError for a bad ``top_k``/``batch_size``/``exclude_seen`` or a ``histories`` that
-        is not a list of histories, and :class:`InvalidHistoryError` (a LaresError with ``.index``)
-        for a history that is empty, unordered (set, dict), not 1-D, holds an id that is neither a
-        string nor an integer, or has no known item.
+        ``cold_start``: an empty or all-unknown history gets the most popular training items
+        instead of an error (needs a checkpoint that stores item counts). ``on_invalid``: "raise"
+        (default) or "record", which answers every other history and returns a Recommendation
+        with ``error`` set for each history that cannot be answered.
+
+        Raises LaresError for a bad ``top_k``/``batch_size``/``exclude_seen``/``on_invalid`` or a
+        ``histories`` that is not a list of histories, and (with ``on_invalid="raise"``)
+        :class:`InvalidHistoryError` (a LaresError with ``.index``) for a history that is empty,
+        unordered (set, dict), not 1-D, holds an id that is neither a string nor an integer, or
+        has no known item.
         """
         if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or not 1 <= top_k <= self.num_items:
             raise LaresError(f"top_k={top_k!r} is invalid; it must be an integer between 1 and the catalog size N={self.num_items}")
@@ -214,11 +255,18 @@ class Recommender:
             raise LaresError(f"histories must be a list of histories (each a list of item ids), got {type(histories).__name__}")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
             raise LaresError(f"seed={seed!r} is invalid; it must be an integer or None")
-        parsed = [self._known(history, h) for h, history in enumerate(histories)]
+        if on_invalid not in ("raise", "record"):
+            raise LaresError(f"on_invalid={on_invalid!r} is invalid; use 'raise' (stop at the first bad history) or 'record' (answer the others)")
+        if cold_start and self.item_counts is None:
+            raise LaresError("cold_start=True needs item popularity, and this checkpoint was written before lares_rl stored it; retrain it, or answer without cold starts")
+        parsed = [self._parse_or_record(history, h, int(top_k), bool(cold_start), on_invalid) for h, history in enumerate(histories)]
+        to_score = [p for p in parsed if isinstance(p, tuple)]
         with contextlib.nullcontext() if seed is None else torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             if seed is not None:
                 torch.manual_seed(int(seed))
-            results, truncated_count = self._score(parsed, int(top_k), bool(exclude_seen), batch_size)
+            scored, truncated_count = self._score(to_score, int(top_k), bool(exclude_seen), batch_size)
+        answers = iter(scored)
+        results = [next(answers) if isinstance(p, tuple) else p for p in parsed]
         if truncated_count:
             warnings.warn(
                 f"{truncated_count} of {len(parsed)} histories have more than max_len={self.max_len} known items; "
@@ -227,6 +275,15 @@ class Recommender:
                 stacklevel=2,
             )
         return results
+
+    def _parse_or_record(self, history: Sequence[ItemId], h: int, top_k: int, cold_start: bool, on_invalid: str) -> tuple[list[int], list[str]] | Recommendation:
+        """:meth:`_parse`, with an unanswerable history turned into an error record when asked."""
+        try:
+            return self._parse(history, h, top_k, cold_start)
+        except InvalidHistoryError as err:
+            if on_invalid == "raise":
+                raise
+            return Recommendation(items=[], scores=[], titles=None, unknown_items=[], truncated=False, error=f"the history {err.reason}")
 
     def _score(self, parsed: list[tuple[list[int], list]], top_k: int, exclude_seen: bool, batch_size: int) -> tuple[list[Recommendation], int]:
         """Recommendations for parsed histories (known indices, unknown ids), and how many were truncated."""

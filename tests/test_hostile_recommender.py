@@ -206,6 +206,33 @@ def test_histories_give_correct_top_k_or_a_clear_error(recommenders, data, catal
         check_result(rec, hist, result, int(top_k), exclude_seen)
 
 
+@settings(max_examples=_n(60), **SETTINGS)
+@given(data=st.data(), cold_start=st.booleans(), batch_size=st.integers(1, 4))
+def test_record_mode_answers_every_good_history_and_flags_every_bad_one(recommenders, data, cold_start, batch_size):
+    """``on_invalid="record"`` (the service mode of ``lares-rl recommend``): one result per history,
+    an ``error`` exactly where ``raise`` mode would refuse that history alone, and every other
+    history answered as if it had been scored on its own; ``cold_start`` turns the empty and
+    all-unknown ones into popularity answers."""
+    EXAMPLES["record"] += 1
+    rec = recommenders["named"]
+    histories = data.draw(st.lists(history(rec.item_ids[1:]), max_size=5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", HistoryTruncatedWarning)
+        results = rec.recommend(histories, top_k=3, batch_size=batch_size, on_invalid="record", cold_start=cold_start)
+    assert len(results) == len(histories)
+    for hist, result in zip(histories, results):
+        items = list(hist)
+        structurally_bad = any(is_bad(x) for x in items)
+        nothing_known = not any(str(x) in rec.item_ids[1:] for x in items)
+        if structurally_bad or (nothing_known and not cold_start):
+            assert result.error and result.items == [], (hist, result)
+        elif nothing_known:
+            assert result.cold_start and len(result.items) == 3 and result.error is None
+        else:
+            assert result.error is None and not result.cold_start
+            check_result(rec, hist, result, 3, True)
+
+
 @settings(max_examples=_n(12), **SETTINGS)
 @given(
     data=st.data(), top_k=st.integers(1, N), exclude_seen=st.booleans(),

@@ -107,6 +107,27 @@ def test_truncation_flagged_with_one_warning(rec):
     assert not set(excluded.items) & set(long)
 
 
+def test_record_mode_answers_the_rest_and_cold_start_gives_training_popularity(rec, checkpoint):
+    results = rec.recommend([["i1"], [], ["x"], "i1", ["i2"]], top_k=2, on_invalid="record")
+    assert [r.error is None for r in results] == [True, False, False, False, True]
+    assert results[1].error.startswith("the history is empty") and results[1].items == []
+    assert results[4].items == rec.recommend([["i2"]], top_k=2)[0].items  # scored rows are unaffected by the bad ones
+    cold = rec.recommend([[], ["x"], ["i1"]], top_k=3, cold_start=True)
+    assert [r.cold_start for r in cold] == [True, True, False] and cold[0].items == cold[1].items and cold[1].unknown_items == ["x"]
+    # popularity is counted over the training part only: each user's last two items are held out
+    from lares_rl.checkpoint import training_item_counts
+
+    assert training_item_counts(SequenceData.from_sequences([[1, 2, 3, 3], [2, 1, 3]], num_items=3)).tolist() == [0, 1, 2, 0]
+    assert len(rec.item_counts) == N + 1 and rec.item_counts.sum() == N * 4  # 12 users with 6 items, 4 of them training
+    with pytest.raises(LaresError, match="on_invalid='skip' is invalid; use 'raise'"):
+        rec.recommend([["i1"]], on_invalid="skip")
+    bare = Recommender(rec.policy, rec.item_ids, MAX_LEN, deterministic=True)
+    with pytest.raises(LaresError, match="cold_start=True needs item popularity"):
+        bare.recommend([[]], cold_start=True)
+    with pytest.raises(LaresError, match="item_counts has 3 entries but the catalog has 13"):
+        Recommender(rec.policy, rec.item_ids, MAX_LEN, item_counts=[1, 2, 3])
+
+
 def test_bad_histories_and_top_k(rec):
     with pytest.raises(LaresError, match="history 1 is empty"):
         rec.recommend([["i1"], []])
@@ -194,16 +215,43 @@ def test_cli_file_to_file_matches_api(checkpoint, rec, tmp_path, capsys):
     assert [r["items"] for r in rows] == [e.items for e in expected] and rows[0]["user"] == 1
 
 
-def test_cli_errors_exit_2_without_output(checkpoint, tmp_path, capsys):
+def test_cli_answers_the_good_lines_and_records_each_bad_one(checkpoint, tmp_path, capsys):
+    """A service-style batch: every bad line is an error record with its line number (exit 1)."""
     src, dst = tmp_path / "in.jsonl", tmp_path / "recs.jsonl"
-    src.write_text('["i1"]\n{"user": 2, "history": [\n')
-    assert main(["--checkpoint", str(checkpoint), "--input", str(src), "--output", str(dst)]) == 2
+    src.write_text('["i1"]\n{"user": 2, "history": [\n\n{"user": 3, "history": []}\n["zzz", "yyy"]\n{"user": 5}\n"i1"\n[["i1"]]\n{"user": 8, "history": ["i2"]}\n')
+    assert main(["--checkpoint", str(checkpoint), "--input", str(src), "--output", str(dst), "--top-k", "2"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("error:") and "line 2" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
-    assert not dst.exists() and list(tmp_path.iterdir()) == [src]
-    src.write_text('["i1"]\n["i2"]\n{"user": 3, "history": []}\n')
-    assert main(["--checkpoint", str(checkpoint), "--input", str(src), "--output", str(dst)]) == 2
-    assert "line 3" in capsys.readouterr().err and not dst.exists()
+    assert "Traceback" not in err and "6 of 8 lines could not be answered (line 2, 4, 5, 6, 7, 8)" in err, err
+    rows = {row["line"]: row for row in _rows(dst.read_text())}
+    assert sorted(rows) == [1, 2, 4, 5, 6, 7, 8, 9]  # the blank line 3 is skipped, as before
+    assert len(rows[1]["items"]) == 2 and rows[9]["user"] == 8 and len(rows[9]["items"]) == 2 and rows[9]["cold_start"] is False
+    assert rows[2]["error"].startswith("not valid JSON") and rows[2]["user"] is None
+    assert rows[4]["error"].startswith("the history is empty") and "--cold-start" in rows[4]["error"] and rows[4]["user"] == 3
+    assert rows[5]["error"].startswith("the history has no item id known") and "'zzz'" in rows[5]["error"]
+    assert 'without a "history" key' in rows[6]["error"] and "must be a JSON list" in rows[7]["error"] and "item ids must be strings" in rows[8]["error"]
+    assert all(set(rows[n]) == {"line", "user", "error"} for n in (2, 4, 5, 6, 7, 8))
+
+
+def test_cli_cold_start_answers_empty_and_unknown_histories_with_popular_items(checkpoint, rec, tmp_path, capsys):
+    src, dst = tmp_path / "in.jsonl", tmp_path / "recs.jsonl"
+    src.write_text('[]\n["zzz"]\n["i1"]\n')
+    assert main(["--checkpoint", str(checkpoint), "--input", str(src), "--output", str(dst), "--top-k", "3", "--cold-start"]) == 0
+    rows = _rows(dst.read_text())
+    assert [r["cold_start"] for r in rows] == [True, True, False] and rows[1]["unknown_items"] == ["zzz"]
+    popular = np.argsort(-rec.item_counts[1:], kind="stable")[:3] + 1
+    assert rows[0]["items"] == rows[1]["items"] == [IDS[i - 1] for i in popular]
+    assert rows[0]["scores"] == sorted(rows[0]["scores"], reverse=True) and rows[0]["scores"][0] == rec.item_counts[popular[0]]
+    payload = torch.load(checkpoint, weights_only=False)
+    del payload["item_counts"]  # a checkpoint written before popularity was stored
+    old = tmp_path / "old.pt"
+    torch.save(payload, old)
+    assert main(["--checkpoint", str(old), "--input", str(src), "--cold-start"]) == 2
+    assert f"--cold-start needs item popularity, which checkpoint {old} predates; retrain it" in capsys.readouterr().err
+
+
+def test_cli_errors_that_concern_the_whole_batch_exit_2(checkpoint, tmp_path, capsys):
+    src = tmp_path / "in.jsonl"
+    src.write_text('["i1"]\n')
     assert main(["--checkpoint", str(tmp_path / "missing.pt"), "--input", str(src)]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(["--checkpoint", str(checkpoint), "--input", str(src), "--top-k", "99"]) == 2

@@ -34,10 +34,12 @@ RESUME_KEYS = {
     "rpt": ("dataset", "rpt", "reward", "seed", "eval"),
     "run": ("dataset", "policy", "spt", "rpt", "reward", "seed", "eval", "baseline"),
 }
+RESUME_STATE = {"spt": "spt_last.pt", "rpt": "rpt_last.pt", "run": "spt_last.pt"}
 # Policy keys the baseline takes from the run's policy, so both models have the same width and blocks.
 BASELINE_SHARED_KEYS = ("backbone", "backbone_options", "d_model", "n_heads", "inner_size", "dropout", "n_pre_layers")
 DISPLAY_NAMES = {"lares": "LARES", "sasrec": "SASRec"}
-RESUME_STATE = {"spt": "spt_last.pt", "rpt": "rpt_last.pt", "run": "spt_last.pt"}
+# Hydra config groups: a misspelled key is looked up in the config composed with the same choices.
+CONFIG_GROUPS = ("dataset", "policy", "spt", "rpt", "reward", "preset")
 
 
 def _run_dir() -> Path:
@@ -453,7 +455,7 @@ def dispatch(cfg: DictConfig) -> None:
     from .tracking import progress_enabled
 
     try:
-        with progress_enabled(bool(cfg.progress)):
+        with progress_enabled(bool(cfg.get("progress", True))):
             HANDLERS[cfg.command](cfg)
     except TrainingInterrupted as err:
         print(f"interrupted: {err}", file=sys.stderr)
@@ -540,9 +542,6 @@ def main() -> None:
             for hint in _unknown_key_hints(argv):
                 print(hint, file=sys.stderr)
         raise
-
-
-CONFIG_GROUPS = ("dataset", "policy", "spt", "rpt", "reward", "preset")
 
 
 def _unknown_key_hints(argv: list[str]) -> list[str]:

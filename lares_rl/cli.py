@@ -8,7 +8,8 @@ for JSON-lines histories; ``lares-rl recommend --help``). ``resume=<run dir>`` c
 interrupted ``spt``, ``rpt`` (with the same ``checkpoint=``) or ``run`` exactly, in place.
 Every run writes its composed config (``.hydra/``), checkpoints, ``metrics.json`` and TensorBoard
 logs (``tb/``) into the Hydra run directory. A user mistake ends with one ``error:`` line and
-exit status 2; Hydra itself reports unknown keys and group options.
+exit status 2; Hydra itself reports unknown keys (followed by a hint with the nearest valid keys)
+and group options.
 """
 
 from __future__ import annotations

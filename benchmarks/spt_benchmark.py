@@ -51,6 +51,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--alpha", type=float, default=0.1)
     parser.add_argument("--gamma", type=float, default=0.5)
+    parser.add_argument("--similarity", choices=["dot", "cosine"], default="dot", help="spt.similarity of the alignment losses")
+    parser.add_argument("--temperature", type=float, default=None, help="spt.temperature; default: 1.0 for dot, 0.07 for cosine")
     parser.add_argument("--bucket", action="store_true", help="spt.bucket_by_length: batch histories of similar length (short-history data)")
     parser.add_argument("--policy-set", nargs="*", default=[], help="policy overrides key=value, e.g. backbone=fmlp")
     parser.add_argument("--threads", type=int, default=1)
@@ -65,7 +67,8 @@ def main() -> None:
     data, dataset_cfg = load_benchmark_dataset(args.dataset, key_values(args.dataset_set) | ({"max_len": args.max_len} if args.max_len else {}), args.beauty_path)
     max_len = int(dataset_cfg["max_len"])
     policy_cfg = config_file("policy", args.policy, key_values(args.policy_set))
-    spt_cfg = SPTConfig(epochs=args.max_epochs, batch_size=args.batch_size, lr=args.lr, alpha=args.alpha, gamma=args.gamma, patience=args.patience, mode=args.mode, bucket_by_length=args.bucket)
+    spt_cfg = SPTConfig(epochs=args.max_epochs, batch_size=args.batch_size, lr=args.lr, alpha=args.alpha, gamma=args.gamma, patience=args.patience, mode=args.mode, bucket_by_length=args.bucket,
+                        similarity=args.similarity, temperature=args.temperature)
     spt_cfg.validate()
     eval_cfg = EvalConfig()
     device = torch.device("cpu")

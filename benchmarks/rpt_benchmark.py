@@ -29,6 +29,7 @@ from lares_rl.atomic import atomic_write_text
 from lares_rl.checkpoint import build_policy, check_same_data, load_checkpoint, policy_from_checkpoint
 from lares_rl.config import section_from_mapping
 from lares_rl.evaluation import EvalConfig
+from lares_rl.rewards import describe_reward
 from lares_rl.rpt import RPTConfig, instantiate_reward, train_rpt_with_test
 from lares_rl.runtime import resolve_device, seed_everything
 from lares_rl.spt import SPTConfig, train_spt
@@ -61,16 +62,20 @@ def write_plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 3.6))
     for row in rows:
         epochs = range(1, len(row["rpt"]["reward_per_epoch"]) + 1)
         left.plot(epochs, row["rpt"]["reward_per_epoch"], marker="o", label=f"seed {row['seed']}")
+        curve = row["rpt"].get("probe_curve", [])
+        middle.plot([p["histories"] for p in curve], [p["reward"] for p in curve], label=f"seed {row['seed']}")
         right.plot(epochs, row["rpt"]["valid_ndcg_per_epoch"], marker="o", label=f"seed {row['seed']}")
         right.axhline(row["before"]["valid"]["ndcg@10"], linestyle=":", color=right.lines[-1].get_color())
     left.set(xlabel="RPT epoch", ylabel="mean training reward (rollouts)", title="training reward")
+    middle.set(xlabel="histories trained on", ylabel="greedy reward on the fixed probe", title="probe-set reward")
     right.set(xlabel="RPT epoch", ylabel="valid NDCG@10", title="validation (dotted: SPT)")
-    for axis in (left, right):
-        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    left.xaxis.set_major_locator(MaxNLocator(integer=True))
+    right.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for axis in (left, middle, right):
         axis.grid(alpha=0.3)
         axis.legend()
     fig.tight_layout()
@@ -79,25 +84,35 @@ def write_plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def learning_cells(summary: dict) -> str:
+    """The zero-advantage group share and the fixed probe's greedy reward at the start and the end."""
+    zero = summary.get("zero_adv_group_fraction")
+    curve = summary.get("probe_curve") or []
+    probe = f"{curve[0]['reward']:.4f} -> {curve[-1]['reward']:.4f}" if curve else "n/a"
+    return f"{zero:.1%} | {probe}" if zero is not None else f"n/a | {probe}"
+
+
 def markdown(record: dict) -> str:
     rows = record["seeds"]
-    header = "| seed | " + " | ".join(f"{split} {m} SPT -> RPT" for split in ("valid", "test") for m in SHOWN) + " | kept rows | epochs to best | collect frames/s | loop frames/s |"
+    header = "| seed | " + " | ".join(f"{split} {m} SPT -> RPT" for split in ("valid", "test") for m in SHOWN) + " | kept rows | epochs to best | zero-adv groups | probe reward start -> end | collect frames/s | loop frames/s |"
     lines = [
         f"# RPT on {record['dataset']} ({record['rpt']['algorithm']}, reward {record['reward']})", "",
         f"Command: `{seed_commands(record)}`", "", f"Machine: {record['machine']}", "",
         "RPT settings: " + ", ".join(f"{k}={v}" for k, v in record["rpt"].items()), "",
-        header, "|---|" + "---:|" * (len(SHOWN) * 2 + 4),
+        header, "|---|" + "---:|" * (len(SHOWN) * 2 + 6),
     ]
     for row in rows:
         cells = [f"{row['before'][split][m]:.4f} -> {row['after'][split][m]:.4f}" for split in ("valid", "test") for m in SHOWN]
-        lines.append(f"| {row['seed']} | " + " | ".join(cells) + f" | {row['rpt']['kept_rows']} ({row['rpt']['kept_fraction']:.1%}) | {row['rpt']['best_epoch'] + 1} | {row['rpt']['collect_frames_per_sec']:.0f} | {row['rpt']['loop_frames_per_sec']:.0f} |")
+        lines.append(f"| {row['seed']} | " + " | ".join(cells) + f" | {row['rpt']['kept_rows']} ({row['rpt']['kept_fraction']:.1%}) | {row['rpt']['best_epoch'] + 1} | {learning_cells(row['rpt'])} | {row['rpt']['collect_frames_per_sec']:.0f} | {row['rpt']['loop_frames_per_sec']:.0f} |")
     if len(rows) > 1:
         cells = [f"{mean_std([r['before'][s][m] for r in rows])} -> {mean_std([r['after'][s][m] for r in rows])}" for s in ("valid", "test") for m in SHOWN]
-        lines.append("| mean ± std | " + " | ".join(cells) + f" | | | {statistics.mean(r['rpt']['collect_frames_per_sec'] for r in rows):.0f} | {statistics.mean(r['rpt']['loop_frames_per_sec'] for r in rows):.0f} |")
+        lines.append("| mean ± std | " + " | ".join(cells) + f" | | | | | {statistics.mean(r['rpt']['collect_frames_per_sec'] for r in rows):.0f} | {statistics.mean(r['rpt']['loop_frames_per_sec'] for r in rows):.0f} |")
     lines += [
         "", "Frames = rollouts (one history x one of its G rollouts). *collect*: the TorchRL Collector alone (env + actor);",
         "*loop*: collection + group advantage + frozen-reference pass + the gradient step. Validation time is excluded.",
         "*epochs to best* 0: no RPT epoch beat the SPT weights on validation NDCG@10, so RPT kept them.",
+        "*zero-adv groups*: share of groups whose G rollouts all got the same reward (no gradient signal);",
+        "*probe reward*: the evaluation-mode reward on a fixed set of kept training histories, before RPT and at the last probe.",
         "", f"![reward and validation per RPT epoch]({record['plot_name']})", "",
     ]
     return "\n".join(lines)
@@ -116,6 +131,7 @@ def main() -> None:
     parser.add_argument("--rpt", default="grpo", help="a file name in configs/rpt/")
     parser.add_argument("--rpt-set", nargs="*", default=[], help="rpt overrides key=value, e.g. epochs=20")
     parser.add_argument("--reward", default="ndcg", help="a file name in configs/reward/")
+    parser.add_argument("--reward-set", nargs="*", default=[], help="reward overrides key=value, e.g. k=10")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None, help="markdown report path (default docs/rpt_<dataset>.md; JSON and PNG beside it)")
@@ -131,13 +147,15 @@ def main() -> None:
     policy_cfg = config_file("policy", args.policy, key_values(args.policy_set))
     rpt_values = config_file("rpt", args.rpt, key_values(args.rpt_set))
     rpt_cfg = section_from_mapping(RPTConfig, rpt_values, "rpt")
-    reward_node = OmegaConf.load(ROOT / "configs" / "reward" / f"{args.reward}.yaml")
-    reward_fn = instantiate_reward(reward_node, data.num_items)
+    # reward.k follows rpt.slate_size unless set: resolve the reward file inside a root that has the rpt section
+    root = OmegaConf.create({"rpt": rpt_values, "reward": OmegaConf.load(ROOT / "configs" / "reward" / f"{args.reward}.yaml")})
+    root.reward.merge_with(key_values(args.reward_set))
+    reward_fn = instantiate_reward(root.reward, data.num_items)
     eval_cfg = EvalConfig()
     out = Path(args.out or ROOT / "docs" / f"rpt_{args.dataset}.md")
     run_root = Path(args.runs_dir) / f"rpt_{args.dataset}"
     record = {
-        "dataset": args.dataset, "reward": args.reward, "rpt": vars(rpt_cfg), "machine": machine_description(device), "plot_name": out.with_suffix(".png").name,
+        "dataset": args.dataset, "reward": describe_reward(reward_fn), "rpt": vars(rpt_cfg), "machine": machine_description(device), "plot_name": out.with_suffix(".png").name,
         "command": command_line("rpt_benchmark.py", args, skip=("out", "runs_dir", "beauty_path")),
     }
     for seed in args.seeds:

@@ -53,6 +53,7 @@ def main() -> None:
     parser.add_argument("--gamma", type=float, default=0.5)
     parser.add_argument("--similarity", choices=["dot", "cosine"], default="dot", help="spt.similarity of the alignment losses")
     parser.add_argument("--temperature", type=float, default=None, help="spt.temperature; default: 1.0 for dot, 0.07 for cosine")
+    parser.add_argument("--reference-anchor", action="store_true", help="spt.shared_anchor=false: the reference's separate anchor pass (3 passes a step instead of 2)")
     parser.add_argument("--bucket", action="store_true", help="spt.bucket_by_length: batch histories of similar length (short-history data)")
     parser.add_argument("--policy-set", nargs="*", default=[], help="policy overrides key=value, e.g. backbone=fmlp")
     parser.add_argument("--threads", type=int, default=1)
@@ -68,7 +69,7 @@ def main() -> None:
     max_len = int(dataset_cfg["max_len"])
     policy_cfg = config_file("policy", args.policy, key_values(args.policy_set))
     spt_cfg = SPTConfig(epochs=args.max_epochs, batch_size=args.batch_size, lr=args.lr, alpha=args.alpha, gamma=args.gamma, patience=args.patience, mode=args.mode, bucket_by_length=args.bucket,
-                        similarity=args.similarity, temperature=args.temperature)
+                        similarity=args.similarity, temperature=args.temperature, shared_anchor=not args.reference_anchor)
     spt_cfg.validate()
     eval_cfg = EvalConfig()
     device = torch.device("cpu")
@@ -102,7 +103,7 @@ def main() -> None:
         depth = sweep_depths(policy, data, max_len, eval_cfg, device) if policy.recurrent else None
         row = {"seed": seed, "checkpoint": summary["checkpoint"], "depth_sweep": depth, **{k: summary[k] for k in ("best_epoch", "epochs_run", "seconds_per_epoch", "samples_per_sec")}, "valid": summary["valid"], "test": test, "test_masked": masked, "eval_users_per_sec": data.num_users / eval_seconds}
         print(f"[bench] {name} seed {seed}: {row['seconds_per_epoch']:.1f}s/epoch, best epoch {row['best_epoch']}, test ndcg@10 {test['ndcg@10']:.4f} (masked {masked['ndcg@10']:.4f})", flush=True)
-        merge_seed(out_path, record, row, same=("policy_config", "spt", "max_len"), defaults={"spt": vars(SPTConfig())})
+        merge_seed(out_path, record, row, same=("policy_config", "spt", "max_len"), defaults={"spt": {**vars(SPTConfig()), "shared_anchor": False}})  # files from before the switch ran 3 passes
 
 
 if __name__ == "__main__":

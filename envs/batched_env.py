@@ -14,7 +14,7 @@ from torchrl.envs import EnvBase
 
 from lares_rl.envs.episodes import ArrayLike, check_positive_ints, end_flags, make_episodes
 from lares_rl.errors import LaresError
-from lares_rl.rewards import RewardFn, check_reward_fn, make_reward
+from lares_rl.rewards import RewardFn, check_reward_fn, check_reward_output, make_reward
 
 SAMPLING = ("epoch", "uniform")
 
@@ -386,7 +386,7 @@ class NextItemEnv(EnvBase):
             # Stepping on would reveal items past the stop, e.g. the hidden validation item.
             raise RuntimeError("some rows' episodes are over; reset them first (rollout and collectors do)")
         target = self._items[cursor]
-        reward = self.reward_fn(action, target).to(torch.float32)
+        reward = check_reward_output(self.reward_fn, self.reward_fn(action, target), len(target)).to(torch.float32)
         next_cursor = cursor + 1
         done = self._ended(next_cursor, episode)[:, None]
         terminated, truncated = end_flags(done, self.horizon)

@@ -120,11 +120,11 @@ def make_reward(name: str, **kwargs: object) -> RewardFn:
     return functools.partial(fn, **kwargs)
 
 
-def _describe(fn: RewardFn) -> str:
-    """A readable name for error messages, including the options bound by a partial."""
+def describe_reward(fn: RewardFn) -> str:
+    """A readable name for messages, including the options bound by a partial, e.g. ``lares_rl.rewards.ndcg(k=10)``."""
     if isinstance(fn, functools.partial):
         options = ", ".join(f"{key}={value!r}" for key, value in fn.keywords.items())
-        return f"{_describe(fn.func)}({options})"
+        return f"{describe_reward(fn.func)}({options})"
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
 
 
@@ -139,7 +139,7 @@ def check_reward_fn(fn: RewardFn, num_items: int) -> None:
     other = min(2, num_items)
     slate = torch.tensor([[1, other], [1, 1]], dtype=torch.int64)
     target = torch.tensor([other, num_items], dtype=torch.int64)  # a hit, then a miss when num_items > 1
-    name = _describe(fn)
+    name = describe_reward(fn)
     try:
         out = fn(slate, target)
     except Exception as err:
@@ -155,3 +155,20 @@ def check_reward_fn(fn: RewardFn, num_items: int) -> None:
         raise LaresError(f"reward {name} must return a float tensor of shape [B]; got {got} for B=2")
     if not torch.isfinite(out).all():
         raise LaresError(f"reward {name} returned non-finite values {out.tolist()} on a dummy batch")
+
+
+def check_reward_output(fn: RewardFn, out: object, batch: int) -> Tensor:
+    """The reward ``fn`` returned for a batch of ``batch`` slates, checked at every env step.
+
+    :func:`check_reward_fn` only sees a dummy batch; a reward can still break its contract on
+    real data (a division by a zero count, a log of 0), and a NaN reward would poison every
+    advantage of its group. This turns that into one error naming the reward and what it returned.
+    """
+    name = describe_reward(fn)
+    if not isinstance(out, Tensor) or out.shape != (batch,) or not out.is_floating_point():
+        got = f"a {out.dtype} tensor of shape {tuple(out.shape)}" if isinstance(out, Tensor) else type(out).__name__
+        raise LaresError(f"reward {name} returned {got} for {batch} slates; a reward must return a float tensor of shape [B]")
+    bad = ~torch.isfinite(out)
+    if bad.any():
+        raise LaresError(f"reward {name} returned {int(bad.sum())} non-finite value(s) (e.g. {out[bad][0].item()}) for {batch} slates; rewards must be finite")
+    return out

@@ -18,7 +18,6 @@ Reference algorithm (GRPO-style, critic-free), one gradient step per collected b
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -35,12 +34,14 @@ from .errors import LaresError
 from .evaluation import EvalConfig, evaluate_policy
 from .resume import TrainingInterrupted, capture_rng, load_training_state, restore_rng, save_training_state, stop_on_sigint, weights_digest
 from .rewards import check_reward_fn
+from .rewards import describe_reward
 from .rpt_filter import top_k_filter
+from .rpt_probe import check_learning_signal, probe_metrics, probe_rows, term_grad_norms
 from .runtime import EarlyStopping
 from .tracking import Tracker, hparams_markdown
 
-ALGORITHMS = ("grpo", "ppo")
-EXPLORATIONS = ("latent", "categorical", "plackett_luce")
+ALGORITHMS = ("grpo", "ppo", "latent_pg")
+EXPLORATIONS = ("latent", "categorical", "plackett_luce", "gaussian")
 ADVANTAGES = ("group", "value")
 
 
@@ -48,7 +49,7 @@ ADVANTAGES = ("group", "value")
 class RPTConfig:
     """``rpt`` section; defaults are the reference's (``configs/rpt/grpo.yaml``)."""
 
-    algorithm: str = "grpo"          # grpo (reference GroupRelativeLoss) | ppo (TorchRL ClipPPOLoss)
+    algorithm: str = "grpo"          # grpo (reference GroupRelativeLoss) | ppo (TorchRL ClipPPOLoss) | latent_pg (LatentPolicyGradientLoss)
     group_size: int = 4              # G rollouts per history
     histories_per_batch: int = 400   # histories per collected batch (frames = histories x G)
     lr: float = 5e-4
@@ -59,7 +60,8 @@ class RPTConfig:
     patience: int = 10               # epochs without validation NDCG@10 gain before stopping
     filter_top: int = 100            # keep rows whose target is in the SPT top-`filter_top` ...
     filter_passes: int = 3           # ... in at least one of this many stochastic passes
-    exploration: str = "latent"      # latent (reference) | categorical | plackett_luce (item sampling)
+    exploration: str = "latent"      # latent (reference) | categorical | plackett_luce (item sampling) | gaussian (latent_pg)
+    latent_sigma: float = 0.1        # gaussian: std of the latent action relative to the state's RMS
     latent_noise: bool = True        # item sampling only: false = deterministic latent (eval mode)
     update_epochs: int = 1           # gradient steps per batch; > 1 uses clipped ratios
     clip_epsilon: float = 0.2        # ppo, and grpo with update_epochs > 1
@@ -67,6 +69,8 @@ class RPTConfig:
     value_hidden: int = 64           # width of the value head's hidden layer (advantage=value)
     weight_decay: float = 0.0
     batches_per_epoch: int | None = None  # null = one pass over the kept rows; a number makes an "epoch" a validation interval of that many batches
+    probe_size: int = 2000           # fixed training histories whose greedy reward, target rank and KL are logged ...
+    probe_every: int = 10            # ... every this many batches (with the per-term gradient norms)
 
     def validate(self) -> None:
         require(self.algorithm in ALGORITHMS, "rpt.algorithm", f"must be one of {ALGORITHMS}, got {self.algorithm!r}")
@@ -84,7 +88,11 @@ class RPTConfig:
         require(0 < self.clip_epsilon < 1, "rpt.clip_epsilon", f"must be in (0, 1), got {self.clip_epsilon}")
         require(self.advantage in ADVANTAGES, "rpt.advantage", f"must be one of {ADVANTAGES}, got {self.advantage!r}")
         require(self.advantage == "group" or self.algorithm == "ppo", "rpt.advantage", "value needs rpt.algorithm=ppo (grpo is critic-free)")
-        require(self.algorithm != "ppo" or self.exploration != "latent", "rpt.exploration", "rpt.algorithm=ppo needs a slate distribution: set rpt.exploration=plackett_luce or categorical")
+        require(self.algorithm != "ppo" or self.exploration in ("categorical", "plackett_luce"), "rpt.exploration", "rpt.algorithm=ppo needs a slate distribution: set rpt.exploration=plackett_luce or categorical")
+        require((self.algorithm == "latent_pg") == (self.exploration == "gaussian"), "rpt.exploration",
+                f"rpt.algorithm=latent_pg and rpt.exploration=gaussian go together (the loss needs the Gaussian latent action's log-prob); got algorithm={self.algorithm}, exploration={self.exploration}. Use rpt=latent_pg")
+        require(self.latent_sigma > 0, "rpt.latent_sigma", f"must be > 0, got {self.latent_sigma}")
+        require(self.probe_size >= 1 and self.probe_every >= 1, "rpt.probe_size/rpt.probe_every", "must be >= 1")
         require(self.value_hidden >= 1, "rpt.value_hidden", "must be >= 1")
         require(self.batches_per_epoch is None or self.batches_per_epoch >= 1, "rpt.batches_per_epoch", "must be null or >= 1")
 
@@ -145,6 +153,22 @@ def training_row_positions(data) -> tuple[np.ndarray, np.ndarray]:
     return users, data.offsets[users] + t
 
 
+def rows_env(data, rows: torch.Tensor, targets: torch.Tensor, *, histories: int, cfg: RPTConfig, reward_fn, max_len: int, seed: int, device: torch.device):
+    """A horizon-1 :class:`NextItemEnv` with one episode per training row in ``rows`` (history ->
+    its target), ``histories`` x G contiguous rows per batch, walking the rows epoch by epoch."""
+    from .envs.batched_env import NextItemEnv
+
+    users, target_pos = training_row_positions(data)
+    if not np.array_equal(data.items[target_pos], targets.numpy()):
+        raise RuntimeError("training_row_positions disagrees with SequenceData.train_rows; the row layout changed")
+    rows_np = rows.numpy()
+    return NextItemEnv(
+        data.items, data.offsets, users[rows_np], target_pos[rows_np], target_pos[rows_np] + 1, data.num_items,
+        batch_size=histories * cfg.group_size, max_len=max_len, slate_size=cfg.slate_size, horizon=1,
+        reward_fn=reward_fn, group_size=cfg.group_size, sampling="epoch", seed=seed, device=device,
+    )
+
+
 @torch.no_grad()
 def reference_log_probs(reference: nn.Module, batch, target: torch.Tensor, noise_offset: int = 1) -> None:
     """Write ``ref_step_log_prob`` [B, k_max] and ``ref_step_mask``: the frozen reference (eval mode,
@@ -183,6 +207,11 @@ def total_loss(terms: Mapping[str, torch.Tensor], step: int, *, where: str = "",
             bad = value.detach()[~torch.isfinite(value.detach())].reshape(-1)[0].item()
             raise LaresError(f"non-finite {name} ({bad}) at RPT {where}step {step}; training stopped before this update. {kept}. Lower rpt.lr or raise rpt.beta")
     return sum(v for name, v in terms.items() if name.startswith("loss_"))
+
+
+def frames_in(batch, group_size: int) -> int:
+    """Histories in a collected batch (frames / G), the x-axis unit of every RPT chart."""
+    return batch.numel() // group_size
 
 
 def scalars(terms: Mapping[str, torch.Tensor]) -> dict[str, float]:
@@ -233,11 +262,8 @@ def train_rpt(
     the best weights.
     """
     from torchrl.collectors import Collector
-    from torchrl.objectives import ClipPPOLoss
 
-    from .envs.batched_env import NextItemEnv
-    from .policies.actor import make_slate_actor, replay_step_log_probs
-    from .rpt_losses import GroupAdvantage, GroupRelativeLoss, make_value_head
+    from .rpt_learner import build_learner
 
     best_path, state_path = run_dir / "checkpoints" / "rpt_best.pt", run_dir / "checkpoints" / "rpt_last.pt"
     resume_command = resume_command or f"lares-rl rpt resume={run_dir} checkpoint=<the same SPT checkpoint> <the same overrides>"
@@ -262,7 +288,8 @@ def train_rpt(
             raise LaresError(f"cannot resume {run_dir}: the SPT checkpoint's weights differ from the ones this RPT run started from; pass the same checkpoint=...")
         if saved["filter"]["rows"] != len(targets):
             raise LaresError(f"cannot resume {run_dir}: the data has {len(targets)} training rows, the saved RPT state {saved['filter']['rows']}; use the same dataset settings")
-        changed = sorted(key for key, value in asdict(cfg).items() if saved["rpt"].get(key) != value)
+        saved_rpt = {**asdict(RPTConfig()), **saved["rpt"]}  # states saved before a setting existed ran with its default
+        changed = sorted(key for key, value in asdict(cfg).items() if saved_rpt[key] != value)
         if changed:
             raise LaresError(f"cannot resume {run_dir}: rpt settings differ from the interrupted run ({', '.join('rpt.' + key for key in changed)}); pass the same overrides")
         kept, filter_seconds = saved["filter"]["kept"], saved["filter"]["seconds"]
@@ -279,38 +306,26 @@ def train_rpt(
     batches_per_epoch = cfg.batches_per_epoch or math.ceil(len(kept) / histories)
 
     # --- env: one episode per kept row (history -> its target), G contiguous rows per history
-    users, target_pos = training_row_positions(data)
-    if not np.array_equal(data.items[target_pos], targets.numpy()):
-        raise RuntimeError("training_row_positions disagrees with SequenceData.train_rows; the row layout changed")
-    kept_np = kept.numpy()
-    env = NextItemEnv(
-        data.items, data.offsets, users[kept_np], target_pos[kept_np], target_pos[kept_np] + 1, data.num_items,
-        batch_size=histories * cfg.group_size, max_len=max_len, slate_size=cfg.slate_size, horizon=1,
-        reward_fn=reward_fn, group_size=cfg.group_size, sampling="epoch", seed=seed, device=device,
-    )
+    env = rows_env(data, kept, targets, histories=histories, cfg=cfg, reward_fn=reward_fn, max_len=max_len, seed=seed, device=device)
     if saved is not None:  # before the Collector is built: its first reset draws the next unconsumed batch
         env.load_sampling_state(saved["env"])
 
     # --- actor, frozen reference (the SPT weights), advantage, loss, optimiser
-    actor = make_slate_actor(policy, cfg.slate_size, cfg.exploration, latent_noise=cfg.latent_noise, eval_seed=eval_cfg.seed, seed=seed)
-    reference = copy.deepcopy(policy).eval().requires_grad_(False)
-    group_advantage = GroupAdvantage(cfg.group_size)
-    value_head = None
-    if cfg.algorithm == "grpo":
-        loss_module = GroupRelativeLoss(policy, beta=cfg.beta, clip_epsilon=cfg.clip_epsilon if cfg.update_epochs > 1 else None)
-    else:
-        if cfg.advantage == "value":
-            value_head = make_value_head(int(getattr(policy, "d_model")), cfg.value_hidden).to(device)
-        loss_module = ClipPPOLoss(
-            actor, value_head, clip_epsilon=cfg.clip_epsilon, entropy_bonus=False,
-            critic_coeff=1.0 if value_head is not None else None, normalize_advantage=cfg.advantage == "value",
-        )
-    optimizer = torch.optim.Adam(loss_module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    learner = build_learner(policy, cfg, device=device, eval_seed=eval_cfg.seed, seed=seed)
+    actor, reference, loss_module, optimizer, value_head = learner.actor, learner.reference, learner.loss_module, learner.optimizer, learner.value_head
     collector = Collector(env, actor, frames_per_batch=env.batch_size[0], total_frames=-1, device=device, auto_register_policy_transforms=False)
     batches = iter(collector)
     stopper = EarlyStopping(cfg.patience)
     rollout_generator = _rollout_generator(actor)
     train_probe = (seqs[kept], lengths[kept], targets[kept])
+    probe_index = probe_rows(kept, cfg.probe_size, seed)
+    probe = (seqs[probe_index], lengths[probe_index], targets[probe_index])
+    reward_name = describe_reward(reward_fn)
+
+    def probe_point(histories_seen: int) -> dict[str, float]:
+        point = probe_metrics(policy, reference, probe, reward_fn, cfg.slate_size, device, eval_cfg.seed)
+        point.pop("rewards")
+        return {"histories": histories_seen, **point}
     dataset_name = str(config.get("dataset", {}).get("name", data.name))
     if saved is None:
         # The SPT weights are the first candidate: rpt_best.pt never ends up worse on validation
@@ -326,8 +341,12 @@ def train_rpt(
             "epoch": 0, "next_batch": 0, "epoch_rewards": [], "histories_seen": 0, "step": 0, "finished": False,
             "reward_per_epoch": [], "frames": 0, "collect_seconds": 0.0, "loop_seconds": 0.0,
             "reward_before": greedy_reward(policy, *train_probe, reward_fn, cfg.slate_size, device, eval_cfg.seed),
-            "valid_start": valid_start,
+            "valid_start": valid_start, "probe_curve": [], "zero_adv_fractions": [],
         }
+        start_probe = probe_metrics(policy, reference, probe, reward_fn, cfg.slate_size, device, eval_cfg.seed)
+        check_learning_signal(start_probe.pop("rewards"), reward_name)
+        state["probe_curve"].append({"histories": 0, **start_probe})
+        print(f"[rpt] probe ({len(probe_index)} fixed training histories): reward {start_probe['reward']:.4f}  mean target rank {start_probe['target_rank']:.1f}", flush=True)
     else:  # after the Collector is built, so nothing it does at start-up shifts a restored stream
         if "valid_start" not in saved["progress"]:  # states saved before the start became a candidate
             saved["progress"]["valid_start"] = evaluate_policy(policy, data, "valid", max_len, eval_cfg, device)
@@ -375,27 +394,18 @@ def train_rpt(
                 epoch_start = time.perf_counter()
                 for index in tracker.bar(range(state["next_batch"], batches_per_epoch), batches_per_epoch - state["next_batch"], f"rpt epoch {epoch}"):
                     t0 = time.perf_counter()
-                    batch = next(batches).reshape(-1)  # [B, T=1] -> [B]; groups stay contiguous
+                    try:
+                        batch = next(batches).reshape(-1)  # [B, T=1] -> [B]; groups stay contiguous
+                    except LaresError as err:  # a reward that broke its contract mid-run
+                        raise LaresError(f"{err} (RPT epoch {epoch}, batch {index + 1}/{batches_per_epoch}); training stopped before this update. {last_good[0]}") from None
                     t1 = time.perf_counter()
-                    target = batch["next", "target"]
-                    with torch.no_grad():
-                        group_advantage(batch)
-                        if cfg.algorithm == "grpo":
-                            reference_log_probs(reference, batch, target)
-                            if cfg.update_epochs > 1:
-                                batch.set("old_step_log_prob", replay_step_log_probs(policy, batch, target)[0])
-                        elif value_head is not None:
-                            value = value_head(batch.select("user_state").clone())["state_value"]
-                            batch.set("value_target", batch["next", "reward"])
-                            batch.set("advantage", batch["next", "reward"] - value)
+                    learner.prepare(batch)
                     t2 = time.perf_counter()
-                    for _ in range(cfg.update_epochs):
-                        terms = loss_module(batch)
-                        loss = total_loss(terms, state["step"], where=f"epoch {epoch}, batch {index + 1}/{batches_per_epoch}, ", kept=last_good[0])
-                        optimizer.zero_grad(set_to_none=True)
-                        loss.backward()
-                        optimizer.step()
-                        state["step"] += 1
+                    probe_now = (index + 1) % cfg.probe_every == 0
+                    log_grad_norms = (lambda terms: tracker.log("diag", term_grad_norms(terms, list(loss_module.parameters())), state["histories_seen"] + frames_in(batch, cfg.group_size))) if probe_now else None
+                    learner.steps = state["step"]
+                    terms, loss = learner.update(batch, where=f"epoch {epoch}, batch {index + 1}/{batches_per_epoch}, ", kept=last_good[0], on_first_terms=log_grad_norms)
+                    state["step"] = learner.steps
                     t3 = time.perf_counter()
 
                     frames = batch.numel()
@@ -409,10 +419,17 @@ def train_rpt(
                     num_steps = batch["num_steps"].float()
                     logged = scalars(terms)
                     tracker.log("losses", {n: v for n, v in logged.items() if n.startswith("loss_")} | {"loss_total": loss.item()}, histories_seen)
+                    zero_adv = batch["group_zero_adv"].float().mean().item()
+                    state.setdefault("zero_adv_fractions", []).append(zero_adv)
                     tracker.log("diag", {n: v for n, v in logged.items() if not n.startswith("loss_")} | {
-                        "zero_adv_group_fraction": batch["group_zero_adv"].float().mean().item(),
+                        "zero_adv_group_fraction": zero_adv,
                         "advantage_std": batch["advantage"].std().item(),
+                        "group_reward_std": reward.reshape(-1, cfg.group_size).std(dim=1).mean().item(),
                     }, histories_seen)
+                    if probe_now:
+                        point = probe_point(histories_seen)
+                        state.setdefault("probe_curve", []).append(point)
+                        tracker.log("probe", {n: v for n, v in point.items() if n != "histories"}, histories_seen)
                     tracker.log("charts", {
                         "reward_mean": reward.mean().item(), "reward_std": reward.std().item(), "k_mean": num_steps.mean().item(),
                         "frames_per_sec": frames / (t1 - t0), "loop_frames_per_sec": frames / (t3 - t0),
@@ -469,6 +486,8 @@ def train_rpt(
         "collect_frames_per_sec": state["frames"] / state["collect_seconds"] if state["collect_seconds"] else 0.0,
         "loop_frames_per_sec": state["frames"] / state["loop_seconds"] if state["loop_seconds"] else 0.0,
         "frames": state["frames"],
+        "probe_curve": list(state.get("probe_curve", [])),
+        "zero_adv_group_fraction": float(np.mean(state["zero_adv_fractions"])) if state.get("zero_adv_fractions") else None,
     }
 
 

@@ -4,6 +4,8 @@
   blocks of G rows (the G rollouts of one history, as :class:`~lares_rl.envs.NextItemEnv` lays
   them out). It is its own module, like TorchRL's ``MCAdvantage`` for GRPO: the loss only reads it.
 - :class:`GroupRelativeLoss` is the reference RPT objective (DESIGN section 3).
+- :class:`LatentPolicyGradientLoss` is a true policy gradient over a Gaussian latent action
+  (``rpt=latent_pg``): the default, because the reference objective does not follow the reward.
 - :func:`make_value_head` is the optional learned baseline for ``ClipPPOLoss`` (``rpt.advantage=value``).
 """
 
@@ -18,7 +20,7 @@ from tensordict.utils import NestedKey
 from torch import nn
 from torchrl.objectives import LossModule
 
-from lares_rl.policies.actor import run_rollouts
+from lares_rl.policies.actor import final_entropy, latent_scale, run_rollouts
 
 
 class GroupAdvantage(TensorDictModuleBase):
@@ -231,6 +233,84 @@ class GroupRelativeLoss(LossModule):
             if self.clip_epsilon is not None:
                 outside = (log_ratio.exp() - 1).abs() > self.clip_epsilon
                 out.set("clip_fraction", ((outside & mask).sum() / mask.sum()).to(lp.dtype))
+        return out
+
+
+class LatentPolicyGradientLoss(LossModule):
+    """Policy gradient of a Gaussian policy over the reasoner's final user state (``rpt=latent_pg``).
+
+    The reference objective contrasts rollouts that differ by k, T0 noise and dropout, whose
+    probability under the policy is not defined, and scores them by the target's log-prob, which
+    the sampled slate never enters: its expected update does not follow the reward. Here the
+    explored quantity is the latent action itself, ``h_g = mu + s eps_g`` (:class:`GaussianLatentScores`),
+    whose log-prob ``log N(h_g; mu_theta, s^2)`` is exact, so with the group advantage ``A_g``::
+
+        loss_policy = -mean_g min(rho_g A_g, clip(rho_g, 1 - eps, 1 + eps) A_g),
+        rho_g = N(h_g; mu_theta, s^2) / N(h_g; mu_old, s^2)
+
+    is REINFORCE with a group baseline (rho = 1, gradient ``A_g eps_g / s`` through ``mu``) on the
+    first update and PPO's clipped surrogate on later ones: an unbiased estimate of the gradient of
+    the expected reward of the perturbed state, which, for a small ``s``, is the greedy ranking the
+    model serves. ``loss_kl = beta * KL(pi_theta || pi_ref)`` over the full catalog softmax of the
+    final step (exact, not a one-item estimator) keeps the post-trained model near its SPT start.
+
+    Args:
+        policy: the acting ``nn.Module`` (``encode``/``scores``).
+        sigma: the relative scale of the Gaussian (:func:`~lares_rl.policies.actor.latent_scale`).
+        reference: the frozen SPT model, needed when ``beta > 0``.
+        beta: KL weight (0 = no KL term).
+        clip_epsilon: PPO clip on the latent likelihood ratio (matters from the second update on).
+
+    Reads ``advantage``, ``user_state`` (mu at collection), ``latent_noise`` (eps), ``num_steps``,
+    ``rollout_seed``, the history and ``("next", "target")`` (for the logged target log-prob).
+    """
+
+    def __init__(self, policy: nn.Module, *, sigma: float, reference: nn.Module | None = None, beta: float = 0.0, clip_epsilon: float = 0.2) -> None:
+        super().__init__()
+        if sigma <= 0:
+            raise ValueError(f"sigma={sigma} must be > 0")
+        if beta < 0 or (beta > 0 and reference is None):
+            raise ValueError(f"beta={beta} must be >= 0, and > 0 needs the frozen reference")
+        if not 0 < clip_epsilon < 1:
+            raise ValueError(f"clip_epsilon={clip_epsilon} must be in (0, 1)")
+        self.policy, self.sigma, self.beta, self.clip_epsilon = policy, sigma, beta, clip_epsilon
+        self.__dict__["reference"] = reference  # frozen and not a parameter of this loss: kept out of state_dict and parameters()
+
+    def _forward_value_estimator_keys(self, **kwargs) -> None:
+        """No value estimator: nothing to forward."""
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDict:
+        td = tensordict.reshape(-1) if tensordict.ndim != 1 else tensordict
+        for key in ("advantage", "user_state", "latent_noise", "num_steps", "rollout_seed"):
+            if td.get(key, None) is None:
+                raise KeyError(f"{type(self).__name__} needs {key!r}; collect with rpt.exploration=gaussian (make_slate_actor(..., exploration='gaussian'))")
+        advantage = td["advantage"].reshape(-1).detach()
+        items, length, num_steps, seeds = td["history", "items"], td["history", "length"], td["num_steps"].reshape(-1), td["rollout_seed"].reshape(-1)
+        target = td["next", "target"].reshape(-1)
+        rollout = run_rollouts(self.policy, items, length, num_steps, seeds)
+        mu, old_mu, noise = rollout["final_state"], td["user_state"].detach(), td["latent_noise"].detach()
+        scale = latent_scale(old_mu, self.sigma)
+        action = old_mu + scale * noise
+        log_ratio = (noise.pow(2).sum(-1) - ((action - mu) / scale).pow(2).sum(-1)) / 2
+        ratio = log_ratio.exp()
+        clipped = ratio.clamp(1 - self.clip_epsilon, 1 + self.clip_epsilon)
+        gain = torch.minimum(ratio * advantage, clipped * advantage)
+        log_p = torch.log_softmax(rollout["final_scores"], dim=-1)
+        out = TensorDict({"loss_policy": -gain.mean()}, batch_size=[])
+        if self.beta > 0:
+            with torch.no_grad():
+                ref = run_rollouts(self.reference, items, length, num_steps, seeds, train=False)["final_scores"]
+            ref_log_p = torch.log_softmax(ref, dim=-1)
+            p = log_p.exp()
+            kl = (p * (log_p - ref_log_p).nan_to_num(0.0)).sum(-1)  # padding: 0 * (-inf - -inf)
+            out.set("loss_kl", self.beta * kl.mean())
+            out.set("kl_to_ref", kl.mean().detach())
+        with torch.no_grad():
+            out.set("target_log_prob", log_p.gather(1, target[:, None]).mean())
+            out.set("entropy", final_entropy(rollout["final_scores"]).mean())
+            out.set("advantage_std", advantage.std() if advantage.numel() > 1 else advantage.new_zeros(()))
+            out.set("ratio_mean", ratio.mean())
+            out.set("clip_fraction", ((ratio - 1).abs() > self.clip_epsilon).float().mean())
         return out
 
 

@@ -38,12 +38,12 @@ from __future__ import annotations
 import torch
 import torch.distributions as D
 from tensordict import TensorDictBase
-from tensordict.nn import TensorDictModuleBase
+from tensordict.nn import TensorDictModuleBase, TensorDictSequential
 from torch import nn
 from torchrl.envs.utils import ExplorationType, exploration_type
 from torchrl.modules import ProbabilisticActor
 
-EXPLORATION = ("latent", "categorical", "plackett_luce")
+EXPLORATION = ("latent", "categorical", "plackett_luce", "gaussian")
 HISTORY_KEYS = (("history", "items"), ("history", "length"))
 _SEED_MIX = 1_000_003
 
@@ -207,6 +207,50 @@ class RolloutScores(TensorDictModuleBase):
         return tensordict
 
 
+def latent_scale(user_state: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Per-row std of the Gaussian latent policy, [B, 1]: ``sigma`` times the root-mean-square of
+    the state, detached. Relative to the state's own size, so one ``sigma`` means the same
+    perturbation for any d_model or layer norm scale; detached, so the policy cannot lower its
+    log-prob's denominator to game the objective."""
+    return sigma * user_state.detach().pow(2).mean(-1, keepdim=True).sqrt().clamp(min=1e-6)
+
+
+class GaussianLatentScores(TensorDictModuleBase):
+    """A Gaussian policy in latent space: the action is a perturbed user state ``h = mu + s * eps``
+    with ``mu`` the reasoner's final state (``"user_state"``), ``eps ~ N(0, I)`` and ``s`` from
+    :func:`latent_scale`; the slate is then the top-K of ``h``'s scores.
+
+    Unlike the reference's latent exploration (T0 noise, dropout and k, whose probability under the
+    policy is not defined), ``log N(h; mu_theta, s^2)`` is an exact, differentiable log-prob of
+    what was explored, so a REINFORCE/PPO update on it follows the gradient of the expected reward
+    (see :class:`lares_rl.rpt_losses.LatentPolicyGradientLoss`).
+
+    RANDOM exploration draws ``eps`` from ``generator`` (shared with the :class:`RolloutScores`, so
+    one saved stream resumes both) and writes ``"latent_noise"`` [B, d]; any other exploration type
+    scores ``mu`` itself (evaluation).
+    """
+
+    in_keys = ["user_state"]
+    out_keys = ["logits", "latent_noise"]
+
+    def __init__(self, policy: nn.Module, sigma: float, generator: torch.Generator) -> None:
+        super().__init__()
+        if sigma <= 0:
+            raise ValueError(f"sigma={sigma} must be > 0")
+        self.policy, self.sigma, self.generator = policy, sigma, generator
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        mu = tensordict.get("user_state")
+        if exploration_type() != ExplorationType.RANDOM:
+            noise = torch.zeros_like(mu)
+        else:
+            noise = torch.randn(mu.shape, generator=self.generator).to(mu.device, mu.dtype)
+        state = mu + latent_scale(mu, self.sigma) * noise
+        tensordict.set("logits", self.policy.scores(state))
+        tensordict.set("latent_noise", noise)
+        return tensordict
+
+
 # ----------------------------------------------------------------------------- slate distributions
 
 
@@ -293,7 +337,7 @@ class PlackettLuceSlate(_SlateDistribution):
         return (picked - remaining).sum(-1).to(self.logits.dtype)
 
 
-SLATE_DISTRIBUTIONS = {"latent": TopKSlate, "categorical": CategoricalSlate, "plackett_luce": PlackettLuceSlate}
+SLATE_DISTRIBUTIONS = {"latent": TopKSlate, "categorical": CategoricalSlate, "plackett_luce": PlackettLuceSlate, "gaussian": TopKSlate}
 
 
 def make_slate_actor(
@@ -304,6 +348,7 @@ def make_slate_actor(
     latent_noise: bool = True,
     eval_seed: int = 0,
     seed: int | None = None,
+    latent_sigma: float = 0.1,
 ) -> ProbabilisticActor:
     """A TorchRL actor over ``policy``: in ``("history", "items")``, ``("history", "length")``;
     out ``"action"`` (slate [B, K]), ``"action_log_prob"`` [B], ``"num_steps"`` [B],
@@ -311,8 +356,10 @@ def make_slate_actor(
 
     ``exploration``: ``latent`` (reference; needs ``latent_noise``), ``categorical`` or
     ``plackett_luce`` (item sampling on top of the latent rollout, or alone with
-    ``latent_noise=False``). ``actor.module[0]`` is the :class:`RolloutScores`; the wrapped
-    policy is ``actor.module[0].policy``.
+    ``latent_noise=False``), or ``gaussian`` (a Gaussian policy over the final user state with
+    relative scale ``latent_sigma``, :class:`GaussianLatentScores`; the slate is the top-K of the
+    perturbed state, and ``"latent_noise"`` is written too). ``actor.module[0]`` is the :class:`RolloutScores` (for ``gaussian``: the first
+    module of ``actor.module[0]``); the wrapped policy is its ``.policy``.
 
     Example::
 
@@ -331,8 +378,11 @@ def make_slate_actor(
     if num_items is not None and slate_size > num_items:
         raise ValueError(f"slate_size={slate_size} exceeds the catalog ({num_items} items)")
     scores = RolloutScores(policy, latent_noise=latent_noise, eval_seed=eval_seed, seed=seed)
+    module = scores
+    if exploration == "gaussian":
+        module = TensorDictSequential(scores, GaussianLatentScores(policy, latent_sigma, scores.generator))
     return ProbabilisticActor(
-        module=scores,
+        module=module,
         in_keys=["logits"],
         out_keys=["action"],
         distribution_class=SLATE_DISTRIBUTIONS[exploration],

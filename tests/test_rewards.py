@@ -109,7 +109,9 @@ def test_user_reward_plugs_in_through_target():
 
 @pytest.mark.parametrize("name", sorted(REWARDS))
 def test_config_files_match_the_registry(name):
-    fn = instantiate(OmegaConf.load(CONFIG_DIR / "reward" / f"{name}.yaml"))
+    # reward.k follows rpt.slate_size (10 for the reference)
+    root = OmegaConf.create({"rpt": {"slate_size": 10}, "reward": OmegaConf.load(CONFIG_DIR / "reward" / f"{name}.yaml")})
+    fn = instantiate(root.reward)
     torch.testing.assert_close(fn(SLATE, TARGET), REWARDS[name](SLATE, TARGET, k=10))
 
 

@@ -1,0 +1,97 @@
+"""The RPT learner: actor, frozen reference, advantage, loss and optimiser, and one update.
+
+Built once from the ``rpt`` config by :func:`build_learner`; :func:`lares_rl.rpt.train_rpt` drives
+it over collected batches, and :func:`lares_rl.rpt_direction.direction_check` drives it over one
+fixed set of histories. Keeping both on this one object means the check tests exactly the update
+that training runs.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import torch
+from tensordict import TensorDictBase
+from torch import nn
+
+from .errors import LaresError
+
+
+@dataclass
+class RPTLearner:
+    """Everything one RPT update needs; see :func:`build_learner`."""
+
+    cfg: object  # RPTConfig (not imported: rpt.py imports this module)
+    policy: nn.Module
+    actor: nn.Module
+    reference: nn.Module
+    group_advantage: nn.Module
+    loss_module: nn.Module
+    optimizer: torch.optim.Optimizer
+    value_head: nn.Module | None = None
+    steps: int = field(default=0)
+
+    @torch.no_grad()
+    def prepare(self, batch: TensorDictBase) -> None:
+        """Write what the loss reads besides the rollout: the group advantage, and per algorithm the
+        reference's per-step log-probs (grpo), behaviour log-probs (grpo with several update
+        epochs) or the value baseline (ppo with ``advantage=value``)."""
+        from .policies.actor import replay_step_log_probs
+        from .rpt import reference_log_probs
+
+        target = batch["next", "target"]
+        self.group_advantage(batch)
+        if self.cfg.algorithm == "grpo":
+            reference_log_probs(self.reference, batch, target)
+            if self.cfg.update_epochs > 1:
+                batch.set("old_step_log_prob", replay_step_log_probs(self.policy, batch, target)[0])
+        elif self.value_head is not None:
+            value = self.value_head(batch.select("user_state").clone())["state_value"]
+            batch.set("value_target", batch["next", "reward"])
+            batch.set("advantage", batch["next", "reward"] - value)
+
+    def update(self, batch: TensorDictBase, *, where: str = "", kept: str = "The last good checkpoint is kept",
+               on_first_terms: Callable[[Mapping[str, torch.Tensor]], None] | None = None) -> tuple[Mapping[str, torch.Tensor], torch.Tensor]:
+        """``cfg.update_epochs`` gradient steps on a prepared batch; returns the last terms and loss.
+        ``on_first_terms`` sees the first step's terms before its backward (gradient diagnostics)."""
+        from .rpt import total_loss
+
+        for epoch in range(self.cfg.update_epochs):
+            terms = self.loss_module(batch)
+            loss = total_loss(terms, self.steps, where=where, kept=kept)
+            if epoch == 0 and on_first_terms is not None:
+                on_first_terms(terms)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.steps += 1
+        return terms, loss
+
+
+def build_learner(policy: nn.Module, cfg, *, device: torch.device, eval_seed: int, seed: int) -> RPTLearner:
+    """The learner for ``cfg.algorithm``; the reference is a frozen copy of ``policy`` as it is now."""
+    from torchrl.objectives import ClipPPOLoss
+
+    from .policies.actor import make_slate_actor
+    from .rpt_losses import GroupAdvantage, GroupRelativeLoss, LatentPolicyGradientLoss, make_value_head
+
+    actor = make_slate_actor(policy, cfg.slate_size, cfg.exploration, latent_noise=cfg.latent_noise, eval_seed=eval_seed, seed=seed, latent_sigma=cfg.latent_sigma)
+    reference = copy.deepcopy(policy).eval().requires_grad_(False)
+    value_head = None
+    if cfg.algorithm == "grpo":
+        loss_module = GroupRelativeLoss(policy, beta=cfg.beta, clip_epsilon=cfg.clip_epsilon if cfg.update_epochs > 1 else None)
+    elif cfg.algorithm == "latent_pg":
+        loss_module = LatentPolicyGradientLoss(policy, sigma=cfg.latent_sigma, reference=reference, beta=cfg.beta, clip_epsilon=cfg.clip_epsilon)
+    elif cfg.algorithm == "ppo":
+        if cfg.advantage == "value":
+            value_head = make_value_head(int(getattr(policy, "d_model")), cfg.value_hidden).to(device)
+        loss_module = ClipPPOLoss(
+            actor, value_head, clip_epsilon=cfg.clip_epsilon, entropy_bonus=False,
+            critic_coeff=1.0 if value_head is not None else None, normalize_advantage=cfg.advantage == "value",
+        )
+    else:
+        raise LaresError(f"rpt.algorithm: unknown {cfg.algorithm!r}")
+    optimizer = torch.optim.Adam(loss_module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return RPTLearner(cfg, policy, actor, reference, GroupAdvantage(cfg.group_size), loss_module, optimizer, value_head)

@@ -62,6 +62,7 @@ class RPTConfig:
     filter_passes: int = 3           # ... in at least one of this many stochastic passes
     exploration: str = "latent"      # latent (reference) | categorical | plackett_luce (item sampling) | gaussian (latent_pg)
     latent_sigma: float = 0.1        # gaussian: std of the latent action relative to the state's RMS
+    antithetic: bool = False         # gaussian: rollouts in mirrored pairs (eps, -eps) inside each group (needs an even group_size)
     latent_noise: bool = True        # item sampling only: false = deterministic latent (eval mode)
     update_epochs: int = 1           # gradient steps per batch; > 1 uses clipped ratios
     clip_epsilon: float = 0.2        # ppo, and grpo with update_epochs > 1
@@ -92,6 +93,7 @@ class RPTConfig:
         require((self.algorithm == "latent_pg") == (self.exploration == "gaussian"), "rpt.exploration",
                 f"rpt.algorithm=latent_pg and rpt.exploration=gaussian go together (the loss needs the Gaussian latent action's log-prob); got algorithm={self.algorithm}, exploration={self.exploration}. Use rpt=latent_pg")
         require(self.latent_sigma > 0, "rpt.latent_sigma", f"must be > 0, got {self.latent_sigma}")
+        require(not self.antithetic or self.group_size % 2 == 0, "rpt.antithetic", f"pairs rollouts inside a group, so rpt.group_size must be even, got {self.group_size}")
         require(self.probe_size >= 1 and self.probe_every >= 1, "rpt.probe_size/rpt.probe_every", "must be >= 1")
         require(self.value_hidden >= 1, "rpt.value_hidden", "must be >= 1")
         require(self.batches_per_epoch is None or self.batches_per_epoch >= 1, "rpt.batches_per_epoch", "must be null or >= 1")

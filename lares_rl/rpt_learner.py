@@ -77,7 +77,7 @@ def build_learner(policy: nn.Module, cfg, *, device: torch.device, eval_seed: in
     from .policies.actor import make_slate_actor
     from .rpt_losses import GroupAdvantage, GroupRelativeLoss, LatentPolicyGradientLoss, make_value_head
 
-    actor = make_slate_actor(policy, cfg.slate_size, cfg.exploration, latent_noise=cfg.latent_noise, eval_seed=eval_seed, seed=seed, latent_sigma=cfg.latent_sigma)
+    actor = make_slate_actor(policy, cfg.slate_size, cfg.exploration, latent_noise=cfg.latent_noise, eval_seed=eval_seed, seed=seed, latent_sigma=cfg.latent_sigma, antithetic=cfg.antithetic)
     reference = copy.deepcopy(policy).eval().requires_grad_(False)
     value_head = None
     if cfg.algorithm == "grpo":

@@ -287,7 +287,7 @@ class LatentPolicyGradientLoss(LossModule):
         advantage = td["advantage"].reshape(-1).detach()
         items, length, num_steps, seeds = td["history", "items"], td["history", "length"], td["num_steps"].reshape(-1), td["rollout_seed"].reshape(-1)
         target = td["next", "target"].reshape(-1)
-        rollout = run_rollouts(self.policy, items, length, num_steps, seeds)
+        rollout = run_rollouts(self.policy, items, length, num_steps, seeds, dedupe=True)
         mu, old_mu, noise = rollout["final_state"], td["user_state"].detach(), td["latent_noise"].detach()
         scale = latent_scale(old_mu, self.sigma)
         action = old_mu + scale * noise
@@ -299,7 +299,7 @@ class LatentPolicyGradientLoss(LossModule):
         out = TensorDict({"loss_policy": -gain.mean()}, batch_size=[])
         if self.beta > 0:
             with torch.no_grad():
-                ref = run_rollouts(self.reference, items, length, num_steps, seeds, train=False)["final_scores"]
+                ref = run_rollouts(self.reference, items, length, num_steps, seeds, train=False, dedupe=True)["final_scores"]
             ref_log_p = torch.log_softmax(ref, dim=-1)
             p = log_p.exp()
             kl = (p * (log_p - ref_log_p).nan_to_num(0.0)).sum(-1)  # padding: 0 * (-inf - -inf)

@@ -78,6 +78,7 @@ def run_rollouts(
     *,
     train: bool | None = None,
     noise_offset: int = 0,
+    dedupe: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Replay (or run) the rollouts given by ``num_steps``/``seeds``; grad follows the caller's mode.
 
@@ -89,6 +90,10 @@ def run_rollouts(
         train: None = the mode recorded in the seed (``>= 0`` train, ``< 0`` eval); True/False
             forces it (the frozen reference runs in eval mode).
         noise_offset: added to every seed: another model's "own noise" with the same k.
+        dedupe: evaluation-mode groups run each distinct history once and share its states (and
+            its T0 draw) among the rows that repeat it: the G rows of a group under the Gaussian
+            latent policy, G times less encoder work. Train-mode groups are never deduplicated
+            (their rows must draw their own dropout and T0 noise: that is the reference's exploration).
     """
     was_training = policy.training
     batch = items.shape[0]
@@ -101,9 +106,15 @@ def run_rollouts(
             mode = (seed >= 0) if train is None else train
             base = seed if seed >= 0 else -1 - seed
             policy.train(mode)
+            unique = inverse = None
+            if dedupe and not mode:
+                unique, inverse = torch.unique(torch.cat([items[rows], length[rows, None]], dim=1), dim=0, return_inverse=True)
             with torch.random.fork_rng(devices=devices):
                 torch.manual_seed(_group_seed(base + noise_offset, k))
-                states = policy.encode(items[rows], length[rows], k=k)
+                if unique is None:
+                    states = policy.encode(items[rows], length[rows], k=k)
+                else:
+                    states = policy.encode(unique[:, :-1], unique[:, -1], k=k)[inverse]
             steps = states.shape[1]
             final = policy.scores(states[:, -1])
             if not out:
@@ -152,10 +163,11 @@ class RolloutScores(TensorDictModuleBase):
     in_keys = list(HISTORY_KEYS)
     out_keys = ["logits", "num_steps", "rollout_seed", "user_state"]
 
-    def __init__(self, policy: nn.Module, latent_noise: bool = True, eval_seed: int = 0, seed: int | None = None) -> None:
+    def __init__(self, policy: nn.Module, latent_noise: bool = True, eval_seed: int = 0, seed: int | None = None, dedupe: bool = False) -> None:
         super().__init__()
         self.policy = policy
         self.latent_noise = latent_noise
+        self.dedupe = dedupe
         self.eval_seed = eval_seed
         self.generator = torch.Generator()
         if seed is None:
@@ -199,7 +211,7 @@ class RolloutScores(TensorDictModuleBase):
         else:
             num_steps = torch.full((batch,), self.eval_steps(), dtype=torch.int64, device=device)
             seeds = torch.full((batch,), -1 - self.eval_seed, dtype=torch.int64, device=device)
-        out = run_rollouts(self.policy, items, length, num_steps, seeds)
+        out = run_rollouts(self.policy, items, length, num_steps, seeds, dedupe=self.dedupe)
         tensordict.set("logits", out["final_scores"].reshape(*batch_shape, -1))
         tensordict.set("user_state", out["final_state"].reshape(*batch_shape, -1))
         tensordict.set("num_steps", num_steps.reshape(batch_shape))
@@ -225,6 +237,10 @@ class GaussianLatentScores(TensorDictModuleBase):
     what was explored, so a REINFORCE/PPO update on it follows the gradient of the expected reward
     (see :class:`lares_rl.rpt_losses.LatentPolicyGradientLoss`).
 
+    ``antithetic``: rows (2i, 2i + 1) get ``eps`` and ``-eps``; with an even group size each pair
+    stays inside one history's group, and their advantages then act as a finite difference along
+    ``eps`` (much lower variance than independent draws for the same G).
+
     RANDOM exploration draws ``eps`` from ``generator`` (shared with the :class:`RolloutScores`, so
     one saved stream resumes both) and writes ``"latent_noise"`` [B, d]; any other exploration type
     scores ``mu`` itself (evaluation).
@@ -233,16 +249,21 @@ class GaussianLatentScores(TensorDictModuleBase):
     in_keys = ["user_state"]
     out_keys = ["logits", "latent_noise"]
 
-    def __init__(self, policy: nn.Module, sigma: float, generator: torch.Generator) -> None:
+    def __init__(self, policy: nn.Module, sigma: float, generator: torch.Generator, antithetic: bool = False) -> None:
         super().__init__()
         if sigma <= 0:
             raise ValueError(f"sigma={sigma} must be > 0")
-        self.policy, self.sigma, self.generator = policy, sigma, generator
+        self.policy, self.sigma, self.generator, self.antithetic = policy, sigma, generator, antithetic
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         mu = tensordict.get("user_state")
         if exploration_type() != ExplorationType.RANDOM:
             noise = torch.zeros_like(mu)
+        elif self.antithetic:
+            if mu.shape[0] % 2:
+                raise ValueError(f"antithetic noise pairs rows (2i, 2i + 1); got an odd batch of {mu.shape[0]}")
+            half = torch.randn((mu.shape[0] // 2, *mu.shape[1:]), generator=self.generator).to(mu.device, mu.dtype)
+            noise = torch.stack([half, -half], dim=1).reshape(mu.shape)
         else:
             noise = torch.randn(mu.shape, generator=self.generator).to(mu.device, mu.dtype)
         state = mu + latent_scale(mu, self.sigma) * noise
@@ -349,6 +370,7 @@ def make_slate_actor(
     eval_seed: int = 0,
     seed: int | None = None,
     latent_sigma: float = 0.1,
+    antithetic: bool = False,
 ) -> ProbabilisticActor:
     """A TorchRL actor over ``policy``: in ``("history", "items")``, ``("history", "length")``;
     out ``"action"`` (slate [B, K]), ``"action_log_prob"`` [B], ``"num_steps"`` [B],
@@ -377,10 +399,10 @@ def make_slate_actor(
     num_items = getattr(policy, "num_items", None)
     if num_items is not None and slate_size > num_items:
         raise ValueError(f"slate_size={slate_size} exceeds the catalog ({num_items} items)")
-    scores = RolloutScores(policy, latent_noise=latent_noise, eval_seed=eval_seed, seed=seed)
+    scores = RolloutScores(policy, latent_noise=latent_noise, eval_seed=eval_seed, seed=seed, dedupe=exploration == "gaussian")
     module = scores
     if exploration == "gaussian":
-        module = TensorDictSequential(scores, GaussianLatentScores(policy, latent_sigma, scores.generator))
+        module = TensorDictSequential(scores, GaussianLatentScores(policy, latent_sigma, scores.generator, antithetic=antithetic))
     return ProbabilisticActor(
         module=module,
         in_keys=["logits"],

@@ -62,6 +62,22 @@ def test_gaussian_actor_explores_only_when_random():
     torch.testing.assert_close(plain["logits"], policy.scores(plain["user_state"]))
 
 
+def test_antithetic_pairs_mirror_and_dedupe_shares_states_within_a_group():
+    from lares_rl.policies.actor import run_rollouts
+
+    policy = tiny_policy(30)
+    td = TensorDict({"history": {"items": torch.randint(1, 31, (3, L)).repeat_interleave(4, 0), "length": torch.full((12,), L)}}, [12])
+    actor = make_slate_actor(policy, 5, "gaussian", latent_noise=False, seed=0, antithetic=True)
+    with torch.no_grad(), set_exploration_type(ExplorationType.RANDOM):
+        out = actor(td)
+    noise = out["latent_noise"].reshape(6, 2, -1)
+    torch.testing.assert_close(noise[:, 0], -noise[:, 1])
+    states = out["user_state"].reshape(3, 4, -1)
+    torch.testing.assert_close(states, states[:, :1].expand_as(states))  # one evaluation rollout per history
+    replay = run_rollouts(policy, td["history", "items"], td["history", "length"], out["num_steps"], out["rollout_seed"], dedupe=True)
+    torch.testing.assert_close(replay["final_state"], out["user_state"])  # the loss replays exactly what acted
+
+
 def test_latent_policy_gradient_matches_reinforce():
     """First update: ratio 1, and d loss / d mu_i = -A_i eps_i / (s_i B) (REINFORCE on log N(h; mu, s^2))."""
     policy = tiny_policy(30)

@@ -171,6 +171,7 @@ def main() -> None:
         result = train_rpt_with_test(
             policy=policy, policy_config=payload["policy_config"], data=data, max_len=ckpt_len, cfg=rpt_cfg, reward_fn=reward_fn, eval_cfg=eval_cfg,
             run_dir=run_dir, device=device, seed=seed, config={"dataset": dataset_cfg, "rpt": vars(rpt_cfg)}, progress=False,
+            filter_cache_dir=Path(args.runs_dir) / "rpt_filter",
         )
         result["rpt"]["seconds"] = time.perf_counter() - start  # includes the two test passes
         before, after, summary = result["before"], result["after"], result["rpt"]

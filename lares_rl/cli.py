@@ -249,7 +249,7 @@ def _rpt_with_before_after(cfg: DictConfig, payload, policy, data, rpt_cfg, rewa
     return train_rpt_with_test(
         policy=policy, policy_config=payload["policy_config"], data=data, max_len=int(payload["dataset"]["max_len"]), cfg=rpt_cfg, reward_fn=reward_fn,
         eval_cfg=eval_cfg, run_dir=run_dir, device=device, seed=int(cfg.seed), config=config, progress=bool(cfg.progress),
-        resume=resume, resume_command=resume_command,
+        resume=resume, resume_command=resume_command, filter_cache_dir=Path(str(cfg.cache_dir)) / "rpt_filter",
     )
 
 

@@ -155,6 +155,24 @@ def training_row_positions(data) -> tuple[np.ndarray, np.ndarray]:
     return users, data.offsets[users] + t
 
 
+def cached_filter(cache_dir: Path | None, key: str, compute) -> torch.Tensor:
+    """``compute()`` (the filter's bool mask), read from / written to ``cache_dir/<key>.pt`` when a
+    directory is given. The key names the weights digest and the filter's settings, so a hit is the
+    same computation; the write is atomic, so an interrupted run never leaves a partial mask."""
+    from .atomic import atomic_torch_save
+
+    if cache_dir is None:
+        return compute()
+    path = Path(cache_dir) / f"{key}.pt"
+    if path.is_file():
+        print(f"[rpt] filter: reusing {path}", flush=True)
+        return torch.load(path, weights_only=True)
+    keep = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_torch_save(path, keep)
+    return keep
+
+
 def rows_env(data, rows: torch.Tensor, targets: torch.Tensor, *, histories: int, cfg: RPTConfig, reward_fn, max_len: int, seed: int, device: torch.device):
     """A horizon-1 :class:`NextItemEnv` with one episode per training row in ``rows`` (history ->
     its target), ``histories`` x G contiguous rows per batch, walking the rows epoch by epoch."""
@@ -249,6 +267,7 @@ def train_rpt(
     progress: bool = True,
     resume: bool = False,
     resume_command: str | None = None,
+    filter_cache_dir: Path | None = None,
 ) -> dict:
     """Post-train ``policy`` (SPT weights) with RPT; early-stop on validation NDCG@10, keep the best.
 
@@ -258,7 +277,9 @@ def train_rpt(
     kept rows, counters and the per-epoch history. ``resume=True`` continues from it exactly (a CPU
     run ends bit-identical to an uninterrupted one); ``policy`` must then hold the same SPT weights
     as the interrupted run, they become the frozen reference again. ``resume_command`` is the
-    command line printed after Ctrl-C. Returns a summary (best epoch, -1 when no RPT epoch beat
+    command line printed after Ctrl-C. ``filter_cache_dir``: keep the filter's result there, keyed
+    by the SPT weights and every setting it depends on, so later RPT runs from the same checkpoint
+    (another algorithm, reward or seed of the loss) skip its passes. Returns a summary (best epoch, -1 when no RPT epoch beat
     the SPT weights on validation; its validation metrics and those of the start; checkpoint
     path, kept fraction, the training reward per epoch, throughput); the policy is left holding
     the best weights.
@@ -282,7 +303,8 @@ def train_rpt(
     seqs, lengths, targets = data.train_rows(max_len)
     if saved is None:
         start = time.perf_counter()
-        keep = top_k_filter(policy, seqs, lengths, targets, top=cfg.filter_top, passes=cfg.filter_passes, device=device, seed=seed)
+        keep = cached_filter(filter_cache_dir, f"{reference_digest[:20]}_top{cfg.filter_top}x{cfg.filter_passes}_p{cfg.dropout}_L{max_len}_n{len(targets)}_s{seed}",
+                             lambda: top_k_filter(policy, seqs, lengths, targets, top=cfg.filter_top, passes=cfg.filter_passes, device=device, seed=seed))
         filter_seconds = time.perf_counter() - start
         kept = keep.nonzero().squeeze(1)
     else:

@@ -165,3 +165,19 @@ def test_reward_of_the_wrong_shape_mid_run_is_named():
         check_reward_output(make_reward("ndcg", k=3), torch.zeros(4, dtype=torch.long), 4)
     with pytest.raises(LaresError, match=r"shape \(2, 2\) for 4 slates"):
         check_reward_output(make_reward("ndcg", k=3), torch.zeros(2, 2), 4)
+
+
+def test_filter_cache_computes_once_per_key(tmp_path):
+    from lares_rl.rpt import cached_filter
+
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return torch.tensor([True, False, True])
+
+    first = cached_filter(tmp_path, "digest_top100x3", compute)
+    again = cached_filter(tmp_path, "digest_top100x3", compute)
+    other = cached_filter(tmp_path, "digest_top50x3", compute)
+    assert len(calls) == 2 and torch.equal(first, again) and torch.equal(first, other)
+    assert torch.equal(cached_filter(None, "ignored", compute), first) and len(calls) == 3

@@ -113,6 +113,9 @@ def markdown(record: dict) -> str:
         "*epochs to best* 0: no RPT epoch beat the SPT weights on validation NDCG@10, so RPT kept them.",
         "*zero-adv groups*: share of groups whose G rollouts all got the same reward (no gradient signal);",
         "*probe reward*: the evaluation-mode reward on a fixed set of kept training histories, before RPT and at the last probe.",
+        "", "Time per batch (collect / advantage + reference / update), seconds: "
+        + "; ".join(f"seed {r['seed']}: " + " / ".join(f"{r['rpt']['seconds_per_batch'][p]:.2f}" for p in ("collect", "prepare", "update")) for r in rows if "seconds_per_batch" in r["rpt"])
+        + ". Filter: " + ", ".join(f"{r['rpt']['filter_seconds']:.0f}s" for r in rows if "filter_seconds" in r["rpt"]) + " (0 when reused from the cache).",
         "", f"![reward and validation per RPT epoch]({record['plot_name']})", "",
     ]
     return "\n".join(lines)

@@ -88,7 +88,8 @@ def markdown(record: dict, plot: str) -> str:
         f"# Gradient-direction check on {record['dataset']}", "",
         f"Command: `{record['command']}`", "", f"Machine: {record['machine']}", "",
         f"{record['histories']} fixed training histories, {record['updates']} rounds of fresh rollouts + one update each, from one SPT checkpoint.",
-        "*own reward*: the algorithm's training reward (its slate width sets the cut-off); *NDCG@10* and *target rank* (0-based, full catalog) are common to all.", "",
+        "*own reward*: the algorithm's training reward (its slate width sets the cut-off); *NDCG@10* and *target rank* (0-based, full catalog) are common to all.",
+        "*seconds*: wall time of the whole check on a machine shared with other runs, not a speed measurement.", "",
         "| algorithm | own reward before -> after | NDCG@10 before -> after | mean target rank before -> after | seconds |", "|---|---:|---:|---:|---:|",
     ]
     for name, result in record["results"].items():

@@ -435,6 +435,8 @@ def train_rpt(
                     frames = batch.numel()
                     state["histories_seen"] += frames // cfg.group_size
                     state["collect_seconds"] += t1 - t0
+                    state["prepare_seconds"] = state.get("prepare_seconds", 0.0) + t2 - t1
+                    state["update_seconds"] = state.get("update_seconds", 0.0) + t3 - t2
                     state["loop_seconds"] += t3 - t0
                     state["frames"] += frames
                     histories_seen = state["histories_seen"]
@@ -509,6 +511,10 @@ def train_rpt(
         "train_reward_greedy_after": reward_after,
         "collect_frames_per_sec": state["frames"] / state["collect_seconds"] if state["collect_seconds"] else 0.0,
         "loop_frames_per_sec": state["frames"] / state["loop_seconds"] if state["loop_seconds"] else 0.0,
+        "seconds_per_batch": {  # where the loop's time goes: collection, advantage + reference pass, gradient step(s)
+            phase: state.get(f"{phase}_seconds", 0.0) / max(state["frames"] // (histories * cfg.group_size), 1) for phase in ("collect", "prepare", "update")
+        },
+        "filter_seconds": filter_seconds,
         "frames": state["frames"],
         "probe_curve": list(state.get("probe_curve", [])),
         "zero_adv_group_fraction": float(np.mean(state["zero_adv_fractions"])) if state.get("zero_adv_fractions") else None,

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from .config import section_from_mapping, to_plain
 from .errors import LaresError
@@ -137,6 +137,12 @@ def _rpt_setup(cfg: DictConfig, num_items: int, recurrent: bool):
     here, before any training (also before SPT in ``run``)."""
     from .rpt import RPTConfig, instantiate_reward
 
+    if int(cfg.rpt.slate_size) > num_items and not _overridden("rpt.slate_size"):
+        # the configs' slate width (100 for latent_pg) cannot exceed a small catalog; reward.k follows
+        # rpt.slate_size, so it shrinks with it. Only an explicit rpt.slate_size is an error. A copy:
+        # the run's recorded config (what resume compares) stays as the user composed it.
+        print(f"[lares-rl] rpt.slate_size={cfg.rpt.slate_size} is wider than the catalog ({num_items} items): RPT uses slates of {num_items}")
+        cfg = OmegaConf.merge(cfg, {"rpt": {"slate_size": num_items}})
     rpt_cfg = section_from_mapping(RPTConfig, cfg.rpt, "rpt")
     if not recurrent and rpt_cfg.exploration == "latent" and not _overridden("rpt.exploration"):
         # latent exploration (the reference) varies k and T0, which a backbone without a core

@@ -390,6 +390,7 @@ def train_rpt(
         tracker.log_text("hparams", hparams_markdown(config))
         tracker.log("charts", {"kept_fraction": kept_fraction, "kept_rows": len(kept)}, 0)
         tracker.log("time", {"filter": filter_seconds}, 0)
+        tracker.log("probe", {n: v for n, v in state["probe_curve"][0].items() if n != "histories"}, 0)
 
     last_good = ["The last good checkpoint is kept"]  # what a non-finite loss leaves behind, updated at each save
 

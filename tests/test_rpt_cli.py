@@ -23,7 +23,7 @@ def data_args(tmp_path: Path, name: str = "log.csv", seed: int = 0) -> list[str]
 def full_run(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("rpt_cli")
     args = data_args(tmp_path) + SMALL
-    result = run_cli(tmp_path, "run", *args, "spt.epochs=6", "spt.batch_size=64", "rpt.epochs=1", "rpt.histories_per_batch=140", "baseline=null", "hydra.run.dir=run1")
+    result = run_cli(tmp_path, "run", *args, "spt.epochs=6", "spt.batch_size=64", "rpt.epochs=1", "rpt.histories_per_batch=140", "rpt.probe_every=1", "baseline=null", "hydra.run.dir=run1")
     assert result.returncode == 0, result.stderr
     return tmp_path, args, result
 
@@ -40,8 +40,9 @@ def test_run_is_spt_then_rpt_then_test(full_run):
     events.Reload()
     tags = events.Tags()["scalars"] + EventAccumulator(str(run_dir / "tb" / "spt")).Reload().Tags()["scalars"]
     for tag in ("rpt/charts/reward_mean", "rpt/charts/reward_std", "rpt/charts/k_mean", "rpt/charts/frames_per_sec", "rpt/charts/learning_rate",
-                "rpt/losses/policy", "rpt/losses/kl", "rpt/diag/kl_to_ref", "rpt/diag/advantage_std", "rpt/diag/target_log_prob", "rpt/diag/entropy",
-                "rpt/diag/zero_adv_group_fraction", "rpt/eval/ndcg@10", "rpt/time/collect", "rpt/time/update", "spt/losses/rec"):
+                "rpt/losses/policy", "rpt/diag/advantage_std", "rpt/diag/target_log_prob", "rpt/diag/entropy", "rpt/diag/ratio_mean",
+                "rpt/diag/zero_adv_group_fraction", "rpt/diag/group_reward_std", "rpt/diag/grad_norm_policy",
+                "rpt/probe/reward", "rpt/probe/target_rank", "rpt/probe/kl_to_ref", "rpt/eval/ndcg@10", "rpt/time/collect", "rpt/time/update", "spt/losses/rec"):
         assert tag in tags, tag
     assert "rpt/charts/k" in events.Tags()["histograms"]
 

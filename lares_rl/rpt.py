@@ -13,7 +13,10 @@ Reference algorithm (GRPO-style, critic-free), one gradient step per collected b
     best:       the SPT weights are candidate epoch -1, so rpt_best.pt is never worse on validation than the start
     state:      checkpoints/rpt_last.pt at the start, after every epoch and on Ctrl-C; resume=True continues exactly
 ``rpt.algorithm=ppo`` swaps the loss for TorchRL's ClipPPOLoss over an item-sampling actor
-(Plackett-Luce or categorical slates) with the group advantage or a learned value head.
+(Plackett-Luce or categorical slates) with the group advantage or a learned value head;
+``rpt.algorithm=latent_pg`` (the project default) for a policy gradient over a Gaussian latent
+action (rpt_losses.LatentPolicyGradientLoss), because the reference update does not follow the
+reward. The learner (actor, reference, loss, optimiser, one update) is built by rpt_learner.
 """
 
 from __future__ import annotations
@@ -33,8 +36,7 @@ from .config import require
 from .errors import LaresError
 from .evaluation import EvalConfig, evaluate_policy
 from .resume import TrainingInterrupted, capture_rng, load_training_state, restore_rng, save_training_state, stop_on_sigint, weights_digest
-from .rewards import check_reward_fn
-from .rewards import describe_reward
+from .rewards import check_reward_fn, describe_reward
 from .rpt_filter import top_k_filter
 from .rpt_probe import check_learning_signal, probe_metrics, probe_rows, term_grad_norms
 from .runtime import EarlyStopping
@@ -350,6 +352,7 @@ def train_rpt(
         point = probe_metrics(policy, reference, probe, reward_fn, cfg.slate_size, device, eval_cfg.seed)
         point.pop("rewards")
         return {"histories": histories_seen, **point}
+
     dataset_name = str(config.get("dataset", {}).get("name", data.name))
     if saved is None:
         # The SPT weights are the first candidate: rpt_best.pt never ends up worse on validation

@@ -18,6 +18,17 @@ def key_values(pairs: list[str]) -> dict:
     return OmegaConf.to_container(OmegaConf.from_dotlist(pairs)) if pairs else {}
 
 
+def rpt_reward(rpt_values: dict, reward: str, overrides: dict, num_items: int):
+    """``configs/reward/<reward>.yaml`` plus ``overrides``, instantiated and checked. The file is
+    resolved inside a root holding the ``rpt`` section, because ``reward.k`` follows
+    ``rpt.slate_size`` unless set."""
+    from lares_rl.rpt import instantiate_reward
+
+    root = OmegaConf.create({"rpt": rpt_values, "reward": OmegaConf.load(ROOT / "configs" / "reward" / f"{reward}.yaml")})
+    root.reward.merge_with(overrides)
+    return instantiate_reward(root.reward, num_items)
+
+
 def config_file(group: str, name: str, overrides: dict | None = None) -> dict:
     """``configs/<group>/<name>.yaml`` as a plain dict, updated by ``overrides``: the scripts build
     their configs from the same files as the CLI, without composing a whole Hydra run."""

@@ -23,18 +23,17 @@ import time
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
 from lares_rl.atomic import atomic_write_text
 from lares_rl.checkpoint import build_policy, check_same_data, load_checkpoint, policy_from_checkpoint
 from lares_rl.config import section_from_mapping
 from lares_rl.evaluation import EvalConfig
 from lares_rl.rewards import describe_reward
-from lares_rl.rpt import RPTConfig, instantiate_reward, train_rpt_with_test
+from lares_rl.rpt import RPTConfig, train_rpt_with_test
 from lares_rl.runtime import resolve_device, seed_everything
 from lares_rl.spt import SPTConfig, train_spt
 
-from benchmark_data import DEFAULT_BEAUTY_PATH, config_file, dataset_names, key_values, load_benchmark_dataset
+from benchmark_data import DEFAULT_BEAUTY_PATH, config_file, dataset_names, key_values, load_benchmark_dataset, rpt_reward
 from results_io import command_line, machine_description, mean_std, merge_seed, seed_commands
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -150,10 +149,7 @@ def main() -> None:
     policy_cfg = config_file("policy", args.policy, key_values(args.policy_set))
     rpt_values = config_file("rpt", args.rpt, key_values(args.rpt_set))
     rpt_cfg = section_from_mapping(RPTConfig, rpt_values, "rpt")
-    # reward.k follows rpt.slate_size unless set: resolve the reward file inside a root that has the rpt section
-    root = OmegaConf.create({"rpt": rpt_values, "reward": OmegaConf.load(ROOT / "configs" / "reward" / f"{args.reward}.yaml")})
-    root.reward.merge_with(key_values(args.reward_set))
-    reward_fn = instantiate_reward(root.reward, data.num_items)
+    reward_fn = rpt_reward(rpt_values, args.reward, key_values(args.reward_set), data.num_items)
     eval_cfg = EvalConfig()
     out = Path(args.out or ROOT / "docs" / f"rpt_{args.dataset}.md")
     run_root = Path(args.runs_dir) / f"rpt_{args.dataset}"

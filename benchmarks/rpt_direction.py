@@ -15,22 +15,20 @@ NDCG@10 of the greedy top-10 are the common yardsticks. Writes docs/gradient_dir
 from __future__ import annotations
 
 import argparse
-import copy
 import time
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
 from lares_rl.atomic import atomic_write_json, atomic_write_text
 from lares_rl.checkpoint import load_checkpoint, policy_from_checkpoint
 from lares_rl.config import section_from_mapping
 from lares_rl.rewards import make_reward
-from lares_rl.rpt import RPTConfig, instantiate_reward
+from lares_rl.rpt import RPTConfig
 from lares_rl.rpt_direction import direction_check
 from lares_rl.rpt_probe import probe_metrics
 
-from benchmark_data import DEFAULT_BEAUTY_PATH, config_file, dataset_names, key_values, load_benchmark_dataset
+from benchmark_data import DEFAULT_BEAUTY_PATH, config_file, dataset_names, key_values, load_benchmark_dataset, rpt_reward
 from results_io import command_line, machine_description
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,25 +53,24 @@ def main() -> None:
     payload = load_checkpoint(args.checkpoint)
     data, dataset_cfg = load_benchmark_dataset(args.dataset, {"max_len": int(payload["dataset"]["max_len"])}, args.beauty_path)
     max_len = int(dataset_cfg["max_len"])
-    targets = data.train_rows(max_len)[2]
+    seqs, lengths, targets = data.train_rows(max_len)
     rows = torch.randperm(len(targets), generator=torch.Generator().manual_seed(args.seed))[: args.histories].sort().values
-    seqs, lengths, _ = data.train_rows(max_len)
     fixed = (seqs[rows], lengths[rows], targets[rows])
     ndcg10 = make_reward("ndcg", k=10)
+    spt_policy = policy_from_checkpoint(payload, device)  # never trained here: the start and every run's reference
+    before = probe_metrics(spt_policy, spt_policy, fixed, ndcg10, 10, device)["reward"]
     results = {}
     for name in args.algorithms:
         values = config_file("rpt", name, key_values(args.rpt_set))
         cfg = section_from_mapping(RPTConfig, values, "rpt")
-        root = OmegaConf.create({"rpt": values, "reward": OmegaConf.load(ROOT / "configs" / "reward" / "ndcg.yaml")})
-        reward_fn = instantiate_reward(root.reward, data.num_items)
+        reward_fn = rpt_reward(values, "ndcg", {}, data.num_items)
         policy = policy_from_checkpoint(payload, device)
         start = time.perf_counter()
         curve = direction_check(policy, data, max_len, cfg, reward_fn, rows, updates=args.updates, device=device, seed=args.seed)
-        after = probe_metrics(policy, policy_from_checkpoint(payload, device), fixed, ndcg10, 10, device)
+        after = probe_metrics(policy, spt_policy, fixed, ndcg10, 10, device)
         results[name] = {"settings": values, "curve": curve, "ndcg10_after": after["reward"], "seconds": time.perf_counter() - start}
         print(f"[direction] {name}: own reward {curve['reward'][0]:.4f} -> {curve['reward'][-1]:.4f}, target rank {curve['target_rank'][0]:.1f} -> {curve['target_rank'][-1]:.1f}, "
               f"{results[name]['seconds']:.0f}s", flush=True)
-    before = probe_metrics(policy_from_checkpoint(payload, device), copy.deepcopy(policy_from_checkpoint(payload, device)), fixed, ndcg10, 10, device)["reward"]
     record = {"checkpoint": args.checkpoint, "dataset": args.dataset, "histories": args.histories, "updates": args.updates, "ndcg10_before": before,
               "results": results, "machine": machine_description(device), "command": command_line("rpt_direction.py", args, skip=("out", "beauty_path"))}
     out = Path(args.out)

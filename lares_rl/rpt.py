@@ -437,7 +437,7 @@ def train_rpt(
                     t3 = time.perf_counter()
 
                     frames = batch.numel()
-                    state["histories_seen"] += frames // cfg.group_size
+                    state["histories_seen"] += frames_in(batch, cfg.group_size)
                     state["collect_seconds"] += t1 - t0
                     state["prepare_seconds"] = state.get("prepare_seconds", 0.0) + t2 - t1
                     state["update_seconds"] = state.get("update_seconds", 0.0) + t3 - t2

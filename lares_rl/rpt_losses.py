@@ -20,7 +20,7 @@ from tensordict.utils import NestedKey
 from torch import nn
 from torchrl.objectives import LossModule
 
-from lares_rl.policies.actor import final_entropy, latent_scale, run_rollouts
+from lares_rl.policies.actor import catalog_kl, final_entropy, latent_scale, run_rollouts
 
 
 class GroupAdvantage(TensorDictModuleBase):
@@ -300,9 +300,7 @@ class LatentPolicyGradientLoss(LossModule):
         if self.beta > 0:
             with torch.no_grad():
                 ref = run_rollouts(self.reference, items, length, num_steps, seeds, train=False, dedupe=True)["final_scores"]
-            ref_log_p = torch.log_softmax(ref, dim=-1)
-            p = log_p.exp()
-            kl = (p * (log_p - ref_log_p).nan_to_num(0.0)).sum(-1)  # padding: 0 * (-inf - -inf)
+            kl = catalog_kl(log_p, torch.log_softmax(ref, dim=-1))
             out.set("loss_kl", self.beta * kl.mean())
             out.set("kl_to_ref", kl.mean().detach())
         with torch.no_grad():

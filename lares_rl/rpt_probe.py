@@ -16,6 +16,7 @@ from torch import nn
 
 from .errors import LaresError
 from .metrics import target_ranks
+from .policies.actor import catalog_kl
 from .rewards import check_reward_output
 
 
@@ -55,7 +56,7 @@ def probe_metrics(
             ref_log_p = _final_log_softmax(reference, seq, length, seed, device)
             rewards.append(check_reward_output(reward_fn, reward_fn(log_p.topk(slate_size, dim=-1).indices, target), len(target)).float().cpu())
             ranks.append(target_ranks(log_p, target).float().cpu())
-            kls.append((log_p.exp() * (log_p - ref_log_p).nan_to_num(0.0)).sum(-1).cpu())
+            kls.append(catalog_kl(log_p, ref_log_p).cpu())
     finally:
         for model, mode in modes:
             model.train(mode)

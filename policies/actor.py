@@ -68,6 +68,12 @@ def final_entropy(logits: torch.Tensor) -> torch.Tensor:
     return -(log_p.exp() * finite_log_p).sum(-1)
 
 
+def catalog_kl(log_p: torch.Tensor, ref_log_p: torch.Tensor) -> torch.Tensor:
+    """Exact KL(p || p_ref) over the last dim from two log-softmaxes; the padding column, -inf in
+    both, contributes 0 (its -inf - -inf is NaN before the zero weight would cancel it)."""
+    return (log_p.exp() * (log_p - ref_log_p).nan_to_num(0.0)).sum(-1)
+
+
 def run_rollouts(
     policy: nn.Module,
     items: torch.Tensor,

@@ -53,8 +53,6 @@ def _resume_dir(cfg: DictConfig, command: str = "spt") -> Path | None:
     (For ``rpt`` the SPT checkpoint itself is compared by weights when RPT resumes.)"""
     if not cfg.get("resume"):
         return None
-    from omegaconf import OmegaConf
-
     from .resume import load_training_state
 
     run_dir = Path(str(cfg.resume))
@@ -167,8 +165,6 @@ def _replayed_overrides(run_dir: Path | None = None) -> str:
     ``hydra.*`` (the run directory is the resumed one) are left out."""
     import shlex
 
-    from omegaconf import OmegaConf
-
     if run_dir is not None:
         path = run_dir / ".hydra" / "overrides.yaml"
         overrides = [str(o) for o in OmegaConf.load(path)] if path.is_file() else []
@@ -191,8 +187,6 @@ def _check_policy_overrides(cfg: DictConfig, payload, path) -> None:
     """A checkpoint's policy is rebuilt from its own config, so a ``policy.*`` override would be
     silently ignored; one that restates the checkpoint's value (the training run's overrides,
     passed again) is fine, one that differs is an error saying what to do instead."""
-    from omegaconf import OmegaConf
-
     saved = OmegaConf.create(payload["policy_config"])
     for key in _overrides_under("policy"):
         field = key.partition(".")[2] or "name"
@@ -292,8 +286,6 @@ def _baseline_policy(cfg: DictConfig) -> dict | None:
     BASELINE_SHARED_KEYS, or None when there is none to train (``baseline=null``, or the run's
     policy is that baseline already)."""
     from importlib.resources import files
-
-    from omegaconf import OmegaConf
 
     name = cfg.get("baseline")
     if name is None or name == cfg.policy.get("name"):
@@ -488,8 +480,6 @@ def _check_output_dir(argv: list[str]) -> None:
     import os
     import tempfile
     from importlib.resources import files
-
-    from omegaconf import OmegaConf
 
     multirun = any(arg in ("-m", "--multirun") for arg in argv)
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Mapping
 
@@ -74,6 +74,8 @@ class RPTConfig:
     batches_per_epoch: int | None = None  # null = one pass over the kept rows; a number makes an "epoch" a validation interval of that many batches
     probe_size: int = 2000           # fixed training histories whose greedy reward, target rank and KL are logged ...
     probe_every: int = 10            # ... every this many batches (with the per-term gradient norms)
+    horizon: int = 1                 # decisions per episode: 1 = the reference bandit; H > 1 replays H consecutive logged steps of one user
+    freeze: list[str] = field(default_factory=list)  # parameter-name prefixes RPT leaves at their SPT values, e.g. [item_embedding]
 
     def validate(self) -> None:
         require(self.algorithm in ALGORITHMS, "rpt.algorithm", f"must be one of {ALGORITHMS}, got {self.algorithm!r}")
@@ -99,6 +101,7 @@ class RPTConfig:
         require(self.probe_size >= 1 and self.probe_every >= 1, "rpt.probe_size/rpt.probe_every", "must be >= 1")
         require(self.value_hidden >= 1, "rpt.value_hidden", "must be >= 1")
         require(self.batches_per_epoch is None or self.batches_per_epoch >= 1, "rpt.batches_per_epoch", "must be null or >= 1")
+        require(self.horizon >= 1, "rpt.horizon", f"must be >= 1 (decisions per episode), got {self.horizon}")
 
     def check_compatible(self, *, num_items: int, reward_fn, recurrent: bool) -> None:
         """Checks that need the data and the policy; all run before any training."""
@@ -175,9 +178,23 @@ def cached_filter(cache_dir: Path | None, key: str, compute) -> torch.Tensor:
     return keep
 
 
-def rows_env(data, rows: torch.Tensor, targets: torch.Tensor, *, histories: int, cfg: RPTConfig, reward_fn, max_len: int, seed: int, device: torch.device):
-    """A horizon-1 :class:`NextItemEnv` with one episode per training row in ``rows`` (history ->
-    its target), ``histories`` x G contiguous rows per batch, walking the rows epoch by epoch."""
+def episode_starts(data, rows: torch.Tensor, horizon: int) -> torch.Tensor:
+    """The rows of ``rows`` (indices into ``train_rows``) that can start an episode of exactly
+    ``horizon`` decisions: their user has ``horizon - 1`` more training targets after them, so no
+    episode reaches the held-out validation item. Equal-length episodes keep every collected batch
+    one whole episode per row, which is what makes an RPT resume exact."""
+    if horizon == 1:
+        return rows
+    users, target_pos = training_row_positions(data)
+    last_train_target = data.offsets[users] + data.lengths[users] - 3
+    fits = torch.from_numpy(target_pos + horizon - 1 <= last_train_target)
+    return rows[fits[rows]]
+
+
+def rows_env(data, rows: torch.Tensor, targets: torch.Tensor, *, histories: int, cfg: RPTConfig, reward_fn, max_len: int, seed: int, device: torch.device, horizon: int = 1):
+    """A :class:`NextItemEnv` with one episode per training row in ``rows`` (history -> its target,
+    then ``horizon - 1`` more logged steps of the same user; pass :func:`episode_starts`),
+    ``histories`` x G contiguous rows per batch, walking the rows epoch by epoch."""
     from .envs.batched_env import NextItemEnv
 
     users, target_pos = training_row_positions(data)
@@ -185,10 +202,17 @@ def rows_env(data, rows: torch.Tensor, targets: torch.Tensor, *, histories: int,
         raise RuntimeError("training_row_positions disagrees with SequenceData.train_rows; the row layout changed")
     rows_np = rows.numpy()
     return NextItemEnv(
-        data.items, data.offsets, users[rows_np], target_pos[rows_np], target_pos[rows_np] + 1, data.num_items,
-        batch_size=histories * cfg.group_size, max_len=max_len, slate_size=cfg.slate_size, horizon=1,
+        data.items, data.offsets, users[rows_np], target_pos[rows_np], target_pos[rows_np] + horizon, data.num_items,
+        batch_size=histories * cfg.group_size, max_len=max_len, slate_size=cfg.slate_size, horizon=horizon,
         reward_fn=reward_fn, group_size=cfg.group_size, sampling="epoch", seed=seed, device=device,
     )
+
+
+def decisions(batch):
+    """A collected ``[B, H]`` batch as ``[H * B]`` decisions, time-major: the G rows of a group stay
+    contiguous at every step, which is what the group advantage needs. In a logged-replay env the
+    slate never changes the next history, so each decision's own reward is its exact credit."""
+    return batch.permute(1, 0).reshape(-1) if batch.batch_dims == 2 else batch.reshape(-1)
 
 
 @torch.no_grad()
@@ -323,23 +347,28 @@ def train_rpt(
     print(f"[rpt] filter top-{cfg.filter_top} x {cfg.filter_passes} passes: kept {len(kept)}/{len(targets)} training rows ({kept_fraction:.1%})" + (" (saved)" if saved else ""), flush=True)
     if len(kept) == 0:
         raise LaresError(f"rpt.filter_top={cfg.filter_top}: no training row has its target in the SPT model's top-{cfg.filter_top}; raise rpt.filter_top")
+    starts = episode_starts(data, kept, cfg.horizon)
+    if len(starts) == 0:
+        raise LaresError(f"rpt.horizon={cfg.horizon}: no kept training row is followed by {cfg.horizon - 1} more training steps of its user; lower rpt.horizon")
+    if cfg.horizon > 1:
+        print(f"[rpt] horizon {cfg.horizon}: {len(starts)} kept rows start an episode of {cfg.horizon} logged steps", flush=True)
     histories = cfg.histories_per_batch
-    if histories > len(kept):
-        histories = len(kept)
-        print(f"[rpt] warning: rpt.histories_per_batch={cfg.histories_per_batch} > {len(kept)} kept rows; using {histories} histories per batch")
-    # one RPT epoch = ceil(kept / histories) batches of the env's epoch walk (without replacement,
+    if histories > len(starts):
+        histories = len(starts)
+        print(f"[rpt] warning: rpt.histories_per_batch={cfg.histories_per_batch} > {len(starts)} episodes; using {histories} histories per batch")
+    # one RPT epoch = ceil(episodes / histories) batches of the env's epoch walk (without replacement,
     # reshuffled after each pass; the last batch of an epoch may start the next pass)
-    batches_per_epoch = cfg.batches_per_epoch or math.ceil(len(kept) / histories)
+    batches_per_epoch = cfg.batches_per_epoch or math.ceil(len(starts) / histories)
 
-    # --- env: one episode per kept row (history -> its target), G contiguous rows per history
-    env = rows_env(data, kept, targets, histories=histories, cfg=cfg, reward_fn=reward_fn, max_len=max_len, seed=seed, device=device)
+    # --- env: one episode per start row (history -> its target, horizon logged steps), G contiguous rows per history
+    env = rows_env(data, starts, targets, histories=histories, cfg=cfg, reward_fn=reward_fn, max_len=max_len, seed=seed, device=device, horizon=cfg.horizon)
     if saved is not None:  # before the Collector is built: its first reset draws the next unconsumed batch
         env.load_sampling_state(saved["env"])
 
     # --- actor, frozen reference (the SPT weights), advantage, loss, optimiser
     learner = build_learner(policy, cfg, device=device, eval_seed=eval_cfg.seed, seed=seed)
     actor, reference, loss_module, optimizer, value_head = learner.actor, learner.reference, learner.loss_module, learner.optimizer, learner.value_head
-    collector = Collector(env, actor, frames_per_batch=env.batch_size[0], total_frames=-1, device=device, auto_register_policy_transforms=False)
+    collector = Collector(env, actor, frames_per_batch=env.batch_size[0] * cfg.horizon, total_frames=-1, device=device, auto_register_policy_transforms=False)
     batches = iter(collector)
     stopper = EarlyStopping(cfg.patience)
     rollout_generator = _rollout_generator(actor)
@@ -423,7 +452,7 @@ def train_rpt(
                 for index in tracker.bar(range(state["next_batch"], batches_per_epoch), batches_per_epoch - state["next_batch"], f"rpt epoch {epoch}"):
                     t0 = time.perf_counter()
                     try:
-                        batch = next(batches).reshape(-1)  # [B, T=1] -> [B]; groups stay contiguous
+                        batch = decisions(next(batches))  # [B, H] -> [H * B]; groups stay contiguous
                     except LaresError as err:  # a reward that broke its contract mid-run
                         raise LaresError(f"{err} (RPT epoch {epoch}, batch {index + 1}/{batches_per_epoch}); training stopped before this update. {last_good[0]}") from None
                     t1 = time.perf_counter()
@@ -516,7 +545,7 @@ def train_rpt(
         "collect_frames_per_sec": state["frames"] / state["collect_seconds"] if state["collect_seconds"] else 0.0,
         "loop_frames_per_sec": state["frames"] / state["loop_seconds"] if state["loop_seconds"] else 0.0,
         "seconds_per_batch": {  # where the loop's time goes: collection, advantage + reference pass, gradient step(s)
-            phase: state.get(f"{phase}_seconds", 0.0) / max(state["frames"] // (histories * cfg.group_size), 1) for phase in ("collect", "prepare", "update")
+            phase: state.get(f"{phase}_seconds", 0.0) / max(state["frames"] // (histories * cfg.group_size * cfg.horizon), 1) for phase in ("collect", "prepare", "update")
         },
         "filter_seconds": filter_seconds,
         "frames": state["frames"],

@@ -93,5 +93,21 @@ def build_learner(policy: nn.Module, cfg, *, device: torch.device, eval_seed: in
         )
     else:
         raise LaresError(f"rpt.algorithm: unknown {cfg.algorithm!r}")
-    optimizer = torch.optim.Adam(loss_module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    freeze_parameters(policy, cfg.freeze)
+    trainable = [p for p in loss_module.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return RPTLearner(cfg, policy, actor, reference, GroupAdvantage(cfg.group_size), loss_module, optimizer, value_head)
+
+
+def freeze_parameters(policy: nn.Module, prefixes: list[str]) -> None:
+    """Keep every parameter whose name starts with one of ``prefixes`` at its SPT value (no
+    gradient, not in the optimiser): e.g. ``[item_embedding]`` lets RPT change how the reasoner
+    reasons but not the item representation SPT learned. A prefix that names nothing is an error."""
+    names = [name for name, _ in policy.named_parameters()]
+    for prefix in prefixes:
+        if not any(name == prefix or name.startswith(prefix + ".") for name in names):
+            top = sorted({name.split(".")[0] for name in names})
+            raise LaresError(f"rpt.freeze: {prefix!r} names no parameter of this policy; use a module name such as {top}")
+    for name, parameter in policy.named_parameters():
+        if any(name == prefix or name.startswith(prefix + ".") for prefix in prefixes):
+            parameter.requires_grad_(False)

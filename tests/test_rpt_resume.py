@@ -36,6 +36,7 @@ N, L = 25, 6
 TIMING = ("collect_frames_per_sec", "loop_frames_per_sec", "seconds_per_epoch", "samples_per_sec", "seconds_per_batch", "filter_seconds")
 GRPO = RPTConfig(histories_per_batch=7, batches_per_epoch=3, epochs=2, patience=10, slate_size=5)
 PPO = RPTConfig(algorithm="ppo", exploration="plackett_luce", advantage="value", value_hidden=8, histories_per_batch=7, batches_per_epoch=3, epochs=2, patience=10, slate_size=5)
+LATENT_H2 = RPTConfig(algorithm="latent_pg", exploration="gaussian", latent_noise=False, antithetic=True, horizon=2, histories_per_batch=7, batches_per_epoch=3, epochs=2, patience=10, slate_size=5)
 
 
 def without_timing(value, drop=("checkpoint",)):
@@ -104,7 +105,7 @@ def test_env_sampling_state_before_the_pending_reset_lets_a_new_collector_contin
         make_env(SequenceData.from_sequences([[1, 2, 3, 4, 5, 6]] * 3, num_items=N)).load_sampling_state(saved["_extra_state"])
 
 
-@pytest.mark.parametrize("cfg", [GRPO, PPO], ids=["grpo", "ppo_value"])
+@pytest.mark.parametrize("cfg", [GRPO, PPO, LATENT_H2], ids=["grpo", "ppo_value", "latent_pg_horizon2"])
 def test_ctrl_c_mid_epoch_saves_and_resume_is_bit_identical(cfg, tmp_path, monkeypatch, uninterrupted):
     full = uninterrupted(cfg)
     forward, calls = rpt_losses.GroupAdvantage.forward, []
@@ -123,7 +124,7 @@ def test_ctrl_c_mid_epoch_saves_and_resume_is_bit_identical(cfg, tmp_path, monke
     monkeypatch.setattr(rpt_losses.GroupAdvantage, "forward", forward)
     resumed = run_rpt(tmp_path, cfg, resume=True)
     assert without_timing(resumed) == without_timing(full)  # rewards, validation history, best metrics, greedy probes
-    assert resumed["frames"] == full["frames"] == 2 * 3 * 7 * 4
+    assert resumed["frames"] == full["frames"] == 2 * 3 * 7 * 4 * cfg.horizon
 
 
 def test_nan_loss_names_term_and_step_and_keeps_the_last_good_state(tmp_path, monkeypatch, uninterrupted):

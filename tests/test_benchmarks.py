@@ -132,3 +132,17 @@ def test_command_line_keeps_zero_settings_and_drops_unset_ones():
     setting, not an unset flag."""
     args = argparse.Namespace(dataset="ml-100k", seeds=[0, 1], gamma=0.0, patience=0, bucket=False, resume=True, tag="", policy_set=[], max_len=None, out_dir="x")
     assert command_line("spt_benchmark.py", args, skip=("out_dir",)) == "python benchmarks/spt_benchmark.py --dataset ml-100k --seeds 0 1 --gamma 0.0 --patience 0 --resume"
+
+
+def test_gradient_stats_separate_signal_from_noise():
+    from rpt_gradient_snr import gradient_stats
+
+    torch.manual_seed(0)
+    signal = torch.zeros(2000)
+    signal[0] = 1.0
+    noisy = [signal + 0.1 * torch.randn(2000) for _ in range(16)]  # per-batch noise 2000 * 0.01 = 20
+    stats = gradient_stats(noisy)
+    assert abs(stats["noise_per_batch"] - 20) < 2 and abs(stats["signal"] - 1) < 0.5
+    assert 0.02 < stats["snr_per_batch"] < 0.08 and abs(stats["pairwise_cosine"]) < 0.1
+    clean = gradient_stats([signal * (1 + 0.01 * i) for i in range(4)])
+    assert clean["snr_per_batch"] > 100 and clean["pairwise_cosine"] > 0.99

@@ -56,10 +56,13 @@ def test_top_k_matches_full_topk_and_masks_history_but_never_the_target(chunk):
     assert torch.equal(target_scores, table.gather(1, targets.view(-1, 1)).squeeze(1))
 
 
+POLICY = dict(d_model=16, n_heads=2, inner_size=32, dropout=0.1, n_pre_layers=1, n_core_layers=1)
+
+
 def _model_and_data():
     log = successor_log(users=40, items=60, min_len=5, max_len=12, seed=3)
     torch.manual_seed(0)
-    return LaresReasoner(num_items=60, max_len=10, d_model=16, n_heads=2, inner_size=32, dropout=0.1, n_pre_layers=1, n_core_layers=1), log.data
+    return LaresReasoner(num_items=60, max_len=10, **POLICY), log.data
 
 
 @pytest.mark.parametrize("exclude_history", [False, True])
@@ -89,3 +92,49 @@ def test_bad_chunk_names_the_key(bad):
 def test_a_policy_without_item_scores_is_refused_by_name():
     with pytest.raises(LaresError, match="eval.item_chunk.*item_scores"):
         item_scorer(torch.nn.Linear(2, 2), "eval.item_chunk")
+
+
+def test_rpt_filter_and_greedy_slate_from_chunked_top_k_match_the_full_catalog():
+    from lares_rl.rewards import ndcg
+    from lares_rl.rpt import greedy_reward
+    from lares_rl.rpt_filter import top_k_filter
+
+    policy, data = _model_and_data()
+    seqs, lengths, targets = data.train_rows(10)
+    full = top_k_filter(policy, seqs, lengths, targets, top=5, passes=2, batch_size=64)
+    assert 0 < full.float().mean() < 1
+    for chunk in (4, 13):
+        assert torch.equal(top_k_filter(policy, seqs, lengths, targets, top=5, passes=2, batch_size=64, item_chunk=chunk), full)
+        reward = lambda slate, target: ndcg(slate, target, k=10)  # noqa: E731
+        cpu = torch.device("cpu")
+        assert greedy_reward(policy, seqs, lengths, targets, reward, 10, cpu, item_chunk=chunk) == greedy_reward(policy, seqs, lengths, targets, reward, 10, cpu)
+
+
+def test_recommend_with_item_chunk_gives_the_same_lists(tmp_path, capsys):
+    import json
+
+    from lares_rl.checkpoint import save_checkpoint
+    from lares_rl.recommend_cli import main
+    from lares_rl.recommender import Recommender
+
+    policy, data = _model_and_data()
+    histories = [[data.item_ids[int(i)] for i in data.items[data.offsets[u] : data.offsets[u + 1]][:6]] for u in range(8)]
+    full = Recommender(policy, data.item_ids, 10, deterministic=True).recommend(histories, top_k=10)
+    for exclude_seen in (True, False):
+        want = Recommender(policy, data.item_ids, 10, deterministic=True).recommend(histories, top_k=10, exclude_seen=exclude_seen)
+        got = Recommender(policy, data.item_ids, 10, deterministic=True, item_chunk=7).recommend(histories, top_k=10, exclude_seen=exclude_seen)
+        assert [r.items for r in got] == [r.items for r in want]
+    assert all(not set(h) & set(r.items) for h, r in zip(histories, full))
+    with pytest.raises(LaresError, match="item_chunk"):
+        Recommender(policy, data.item_ids, 10, item_chunk=0)
+
+    path = tmp_path / "ckpt.pt"
+    save_checkpoint(path, policy=policy, policy_config={"_target_": "lares_rl.policies.reasoner.LaresReasoner", **POLICY}, data=data, max_len=10,
+                    dataset_name="synthetic", phase="spt", epoch=0, metrics={}, config={})
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(h) + "\n" for h in histories))
+    assert main(["--checkpoint", str(path), "--input", str(src), "--deterministic", "--top-k", "10", "--item-chunk", "7"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["items"] for r in rows] == [r.items for r in full]
+    assert main(["--checkpoint", str(path), "--input", str(src), "--item-chunk", "0"]) == 2
+    assert "--item-chunk" in capsys.readouterr().err

@@ -19,6 +19,8 @@ is the row's own target (an accidental hit) is masked.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -62,7 +64,7 @@ class SampledSoftmax:
         """log Q of each candidate column: the proposal's probability, or for in-batch candidates
         the chance of being among ``batch_targets`` popularity draws."""
         if self.kind == "sampled" and self.proposal == "uniform":
-            return torch.full(candidates.shape, -float(torch.log(torch.tensor(float(self.num_items)))))
+            return torch.full(candidates.shape, -math.log(self.num_items))
         p = self.popularity[candidates.cpu()]
         if self.kind == "sampled":
             return p.log().float()

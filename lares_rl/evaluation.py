@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from .catalog_topk import check_chunk, evaluate_chunked, item_scorer
 from .errors import LaresError
 from .metrics import evaluate_scores, policy_score_fn
 from .tracking import progress
@@ -15,7 +16,9 @@ from .tracking import progress
 @dataclass
 class EvalConfig:
     """``eval`` section. ``k`` None = the policy's fixed evaluation depth (mean_recurrence).
-    ``seed`` fixes the T0 noise drawn at evaluation, so a checkpoint always gets the same numbers."""
+    ``seed`` fixes the T0 noise drawn at evaluation, so a checkpoint always gets the same numbers.
+    ``item_chunk``: score the catalog this many items at a time with a running top-K (memory
+    independent of the catalog, same metrics); None scores the whole catalog at once."""
 
     split: str = "test"
     ks: list[int] = field(default_factory=lambda: [5, 10, 20])
@@ -24,6 +27,7 @@ class EvalConfig:
     k: int | None = None
     sweep_ks: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 12, 16])
     seed: int = 0
+    item_chunk: int | None = None
 
     def validate(self) -> None:
         if self.split not in ("valid", "test"):
@@ -36,6 +40,7 @@ class EvalConfig:
             raise LaresError(f"eval.batch_size={self.batch_size} must be >= 1")
         if self.k is not None and self.k < 1:
             raise LaresError(f"eval.k={self.k} must be >= 1 (or null for the policy's default)")
+        check_chunk(self.item_chunk, "eval.item_chunk")
 
 
 def check_depth_applies(policy: nn.Module, k: int | None, key: str) -> None:
@@ -59,6 +64,13 @@ def evaluate_policy(policy: nn.Module, data, split: str, max_len: int, cfg: Eval
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(cfg.seed)
+            if cfg.item_chunk is not None:
+                depth = cfg.k if k is None else k
+                return evaluate_chunked(
+                    lambda seq, lengths: policy.encode(seq, lengths, depth)[:, -1], item_scorer(policy, "eval.item_chunk"), policy.num_items,
+                    seqs, lengths, targets, ks=cfg.ks, chunk=cfg.item_chunk, history=history, batch_size=cfg.batch_size, device=device,
+                    batches=lambda starts: progress(starts, len(starts), desc, unit="batch"),
+                )
             return evaluate_scores(
                 policy_score_fn(policy, cfg.k if k is None else k), seqs, lengths, targets, ks=cfg.ks, history=history, batch_size=cfg.batch_size, device=device,
                 batches=lambda starts: progress(starts, len(starts), desc, unit="batch"),

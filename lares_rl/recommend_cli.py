@@ -46,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--k", type=int, default=None, help="reasoning depth (default: the checkpoint's evaluation depth)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:<n>")
     parser.add_argument("--batch-size", type=int, default=1024, help="histories per forward pass (default 1024)")
+    parser.add_argument("--item-chunk", type=int, default=None,
+                        help="score the catalog this many items at a time with a running top-k: memory independent of the catalog size (default: all at once)")
     parser.add_argument("--cold-start", action="store_true",
                         help="answer an empty or all-unknown history with the most popular training items (default: an error record for that line)")
     return parser
@@ -115,7 +117,7 @@ def _check_flags(args: argparse.Namespace) -> None:
     if not Path(args.checkpoint).is_file():
         what = "is a directory" if Path(args.checkpoint).is_dir() else "does not exist"
         raise LaresError(f"checkpoint {args.checkpoint} {what}; pass --checkpoint <run dir>/checkpoints/spt_best.pt (a .pt file written by lares-rl)")
-    for flag, value in (("--top-k", args.top_k), ("--batch-size", args.batch_size), ("--k", args.k)):
+    for flag, value in (("--top-k", args.top_k), ("--batch-size", args.batch_size), ("--k", args.k), ("--item-chunk", args.item_chunk)):
         if value is not None and value < 1:
             raise LaresError(f"{flag} {value} is invalid; it must be >= 1")
     try:
@@ -142,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     from .recommender import Recommender
 
     _check_flags(args)
-    recommender = Recommender.from_checkpoint(args.checkpoint, device=args.device, k=args.k, deterministic=args.deterministic)
+    recommender = Recommender.from_checkpoint(args.checkpoint, device=args.device, k=args.k, deterministic=args.deterministic, item_chunk=args.item_chunk)
     if args.top_k > recommender.num_items:
         raise LaresError(f"--top-k {args.top_k} is larger than the catalog of {args.checkpoint} ({recommender.num_items} items); lower --top-k")
     if args.cold_start and recommender.item_counts is None:

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .catalog_topk import check_chunk, chunked_top_k, item_scorer
 from .errors import LaresError
 from .evaluation import check_depth_applies
 
@@ -96,6 +97,8 @@ class Recommender:
         deterministic: zero T0 noise and fixed k, so identical input gives identical output.
         item_counts: training interactions per index (index 0 unused), for cold-start answers;
             checkpoints store it.
+        item_chunk: score the catalog this many items at a time with a running top-K, so memory
+            does not grow with the catalog (needs ``policy.item_scores``); None scores it at once.
 
     Usually built with :meth:`from_checkpoint`.
     """
@@ -110,12 +113,16 @@ class Recommender:
         k: int | None = None,
         deterministic: bool = False,
         item_counts: Sequence[int] | None = None,
+        item_chunk: int | None = None,
     ) -> None:
         if k is not None and (isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1):
             raise LaresError(f"k={k!r} is invalid; the number of reasoning steps must be an integer >= 1 (or None for the checkpoint's evaluation depth)")
         if max_len < 1:
             raise LaresError(f"max_len={max_len} must be >= 1")
         check_depth_applies(policy, k, "k")
+        check_chunk(item_chunk, "item_chunk")
+        self.item_chunk = item_chunk
+        self._score_items = None if item_chunk is None else item_scorer(policy, "item_chunk")
         self.device = torch.device(device)
         self.policy = policy.to(self.device).eval()
         self.item_ids = [str(x) for x in item_ids]
@@ -136,7 +143,7 @@ class Recommender:
         self._index = {item: i for i, item in enumerate(self.item_ids) if i > 0}
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto", k: int | None = None, deterministic: bool = False) -> "Recommender":
+    def from_checkpoint(cls, path: str | Path, device: str = "auto", k: int | None = None, deterministic: bool = False, item_chunk: int | None = None) -> "Recommender":
         """Load a checkpoint written by lares-rl (any problem is a LaresError naming the file).
 
         ``device``: ``auto`` (cuda when available), ``cpu``, ``cuda`` or ``cuda:<n>``.
@@ -159,7 +166,7 @@ class Recommender:
             raise LaresError(f"checkpoint {path} has {len(titles)} item_titles but dataset.num_items={num_items} (expected num_items + 1); the file is inconsistent, retrain or restore it")
         resolved = resolve_device(device)
         policy = policy_from_checkpoint(payload, resolved)
-        return cls(policy, item_ids, max_len, titles, resolved, k=k, deterministic=deterministic, item_counts=payload.get("item_counts"))
+        return cls(policy, item_ids, max_len, titles, resolved, k=k, deterministic=deterministic, item_counts=payload.get("item_counts"), item_chunk=item_chunk)
 
     # ------------------------------------------------------------------ id remapping
 
@@ -218,7 +225,15 @@ class Recommender:
         Returns (scores [B, top_k], indices [B, top_k]) on the recommender's device, best first;
         masked items carry -inf."""
         seq, lengths = seq.to(self.device), lengths.to(self.device)
-        scores = self.policy.scores(self.policy.encode(seq, lengths, self.k)[:, -1])
+        states = self.policy.encode(seq, lengths, self.k)[:, -1]
+        if self.item_chunk is not None:
+            history = None
+            if exclude is not None:
+                seen = exclude.to(self.device) > 0
+                history = (torch.cat([seen.new_zeros(1, dtype=torch.long), seen.sum(1).cumsum(0)]), exclude.to(self.device)[seen])
+            values, indices, _ = chunked_top_k(states, self._score_items, self.num_items, top_k, self.item_chunk, history=history)
+            return values, indices
+        scores = self.policy.scores(states)
         scores[:, 0] = float("-inf")
         if exclude is not None:
             scores.scatter_(1, exclude.to(self.device), float("-inf"))

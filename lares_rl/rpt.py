@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .catalog_topk import chunked_top_k, item_scorer
 from .checkpoint import save_checkpoint
 from .config import require
 from .errors import LaresError
@@ -227,8 +228,10 @@ def reference_log_probs(reference: nn.Module, batch, target: torch.Tensor, noise
 
 
 @torch.no_grad()
-def greedy_reward(policy: nn.Module, seqs: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor, reward_fn, slate_size: int, device: torch.device, seed: int = 0, batch_size: int = 1024) -> float:
-    """Mean reward of the evaluation-mode top-K slate on the given rows (a deterministic training-reward probe)."""
+def greedy_reward(policy: nn.Module, seqs: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor, reward_fn, slate_size: int, device: torch.device, seed: int = 0, batch_size: int = 1024,
+                  item_chunk: int | None = None) -> float:
+    """Mean reward of the evaluation-mode top-K slate on the given rows (a deterministic training-reward probe);
+    ``item_chunk`` builds the slate from a chunked top-K (:mod:`lares_rl.catalog_topk`)."""
     was_training = policy.training
     policy.eval()
     total = 0.0
@@ -237,8 +240,11 @@ def greedy_reward(policy: nn.Module, seqs: torch.Tensor, lengths: torch.Tensor, 
             torch.manual_seed(seed)
             for start in range(0, len(targets), batch_size):
                 rows = slice(start, start + batch_size)
-                scores = policy.scores(policy.encode(seqs[rows].to(device), lengths[rows].to(device))[:, -1])
-                slate = scores.topk(slate_size, dim=-1).indices
+                states = policy.encode(seqs[rows].to(device), lengths[rows].to(device))[:, -1]
+                if item_chunk is None:
+                    slate = policy.scores(states).topk(slate_size, dim=-1).indices
+                else:
+                    slate = chunked_top_k(states, item_scorer(policy, "eval.item_chunk"), policy.num_items, slate_size, item_chunk)[1]
                 total += reward_fn(slate, targets[rows].to(device)).sum().item()
     finally:
         policy.train(was_training)
@@ -330,7 +336,7 @@ def train_rpt(
     if saved is None:
         start = time.perf_counter()
         keep = cached_filter(filter_cache_dir, f"{reference_digest[:20]}_top{cfg.filter_top}x{cfg.filter_passes}_p{cfg.dropout}_L{max_len}_n{len(targets)}_s{seed}",
-                             lambda: top_k_filter(policy, seqs, lengths, targets, top=cfg.filter_top, passes=cfg.filter_passes, device=device, seed=seed))
+                             lambda: top_k_filter(policy, seqs, lengths, targets, top=cfg.filter_top, passes=cfg.filter_passes, device=device, seed=seed, item_chunk=eval_cfg.item_chunk))
         filter_seconds = time.perf_counter() - start
         kept = keep.nonzero().squeeze(1)
     else:
@@ -396,7 +402,7 @@ def train_rpt(
         state = {
             "epoch": 0, "next_batch": 0, "epoch_rewards": [], "histories_seen": 0, "step": 0, "finished": False,
             "reward_per_epoch": [], "frames": 0, "collect_seconds": 0.0, "loop_seconds": 0.0,
-            "reward_before": greedy_reward(policy, *train_probe, reward_fn, cfg.slate_size, device, eval_cfg.seed),
+            "reward_before": greedy_reward(policy, *train_probe, reward_fn, cfg.slate_size, device, eval_cfg.seed, item_chunk=eval_cfg.item_chunk),
             "valid_start": valid_start, "probe_curve": [], "zero_adv_fractions": [],
         }
         start_probe = probe_metrics(policy, reference, probe, reward_fn, cfg.slate_size, device, eval_cfg.seed)
@@ -528,7 +534,7 @@ def train_rpt(
         print(f"[rpt] no RPT epoch beat the SPT start on validation ndcg@10; {best_path} holds the SPT weights", flush=True)
     best = torch.load(best_path, map_location=device, weights_only=False)
     policy.load_state_dict(best["policy_state"])
-    reward_after = greedy_reward(policy, *train_probe, reward_fn, cfg.slate_size, device, eval_cfg.seed)
+    reward_after = greedy_reward(policy, *train_probe, reward_fn, cfg.slate_size, device, eval_cfg.seed, item_chunk=eval_cfg.item_chunk)
     return {
         "best_epoch": stopper.best_epoch,
         "epochs_run": state["epoch"],

@@ -7,6 +7,8 @@ whose target is far out of reach give GRPO groups of all-zero rewards (no signal
 them spends the rollout budget where the advantage is informative.
 
 Ranks are pessimistic (ties count against the target, :func:`lares_rl.metrics.target_ranks`).
+With ``item_chunk`` the catalog is scored in chunks with a running top-``top`` list
+(:mod:`lares_rl.catalog_topk`), which decides "rank < top" exactly as the full ranking does.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .catalog_topk import chunked_target_ranks, item_scorer
 from .metrics import target_ranks
 from .tracking import progress
 
@@ -30,6 +33,7 @@ def top_k_filter(
     batch_size: int = 1024,
     device: torch.device | str = "cpu",
     seed: int = 0,
+    item_chunk: int | None = None,
 ) -> torch.Tensor:
     """Bool [R]: rows whose target ranks < ``top`` in at least one of ``passes`` train-mode passes.
 
@@ -43,6 +47,7 @@ def top_k_filter(
     if top >= getattr(policy, "num_items", top + 1):
         return keep | True
     device = torch.device(device)
+    score_items = None if item_chunk is None else item_scorer(policy, "eval.item_chunk")
     was_training = policy.training
     policy.train()
     try:
@@ -51,8 +56,12 @@ def top_k_filter(
             starts = [start for _ in range(passes) for start in range(0, len(targets), batch_size)]
             for start in progress(starts, len(starts), f"rpt filter (top-{top}, {passes} passes)"):
                 rows = slice(start, start + batch_size)
-                scores = policy.scores(policy.encode(seqs[rows].to(device), lengths[rows].to(device))[:, -1])
-                keep[rows] |= (target_ranks(scores, targets[rows].to(device)) < top).cpu()
+                states = policy.encode(seqs[rows].to(device), lengths[rows].to(device))[:, -1]
+                if score_items is None:
+                    ranks = target_ranks(policy.scores(states), targets[rows].to(device))
+                else:
+                    ranks = chunked_target_ranks(states, score_items, policy.num_items, targets[rows].to(device), top, item_chunk)
+                keep[rows] |= (ranks < top).cpu()
     finally:
         policy.train(was_training)
     return keep

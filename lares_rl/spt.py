@@ -25,12 +25,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .catalog_topk import item_scorer
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import require, to_plain
 from .errors import LaresError
 from .evaluation import EvalConfig, evaluate_policy
 from .resume import TrainingInterrupted, capture_rng, load_training_state, restore_rng, save_training_state, stop_on_sigint
 from .runtime import EarlyStopping
+from .sampled_softmax import NEGATIVES, PROPOSALS, SampledSoftmax
 from .tracking import Tracker, hparams_markdown
 
 
@@ -51,6 +53,10 @@ class SPTConfig:
     dense_stride: int | None = None  # dense: supervised targets per window; null = max_len // 2
     bucket_by_length: bool = False   # batch rows of similar length together (less padding work on short-history data)
     shared_anchor: bool = True       # the recommendation pass is also the alignment anchor (2 passes a step); false = the reference's 3
+    negatives: str = "full"          # L_rec over: full (every item) | sampled | in_batch (lares_rl/sampled_softmax.py)
+    num_negatives: int = 1024        # sampled: negatives drawn per batch
+    negative_proposal: str = "popularity"  # sampled: uniform | popularity (share of the training targets)
+    logq_correction: bool = True     # sampled / in_batch: subtract log Q from every candidate's logit
 
     def __post_init__(self) -> None:
         if self.temperature is None:
@@ -67,6 +73,22 @@ class SPTConfig:
         require(self.mode in ("rows", "dense"), "spt.mode", f"must be rows or dense, got {self.mode!r}")
         require(isinstance(self.bucket_by_length, bool), "spt.bucket_by_length", f"must be true or false, got {self.bucket_by_length!r}")
         require(isinstance(self.shared_anchor, bool), "spt.shared_anchor", f"must be true or false, got {self.shared_anchor!r}")
+        require(self.negatives in NEGATIVES, "spt.negatives", f"must be one of {', '.join(NEGATIVES)}, got {self.negatives!r}")
+        require(self.num_negatives >= 1, "spt.num_negatives", f"must be >= 1, got {self.num_negatives}")
+        require(self.negative_proposal in PROPOSALS, "spt.negative_proposal", f"must be one of {', '.join(PROPOSALS)}, got {self.negative_proposal!r}")
+        require(isinstance(self.logq_correction, bool), "spt.logq_correction", f"must be true or false, got {self.logq_correction!r}")
+
+    def rec_softmax(self, policy: nn.Module, train_targets: torch.Tensor) -> SampledSoftmax | None:
+        """The sampled / in-batch L_rec for ``policy`` (None: the full softmax). ``train_targets``:
+        every supervised target of an epoch, whose counts are the popularity proposal."""
+        if self.negatives == "full":
+            return None
+        item_scorer(policy, "spt.negatives")
+        num_items = int(policy.num_items)
+        require(self.negatives != "sampled" or self.num_negatives < num_items, "spt.num_negatives",
+                f"must be below the catalog size ({num_items} items), got {self.num_negatives}; lower it, or use spt.negatives=full on a catalog this small")
+        counts = torch.bincount(train_targets[train_targets > 0], minlength=num_items + 1)
+        return SampledSoftmax(self.negatives, counts, self.num_negatives, self.negative_proposal, self.logq_correction)
 
 
 # ----------------------------------------------------------------------------- loss primitives
@@ -126,8 +148,17 @@ def symmetric_info_nce(x: torch.Tensor, y: torch.Tensor, similarity: str, temper
     return (info_nce(x, y, similarity, temperature) + info_nce(y, x, similarity, temperature)) / 2
 
 
-def recommendation_loss(policy: nn.Module, seq: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def rec_cross_entropy(policy: nn.Module, states: torch.Tensor, targets: torch.Tensor, softmax: SampledSoftmax | None) -> torch.Tensor:
+    """CE of ``states`` [n, d] for ``targets`` [n]: over the whole catalog, or ``softmax``'s candidates."""
+    if softmax is None:
+        return F.cross_entropy(policy.scores(states), targets)
+    return softmax.loss(states, targets, policy.item_scores)
+
+
+def recommendation_loss(policy: nn.Module, seq: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor, k: int | None = None,
+                        softmax: SampledSoftmax | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """L_rec and every step's state at each row's last position, [B, k, d] (k = None: sampled).
+    ``softmax``: sampled / in-batch negatives instead of the full catalog (None).
 
     ``targets`` [B]: one row per prefix, scored at the last position. ``targets`` [B, L] (dense
     windows): every position with a non-zero target is scored in the same pass, which is exact for
@@ -135,38 +166,39 @@ def recommendation_loss(policy: nn.Module, seq: torch.Tensor, lengths: torch.Ten
     of the window's last target, which is what the alignment terms use as the anchor."""
     if targets.dim() == 1:
         states = policy.encode(seq, lengths, k=k)
-        return F.cross_entropy(policy.scores(states[:, -1]), targets), states
+        return rec_cross_entropy(policy, states[:, -1], targets, softmax), states
     states = policy.encode(seq, lengths, k=k, all_positions=True)
     width_targets = targets[:, : states.shape[2]]
     supervised = width_targets > 0
-    loss = F.cross_entropy(policy.scores(states[:, -1][supervised]), width_targets[supervised])
+    loss = rec_cross_entropy(policy, states[:, -1][supervised], width_targets[supervised], softmax)
     last = (lengths - 1).clamp(min=0).view(-1, 1, 1, 1).expand(-1, states.shape[1], 1, states.shape[-1])
     return loss, states.gather(2, last).squeeze(2)
 
 
-def anchor_and_rec(policy: nn.Module, batch: tuple[torch.Tensor, ...], shared: bool) -> tuple[torch.Tensor, int, torch.Tensor]:
+def anchor_and_rec(policy: nn.Module, batch: tuple[torch.Tensor, ...], shared: bool, softmax: SampledSoftmax | None = None) -> tuple[torch.Tensor, int, torch.Tensor]:
     """(L_rec, its k, the anchor's per-step states [B, k', d]). Shared: one pass at k' serves both;
     otherwise the reference's order (recommendation pass at its own k, then the anchor pass at k')
     so that ``shared_anchor=false`` replays the reference's random draws."""
     seq, lengths, targets = batch
     if shared:
         k_prime = policy.sample_steps()
-        loss_rec, anchor_steps = recommendation_loss(policy, seq, lengths, targets, k=k_prime)
+        loss_rec, anchor_steps = recommendation_loss(policy, seq, lengths, targets, k=k_prime, softmax=softmax)
         return loss_rec, k_prime, anchor_steps
-    loss_rec, rec_steps = recommendation_loss(policy, seq, lengths, targets)
+    loss_rec, rec_steps = recommendation_loss(policy, seq, lengths, targets, softmax=softmax)
     return loss_rec, rec_steps.shape[1], policy.encode(seq, lengths, k=policy.sample_steps())
 
 
-def spt_loss(policy: nn.Module, batch: tuple[torch.Tensor, ...], positive: tuple[torch.Tensor, torch.Tensor], cfg: SPTConfig) -> dict[str, torch.Tensor]:
+def spt_loss(policy: nn.Module, batch: tuple[torch.Tensor, ...], positive: tuple[torch.Tensor, torch.Tensor], cfg: SPTConfig,
+             softmax: SampledSoftmax | None = None) -> dict[str, torch.Tensor]:
     """The passes of one SPT step (two with ``cfg.shared_anchor``, else three). ``loss_*`` entries
     sum to L_SPT (weights applied); ``k``, ``k_prime``, ``tla``, ``sla`` are detached diagnostics.
     The alignment terms always use each row's last position (in dense mode: the window's last
     target). The positive pass runs over its own batch, so ``encode`` trims it to the longest
-    positive, not the anchor's width."""
+    positive, not the anchor's width. ``softmax``: L_rec over sampled / in-batch negatives (None: full)."""
     if not policy.recurrent or (cfg.alpha == 0 and cfg.gamma == 0):
-        loss_rec, states = recommendation_loss(policy, *batch)
+        loss_rec, states = recommendation_loss(policy, *batch, softmax=softmax)
         return {"loss_rec": loss_rec, "k": torch.tensor(float(states.shape[1]))}
-    loss_rec, k, anchor_steps = anchor_and_rec(policy, batch, cfg.shared_anchor)
+    loss_rec, k, anchor_steps = anchor_and_rec(policy, batch, cfg.shared_anchor, softmax)
     k_prime = anchor_steps.shape[1]
     anchor = anchor_steps[:, -1]
     out = {"loss_rec": loss_rec, "k": torch.tensor(float(k)), "k_prime": torch.tensor(float(k_prime))}
@@ -182,7 +214,7 @@ def spt_loss(policy: nn.Module, batch: tuple[torch.Tensor, ...], positive: tuple
 
 
 # What a run saved before an ``spt`` key existed did in its place: such a run resumes only with that value.
-SETTINGS_BEFORE_RECORDED = {"shared_anchor": False}
+SETTINGS_BEFORE_RECORDED = {"shared_anchor": False, "negatives": "full", "num_negatives": 1024, "negative_proposal": "popularity", "logq_correction": True}
 
 
 def check_resume_settings(saved: Mapping, settings: Mapping, run_dir: Path) -> None:
@@ -245,6 +277,7 @@ def train_spt(
         seqs, lengths, targets = data.train_rows(max_len)
         last_targets = targets
     positives = SameTargetIndex(last_targets)
+    rec_softmax = cfg.rec_softmax(policy, targets)
     samples_per_epoch = int((targets > 0).sum())
     generator = torch.Generator().manual_seed(seed)
 
@@ -289,7 +322,7 @@ def train_spt(
                 if len(rows) >= 2:
                     pos_rows = positives.sample(rows, generator)
                     batch = (seqs[rows].to(device), lengths[rows].to(device), targets[rows].to(device))
-                    terms = spt_loss(policy, batch, (seqs[pos_rows].to(device), lengths[pos_rows].to(device)), cfg)
+                    terms = spt_loss(policy, batch, (seqs[pos_rows].to(device), lengths[pos_rows].to(device)), cfg, rec_softmax)
                     loss = total_loss(terms, progress_state["step"])
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()

@@ -191,6 +191,11 @@ class LaresReasoner(nn.Module):
         logits[..., 0] = float("-inf")
         return logits
 
+    def item_scores(self, states: torch.Tensor, items: slice | torch.Tensor) -> torch.Tensor:
+        """[..., d] -> [..., n]: scores against the given items only (a slice or 1-D tensor of ids
+        >= 1). Chunked top-K and sampled softmax use it so that no [..., N + 1] matrix is built."""
+        return states @ self.item_embedding.weight[items].T
+
     def forward(self, seq: torch.Tensor, lengths: torch.Tensor, k: int | None = None) -> torch.Tensor:
         """Full-catalog scores of the final step, [B, N + 1]."""
         return self.scores(self.encode(seq, lengths, k)[:, -1])

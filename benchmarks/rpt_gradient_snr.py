@@ -85,7 +85,9 @@ def markdown(record: dict) -> str:
             f"| {name} | {row['reward']} | {row['rpt']['snr_per_batch']:.3f} | {needed} | {row['rpt']['pairwise_cosine']:.3f} | "
             f"{row['ce']['snr_per_batch']:.3f} | {row['cos_rpt_ce']:.3f} | {row['seconds']:.0f} |"
         )
-    lines += ["", f"Command: `{record['command']}` ({record['machine']})", ""]
+    lines += ["", f"Command: `{record['command']}` ({record['machine']})"]
+    lines += [f"\nRow `{name}`: `{row['command']}`" for name, row in record["algorithms"].items() if "command" in row]  # rows merged from another run
+    lines.append("")
     return "\n".join(lines)
 
 

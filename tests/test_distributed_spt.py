@@ -48,7 +48,7 @@ def _losses(run_dir: Path) -> dict[str, list[float]]:
 def test_two_processes_follow_the_one_process_loss_curve(tmp_path):
     """Same global batch (64 rows, 32 per rank), gathered negatives: every logged loss term of
     every step agrees within float tolerance, and so do the validation metrics."""
-    args = [*_data_args(tmp_path), "spt.epochs=2"]
+    args = [*_data_args(tmp_path), "spt.epochs=1"]
     one = _torchrun(tmp_path, 1, *args, "hydra.run.dir=one")
     two = _torchrun(tmp_path, 2, *args, "hydra.run.dir=two")
     assert one.returncode == 0, one.stderr[-3000:]
@@ -56,11 +56,11 @@ def test_two_processes_follow_the_one_process_loss_curve(tmp_path):
     curves_one, curves_two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
     assert set(curves_one) == {"spt/losses/rec", "spt/losses/tla", "spt/losses/sla", "spt/losses/total"} == set(curves_two)
     for tag, values in curves_one.items():
-        assert len(values) == len(curves_two[tag]) > 10
+        assert len(values) == len(curves_two[tag]) > 5
         assert torch.allclose(torch.tensor(values), torch.tensor(curves_two[tag]), rtol=1e-5, atol=1e-5), tag
     valid = [line for line in two.stdout.splitlines() if line.startswith("[spt] epoch")]
     assert [line.split("s  ", 1)[1] for line in valid] == [line.split("s  ", 1)[1] for line in one.stdout.splitlines() if line.startswith("[spt] epoch")]
-    assert "on 2 processes" in two.stdout and two.stdout.count("[spt] epoch") == 2  # rank 0 prints, rank 1 does not
+    assert "on 2 processes" in two.stdout and two.stdout.count("[spt] epoch") == 1  # rank 0 prints, rank 1 does not
     # rank 1 wrote nothing: no run directory of its own, and the one run directory is rank 0's
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith(".")) == ["one", "two"]
     assert (tmp_path / "two" / "metrics.json").is_file() and (tmp_path / "two" / "checkpoints" / "spt_best.pt").is_file()

@@ -90,6 +90,15 @@ def collection_rate(workers: int, args: argparse.Namespace) -> dict:
     return {"workers": workers, "frames": frames, "seconds": seconds, "frames_per_sec": frames / seconds, "startup_seconds": startup}
 
 
+def drift(one: list[float], two: list[float]) -> dict[str, float]:
+    """Largest |difference| of two loss curves over the steps [0, 1), [1, 10), [10, 50), [50, last)
+    and at the last step: the epoch's short last batch, which W processes cut to a multiple of W."""
+    diffs = [abs(a - b) for a, b in zip(one, two)]
+    last = len(diffs) - 1
+    spans = {"step 0": (0, 1), "steps 1-9": (1, 10), "steps 10-49": (10, 50), "steps 50 to last-1": (50, last), "last (short) batch": (last, last + 1)}
+    return {name: max(diffs[lo:hi]) for name, (lo, hi) in spans.items() if hi > lo}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--spt-batch", type=int, default=64)
@@ -106,6 +115,8 @@ def main() -> None:
     record["spt"] = {
         "steps": len(one["losses"]["spt/losses/total"]),
         "max_abs_loss_difference": {tag: max(abs(a - b) for a, b in zip(one["losses"][tag], two["losses"][tag])) for tag in one["losses"]},
+        # how the difference grows: float rounding (other summation orders) compounds through Adam
+        "total_loss_difference_by_steps": drift(one["losses"]["spt/losses/total"], two["losses"]["spt/losses/total"]),
         **{f"nproc{n}": {k: v for k, v in run.items() if k != "losses"} for n, run in runs.items()},
     }
     record["collection"] = [collection_rate(workers, args) for workers in (1, 2)]

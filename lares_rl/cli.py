@@ -94,32 +94,53 @@ def command_stats(cfg: DictConfig) -> None:
 
 
 def command_spt(cfg: DictConfig, with_test: bool = True, quiet: bool = False, command: str = "spt") -> dict:
-    """Train the configured policy with SPT (SASRec: plain CE), then evaluate the best weights on test."""
+    """Train the configured policy with SPT (SASRec: plain CE), then evaluate the best weights on test.
+
+    Under torchrun every rank trains its slice of each batch (DDP, spt_distributed); rank 0 alone
+    reads the resumed state, writes the run directory and evaluates on test."""
+    from .distributed import DistributedConfig, init_distributed, shutdown
+
+    ctx, device = init_distributed(str(cfg.device), section_from_mapping(DistributedConfig, cfg.distributed, "distributed"))
+    finished = False
+    try:
+        ctx.check_same("configuration", to_plain(cfg))
+        results = _spt_on_ranks(cfg, ctx, device, with_test, quiet, command)
+        finished = True
+        return results
+    finally:
+        shutdown(ctx, wait=finished)
+
+
+def _spt_on_ranks(cfg: DictConfig, ctx, device, with_test: bool, quiet: bool, command: str) -> dict:
     from .atomic import atomic_write_json
     from .checkpoint import build_policy
     from .evaluation import check_depth_applies, evaluate_policy
     from .report import results_table
-    from .runtime import resolve_device, seed_everything
+    from .runtime import seed_everything
+    from .distributed import launch_command
     from .spt import SPTConfig, train_spt
 
     spt_cfg = section_from_mapping(SPTConfig, cfg.spt, "spt")
     eval_cfg = _eval_config(cfg)
-    device = resolve_device(cfg.device)
     data = _load_data(cfg)
     max_len = int(cfg.dataset.max_len)
     seed_everything(int(cfg.seed))
     policy_config = to_plain(cfg.policy)
     policy = build_policy(policy_config, data.num_items, max_len)
     check_depth_applies(policy, cfg.eval.get("k"), "eval.k")
-    resume_dir = _resume_dir(cfg, command)
-    run_dir = resume_dir or _run_dir()
-    print(f"[lares-rl] {cfg.policy.name} on {cfg.dataset.name}: {data.num_users} users, {data.num_items} items; run dir {run_dir}")
+    resume_dir = ctx.on_main(lambda: _resume_dir(cfg, command))
+    run_dir = ctx.broadcast_object(resume_dir or _run_dir())  # rank 0's Hydra directory: the others' may carry another timestamp
+    if ctx.is_main:
+        ranks = f" on {ctx.world_size} processes" if ctx.active else ""
+        print(f"[lares-rl] {cfg.policy.name} on {cfg.dataset.name}{ranks}: {data.num_users} users, {data.num_items} items; run dir {run_dir}")
     summary = train_spt(
         policy=policy, policy_config=policy_config, data=data, max_len=max_len, cfg=spt_cfg, eval_cfg=eval_cfg,
-        run_dir=run_dir, device=device, seed=int(cfg.seed), config=to_plain(cfg), progress=bool(cfg.progress), resume=resume_dir is not None,
-        resume_command=f"lares-rl {command} resume={run_dir} {_replayed_overrides()}",
+        run_dir=run_dir, device=device, seed=int(cfg.seed), config=to_plain(cfg), progress=bool(cfg.progress) and ctx.is_main, resume=resume_dir is not None,
+        resume_command=f"{launch_command(ctx)} {command} resume={run_dir} {_replayed_overrides()}", dist_ctx=ctx,
     )
     results = {"spt": summary}
+    if not ctx.is_main:
+        return results
     if with_test:
         results["test"] = {"spt": evaluate_policy(policy, data, "test", max_len, eval_cfg, device)}
         if quiet:
@@ -453,7 +474,13 @@ def dispatch(cfg: DictConfig) -> None:
     from .resume import TrainingInterrupted
     from .tracking import progress_enabled
 
+    import torch.distributed as dist
+
+    from .distributed import DISTRIBUTED_COMMANDS, launched_by_torchrun
+
     try:
+        if launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) > 1 and cfg.command not in DISTRIBUTED_COMMANDS:
+            raise LaresError(f"`lares-rl {cfg.command}` does not run on several processes; under torchrun run `{' or '.join(DISTRIBUTED_COMMANDS)}`, or start `lares-rl {cfg.command}` without torchrun")
         with progress_enabled(bool(cfg.get("progress", True))):
             HANDLERS[cfg.command](cfg)
     except TrainingInterrupted as err:
@@ -462,6 +489,11 @@ def dispatch(cfg: DictConfig) -> None:
     except LaresError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except dist.DistError as err:  # a peer died or a collective ran past distributed.timeout_s
+        detail = " ".join(str(err).split())[:300]
+        print(f"error: rank {os.environ.get('RANK', '?')}: a collective with the other processes failed ({type(err).__name__}: {detail}); another rank died or stalled past distributed.timeout_s. "
+              "Resume from the last saved state with the same torchrun command plus resume=<run dir>", file=sys.stderr)
+        sys.exit(3)
     except OSError as err:  # e.g. TensorBoard or a library writing into a full or read-only run directory
         if err.errno not in WRITE_ERRNOS:
             raise
@@ -530,8 +562,14 @@ def main() -> None:
 
         sys.exit(recommend_main(argv))
     _check_output_dir(argv)
+    from .distributed import launched_by_torchrun
+
+    quiet_rank = []
+    if launched_by_torchrun() and os.environ["RANK"] != "0":
+        # only rank 0 writes a run directory; the others would create their own (another timestamp) for nothing
+        quiet_rank = ["hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled", "hydra.run.dir=."]
     # appended last: Hydra's parser wants its flags (-m, --cfg ...) before the first override
-    sys.argv = [sys.argv[0], *argv, f"command={command}"]
+    sys.argv = [sys.argv[0], *argv, *quiet_rank, f"command={command}"]
     try:
         hydra_entry()
     except SystemExit as exit_:
@@ -558,3 +596,7 @@ def _unknown_key_hints(argv: list[str]) -> list[str]:
         return []
     overrides = [arg for arg in argv if "=" in arg and arg.partition("=")[0] not in CONFIG_GROUPS]
     return unknown_key_hints(overrides, config_keys(cfg))
+
+
+if __name__ == "__main__":  # `python -m lares_rl.cli ...`, the form torchrun starts
+    main()

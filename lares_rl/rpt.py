@@ -21,6 +21,7 @@ reward. The learner (actor, reference, loss, optimiser, one update) is built by 
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -38,6 +39,7 @@ from .errors import LaresError
 from .evaluation import EvalConfig, evaluate_policy
 from .resume import TrainingInterrupted, capture_rng, load_training_state, restore_rng, save_training_state, stop_on_sigint, weights_digest
 from .rewards import check_reward_fn, describe_reward
+from .rpt_collectors import multi_process_collector, sync_weights
 from .rpt_filter import top_k_filter
 from .rpt_probe import check_learning_signal, probe_metrics, probe_rows, term_grad_norms
 from .runtime import EarlyStopping
@@ -77,6 +79,7 @@ class RPTConfig:
     probe_every: int = 10            # ... every this many batches (with the per-term gradient norms)
     horizon: int = 1                 # decisions per episode: 1 = the reference bandit; H > 1 replays H consecutive logged steps of one user
     freeze: list[str] = field(default_factory=list)  # parameter-name prefixes RPT leaves at their SPT values, e.g. [item_embedding]
+    collector_workers: int = 1       # processes collecting rollouts (TorchRL MultiSyncCollector); 1 = in the learner's process
 
     def validate(self) -> None:
         require(self.algorithm in ALGORITHMS, "rpt.algorithm", f"must be one of {ALGORITHMS}, got {self.algorithm!r}")
@@ -103,6 +106,11 @@ class RPTConfig:
         require(self.value_hidden >= 1, "rpt.value_hidden", "must be >= 1")
         require(self.batches_per_epoch is None or self.batches_per_epoch >= 1, "rpt.batches_per_epoch", "must be null or >= 1")
         require(self.horizon >= 1, "rpt.horizon", f"must be >= 1 (decisions per episode), got {self.horizon}")
+        require(self.collector_workers >= 1, "rpt.collector_workers", f"must be >= 1, got {self.collector_workers}")
+        require(self.histories_per_batch % self.collector_workers == 0, "rpt.histories_per_batch",
+                f"{self.histories_per_batch} must be divisible by rpt.collector_workers={self.collector_workers} (every worker collects an equal share of a batch); use a multiple of {self.collector_workers}")
+        require(self.horizon == 1 or self.collector_workers == 1, "rpt.collector_workers",
+                f"worker processes collect one-step episodes only; with rpt.horizon={self.horizon} use rpt.collector_workers=1")
 
     def check_compatible(self, *, num_items: int, reward_fn, recurrent: bool) -> None:
         """Checks that need the data and the policy; all run before any training."""
@@ -360,21 +368,30 @@ def train_rpt(
         print(f"[rpt] horizon {cfg.horizon}: {len(starts)} kept rows start an episode of {cfg.horizon} logged steps", flush=True)
     histories = cfg.histories_per_batch
     if histories > len(starts):
-        histories = len(starts)
+        histories = len(starts) - len(starts) % cfg.collector_workers  # every worker an equal share
         print(f"[rpt] warning: rpt.histories_per_batch={cfg.histories_per_batch} > {len(starts)} episodes; using {histories} histories per batch")
+        if histories == 0:
+            raise LaresError(f"rpt.collector_workers={cfg.collector_workers}: only {len(starts)} rows were kept by the filter, fewer than one per worker; use fewer workers")
     # one RPT epoch = ceil(episodes / histories) batches of the env's epoch walk (without replacement,
     # reshuffled after each pass; the last batch of an epoch may start the next pass)
     batches_per_epoch = cfg.batches_per_epoch or math.ceil(len(starts) / histories)
 
     # --- env: one episode per start row (history -> its target, horizon logged steps), G contiguous rows per history
-    env = rows_env(data, starts, targets, histories=histories, cfg=cfg, reward_fn=reward_fn, max_len=max_len, seed=seed, device=device, horizon=cfg.horizon)
-    if saved is not None:  # before the Collector is built: its first reset draws the next unconsumed batch
-        env.load_sampling_state(saved["env"])
+    env = None
+    if cfg.collector_workers == 1:
+        env = rows_env(data, starts, targets, histories=histories, cfg=cfg, reward_fn=reward_fn, max_len=max_len, seed=seed, device=device, horizon=cfg.horizon)
+        if saved is not None:  # before the Collector is built: its first reset draws the next unconsumed batch
+            env.load_sampling_state(saved["env"])
 
     # --- actor, frozen reference (the SPT weights), advantage, loss, optimiser
     learner = build_learner(policy, cfg, device=device, eval_seed=eval_cfg.seed, seed=seed)
     actor, reference, loss_module, optimizer, value_head = learner.actor, learner.reference, learner.loss_module, learner.optimizer, learner.value_head
-    collector = Collector(env, actor, frames_per_batch=env.batch_size[0] * cfg.horizon, total_frames=-1, device=device, auto_register_policy_transforms=False)
+    if env is not None:
+        collector = Collector(env, actor, frames_per_batch=env.batch_size[0] * cfg.horizon, total_frames=-1, device=device, auto_register_policy_transforms=False)
+    else:  # worker processes (rpt_collectors); a resumed run reseeds their walks past the updates already done
+        worker_seed = seed + (1_000_003 * saved["progress"]["step"] if saved is not None else 0)
+        collector = multi_process_collector(data=data, kept=starts, targets=targets, histories=histories, cfg=cfg, reward_fn=reward_fn, max_len=max_len,
+                                            seed=worker_seed, actor=actor, policy=copy.deepcopy(policy).cpu(), eval_seed=eval_cfg.seed)
     batches = iter(collector)
     stopper = EarlyStopping(cfg.patience)
     rollout_generator = _rollout_generator(actor)
@@ -421,6 +438,7 @@ def train_rpt(
         restore_rng(saved["rng"], rollout_generator)
         state = saved["progress"]
         print(f"[rpt] resuming {run_dir} at epoch {state['epoch']}, batch {state['next_batch']}/{batches_per_epoch}", flush=True)
+    sync_weights(collector, actor)  # worker processes start from the weights just restored, not their copy's
     # Each phase has its own event directory, so a resumed RPT can purge what it logged after the
     # saved state (a crash mid-epoch) without touching the SPT events.
     tracker = Tracker(run_dir / "tb" / "rpt", "rpt", progress, purge_step=state["histories_seen"] + 1 if saved is not None else None)
@@ -437,7 +455,7 @@ def train_rpt(
             "phase": "rpt", "policy_state": policy.state_dict(), "value_head_state": value_head.state_dict() if value_head is not None else None,
             "loss_state": loss_module.state_dict(), "optimizer_state": optimizer.state_dict(), "stopper": stopper.state_dict(),
             # the env already drew the batch the Collector holds; save the walk from before that draw
-            "rng": capture_rng(rollout_generator), "env": env.sampling_state(before_last_reset=True),
+            "rng": capture_rng(rollout_generator), "env": env.sampling_state(before_last_reset=True) if env is not None else None,
             "filter": {"kept": kept, "rows": len(targets), "seconds": filter_seconds}, "reference_digest": reference_digest,
             "progress": state, "rpt": asdict(cfg),
         })
@@ -458,7 +476,7 @@ def train_rpt(
                 for index in tracker.bar(range(state["next_batch"], batches_per_epoch), batches_per_epoch - state["next_batch"], f"rpt epoch {epoch}"):
                     t0 = time.perf_counter()
                     try:
-                        batch = decisions(next(batches))  # [B, H] -> [H * B]; groups stay contiguous
+                        batch = decisions(next(batches)).to(device)  # [B, H] -> [H * B]; groups stay contiguous
                     except LaresError as err:  # a reward that broke its contract mid-run
                         raise LaresError(f"{err} (RPT epoch {epoch}, batch {index + 1}/{batches_per_epoch}); training stopped before this update. {last_good[0]}") from None
                     t1 = time.perf_counter()
@@ -469,6 +487,7 @@ def train_rpt(
                     learner.steps = state["step"]
                     terms, loss = learner.update(batch, where=f"epoch {epoch}, batch {index + 1}/{batches_per_epoch}, ", kept=last_good[0], on_first_terms=log_grad_norms)
                     state["step"] = learner.steps
+                    sync_weights(collector, actor)  # worker processes collect the next batch with these weights
                     t3 = time.perf_counter()
 
                     frames = batch.numel()

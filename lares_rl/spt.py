@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -28,12 +28,13 @@ from torch import nn
 from .catalog_topk import item_scorer
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import require, to_plain
+from .distributed import DistContext
 from .errors import LaresError
 from .evaluation import EvalConfig, evaluate_policy
 from .resume import TrainingInterrupted, capture_rng, load_training_state, restore_rng, save_training_state, stop_on_sigint
 from .runtime import EarlyStopping
 from .sampled_softmax import NEGATIVES, PROPOSALS, SampledSoftmax
-from .tracking import Tracker, hparams_markdown
+from .tracking import NullTracker, Tracker, hparams_markdown
 
 
 @dataclass
@@ -57,6 +58,7 @@ class SPTConfig:
     num_negatives: int = 1024        # sampled: negatives drawn per batch
     negative_proposal: str = "popularity"  # sampled: uniform | popularity (share of the training targets)
     logq_correction: bool = True     # sampled / in_batch: subtract log Q from every candidate's logit
+    alignment_negatives: str = "gathered"  # torchrun: TLA/SLA negatives from the whole global batch (gathered) or this rank's rows only (per_rank)
 
     def __post_init__(self) -> None:
         if self.temperature is None:
@@ -77,6 +79,8 @@ class SPTConfig:
         require(self.num_negatives >= 1, "spt.num_negatives", f"must be >= 1, got {self.num_negatives}")
         require(self.negative_proposal in PROPOSALS, "spt.negative_proposal", f"must be one of {', '.join(PROPOSALS)}, got {self.negative_proposal!r}")
         require(isinstance(self.logq_correction, bool), "spt.logq_correction", f"must be true or false, got {self.logq_correction!r}")
+
+        require(self.alignment_negatives in ("gathered", "per_rank"), "spt.alignment_negatives", f"must be gathered or per_rank, got {self.alignment_negatives!r}")
 
     def rec_softmax(self, policy: nn.Module, train_targets: torch.Tensor) -> SampledSoftmax | None:
         """The sampled / in-batch L_rec for ``policy`` (None: the full softmax). ``train_targets``:
@@ -175,46 +179,52 @@ def recommendation_loss(policy: nn.Module, seq: torch.Tensor, lengths: torch.Ten
     return loss, states.gather(2, last).squeeze(2)
 
 
-def anchor_and_rec(policy: nn.Module, batch: tuple[torch.Tensor, ...], shared: bool, softmax: SampledSoftmax | None = None) -> tuple[torch.Tensor, int, torch.Tensor]:
+def anchor_and_rec(policy: nn.Module, batch: tuple[torch.Tensor, ...], shared: bool, softmax: SampledSoftmax | None = None,
+                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, int, torch.Tensor]:
     """(L_rec, its k, the anchor's per-step states [B, k', d]). Shared: one pass at k' serves both;
     otherwise the reference's order (recommendation pass at its own k, then the anchor pass at k')
-    so that ``shared_anchor=false`` replays the reference's random draws."""
+    so that ``shared_anchor=false`` replays the reference's random draws. ``generator`` draws the
+    depths (a distributed run passes one shared by all ranks, so the global batch has one k');
+    None: the global stream, as a single-process run always did."""
     seq, lengths, targets = batch
     if shared:
-        k_prime = policy.sample_steps()
+        k_prime = policy.sample_steps(generator)
         loss_rec, anchor_steps = recommendation_loss(policy, seq, lengths, targets, k=k_prime, softmax=softmax)
         return loss_rec, k_prime, anchor_steps
-    loss_rec, rec_steps = recommendation_loss(policy, seq, lengths, targets, softmax=softmax)
-    return loss_rec, rec_steps.shape[1], policy.encode(seq, lengths, k=policy.sample_steps())
+    loss_rec, rec_steps = recommendation_loss(policy, seq, lengths, targets, k=None if generator is None else policy.sample_steps(generator), softmax=softmax)
+    return loss_rec, rec_steps.shape[1], policy.encode(seq, lengths, k=policy.sample_steps(generator))
 
 
 def spt_loss(policy: nn.Module, batch: tuple[torch.Tensor, ...], positive: tuple[torch.Tensor, torch.Tensor], cfg: SPTConfig,
-             softmax: SampledSoftmax | None = None) -> dict[str, torch.Tensor]:
+             softmax: SampledSoftmax | None = None, contrast: Callable[..., torch.Tensor] = symmetric_info_nce,
+             generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
     """The passes of one SPT step (two with ``cfg.shared_anchor``, else three). ``loss_*`` entries
     sum to L_SPT (weights applied); ``k``, ``k_prime``, ``tla``, ``sla`` are detached diagnostics.
     The alignment terms always use each row's last position (in dense mode: the window's last
     target). The positive pass runs over its own batch, so ``encode`` trims it to the longest
-    positive, not the anchor's width. ``softmax``: L_rec over sampled / in-batch negatives (None: full)."""
+    positive, not the anchor's width. ``softmax``: L_rec over sampled / in-batch negatives (None: full).
+    ``contrast`` is the symmetric InfoNCE (a distributed run swaps in one whose negatives come from
+    every rank); ``generator`` draws k' and the SLA step."""
     if not policy.recurrent or (cfg.alpha == 0 and cfg.gamma == 0):
         loss_rec, states = recommendation_loss(policy, *batch, softmax=softmax)
         return {"loss_rec": loss_rec, "k": torch.tensor(float(states.shape[1]))}
-    loss_rec, k, anchor_steps = anchor_and_rec(policy, batch, cfg.shared_anchor, softmax)
+    loss_rec, k, anchor_steps = anchor_and_rec(policy, batch, cfg.shared_anchor, softmax, generator)
     k_prime = anchor_steps.shape[1]
     anchor = anchor_steps[:, -1]
     out = {"loss_rec": loss_rec, "k": torch.tensor(float(k)), "k_prime": torch.tensor(float(k_prime))}
     if cfg.alpha > 0:
         pos_seq, pos_lengths = positive
-        tla = symmetric_info_nce(anchor, policy.encode(pos_seq, pos_lengths, k=k_prime)[:, -1], cfg.similarity, cfg.temperature)
+        tla = contrast(anchor, policy.encode(pos_seq, pos_lengths, k=k_prime)[:, -1], cfg.similarity, cfg.temperature)
         out["loss_tla"], out["tla"] = cfg.alpha * tla, tla.detach()
     if cfg.gamma > 0 and k_prime > 1:
-        j = int(torch.randint(1, k_prime + 1, ()).item())
-        sla = symmetric_info_nce(anchor, anchor_steps[:, j - 1], cfg.similarity, cfg.temperature)
+        j = int(torch.randint(1, k_prime + 1, (), generator=generator).item())
+        sla = contrast(anchor, anchor_steps[:, j - 1], cfg.similarity, cfg.temperature)
         out["loss_sla"], out["sla"] = cfg.gamma * sla, sla.detach()
     return out
 
 
 # What a run saved before an ``spt`` key existed did in its place: such a run resumes only with that value.
-SETTINGS_BEFORE_RECORDED = {"shared_anchor": False, "negatives": "full", "num_negatives": 1024, "negative_proposal": "popularity", "logq_correction": True}
+SETTINGS_BEFORE_RECORDED = {"shared_anchor": False, "negatives": "full", "num_negatives": 1024, "negative_proposal": "popularity", "logq_correction": True, "alignment_negatives": "gathered"}
 
 
 def check_resume_settings(saved: Mapping, settings: Mapping, run_dir: Path) -> None:
@@ -259,6 +269,7 @@ def train_spt(
     progress: bool = True,
     resume: bool = False,
     resume_command: str | None = None,
+    dist_ctx: DistContext | None = None,
 ) -> dict:
     """Train ``policy`` with L_SPT, early-stop on validation NDCG@10, keep the best checkpoint.
 
@@ -266,7 +277,18 @@ def train_spt(
     Ctrl-C; ``resume=True`` continues from it exactly. ``resume_command`` is the command line
     printed after Ctrl-C (the CLI passes its own, overrides spelled out). Returns a summary with the best epoch, its
     validation metrics and the checkpoint path; the policy is left holding the best weights.
+
+    ``dist_ctx`` (under torchrun): every rank walks the same epoch order (one data generator,
+    seeded alike) and trains on its equal slice of each global batch of ``cfg.batch_size`` rows
+    under DistributedDataParallel (spt_distributed); k' and the SLA step come from a generator all
+    ranks share, dropout and T0 noise from each rank's own stream. Rank 0 alone validates, decides
+    early stopping and writes state, checkpoints and TensorBoard; the others receive its decision.
+    Only rank 0's policy is left holding the best weights.
     """
+    ctx = dist_ctx or DistContext()
+    distributed = ctx.active
+    if distributed and cfg.batch_size % ctx.world_size:
+        raise LaresError(f"spt.batch_size={cfg.batch_size} is the global batch and must be divisible by the number of processes ({ctx.world_size}); use a multiple of {ctx.world_size}, e.g. spt.batch_size={cfg.batch_size - cfg.batch_size % ctx.world_size or ctx.world_size}")
     # --- data: every training prefix as one row (or dense windows); positives indexed once
     if cfg.mode == "dense":
         if not policy.causal:
@@ -280,6 +302,9 @@ def train_spt(
     rec_softmax = cfg.rec_softmax(policy, targets)
     samples_per_epoch = int((targets > 0).sum())
     generator = torch.Generator().manual_seed(seed)
+    # distributed: one draw of k' (and of the SLA step) per global batch, the same on every rank
+    step_generator = torch.Generator().manual_seed(seed + 1) if distributed else None
+    generators = (generator,) if step_generator is None else (generator, step_generator)
 
     # --- model, optimiser, logging, and (when resuming) the saved state
     policy.to(device)
@@ -290,23 +315,45 @@ def train_spt(
     progress_state = {"epoch": 0, "next_batch": 0, "perm": None, "seen_rows": 0, "step": 0, "epoch_seconds": [], "finished": False}
     settings = {"spt": asdict(cfg), "policy_config": to_plain(policy_config), "data_fingerprint": data.fingerprint, "max_len": max_len, "seed": seed}
     if resume:
-        saved = load_training_state(state_path)
-        check_resume_settings(saved, settings, run_dir)
+        def read_state() -> dict:
+            saved = load_training_state(state_path)
+            check_resume_settings(saved, settings, run_dir)
+            check_world_size(saved, ctx, run_dir)
+            return saved
+
+        saved = ctx.on_main(read_state)  # rank 0 reads, every rank gets the same state
         policy.load_state_dict(saved["policy_state"])
         optimizer.load_state_dict(saved["optimizer_state"])
         stopper.load_state_dict(saved["stopper"])
-        restore_rng(saved["rng"], generator)
+        restore_rng(saved["rank_rng"][ctx.rank] if distributed else saved["rng"], *generators)
         progress_state = saved["progress"]
-        print(f"[spt] resuming {run_dir} at epoch {progress_state['epoch']}, batch {progress_state['next_batch']}", flush=True)
-    tracker = Tracker(run_dir / "tb" / "spt", "spt", progress, purge_step=progress_state["seen_rows"] + 1 if resume else None)
-    if not resume:
-        tracker.log_text("hparams", hparams_markdown(config))
+        if ctx.is_main:
+            print(f"[spt] resuming {run_dir} at epoch {progress_state['epoch']}, batch {progress_state['next_batch']}", flush=True)
+    from .spt_distributed import SPTStep, rec_scale
+
+    if distributed and not resume:  # dropout and T0 noise: each rank its own stream (resume restores them)
+        torch.manual_seed(seed + ctx.rank)
+    step = SPTStep(policy, cfg, gathered=distributed and cfg.alignment_negatives == "gathered", generator=step_generator, softmax=rec_softmax)
+    if distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        step = DistributedDataParallel(step, device_ids=[device] if device.type == "cuda" else None)
+    min_slice = 2 if not distributed or cfg.alignment_negatives == "per_rank" else 1  # InfoNCE needs a negative
+    if ctx.is_main:
+        tracker = Tracker(run_dir / "tb" / "spt", "spt", progress, purge_step=progress_state["seen_rows"] + 1 if resume else None)
+        if not resume:
+            tracker.log_text("hparams", hparams_markdown(config))
+    else:
+        tracker = NullTracker()
 
     def save_state() -> None:
-        save_training_state(state_path, {
+        """Every rank's RNG streams are gathered (their dropout and T0 noise differ); rank 0 writes."""
+        rank_rng = ctx.gather_objects(capture_rng(*generators))
+        state = {
             "policy_state": policy.state_dict(), "optimizer_state": optimizer.state_dict(), "stopper": stopper.state_dict(),
-            "rng": capture_rng(generator), "progress": progress_state, "settings": settings,
-        })
+            "rng": capture_rng(*generators), "progress": progress_state, "settings": settings, "world_size": ctx.world_size, "distributed": distributed,
+        }
+        ctx.on_main(lambda: save_training_state(state_path, {**state, "rank_rng": rank_rng} if distributed else state))
 
     # --- loop: one pass over shuffled rows per epoch, then validation
     with stop_on_sigint() as stop_request:
@@ -319,20 +366,26 @@ def train_spt(
             batches = progress_state["perm"].split(cfg.batch_size)
             for index in tracker.bar(range(progress_state["next_batch"], len(batches)), len(batches) - progress_state["next_batch"], f"spt epoch {epoch}"):
                 rows = batches[index]
-                if len(rows) >= 2:
-                    pos_rows = positives.sample(rows, generator)
-                    batch = (seqs[rows].to(device), lengths[rows].to(device), targets[rows].to(device))
-                    terms = spt_loss(policy, batch, (seqs[pos_rows].to(device), lengths[pos_rows].to(device)), cfg, rec_softmax)
+                local = ctx.shard(rows)
+                if len(rows) >= 2 and len(local) >= min_slice:
+                    pos_rows = ctx.shard(positives.sample(rows, generator))
+                    used = rows[: len(local) * ctx.world_size]
+                    batch = (seqs[local].to(device), lengths[local].to(device), targets[local].to(device))
+                    terms = step(batch, (seqs[pos_rows].to(device), lengths[pos_rows].to(device)), rec_scale(targets[used], targets[local], ctx.world_size))
+                    if distributed and ctx.any(not all(torch.isfinite(v).all() for n, v in terms.items() if n.startswith("loss_"))):
+                        total_loss(terms, progress_state["step"])  # the rank with the bad term names it; the others stop too, not wait
+                        raise LaresError(f"another rank hit a non-finite loss at step {progress_state['step']}; training stopped. The last good state (checkpoints/spt_last.pt, spt_best.pt) is kept; lower spt.lr or check the data")
                     loss = total_loss(terms, progress_state["step"])
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
-                    progress_state["seen_rows"] += int((targets[rows] > 0).sum())
+                    progress_state["seen_rows"] += int((targets[used] > 0).sum())
                     progress_state["step"] += 1
-                    tracker.log("losses", {n: v.item() for n, v in terms.items() if n.startswith("loss_")} | {"loss_total": loss.item()}, progress_state["seen_rows"])
-                    tracker.log("diag", {n: v.item() for n, v in terms.items() if not n.startswith("loss_")}, progress_state["seen_rows"])
+                    logged = reduced_terms(ctx, terms, loss)  # the global batch's loss, as one process would log it
+                    tracker.log("losses", {n: v for n, v in logged.items() if n.startswith("loss_")}, progress_state["seen_rows"])
+                    tracker.log("diag", {n: v for n, v in logged.items() if not n.startswith("loss_")}, progress_state["seen_rows"])
                 progress_state["next_batch"] = index + 1
-                if stop_request.requested:
+                if ctx.any(stop_request.requested):  # every rank stops after the same batch
                     progress_state["epoch_partial_seconds"] = progress_state.get("epoch_partial_seconds", 0.0) + time.perf_counter() - start
                     save_state()
                     tracker.close()
@@ -342,22 +395,52 @@ def train_spt(
             progress_state["epoch_seconds"].append(seconds)
             seen_rows = progress_state["seen_rows"]
 
-            metrics = evaluate_policy(policy, data, "valid", max_len, eval_cfg, device)
-            stop = stopper.step(metrics["ndcg@10"], epoch)
-            tracker.log("eval", metrics, seen_rows)
-            tracker.log("charts", {"learning_rate": optimizer.param_groups[0]["lr"], "samples_per_sec": samples_per_epoch / seconds, "epoch": epoch}, seen_rows)
-            tracker.log("time", {"epoch_seconds": seconds}, seen_rows)
-            print(f"[spt] epoch {epoch:3d}  {seconds:6.1f}s  valid ndcg@10 {metrics['ndcg@10']:.4f}  recall@10 {metrics['recall@10']:.4f}" + ("  *" if stopper.improved else ""), flush=True)
-            if stopper.improved:
-                save_checkpoint(best_path, policy=policy, policy_config=policy_config, data=data, max_len=max_len, dataset_name=str(config["dataset"]["name"]), phase="spt", epoch=epoch, metrics=metrics, config=config)
+            def validate() -> tuple[dict, dict, bool]:
+                """Rank 0: validation, the early-stopping decision and the best checkpoint."""
+                metrics = evaluate_policy(policy, data, "valid", max_len, eval_cfg, device)
+                stop = stopper.step(metrics["ndcg@10"], epoch)
+                tracker.log("eval", metrics, seen_rows)
+                tracker.log("charts", {"learning_rate": optimizer.param_groups[0]["lr"], "samples_per_sec": samples_per_epoch / seconds, "epoch": epoch}, seen_rows)
+                tracker.log("time", {"epoch_seconds": seconds}, seen_rows)
+                print(f"[spt] epoch {epoch:3d}  {seconds:6.1f}s  valid ndcg@10 {metrics['ndcg@10']:.4f}  recall@10 {metrics['recall@10']:.4f}" + ("  *" if stopper.improved else ""), flush=True)
+                if stopper.improved:
+                    save_checkpoint(best_path, policy=policy, policy_config=policy_config, data=data, max_len=max_len, dataset_name=str(config["dataset"]["name"]), phase="spt", epoch=epoch, metrics=metrics, config=config)
+                return metrics, stopper.state_dict(), stop
+
+            _, stopper_state, stop = ctx.on_main(validate)  # decided once, on rank 0
+            stopper.load_state_dict(stopper_state)
             progress_state.update(epoch=epoch + 1, next_batch=0, perm=None, finished=stop)
             save_state()
 
     tracker.close()
-    best = load_checkpoint(best_path)
-    policy.load_state_dict(best["policy_state"])
     seconds_per_epoch = sum(progress_state["epoch_seconds"]) / max(1, len(progress_state["epoch_seconds"]))
-    return {
-        "best_epoch": stopper.best_epoch, "epochs_run": progress_state["epoch"], "valid": best["metrics"], "checkpoint": str(best_path),
+    summary = {
+        "best_epoch": stopper.best_epoch, "epochs_run": progress_state["epoch"], "checkpoint": str(best_path),
         "seconds_per_epoch": seconds_per_epoch, "samples_per_sec": samples_per_epoch / seconds_per_epoch if seconds_per_epoch else 0.0,
     }
+    if not ctx.is_main:
+        return summary
+    best = load_checkpoint(best_path)
+    policy.load_state_dict(best["policy_state"])
+    return {**summary, "valid": best["metrics"]}
+
+
+def reduced_terms(ctx: DistContext, terms: Mapping[str, torch.Tensor], loss: torch.Tensor) -> dict[str, float]:
+    """The step's loss terms and diagnostics as floats, averaged over ranks (one all-reduce):
+    with equal slices and the L_rec scaling this is the loss of the whole global batch."""
+    names = list(terms)
+    values = torch.stack([terms[n].detach().float().reshape(()).to(loss.device) for n in names] + [loss.detach().float()])
+    reduced = ctx.mean(values.to(ctx.collective_device())).tolist()
+    return dict(zip(names, reduced[:-1])) | {"loss_total": reduced[-1]}
+
+
+def check_world_size(saved: Mapping, ctx: DistContext, run_dir: Path) -> None:
+    """A training state resumes only the way it was saved, plain or under torchrun with the same
+    number of processes: each rank's random streams and its slice of every batch are recorded for
+    that number (and a torchrun run has one more stream, the shared depth generator)."""
+    saved_world, saved_distributed = int(saved.get("world_size", 1)), bool(saved.get("distributed", False))
+    if (saved_world, saved_distributed) != (ctx.world_size, ctx.active):
+        saved_how = f"torchrun with {saved_world} process(es)" if saved_distributed else "a plain run (no torchrun)"
+        this_how = f"torchrun with {ctx.world_size} process(es)" if ctx.active else "a plain run (no torchrun)"
+        launch = f"under torchrun with a world size of {saved_world} (nnodes x nproc-per-node)" if saved_distributed else "without torchrun"
+        raise LaresError(f"cannot resume {run_dir}: its training state was saved by {saved_how}, this is {this_how}; resume it {launch}. Its checkpoints/spt_best.pt loads anywhere (eval, rpt, recommend)")

@@ -96,6 +96,25 @@ class Tracker:
         self.writer.close()
 
 
+class NullTracker:
+    """What a rank other than 0 logs to in a distributed run: nothing (rank 0 writes TensorBoard)."""
+
+    def log(self, namespace: str, values: Mapping[str, float], step: int) -> None:
+        pass
+
+    def log_text(self, tag: str, text: str) -> None:
+        pass
+
+    def log_histogram(self, tag: str, values, step: int) -> None:
+        pass
+
+    def bar(self, iterable: Iterable[T], total: int, desc: str) -> Iterable[T]:
+        return iterable
+
+    def close(self) -> None:
+        pass
+
+
 def hparams_markdown(config: Mapping) -> str:
     """The run's hyper-parameters as a markdown table, written once at start (CleanRL habit)."""
     rows = "\n".join(f"|{key}|{value}|" for key, value in _flatten(config))

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .errors import LaresError
+from .halting import SettledScores, check_halting, default_depth
 from .metrics import evaluate_scores, policy_score_fn
 from .tracking import progress
 
@@ -15,7 +16,10 @@ from .tracking import progress
 @dataclass
 class EvalConfig:
     """``eval`` section. ``k`` None = the policy's fixed evaluation depth (mean_recurrence).
-    ``seed`` fixes the T0 noise drawn at evaluation, so a checkpoint always gets the same numbers."""
+    ``seed`` fixes the T0 noise drawn at evaluation, so a checkpoint always gets the same numbers.
+    ``halt_tol`` switches on adaptive depth (each user stops once its state has settled, see
+    :mod:`lares_rl.policies.halting`) with at most ``halt_k_max`` steps (None: ``k``, else the
+    policy's depth); None keeps the fixed depth."""
 
     split: str = "test"
     ks: list[int] = field(default_factory=lambda: [5, 10, 20])
@@ -24,6 +28,8 @@ class EvalConfig:
     k: int | None = None
     sweep_ks: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 12, 16])
     seed: int = 0
+    halt_tol: float | None = None
+    halt_k_max: int | None = None
 
     def validate(self) -> None:
         if self.split not in ("valid", "test"):
@@ -36,6 +42,7 @@ class EvalConfig:
             raise LaresError(f"eval.batch_size={self.batch_size} must be >= 1")
         if self.k is not None and self.k < 1:
             raise LaresError(f"eval.k={self.k} must be >= 1 (or null for the policy's default)")
+        check_halting(self.halt_tol, self.halt_k_max, "eval.halt_tol", "eval.halt_k_max")
 
 
 def check_depth_applies(policy: nn.Module, k: int | None, key: str) -> None:
@@ -45,23 +52,38 @@ def check_depth_applies(policy: nn.Module, k: int | None, key: str) -> None:
 
 
 @torch.no_grad()
-def evaluate_policy(policy: nn.Module, data, split: str, max_len: int, cfg: EvalConfig, device: torch.device, k: int | None = None) -> dict[str, float]:
+def evaluate_policy(
+    policy: nn.Module, data, split: str, max_len: int, cfg: EvalConfig, device: torch.device, k: int | None = None, steps_out: list | None = None,
+) -> dict[str, float]:
     """Full-ranking metrics of ``policy`` on one split, in eval mode, with reproducible T0 noise.
 
     The RNG is forked, so evaluating never shifts the training run's random stream. On large data
     a pass takes minutes, so it shows progress (``progress=false`` in the CLI hides it).
+
+    With ``cfg.halt_tol`` each user stops when its state has settled, at most ``k`` steps (else
+    ``cfg.halt_k_max``, ``cfg.k``, the policy's depth); the metrics then include ``mean_steps``,
+    and ``steps_out`` (a list) receives the steps of every user, in row order.
     """
     seqs, lengths, targets = data.eval_inputs(split, max_len)
     desc = f"eval {split}" + ("" if k is None else f" k={k}")
+    score_fn = policy_score_fn(policy, cfg.k if k is None else k)
+    if cfg.halt_tol is not None:
+        score_fn = SettledScores(policy, cfg.halt_tol, k or cfg.halt_k_max or cfg.k or default_depth(policy))
     history = data.history_csr(split) if cfg.exclude_history else None
     was_training = policy.training
     policy.eval()
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(cfg.seed)
-            return evaluate_scores(
-                policy_score_fn(policy, cfg.k if k is None else k), seqs, lengths, targets, ks=cfg.ks, history=history, batch_size=cfg.batch_size, device=device,
+            metrics = evaluate_scores(
+                score_fn, seqs, lengths, targets, ks=cfg.ks, history=history, batch_size=cfg.batch_size, device=device,
                 batches=lambda starts: progress(starts, len(starts), desc, unit="batch"),
             )
     finally:
         policy.train(was_training)
+    if isinstance(score_fn, SettledScores):
+        steps = score_fn.all_steps()
+        metrics["mean_steps"] = float(steps.double().mean())
+        if steps_out is not None:
+            steps_out.extend(steps.tolist())
+    return metrics

@@ -147,6 +147,11 @@ class LaresReasoner(nn.Module):
         x = self.input_dropout(self.input_norm(self.item_embedding(seq) + self.position_embedding(positions)))
         return (self.pre_block(x, valid) if self.pre_block is not None else x), valid
 
+    def core_step(self, thought: torch.Tensor, context: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """One reasoning step, T_i = CoreBlock(LN2(f(T_{i-1}, H))), on whatever rows are passed:
+        adaptive halting (:mod:`lares_rl.policies.halting`) calls it on the still-active users only."""
+        return self.core_block(self.core_norm(self._aggregate(thought, context)), valid)
+
     def encode(
         self,
         seq: torch.Tensor,
@@ -177,7 +182,7 @@ class LaresReasoner(nn.Module):
             thought = self.initial_thought(context) if t0 is None else t0
             step_states = []
             for _ in range(steps):
-                thought = self.core_block(self.core_norm(self._aggregate(thought, context)), valid)
+                thought = self.core_step(thought, context, valid)
                 step_states.append(thought)
             states = torch.stack(step_states, dim=1)
         if all_positions:

@@ -35,6 +35,7 @@ from .checkpoint import save_checkpoint
 from .config import require
 from .errors import LaresError
 from .evaluation import EvalConfig, evaluate_policy
+from .halting import check_halting
 from .resume import TrainingInterrupted, capture_rng, load_training_state, restore_rng, save_training_state, stop_on_sigint, weights_digest
 from .rewards import check_reward_fn, describe_reward
 from .rpt_filter import top_k_filter
@@ -74,6 +75,8 @@ class RPTConfig:
     batches_per_epoch: int | None = None  # null = one pass over the kept rows; a number makes an "epoch" a validation interval of that many batches
     probe_size: int = 2000           # fixed training histories whose greedy reward, target rank and KL are logged ...
     probe_every: int = 10            # ... every this many batches (with the per-term gradient norms)
+    halt_tol: float | None = None    # adaptive depth of the evaluation-mode rollouts (rpt.latent_noise=false): a row stops once its state settles
+    halt_k_max: int | None = None    # most steps with halt_tol (null = policy.mean_recurrence)
 
     def validate(self) -> None:
         require(self.algorithm in ALGORITHMS, "rpt.algorithm", f"must be one of {ALGORITHMS}, got {self.algorithm!r}")
@@ -99,6 +102,9 @@ class RPTConfig:
         require(self.probe_size >= 1 and self.probe_every >= 1, "rpt.probe_size/rpt.probe_every", "must be >= 1")
         require(self.value_hidden >= 1, "rpt.value_hidden", "must be >= 1")
         require(self.batches_per_epoch is None or self.batches_per_epoch >= 1, "rpt.batches_per_epoch", "must be null or >= 1")
+        check_halting(self.halt_tol, self.halt_k_max, "rpt.halt_tol", "rpt.halt_k_max")
+        require(self.halt_tol is None or not self.latent_noise, "rpt.halt_tol",
+                "halts evaluation-mode rollouts, and with rpt.latent_noise=true every rollout samples its k (that is its exploration); use rpt=latent_pg or rpt.latent_noise=false")
 
     def check_compatible(self, *, num_items: int, reward_fn, recurrent: bool) -> None:
         """Checks that need the data and the policy; all run before any training."""
@@ -108,6 +114,7 @@ class RPTConfig:
             raise LaresError(f"reward.k: {reward_k} is larger than the catalog ({num_items} items); lower reward.k")
         if reward_k is not None and reward_k > self.slate_size:
             print(f"[rpt] warning: reward.k={reward_k} > rpt.slate_size={self.slate_size}; the reward sees the whole slate of {self.slate_size}")
+        require(recurrent or self.halt_tol is None, "rpt.halt_tol", f"{self.halt_tol} needs a policy with a reasoning core; this one (e.g. SASRec) has no steps to halt, leave rpt.halt_tol unset")
         require(
             recurrent or self.exploration != "latent",
             "rpt.exploration",

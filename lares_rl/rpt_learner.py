@@ -74,16 +74,22 @@ def build_learner(policy: nn.Module, cfg, *, device: torch.device, eval_seed: in
     """The learner for ``cfg.algorithm``; the reference is a frozen copy of ``policy`` as it is now."""
     from torchrl.objectives import ClipPPOLoss
 
+    from .halting import default_depth
     from .policies.actor import make_slate_actor
     from .rpt_losses import GroupAdvantage, GroupRelativeLoss, LatentPolicyGradientLoss, make_value_head
 
-    actor = make_slate_actor(policy, cfg.slate_size, cfg.exploration, latent_noise=cfg.latent_noise, eval_seed=eval_seed, seed=seed, latent_sigma=cfg.latent_sigma, antithetic=cfg.antithetic)
+    halting = None
+    if cfg.halt_tol is not None:  # k_max defaults to the policy's evaluation depth
+        halting = (cfg.halt_tol, cfg.halt_k_max or default_depth(policy))
+    actor = make_slate_actor(
+        policy, cfg.slate_size, cfg.exploration, latent_noise=cfg.latent_noise, eval_seed=eval_seed, seed=seed, latent_sigma=cfg.latent_sigma, antithetic=cfg.antithetic, halting=halting,
+    )
     reference = copy.deepcopy(policy).eval().requires_grad_(False)
     value_head = None
     if cfg.algorithm == "grpo":
         loss_module = GroupRelativeLoss(policy, beta=cfg.beta, clip_epsilon=cfg.clip_epsilon if cfg.update_epochs > 1 else None)
     elif cfg.algorithm == "latent_pg":
-        loss_module = LatentPolicyGradientLoss(policy, sigma=cfg.latent_sigma, reference=reference, beta=cfg.beta, clip_epsilon=cfg.clip_epsilon)
+        loss_module = LatentPolicyGradientLoss(policy, sigma=cfg.latent_sigma, reference=reference, beta=cfg.beta, clip_epsilon=cfg.clip_epsilon, halting=halting)
     elif cfg.algorithm == "ppo":
         if cfg.advantage == "value":
             value_head = make_value_head(int(getattr(policy, "d_model")), cfg.value_hidden).to(device)

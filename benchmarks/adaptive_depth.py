@@ -29,13 +29,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from lares_rl.atomic import atomic_write_json, atomic_write_text  # noqa: E402
-from lares_rl.checkpoint import load_checkpoint, policy_from_checkpoint  # noqa: E402
+from lares_rl.checkpoint import check_same_data, load_checkpoint, policy_from_checkpoint  # noqa: E402
 from lares_rl.evaluation import EvalConfig, evaluate_policy  # noqa: E402
 from lares_rl.halting import steps_histogram  # noqa: E402
 from lares_rl.recommender import Recommender  # noqa: E402
 from lares_rl.tracking import progress_enabled  # noqa: E402
 
-from benchmark_data import ROOT, load_benchmark_dataset  # noqa: E402
+from benchmark_data import DEFAULT_BEAUTY_PATH, ROOT, dataset_names, key_values, load_benchmark_dataset  # noqa: E402
 from results_io import command_line, machine_description, mean_std  # noqa: E402
 
 SPLITS = ("valid", "test")
@@ -48,42 +48,69 @@ def settings(args: argparse.Namespace) -> list[dict]:
     return fixed + halting
 
 
-def timed_eval(policy, data, split: str, max_len: int, setting: dict, repeats: int) -> dict:
-    """Metrics, mean steps, the steps histogram and users/s (best of ``repeats`` full passes), in
-    CPU time of this thread (torch runs on it alone) and in wall time: the machine is shared, so the
-    wall clock also counts the time other processes held the core."""
-    cfg = EvalConfig(k=setting["k"] if setting["tol"] is None else None, halt_tol=setting["tol"], halt_k_max=setting["k"] if setting["tol"] else None)
-    cpu, best, best_wall = torch.device("cpu"), float("inf"), float("inf")
-    for _ in range(repeats):
+def _config(setting: dict) -> EvalConfig:
+    if setting["tol"] is None:
+        return EvalConfig(k=setting["k"])
+    return EvalConfig(halt_tol=setting["tol"], halt_k_max=setting["k"])
+
+
+def _recommender(path: str, setting: dict) -> Recommender:
+    fixed = setting["tol"] is None
+    return Recommender.from_checkpoint(path, device="cpu", k=setting["k"] if fixed else None, halt_tol=setting["tol"], k_max=None if fixed else setting["k"])
+
+
+def quality(policy, data, max_len: int, setting: dict) -> dict:
+    """NDCG@10, Recall@10, mean steps and the steps histogram on valid and test."""
+    out = {}
+    for split in SPLITS:
         steps: list[int] = []
-        start, start_wall = time.thread_time(), time.perf_counter()
-        metrics = evaluate_policy(policy, data, split, max_len, cfg, cpu, steps_out=steps)
-        best, best_wall = min(best, time.thread_time() - start), min(best_wall, time.perf_counter() - start_wall)
-    users = len(data.eval_inputs(split, max_len)[2])
-    return {
-        "ndcg@10": metrics["ndcg@10"], "recall@10": metrics["recall@10"], "mean_steps": metrics.get("mean_steps", float(setting["k"])),
-        "steps_histogram": steps_histogram(steps) if steps else {setting["k"]: users}, "users_per_sec": users / best, "users_per_wall_sec": users / best_wall,
-    }
+        metrics = evaluate_policy(policy, data, split, max_len, _config(setting), torch.device("cpu"), steps_out=steps)
+        users = len(data.eval_inputs(split, max_len)[2])
+        out[split] = {"ndcg@10": metrics["ndcg@10"], "recall@10": metrics["recall@10"], "mean_steps": metrics.get("mean_steps", float(setting["k"])),
+                      "steps_histogram": steps_histogram(steps) if steps else {setting["k"]: users}}
+    return out
 
 
-def latency(path: str, data, max_len: int, setting: dict, calls: int) -> dict:
-    """p50/p99 of ``recommend([one history])`` over ``calls`` real test histories (30 warm-up calls),
-    in CPU time of this thread (what the call computes; the machine is shared) and in wall time."""
-    rec = Recommender.from_checkpoint(path, device="cpu", k=setting["k"] if setting["tol"] is None else None, halt_tol=setting["tol"], k_max=setting["k"] if setting["tol"] else None)
+def _clock(fn) -> tuple[float, float, object]:
+    """(CPU seconds of this thread, wall seconds, result): torch runs on this one thread, and the
+    machine is shared, so wall time also counts the time other processes held the core."""
+    start, start_wall = time.thread_time(), time.perf_counter()
+    out = fn()
+    return time.thread_time() - start, time.perf_counter() - start_wall, out
+
+
+def timings(path: str, policy, data, max_len: int, all_settings: list[dict], repeats: int, calls: int) -> dict[str, dict]:
+    """Test-split users/s and single-history recommend latency for every setting, INTERLEAVED:
+    each round times every setting once, and each history is answered under every setting back to
+    back, so a change in the machine's load hits all settings alike (medians over rounds/calls)."""
+    cpu, users = torch.device("cpu"), len(data.eval_inputs("test", max_len)[2])
+    passes: dict[str, list[tuple[float, float]]] = {s["name"]: [] for s in all_settings}
+    for _ in range(repeats):
+        for setting in all_settings:
+            seconds, wall, _ = _clock(lambda: evaluate_policy(policy, data, "test", max_len, _config(setting), cpu))
+            passes[setting["name"]].append((seconds, wall))
+    recs = {s["name"]: _recommender(path, s) for s in all_settings}
     seqs, lengths, _ = data.eval_inputs("test", max_len)
     histories = [[str(data.item_ids[i]) for i in seqs[u, : lengths[u]].tolist()] for u in range(min(calls, len(lengths)))]
     torch.manual_seed(0)
-    for history in histories[:30]:
-        rec.recommend([history], top_k=10)
-    times, walls, steps = [], [], []
+    for rec in recs.values():  # warm-up
+        for history in histories[:20]:
+            rec.recommend([history], top_k=10)
+    calls_by: dict[str, list[tuple[float, float, int]]] = {name: [] for name in recs}
     for history in histories:
-        start, start_wall = time.thread_time(), time.perf_counter()
-        [answer] = rec.recommend([history], top_k=10)
-        times.append(time.thread_time() - start)
-        walls.append(time.perf_counter() - start_wall)
-        steps.append(answer.steps)
-    return {"p50_ms": 1e3 * statistics.median(times), "p99_ms": 1e3 * _p99(times), "wall_p50_ms": 1e3 * statistics.median(walls), "wall_p99_ms": 1e3 * _p99(walls),
-            "mean_steps": statistics.fmean(steps)}
+        for name, rec in recs.items():
+            seconds, wall, answer = _clock(lambda: rec.recommend([history], top_k=10))
+            calls_by[name].append((seconds, wall, answer[0].steps))
+    out = {}
+    for name in recs:
+        cpu_s, wall_s = zip(*passes[name])
+        times, walls, steps = zip(*calls_by[name])
+        out[name] = {
+            "users_per_sec": users / statistics.median(cpu_s), "users_per_wall_sec": users / statistics.median(wall_s),
+            "p50_ms": 1e3 * statistics.median(times), "p99_ms": 1e3 * _p99(list(times)), "wall_p50_ms": 1e3 * statistics.median(walls),
+            "wall_p99_ms": 1e3 * _p99(list(walls)), "recommend_mean_steps": statistics.fmean(steps),
+        }
+    return out
 
 
 def _p99(values: list[float]) -> float:
@@ -91,22 +118,41 @@ def _p99(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
 
 
+@torch.no_grad()
+def contraction(policy, data, max_len: int, k: int = 8) -> list[dict]:
+    """Per step i >= 2, quantiles over test users of ||h_i - h_{i-1}|| / ||h_i|| (eval seed 0):
+    how fast, and how uniformly across users, the recurrence settles."""
+    seqs, lengths, _ = data.eval_inputs("test", max_len)
+    policy.eval()
+    changes = []
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        for start in range(0, len(lengths), 1024):
+            states = policy.encode(seqs[start : start + 1024], lengths[start : start + 1024], k=k)
+            changes.append((states[:, 1:] - states[:, :-1]).norm(dim=-1) / states[:, 1:].norm(dim=-1))
+    change = torch.cat(changes)
+    quantiles = torch.tensor([0.1, 0.5, 0.9])
+    return [{"step": i + 2, **dict(zip(("q10", "q50", "q90"), change[:, i].quantile(quantiles).tolist()))} for i in range(k - 1)]
+
+
 def measure(args: argparse.Namespace) -> dict:
-    data, dataset_cfg = load_benchmark_dataset(args.dataset, {})
-    rows = []
+    data, dataset_cfg = load_benchmark_dataset(args.dataset, key_values(args.dataset_set), args.beauty_path)
+    rows, contractions = [], {}
+    all_settings = settings(args)
     for path in args.checkpoints:
         payload = load_checkpoint(path)
+        check_same_data(payload, data, path)
         policy = policy_from_checkpoint(payload, torch.device("cpu"))
         max_len = int(payload["dataset"]["max_len"])
-        for setting in settings(args):
-            row = {"checkpoint": path, "setting": setting["name"], "k": setting["k"], "tol": setting["tol"]}
-            for split in SPLITS:
-                row[split] = timed_eval(policy, data, split, max_len, setting, args.repeats)
-            row["latency"] = latency(path, data, max_len, setting, args.calls)
+        contractions[path] = contraction(policy, data, max_len)
+        timed = timings(path, policy, data, max_len, all_settings, args.repeats, args.calls)
+        for setting in all_settings:
+            row = {"checkpoint": path, "setting": setting["name"], "k": setting["k"], "tol": setting["tol"], **quality(policy, data, max_len, setting)}
+            row["test"].update(timed[setting["name"]])
             rows.append(row)
-            print(f"{Path(path).parts[-3]} {setting['name']}: valid ndcg@10 {row['valid']['ndcg@10']:.4f}, test ndcg@10 {row['test']['ndcg@10']:.4f}, "
-                  f"steps {row['test']['mean_steps']:.2f}, {row['test']['users_per_sec']:,.0f} users/s, p50 {row['latency']['p50_ms']:.2f} ms", flush=True)
-    return {"dataset": args.dataset, "dataset_config": dataset_cfg, "checkpoints": args.checkpoints, "machine": machine_description(), "rows": rows}
+            print(f"{path}: {setting['name']}: valid ndcg@10 {row['valid']['ndcg@10']:.4f}, test ndcg@10 {row['test']['ndcg@10']:.4f}, "
+                  f"steps {row['test']['mean_steps']:.2f}, {row['test']['users_per_sec']:,.0f} users/s, p50 {row['test']['p50_ms']:.2f} ms", flush=True)
+    return {"dataset": args.dataset, "dataset_config": dataset_cfg, "checkpoints": args.checkpoints, "machine": machine_description(), "rows": rows, "contraction": contractions}
 
 
 def summarise(record: dict, within: float) -> tuple[list[dict], dict | None]:
@@ -117,10 +163,11 @@ def summarise(record: dict, within: float) -> tuple[list[dict], dict | None]:
         rows = [r for r in record["rows"] if r["setting"] == name]
         entry = {"setting": name, "tol": rows[0]["tol"], "k": rows[0]["k"]}
         for split in SPLITS:
-            for key in ("ndcg@10", "recall@10", "mean_steps", "users_per_sec"):
+            for key in ("ndcg@10", "recall@10", "mean_steps"):
                 entry[f"{split}_{key}"] = [r[split][key] for r in rows]
+        entry["test_users_per_sec"] = [r["test"]["users_per_sec"] for r in rows]
         for key in ("p50_ms", "p99_ms"):
-            entry[key] = [r["latency"][key] for r in rows]
+            entry[key] = [r["test"][key] for r in rows]
         summary.append(entry)
     reference = next(s for s in summary if s["setting"] == "fixed k=4")
     floor = (1 - within) * statistics.mean(reference["valid_ndcg@10"])
@@ -161,10 +208,11 @@ def markdown(record: dict, summary: list[dict], chosen: dict | None, within: flo
         f"# Adaptive reasoning depth on {record['dataset']}: cost against accuracy", "",
         f"Command: `{record['command']}`", "", f"Machine: {record['machine']}. Checkpoints ({n}): " + ", ".join(f"`{c}`" for c in record["checkpoints"]) + ".", "",
         "Full-ranking evaluation, no masking, eval seed 0 (T0 noise as the checkpoints evaluate by default). Halting: a user stops at the first "
-        "step i >= 2 where ||h_i - h_{i-1}|| / ||h_i|| < tol, or at k_max. Users/s: the whole `evaluate_policy` pass, best of "
-        f"{record['repeats']}. Latency: `Recommender.recommend([one history], top_k=10)`, one real test history per call, "
-        f"{record['calls']} calls. Timings are CPU time of the one torch thread (the machine is shared by other jobs, so wall time "
-        "also counts waiting for the core; the JSON has both). Cells: mean ± sample std over the {n} checkpoint(s).".replace("{n}", str(n)), "",
+        "step i >= 2 where ||h_i - h_{i-1}|| / ||h_i|| < tol, or at k_max. Users/s: the whole `evaluate_policy` pass on test, median of "
+        f"{record['repeats']} rounds that time every setting once each. Latency: `Recommender.recommend([one history], top_k=10)`, "
+        f"{record['calls']} real test histories, each answered under every setting back to back. Timings are CPU time of the one "
+        "torch thread: the machine is shared by other jobs, so wall time also counts waiting for the core (the JSON has both). "
+        f"Cells: mean ± sample std over the {n} checkpoint(s).", "",
         "| setting | valid NDCG@10 | test NDCG@10 | test Recall@10 | mean steps (test) | eval users/s (test) | recommend p50 (ms) | p99 (ms) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -174,7 +222,15 @@ def markdown(record: dict, summary: list[dict], chosen: dict | None, within: flo
             f"| {statistics.mean(s['test_users_per_sec']):,.0f} | {statistics.mean(s['p50_ms']):.2f} | {statistics.mean(s['p99_ms']):.2f} |"
         )
     reference = next(s for s in summary if s["setting"] == "fixed k=4")
-    lines += ["", f"![cost against accuracy]({plot_name})", "", "## Recommended default (chosen on validation)", ""]
+    lines += ["", f"![cost against accuracy]({plot_name})", "", "## How the recurrence settles", "",
+              "Relative change of the last-position state per step, ||h_i - h_{i-1}|| / ||h_i||, over test users (fixed k = 8, eval seed 0; "
+              "mean over the checkpoints of each quantile). A per-user rule can only save where users differ: a narrow q10-q90 band "
+              "means nearly every user crosses a given tolerance at the same step.", "",
+              "| step i | q10 | median | q90 |", "|---:|---:|---:|---:|"]
+    per_step = list(zip(*record["contraction"].values()))
+    for entries in per_step:
+        lines.append(f"| {entries[0]['step']} | " + " | ".join(f"{statistics.mean(e[q] for e in entries):.3f}" for q in ("q10", "q50", "q90")) + " |")
+    lines += ["", "## Recommended default (chosen on validation)", ""]
     if chosen is None:
         lines.append(f"No tolerance keeps the mean valid NDCG@10 within {100 * within:.1f}% of fixed k = 4; keep the fixed depth.")
     else:
@@ -196,13 +252,15 @@ def markdown(record: dict, summary: list[dict], chosen: dict | None, within: flo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", default="ml-100k")
+    parser.add_argument("--dataset", choices=dataset_names(), default="ml-100k")
+    parser.add_argument("--dataset-set", nargs="*", default=[], metavar="KEY=VALUE", help="dataset config overrides (the checkpoints' own, e.g. max_len=20)")
+    parser.add_argument("--beauty-path", default=str(DEFAULT_BEAUTY_PATH), help="the Amazon Beauty 5-core file")
     parser.add_argument("--checkpoints", nargs="+", required=True)
     parser.add_argument("--fixed-ks", type=int, nargs="+", default=[1, 2, 4, 8])
-    parser.add_argument("--k-maxes", type=int, nargs="+", default=[4, 8])
-    parser.add_argument("--tols", type=float, nargs="+", default=[0.6, 0.5, 0.4, 0.3, 0.2, 0.15, 0.1, 0.05])
+    parser.add_argument("--k-maxes", type=int, nargs="+", default=[4])
+    parser.add_argument("--tols", type=float, nargs="+", default=[0.6, 0.55, 0.5, 0.45, 0.3, 0.25, 0.2, 0.1])
     parser.add_argument("--within", type=float, default=0.005, help="relative valid NDCG@10 loss allowed against fixed k=4 when choosing the default (default 0.005)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed evaluation passes per setting and split; the best counts (default 3)")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds of timed test passes; the median counts (default 3)")
     parser.add_argument("--calls", type=int, default=200, help="single-history recommend calls per setting (default 200)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs")
     args = parser.parse_args()

@@ -59,29 +59,36 @@ def encode_until_settled(policy: nn.Module, seq: torch.Tensor, lengths: torch.Te
     done_rows: list[torch.Tensor] = []
     done_states: list[torch.Tensor] = []
     previous = None
+    tol_squared = float(tol) ** 2
     for step in range(1, k_max + 1):
         thought = policy.core_step(thought, context, valid)
-        state = thought[torch.arange(len(active), device=seq.device), last]
+        state = thought[rows[: len(active)], last]
         if step == k_max:
             done_rows.append(active)
             done_states.append(state)
             break
         if previous is not None:
-            change = (state - previous).norm(dim=-1) / state.norm(dim=-1).clamp(min=_NORM_FLOOR)
-            settled = change < tol
-            if bool(settled.any()):
+            # ||h_i - h_{i-1}|| < tol ||h_i||, compared squared: no roots, no division
+            settled = (state - previous).pow(2).sum(-1) < tol_squared * state.pow(2).sum(-1).clamp(min=_NORM_FLOOR)
+            count = int(settled.sum())
+            if count == len(active):  # the common end (and every single-history call): no reshuffle
+                done_rows.append(active)
+                done_states.append(state)
+                steps[active] = step
+                break
+            if count:
                 done_rows.append(active[settled])
                 done_states.append(state[settled])
                 steps[active[settled]] = step
                 keep = settled.logical_not().nonzero().squeeze(1)
-                if len(keep) == 0:
-                    break
                 active, last, state = active[keep], last[keep], state[keep]
                 thought, context, valid = thought[keep], context[keep], valid[keep]
                 if getattr(policy, "causal", False):  # columns past the longest active history hold only padding
                     cut = int(last.max()) + 1
                     thought, context, valid = thought[:, :cut], context[:, :cut], valid[:, :cut]
         previous = state
+    if len(done_rows) == 1:  # everyone finished at the same step, in the original order
+        return done_states[0], steps
     order = torch.cat(done_rows)
     states = torch.cat(done_states)
     # rows were finished out of order; put each back at its own index

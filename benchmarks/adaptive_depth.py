@@ -17,6 +17,7 @@ are then reported next to fixed k = 4. Writes ``<out>/adaptive_depth_<dataset>.{
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -247,7 +248,32 @@ def markdown(record: dict, summary: list[dict], chosen: dict | None, within: flo
             f"| eval users/s (test) | {statistics.mean(reference['test_users_per_sec']):,.0f} | {statistics.mean(chosen['test_users_per_sec']):,.0f} | {change('test_users_per_sec')} |",
             f"| recommend p50 (ms) | {statistics.mean(reference['p50_ms']):.2f} | {statistics.mean(chosen['p50_ms']):.2f} | {change('p50_ms')} |",
         ]
+    lines += ["", *target_lines(summary, reference)]
     return "\n".join(lines) + "\n"
+
+
+def target_lines(summary: list[dict], reference: dict) -> list[str]:
+    """Issue 20's target, read off the test columns (reporting only; nothing is selected on it):
+    at most half the steps of k = 4 at a test NDCG@10 within 0.5% of fixed k = 4."""
+    base = statistics.mean(reference["test_ndcg@10"])
+    halting = [s for s in summary if s["tol"] is not None]
+
+    def describe(s: dict) -> str:
+        return (f"{s['setting']}: {statistics.mean(s['test_mean_steps']):.2f} mean steps ({100 * statistics.mean(s['test_mean_steps']) / 4:.0f}% of k = 4), "
+                f"test NDCG@10 {100 * (statistics.mean(s['test_ndcg@10']) / base - 1):+.1f}%")
+
+    met = [s for s in halting if statistics.mean(s["test_mean_steps"]) <= 2.0 and statistics.mean(s["test_ndcg@10"]) >= 0.995 * base]
+    lines = ["## Target: at most half the steps of k = 4 at a test NDCG@10 within 0.5% of it", ""]
+    if met:
+        return lines + ["Met by " + "; ".join(describe(s) for s in met) + "."]
+    close = [s for s in halting if statistics.mean(s["test_ndcg@10"]) >= 0.995 * base]
+    fewest = min(halting, key=lambda s: statistics.mean(s["test_mean_steps"]), default=None)
+    lines += ["Not met. A user takes at least 2 steps (the first step with a change to measure), so half of k = 4 needs every user to stop at step 2.", ""]
+    if close:
+        lines.append(f"- Fewest steps within 0.5% of fixed k = 4's test NDCG@10: {describe(min(close, key=lambda s: statistics.mean(s['test_mean_steps'])))}.")
+    if fewest is not None:
+        lines.append(f"- Fewest steps measured: {describe(fewest)}.")
+    return lines
 
 
 def main() -> None:
@@ -255,7 +281,7 @@ def main() -> None:
     parser.add_argument("--dataset", choices=dataset_names(), default="ml-100k")
     parser.add_argument("--dataset-set", nargs="*", default=[], metavar="KEY=VALUE", help="dataset config overrides (the checkpoints' own, e.g. max_len=20)")
     parser.add_argument("--beauty-path", default=str(DEFAULT_BEAUTY_PATH), help="the Amazon Beauty 5-core file")
-    parser.add_argument("--checkpoints", nargs="+", required=True)
+    parser.add_argument("--checkpoints", nargs="+", help="checkpoints to measure (required unless --render)")
     parser.add_argument("--fixed-ks", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--k-maxes", type=int, nargs="+", default=[4])
     parser.add_argument("--tols", type=float, nargs="+", default=[0.6, 0.55, 0.5, 0.45, 0.3, 0.25, 0.2, 0.1])
@@ -263,20 +289,26 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds of timed test passes; the median counts (default 3)")
     parser.add_argument("--calls", type=int, default=200, help="single-history recommend calls per setting (default 200)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs")
+    parser.add_argument("--render", type=Path, default=None, help="re-write the markdown and plot from this JSON (written by an earlier run) without measuring")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    if 4 not in args.fixed_ks:
-        raise SystemExit("error: --fixed-ks must include 4, the reference every setting is compared with")
-    with progress_enabled(False):
-        record = measure(args)
-    record.update(command="OMP_NUM_THREADS=1 " + command_line("adaptive_depth.py", args, skip=("out",)), repeats=args.repeats, calls=args.calls)
-    summary, chosen = summarise(record, args.within)
+    if args.render is not None:
+        record = json.loads(args.render.read_text())
+    else:
+        if not args.checkpoints:
+            raise SystemExit("error: --checkpoints is required (or --render <json> to re-write a report)")
+        if 4 not in args.fixed_ks:
+            raise SystemExit("error: --fixed-ks must include 4, the reference every setting is compared with")
+        with progress_enabled(False):
+            record = measure(args)
+        record.update(command="OMP_NUM_THREADS=1 " + command_line("adaptive_depth.py", args, skip=("out",)), repeats=args.repeats, calls=args.calls, within=args.within)
+    summary, chosen = summarise(record, record["within"])
     record["recommended"] = None if chosen is None else {"tol": chosen["tol"], "k_max": chosen["k"]}
-    stem = f"adaptive_depth_{args.dataset}"
+    stem = f"adaptive_depth_{record['dataset']}"
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out / f"{stem}.json", record)
-    plot(summary, args.out / f"{stem}.png", f"{args.dataset}: adaptive vs fixed depth ({len(args.checkpoints)} checkpoint(s), 1 thread)")
-    text = markdown(record, summary, chosen, args.within, f"{stem}.png")
+    plot(summary, args.out / f"{stem}.png", f"{record['dataset']}: adaptive vs fixed depth ({len(record['checkpoints'])} checkpoint(s), 1 thread)")
+    text = markdown(record, summary, chosen, record["within"], f"{stem}.png")
     atomic_write_text(args.out / f"{stem}.md", text)
     print(text, file=sys.stdout)
 

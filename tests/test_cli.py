@@ -84,6 +84,19 @@ def test_eval_and_sweep_k_with_adaptive_depth(trained_run):
     assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith("error: eval.halt_tol=nan is invalid")
 
 
+def test_rpt_rollouts_with_adaptive_depth_log_the_steps_taken(trained_run):
+    tmp_path, args, _ = trained_run
+    checkpoint = tmp_path / "run1" / "checkpoints" / "spt_best.pt"
+    result = run_cli(tmp_path, "rpt", *args, f"checkpoint={checkpoint}", "rpt.epochs=1", "rpt.histories_per_batch=64", "rpt.halt_tol=0.3", "rpt.halt_k_max=6", "hydra.run.dir=halt_rpt")
+    assert result.returncode == 0, result.stderr
+    events = EventAccumulator(str(tmp_path / "halt_rpt" / "tb" / "rpt"))
+    events.Reload()
+    k_means = [s.value for s in events.Scalars("rpt/charts/k_mean")]
+    assert k_means and all(2.0 <= k <= 6.0 for k in k_means) and "rpt/charts/k" in events.Tags()["histograms"]
+    result = run_cli(tmp_path, "rpt", *args, f"checkpoint={checkpoint}", "rpt=grpo", "rpt.halt_tol=0.3", "hydra.run.dir=halt_rpt2")
+    assert result.returncode == 2 and "rpt.halt_tol: halts evaluation-mode rollouts" in result.stderr
+
+
 def test_bad_inputs_fail_with_one_clear_line(trained_run, tmp_path):
     base, args, _ = trained_run
     cases = [

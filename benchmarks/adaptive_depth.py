@@ -207,7 +207,8 @@ def markdown(record: dict, summary: list[dict], chosen: dict | None, within: flo
     n = len(record["checkpoints"])
     lines = [
         f"# Adaptive reasoning depth on {record['dataset']}: cost against accuracy", "",
-        f"Command: `{record['command']}`", "", f"Machine: {record['machine']}. Checkpoints ({n}): " + ", ".join(f"`{c}`" for c in record["checkpoints"]) + ".", "",
+        f"Command: `{record['command']}`", "", f"Machine: {record['machine']}. Checkpoints ({n}): " + ", ".join(f"`{c}`" for c in record["checkpoints"]) + ".",
+        *(["", f"**Note:** {record['note']}"] if record.get("note") else []), "",
         "Full-ranking evaluation, no masking, eval seed 0 (T0 noise as the checkpoints evaluate by default). Halting: a user stops at the first "
         "step i >= 2 where ||h_i - h_{i-1}|| / ||h_i|| < tol, or at k_max. Users/s: the whole `evaluate_policy` pass on test, median of "
         f"{record['repeats']} rounds that time every setting once each. Latency: `Recommender.recommend([one history], top_k=10)`, "
@@ -290,6 +291,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=200, help="single-history recommend calls per setting (default 200)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs")
     parser.add_argument("--render", type=Path, default=None, help="re-write the markdown and plot from this JSON (written by an earlier run) without measuring")
+    parser.add_argument("--note", default=None, help="a sentence for the report about the checkpoints (e.g. that one was a snapshot of a run still training)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.render is not None:
@@ -301,7 +303,9 @@ def main() -> None:
             raise SystemExit("error: --fixed-ks must include 4, the reference every setting is compared with")
         with progress_enabled(False):
             record = measure(args)
-        record.update(command="OMP_NUM_THREADS=1 " + command_line("adaptive_depth.py", args, skip=("out",)), repeats=args.repeats, calls=args.calls, within=args.within)
+        record.update(command="OMP_NUM_THREADS=1 " + command_line("adaptive_depth.py", args, skip=("out", "note")), repeats=args.repeats, calls=args.calls, within=args.within)
+    if args.note is not None:
+        record["note"] = args.note
     summary, chosen = summarise(record, record["within"])
     record["recommended"] = None if chosen is None else {"tol": chosen["tol"], "k_max": chosen["k"]}
     stem = f"adaptive_depth_{record['dataset']}"

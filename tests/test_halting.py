@@ -8,12 +8,12 @@ import math
 import pytest
 import torch
 
+from lares_rl.data.synthetic import successor_log
 from lares_rl.errors import LaresError
 from lares_rl.evaluation import EvalConfig, evaluate_policy
 from lares_rl.halting import check_halting, check_halting_applies, format_histogram, steps_histogram
 from lares_rl.policies.halting import encode_until_settled
 from lares_rl.policies.reasoner import LaresReasoner
-from lares_rl.data.synthetic import successor_log
 
 N, L = 30, 8
 

@@ -222,6 +222,25 @@ def eval_noise_section(docs: Path) -> list[str]:
     return ["## Evaluation noise", *body, "Details: [eval_noise.md](eval_noise.md).", ""]
 
 
+def adaptive_depth_section(docs: Path) -> list[str]:
+    """docs/adaptive_depth_<dataset>.md (benchmarks/adaptive_depth.py) and docs/eval_profile.md
+    (benchmarks/eval_profile.py), inlined without their titles: what adaptive halting saves
+    against fixed depths, and where an evaluation pass spends its time."""
+    pages = sorted(docs.glob("adaptive_depth_*.md"))
+    lines = ["## Adaptive reasoning depth (per-user halting)", ""]
+    if not pages:
+        lines += ["Not measured yet: run `python benchmarks/adaptive_depth.py --checkpoints ...`.", ""]
+    for page in pages:
+        title, *body = page.read_text().splitlines()
+        lines += [f"### {title.removeprefix('# Adaptive reasoning depth on ')}", *[line.replace("## ", "#### ", 1) if line.startswith("## ") else line for line in body],
+                  f"Details: [{page.name}]({page.name}).", ""]
+    profile = docs / "eval_profile.md"
+    if profile.is_file():
+        title, *body = profile.read_text().splitlines()
+        lines += [f"### {title.removeprefix('# ')}", *body, "Details: [eval_profile.md](eval_profile.md).", ""]
+    return lines
+
+
 def speed_section(runs: list[dict]) -> list[str]:
     lines = ["## Training and evaluation speed", "", "| data set | model | s / epoch | training samples / s | evaluation users / s | machine |", "|---|---|---:|---:|---:|---|"]
     for run in runs:
@@ -341,7 +360,7 @@ def main() -> None:
     full = [r for r in runs if is_full_run(r)]
     lines += (
         stats_section(runs) + quality_section(full) + ablation_section(full, args.docs) + direction_section(args.docs) + snr_section(args.docs) + rpt_section(args.docs) + depth_section(full, args.docs)
-        + diagnostics_section(runs) + eval_noise_section(args.docs) + speed_section(runs) + latency_section(args.docs)
+        + diagnostics_section(runs) + eval_noise_section(args.docs) + speed_section(runs) + latency_section(args.docs) + adaptive_depth_section(args.docs)
     )
     atomic_write_text(args.docs / "RESULTS.md", "\n".join(lines) + "\n")
     print(f"wrote {args.docs / 'RESULTS.md'}")

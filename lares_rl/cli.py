@@ -115,6 +115,7 @@ def _spt_on_ranks(cfg: DictConfig, ctx, device, with_test: bool, quiet: bool, co
     from .atomic import atomic_write_json
     from .checkpoint import build_policy
     from .evaluation import check_depth_applies, evaluate_policy
+    from .halting import check_halting_applies
     from .report import results_table
     from .runtime import seed_everything
     from .distributed import launch_command
@@ -128,6 +129,7 @@ def _spt_on_ranks(cfg: DictConfig, ctx, device, with_test: bool, quiet: bool, co
     policy_config = to_plain(cfg.policy)
     policy = build_policy(policy_config, data.num_items, max_len)
     check_depth_applies(policy, cfg.eval.get("k"), "eval.k")
+    check_halting_applies(policy, eval_cfg.halt_tol, "eval.halt_tol")
     resume_dir = ctx.on_main(lambda: _resume_dir(cfg, command))
     run_dir = ctx.broadcast_object(resume_dir or _run_dir())  # rank 0's Hydra directory: the others' may carry another timestamp
     if ctx.is_main:
@@ -245,6 +247,7 @@ def _checkpoint_inputs(cfg: DictConfig, command: str):
     checkpoint's), which is what RPT records in its checkpoint and TensorBoard hparams."""
     from .checkpoint import load_checkpoint
     from .evaluation import check_depth_applies
+    from .halting import check_halting_applies
     from .runtime import resolve_device
 
     if cfg.checkpoint is None:
@@ -256,6 +259,7 @@ def _checkpoint_inputs(cfg: DictConfig, command: str):
     payload, policy = _load_spt_checkpoint(cfg.checkpoint, data, device, payload)
     _check_policy_overrides(cfg, payload, cfg.checkpoint)
     check_depth_applies(policy, cfg.eval.get("k"), "eval.k")
+    check_halting_applies(policy, cfg.eval.get("halt_tol"), "eval.halt_tol")
     config = {**to_plain(cfg), "policy": dict(payload["policy_config"]), "dataset": dataset}
     return payload, policy, data, device, config
 
@@ -341,6 +345,8 @@ def _train_baseline(cfg: DictConfig, data, eval_cfg, device, run_dir: Path, resu
     max_len = int(cfg.dataset.max_len)
     seed_everything(int(cfg.seed))
     policy = build_policy(policy_config, data.num_items, max_len)
+    if not getattr(policy, "recurrent", False):  # adaptive depth is the reasoner's; a core-less baseline evaluates its one state
+        eval_cfg = replace(eval_cfg, halt_tol=None, halt_k_max=None)
     print(f"[lares-rl] baseline {policy_config['name']} on the same split and SPT settings; run dir {out}", flush=True)
     summary = train_spt(
         policy=policy, policy_config=policy_config, data=data, max_len=max_len, cfg=section_from_mapping(SPTConfig, cfg.spt, "spt"), eval_cfg=eval_cfg,
@@ -442,10 +448,29 @@ def command_eval(cfg: DictConfig) -> dict:
 
     eval_cfg = _eval_config(cfg)
     payload, policy, data, device, _ = _checkpoint_inputs(cfg, "eval")
-    metrics = evaluate_policy(policy, data, eval_cfg.split, payload["dataset"]["max_len"], eval_cfg, device)
+    steps: list[int] = []
+    metrics = evaluate_policy(policy, data, eval_cfg.split, payload["dataset"]["max_len"], eval_cfg, device, steps_out=steps)
     print(results_table({f"{payload['phase']} ({eval_cfg.split})": metrics}, eval_cfg.ks))
-    atomic_write_json(_run_dir() / "metrics.json", {"checkpoint": str(cfg.checkpoint), "split": eval_cfg.split, "metrics": metrics})
+    record = {"checkpoint": str(cfg.checkpoint), "split": eval_cfg.split, "metrics": metrics}
+    if steps:
+        record["steps_histogram"] = _log_steps(steps, eval_cfg.split)
+    atomic_write_json(_run_dir() / "metrics.json", record)
     return metrics
+
+
+def _log_steps(steps: list[int], split: str) -> dict[int, int]:
+    """Adaptive depth: print the histogram of steps taken and log it to TensorBoard (``tb/eval``)."""
+    import torch
+
+    from .halting import format_histogram, steps_histogram
+    from .tracking import Tracker
+
+    histogram = steps_histogram(steps)
+    print(f"[lares-rl] {format_histogram(histogram)} (mean {sum(steps) / len(steps):.2f})")
+    tracker = Tracker(_run_dir() / "tb" / "eval", "eval")
+    tracker.log_histogram(f"{split}/steps", torch.tensor(steps), 0)
+    tracker.close()
+    return histogram
 
 
 def command_sweep_k(cfg: DictConfig) -> dict:

@@ -9,6 +9,8 @@ from torch import nn
 
 from .catalog_topk import check_chunk, evaluate_chunked, item_scorer
 from .errors import LaresError
+from .halting import SettledScores, check_halting, default_depth
+from .policies.halting import encode_until_settled
 from .metrics import evaluate_scores, policy_score_fn
 from .tracking import progress
 
@@ -18,7 +20,11 @@ class EvalConfig:
     """``eval`` section. ``k`` None = the policy's fixed evaluation depth (mean_recurrence).
     ``seed`` fixes the T0 noise drawn at evaluation, so a checkpoint always gets the same numbers.
     ``item_chunk``: score the catalog this many items at a time with a running top-K (memory
-    independent of the catalog, same metrics); None scores the whole catalog at once."""
+    independent of the catalog, same metrics); None scores the whole catalog at once.
+
+    ``halt_tol`` switches on adaptive depth (each user stops once its state has settled, see
+    :mod:`lares_rl.policies.halting`) with at most ``halt_k_max`` steps (None: ``k``, else the
+    policy's depth); None keeps the fixed depth."""
 
     split: str = "test"
     ks: list[int] = field(default_factory=lambda: [5, 10, 20])
@@ -28,6 +34,8 @@ class EvalConfig:
     sweep_ks: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 12, 16])
     seed: int = 0
     item_chunk: int | None = None
+    halt_tol: float | None = None
+    halt_k_max: int | None = None
 
     def validate(self) -> None:
         if self.split not in ("valid", "test"):
@@ -41,6 +49,7 @@ class EvalConfig:
         if self.k is not None and self.k < 1:
             raise LaresError(f"eval.k={self.k} must be >= 1 (or null for the policy's default)")
         check_chunk(self.item_chunk, "eval.item_chunk")
+        check_halting(self.halt_tol, self.halt_k_max, "eval.halt_tol", "eval.halt_k_max")
 
 
 def check_depth_applies(policy: nn.Module, k: int | None, key: str) -> None:
@@ -50,14 +59,23 @@ def check_depth_applies(policy: nn.Module, k: int | None, key: str) -> None:
 
 
 @torch.no_grad()
-def evaluate_policy(policy: nn.Module, data, split: str, max_len: int, cfg: EvalConfig, device: torch.device, k: int | None = None) -> dict[str, float]:
+def evaluate_policy(
+    policy: nn.Module, data, split: str, max_len: int, cfg: EvalConfig, device: torch.device, k: int | None = None, steps_out: list | None = None,
+) -> dict[str, float]:
     """Full-ranking metrics of ``policy`` on one split, in eval mode, with reproducible T0 noise.
 
     The RNG is forked, so evaluating never shifts the training run's random stream. On large data
     a pass takes minutes, so it shows progress (``progress=false`` in the CLI hides it).
+
+    With ``cfg.halt_tol`` each user stops when its state has settled, at most ``k`` steps (else
+    ``cfg.halt_k_max``, ``cfg.k``, the policy's depth); the metrics then include ``mean_steps``,
+    and ``steps_out`` (a list) receives the steps of every user, in row order.
     """
     seqs, lengths, targets = data.eval_inputs(split, max_len)
     desc = f"eval {split}" + ("" if k is None else f" k={k}")
+    score_fn = policy_score_fn(policy, cfg.k if k is None else k)
+    if cfg.halt_tol is not None:
+        score_fn = SettledScores(policy, cfg.halt_tol, k or cfg.halt_k_max or cfg.k or default_depth(policy))
     history = data.history_csr(split) if cfg.exclude_history else None
     was_training = policy.training
     policy.eval()
@@ -66,14 +84,29 @@ def evaluate_policy(policy: nn.Module, data, split: str, max_len: int, cfg: Eval
             torch.manual_seed(cfg.seed)
             if cfg.item_chunk is not None:
                 depth = cfg.k if k is None else k
-                return evaluate_chunked(
-                    lambda seq, lengths: policy.encode(seq, lengths, depth)[:, -1], item_scorer(policy, "eval.item_chunk"), policy.num_items,
+
+                def states(seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+                    if not isinstance(score_fn, SettledScores):
+                        return policy.encode(seq, lengths, depth)[:, -1]
+                    settled, steps = encode_until_settled(policy, seq, lengths, score_fn.tol, score_fn.k_max)
+                    score_fn.steps.append(steps.cpu())
+                    return settled
+
+                metrics = evaluate_chunked(
+                    states, item_scorer(policy, "eval.item_chunk"), policy.num_items,
                     seqs, lengths, targets, ks=cfg.ks, chunk=cfg.item_chunk, history=history, batch_size=cfg.batch_size, device=device,
                     batches=lambda starts: progress(starts, len(starts), desc, unit="batch"),
                 )
-            return evaluate_scores(
-                policy_score_fn(policy, cfg.k if k is None else k), seqs, lengths, targets, ks=cfg.ks, history=history, batch_size=cfg.batch_size, device=device,
-                batches=lambda starts: progress(starts, len(starts), desc, unit="batch"),
-            )
+            else:
+                metrics = evaluate_scores(
+                    score_fn, seqs, lengths, targets, ks=cfg.ks, history=history, batch_size=cfg.batch_size, device=device,
+                    batches=lambda starts: progress(starts, len(starts), desc, unit="batch"),
+                )
     finally:
         policy.train(was_training)
+    if isinstance(score_fn, SettledScores):
+        steps = score_fn.all_steps()
+        metrics["mean_steps"] = float(steps.double().mean())
+        if steps_out is not None:
+            steps_out.extend(steps.tolist())
+    return metrics

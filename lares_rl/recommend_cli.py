@@ -5,8 +5,9 @@
 Input, one JSON value per line (blank lines are skipped): either a list of original item ids,
 ``["50", "181", 258]``, or an object ``{"user": <any JSON>, "history": [...]}``. Output, one line
 per non-blank input line in the same order: ``{"line", "user", "items", "scores", "titles" (when
-the checkpoint has titles), "unknown_items", "truncated", "cold_start"}``; ``user`` is null for
-list input, ``line`` is the input line number.
+the checkpoint has titles), "unknown_items", "truncated", "cold_start"}`` (plus ``"steps"``, the
+reasoning steps taken, with ``--halt-tol``); ``user`` is null for list input, ``line`` is the
+input line number.
 
 A batch is served like a service: a line that cannot be answered (malformed JSON, an empty
 history, only unknown ids, ...) becomes ``{"line", "user", "error"}`` in its place and the other
@@ -44,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--deterministic", action="store_true", help="no T0 noise, fixed depth (instead of seeded noise)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the T0 noise: identical input gives identical output (default 0)")
     parser.add_argument("--k", type=int, default=None, help="reasoning depth (default: the checkpoint's evaluation depth)")
+    parser.add_argument("--halt-tol", type=float, default=None,
+                        help="adaptive depth: stop a history's reasoning once its state changes by less than this per step (relative, e.g. 0.1); adds \"steps\" to each answer")
+    parser.add_argument("--k-max", type=int, default=None, help="most reasoning steps with --halt-tol (default: --k, else the checkpoint's evaluation depth)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:<n>")
     parser.add_argument("--batch-size", type=int, default=1024, help="histories per forward pass (default 1024)")
     parser.add_argument("--item-chunk", type=int, default=None,
@@ -112,6 +116,7 @@ def parse_lines(text: str) -> list[Line]:
 
 def _check_flags(args: argparse.Namespace) -> None:
     """Flag errors in the flags' own names (the API would name its keyword arguments)."""
+    from .halting import check_halting
     from .runtime import resolve_device
 
     if not Path(args.checkpoint).is_file():
@@ -120,14 +125,16 @@ def _check_flags(args: argparse.Namespace) -> None:
     for flag, value in (("--top-k", args.top_k), ("--batch-size", args.batch_size), ("--k", args.k), ("--item-chunk", args.item_chunk)):
         if value is not None and value < 1:
             raise LaresError(f"{flag} {value} is invalid; it must be >= 1")
+    check_halting(args.halt_tol, args.k_max, "--halt-tol", "--k-max")
     try:
         resolve_device(args.device)
     except LaresError:
         raise LaresError(f"--device {args.device} is not usable here ({'no CUDA device is available' if args.device.startswith('cuda') else 'unknown device'}); pass --device auto or --device cpu") from None
 
 
-def _output_row(line: Line, rec: "Recommendation | None") -> dict:
-    """The output record of one input line: its answer, or its error."""
+def _output_row(line: Line, rec: "Recommendation | None", halting: bool = False) -> dict:
+    """The output record of one input line: its answer, or its error (with ``halting``, the
+    answer says how many reasoning steps it took)."""
     error = line.error if line.error is not None else rec.error
     if error is not None:
         return {"line": line.number, "user": line.user, "error": error}
@@ -135,6 +142,8 @@ def _output_row(line: Line, rec: "Recommendation | None") -> dict:
     if rec.titles is not None:
         row["titles"] = rec.titles
     row.update(unknown_items=rec.unknown_items, truncated=rec.truncated, cold_start=rec.cold_start)
+    if halting:
+        row["steps"] = rec.steps
     return row
 
 
@@ -144,7 +153,8 @@ def run(args: argparse.Namespace) -> int:
     from .recommender import Recommender
 
     _check_flags(args)
-    recommender = Recommender.from_checkpoint(args.checkpoint, device=args.device, k=args.k, deterministic=args.deterministic, item_chunk=args.item_chunk)
+    recommender = Recommender.from_checkpoint(args.checkpoint, device=args.device, k=args.k, deterministic=args.deterministic, item_chunk=args.item_chunk,
+                                              halt_tol=args.halt_tol, k_max=args.k_max)
     if args.top_k > recommender.num_items:
         raise LaresError(f"--top-k {args.top_k} is larger than the catalog of {args.checkpoint} ({recommender.num_items} items); lower --top-k")
     if args.cold_start and recommender.item_counts is None:
@@ -160,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
     answers = dict(zip((line.number for line in valid), recs))
-    rows = [_output_row(line, answers.get(line.number)) for line in lines]
+    rows = [_output_row(line, answers.get(line.number), halting=args.halt_tol is not None) for line in lines]
     text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     if args.output == "-":
         sys.stdout.write(text)

@@ -27,6 +27,10 @@ on the loaded policy and fixes the depth k (the policy's evaluation depth, or th
 histories, same ``batch_size``) then gives bit-identical output. Scoring the same history inside a
 different batch can move scores in the last float bits (BLAS blocking), not the ranking in
 practice. Dropout is always off (eval mode).
+
+Adaptive depth: ``halt_tol=`` stops each history's reasoning once its state has settled (relative
+change per step below the tolerance; at most ``k_max`` steps, default the fixed depth), so easy
+histories cost fewer steps; ``Recommendation.steps`` says how many each one took.
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ from torch import nn
 from .catalog_topk import check_chunk, chunked_top_k, item_scorer
 from .errors import LaresError
 from .evaluation import check_depth_applies
+from .halting import check_halting, check_halting_applies, default_depth
+from .policies.halting import encode_until_settled
 
 ItemId = str | int
 
@@ -71,7 +77,9 @@ class Recommendation:
     has them, else None; ``unknown_items``: history ids not in the catalog (skipped);
     ``truncated``: the history had more than ``max_len`` known items; ``cold_start``: the most
     popular items, because the history had no known item; ``error``: why the history could not be
-    answered (only with ``on_invalid="record"``; ``items`` is then empty).
+    answered (only with ``on_invalid="record"``; ``items`` is then empty); ``steps``: reasoning
+    steps the model took for this history (the fixed depth, or where adaptive halting stopped; None
+    for a policy without a reasoning core, a cold start or an error).
     """
 
     items: list[str]
@@ -81,6 +89,7 @@ class Recommendation:
     truncated: bool
     cold_start: bool = False
     error: str | None = None
+    steps: int | None = None
 
 
 class Recommender:
@@ -99,6 +108,9 @@ class Recommender:
             checkpoints store it.
         item_chunk: score the catalog this many items at a time with a running top-K, so memory
             does not grow with the catalog (needs ``policy.item_scores``); None scores it at once.
+        halt_tol: adaptive depth: each history stops once its state's relative change per step is
+            below this (None: the fixed depth ``k``).
+        k_max: most steps with ``halt_tol`` (None: ``k``, else the policy's evaluation depth).
 
     Usually built with :meth:`from_checkpoint`.
     """
@@ -114,6 +126,8 @@ class Recommender:
         deterministic: bool = False,
         item_counts: Sequence[int] | None = None,
         item_chunk: int | None = None,
+        halt_tol: float | None = None,
+        k_max: int | None = None,
     ) -> None:
         if k is not None and (isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1):
             raise LaresError(f"k={k!r} is invalid; the number of reasoning steps must be an integer >= 1 (or None for the checkpoint's evaluation depth)")
@@ -123,6 +137,8 @@ class Recommender:
         check_chunk(item_chunk, "item_chunk")
         self.item_chunk = item_chunk
         self._score_items = None if item_chunk is None else item_scorer(policy, "item_chunk")
+        check_halting(halt_tol, k_max, "halt_tol", "k_max")
+        check_halting_applies(policy, halt_tol, "halt_tol")
         self.device = torch.device(device)
         self.policy = policy.to(self.device).eval()
         self.item_ids = [str(x) for x in item_ids]
@@ -136,6 +152,10 @@ class Recommender:
             if k is None and getattr(self.policy, "recurrent", False):
                 k = self.policy.sample_steps()  # eval mode: the fixed evaluation depth
         self.k = None if k is None else int(k)
+        self.halt_tol = None if halt_tol is None else float(halt_tol)
+        recurrent = getattr(self.policy, "recurrent", False)
+        self._depth = (self.k or default_depth(self.policy)) if recurrent else None  # steps of a fixed-depth call
+        self.k_max = None if halt_tol is None else int(k_max or self._depth)
         self.item_counts = None if item_counts is None else np.asarray(item_counts, dtype=np.int64)
         if self.item_counts is not None and len(self.item_counts) != len(self.item_ids):
             raise LaresError(f"item_counts has {len(self.item_counts)} entries but the catalog has {len(self.item_ids)} (num_items + 1); pass one count per index")
@@ -143,7 +163,10 @@ class Recommender:
         self._index = {item: i for i, item in enumerate(self.item_ids) if i > 0}
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto", k: int | None = None, deterministic: bool = False, item_chunk: int | None = None) -> "Recommender":
+    def from_checkpoint(
+        cls, path: str | Path, device: str = "auto", k: int | None = None, deterministic: bool = False, item_chunk: int | None = None,
+        halt_tol: float | None = None, k_max: int | None = None,
+    ) -> "Recommender":
         """Load a checkpoint written by lares-rl (any problem is a LaresError naming the file).
 
         ``device``: ``auto`` (cuda when available), ``cpu``, ``cuda`` or ``cuda:<n>``.
@@ -166,7 +189,8 @@ class Recommender:
             raise LaresError(f"checkpoint {path} has {len(titles)} item_titles but dataset.num_items={num_items} (expected num_items + 1); the file is inconsistent, retrain or restore it")
         resolved = resolve_device(device)
         policy = policy_from_checkpoint(payload, resolved)
-        return cls(policy, item_ids, max_len, titles, resolved, k=k, deterministic=deterministic, item_counts=payload.get("item_counts"), item_chunk=item_chunk)
+        return cls(policy, item_ids, max_len, titles, resolved, k=k, deterministic=deterministic, item_counts=payload.get("item_counts"), item_chunk=item_chunk,
+                   halt_tol=halt_tol, k_max=k_max)
 
     # ------------------------------------------------------------------ id remapping
 
@@ -219,25 +243,31 @@ class Recommender:
     # ------------------------------------------------------------------ scoring
 
     @torch.inference_mode()
-    def recommend_ids(self, seq: torch.Tensor, lengths: torch.Tensor, top_k: int, exclude: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def recommend_ids(self, seq: torch.Tensor, lengths: torch.Tensor, top_k: int, exclude: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Top-k over internal indices: ``seq`` [B, max_len] left-aligned, 0-padded; ``lengths`` [B];
         ``exclude`` [B, S] indices to mask (0 entries are harmless: padding is masked anyway).
-        Returns (scores [B, top_k], indices [B, top_k]) on the recommender's device, best first;
-        masked items carry -inf."""
+        Returns (scores [B, top_k], indices [B, top_k], steps [B] or None) on the recommender's
+        device, best first; masked items carry -inf; ``steps`` is the reasoning steps each row
+        took (None for a policy without a reasoning core)."""
         seq, lengths = seq.to(self.device), lengths.to(self.device)
-        states = self.policy.encode(seq, lengths, self.k)[:, -1]
+        if self.halt_tol is not None:
+            states, steps = encode_until_settled(self.policy, seq, lengths, self.halt_tol, self.k_max)
+        else:
+            states = self.policy.encode(seq, lengths, self.k)[:, -1]
+            steps = None if self._depth is None else torch.full_like(lengths, self._depth)
         if self.item_chunk is not None:
             history = None
             if exclude is not None:
                 seen = exclude.to(self.device) > 0
                 history = (torch.cat([seen.new_zeros(1, dtype=torch.long), seen.sum(1).cumsum(0)]), exclude.to(self.device)[seen])
             values, indices, _ = chunked_top_k(states, self._score_items, self.num_items, top_k, self.item_chunk, history=history)
-            return values, indices
+            return values, indices, steps
         scores = self.policy.scores(states)
         scores[:, 0] = float("-inf")
         if exclude is not None:
             scores.scatter_(1, exclude.to(self.device), float("-inf"))
-        return torch.topk(scores, top_k, dim=1)
+        values, indices = torch.topk(scores, top_k, dim=1)
+        return values, indices, steps
 
     def recommend(
         self, histories: Sequence[Sequence[ItemId]], top_k: int = 10, exclude_seen: bool = True, batch_size: int = 1024, seed: int | None = None,
@@ -317,8 +347,9 @@ class Recommender:
                 for row, (known, _) in enumerate(chunk):
                     exclude[row, : len(known)] = known
                 exclude = torch.from_numpy(exclude)
-            values, indices = self.recommend_ids(torch.from_numpy(seq), torch.from_numpy(lengths), top_k, exclude)
-            for (known, unknown), row_values, row_indices in zip(chunk, values.cpu().tolist(), indices.cpu().tolist()):
+            values, indices, steps = self.recommend_ids(torch.from_numpy(seq), torch.from_numpy(lengths), top_k, exclude)
+            row_steps = [None] * len(chunk) if steps is None else steps.cpu().tolist()
+            for (known, unknown), row_values, row_indices, taken in zip(chunk, values.cpu().tolist(), indices.cpu().tolist(), row_steps):
                 if exclude_seen and row_values[-1] == float("-inf"):  # fewer than top_k items left
                     keep = sum(v != float("-inf") for v in row_values)
                     row_values, row_indices = row_values[:keep], row_indices[:keep]
@@ -330,8 +361,10 @@ class Recommender:
                     titles=None if self.item_titles is None else [self.item_titles[i] for i in row_indices],
                     unknown_items=unknown,
                     truncated=truncated,
+                    steps=taken,
                 ))
         return results, truncated_count
 
     def __repr__(self) -> str:
-        return f"Recommender(num_items={self.num_items}, max_len={self.max_len}, k={self.k}, deterministic={self.deterministic}, device={self.device})"
+        halting = "" if self.halt_tol is None else f", halt_tol={self.halt_tol}, k_max={self.k_max}"
+        return f"Recommender(num_items={self.num_items}, max_len={self.max_len}, k={self.k}{halting}, deterministic={self.deterministic}, device={self.device})"

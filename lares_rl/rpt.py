@@ -37,6 +37,7 @@ from .checkpoint import save_checkpoint
 from .config import require
 from .errors import LaresError
 from .evaluation import EvalConfig, evaluate_policy
+from .halting import check_halting
 from .resume import TrainingInterrupted, capture_rng, load_training_state, restore_rng, save_training_state, stop_on_sigint, weights_digest
 from .rewards import check_reward_fn, describe_reward
 from .rpt_collectors import multi_process_collector, sync_weights
@@ -80,6 +81,8 @@ class RPTConfig:
     horizon: int = 1                 # decisions per episode: 1 = the reference bandit; H > 1 replays H consecutive logged steps of one user
     freeze: list[str] = field(default_factory=list)  # parameter-name prefixes RPT leaves at their SPT values, e.g. [item_embedding]
     collector_workers: int = 1       # processes collecting rollouts (TorchRL MultiSyncCollector); 1 = in the learner's process
+    halt_tol: float | None = None    # adaptive depth of the evaluation-mode rollouts (rpt.latent_noise=false): a row stops once its state settles
+    halt_k_max: int | None = None    # most steps with halt_tol (null = policy.mean_recurrence)
 
     def validate(self) -> None:
         require(self.algorithm in ALGORITHMS, "rpt.algorithm", f"must be one of {ALGORITHMS}, got {self.algorithm!r}")
@@ -111,6 +114,9 @@ class RPTConfig:
                 f"{self.histories_per_batch} must be divisible by rpt.collector_workers={self.collector_workers} (every worker collects an equal share of a batch); use a multiple of {self.collector_workers}")
         require(self.horizon == 1 or self.collector_workers == 1, "rpt.collector_workers",
                 f"worker processes collect one-step episodes only; with rpt.horizon={self.horizon} use rpt.collector_workers=1")
+        check_halting(self.halt_tol, self.halt_k_max, "rpt.halt_tol", "rpt.halt_k_max")
+        require(self.halt_tol is None or not self.latent_noise, "rpt.halt_tol",
+                "halts evaluation-mode rollouts, and with rpt.latent_noise=true every rollout samples its k (that is its exploration); use rpt=latent_pg or rpt.latent_noise=false")
 
     def check_compatible(self, *, num_items: int, reward_fn, recurrent: bool) -> None:
         """Checks that need the data and the policy; all run before any training."""
@@ -120,6 +126,7 @@ class RPTConfig:
             raise LaresError(f"reward.k: {reward_k} is larger than the catalog ({num_items} items); lower reward.k")
         if reward_k is not None and reward_k > self.slate_size:
             print(f"[rpt] warning: reward.k={reward_k} > rpt.slate_size={self.slate_size}; the reward sees the whole slate of {self.slate_size}")
+        require(recurrent or self.halt_tol is None, "rpt.halt_tol", f"{self.halt_tol} needs a policy with a reasoning core; this one (e.g. SASRec) has no steps to halt, leave rpt.halt_tol unset")
         require(
             recurrent or self.exploration != "latent",
             "rpt.exploration",

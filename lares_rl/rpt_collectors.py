@@ -32,8 +32,10 @@ def worker_env(data, rows: torch.Tensor, targets: torch.Tensor, histories: int, 
 def worker_actor(policy: nn.Module, cfg, eval_seed: int, seed: int):
     """Runs inside a worker: the same slate actor as the learner's, with the worker's own seed."""
     from .policies.actor import make_slate_actor
+    from .rpt_learner import rollout_halting
 
-    return make_slate_actor(policy, cfg.slate_size, cfg.exploration, latent_noise=cfg.latent_noise, eval_seed=eval_seed, seed=seed, latent_sigma=cfg.latent_sigma, antithetic=cfg.antithetic)
+    return make_slate_actor(policy, cfg.slate_size, cfg.exploration, latent_noise=cfg.latent_noise, eval_seed=eval_seed, seed=seed, latent_sigma=cfg.latent_sigma, antithetic=cfg.antithetic,
+                            halting=rollout_halting(cfg, policy))
 
 
 def multi_process_collector(*, data, kept: torch.Tensor, targets: torch.Tensor, histories: int, cfg, reward_fn, max_len: int, seed: int, actor: nn.Module, policy: nn.Module, eval_seed: int):

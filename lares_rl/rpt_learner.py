@@ -70,6 +70,16 @@ class RPTLearner:
         return terms, loss
 
 
+def rollout_halting(cfg, policy: nn.Module) -> tuple[float, int] | None:
+    """``(tol, k_max)`` for the actor's evaluation-mode rollouts when ``rpt.halt_tol`` is set
+    (k_max defaults to the policy's evaluation depth), else None: the fixed depth."""
+    from .halting import default_depth
+
+    if cfg.halt_tol is None:
+        return None
+    return cfg.halt_tol, cfg.halt_k_max or default_depth(policy)
+
+
 def build_learner(policy: nn.Module, cfg, *, device: torch.device, eval_seed: int, seed: int) -> RPTLearner:
     """The learner for ``cfg.algorithm``; the reference is a frozen copy of ``policy`` as it is now."""
     from torchrl.objectives import ClipPPOLoss
@@ -77,13 +87,16 @@ def build_learner(policy: nn.Module, cfg, *, device: torch.device, eval_seed: in
     from .policies.actor import make_slate_actor
     from .rpt_losses import GroupAdvantage, GroupRelativeLoss, LatentPolicyGradientLoss, make_value_head
 
-    actor = make_slate_actor(policy, cfg.slate_size, cfg.exploration, latent_noise=cfg.latent_noise, eval_seed=eval_seed, seed=seed, latent_sigma=cfg.latent_sigma, antithetic=cfg.antithetic)
+    halting = rollout_halting(cfg, policy)
+    actor = make_slate_actor(
+        policy, cfg.slate_size, cfg.exploration, latent_noise=cfg.latent_noise, eval_seed=eval_seed, seed=seed, latent_sigma=cfg.latent_sigma, antithetic=cfg.antithetic, halting=halting,
+    )
     reference = copy.deepcopy(policy).eval().requires_grad_(False)
     value_head = None
     if cfg.algorithm == "grpo":
         loss_module = GroupRelativeLoss(policy, beta=cfg.beta, clip_epsilon=cfg.clip_epsilon if cfg.update_epochs > 1 else None)
     elif cfg.algorithm == "latent_pg":
-        loss_module = LatentPolicyGradientLoss(policy, sigma=cfg.latent_sigma, reference=reference, beta=cfg.beta, clip_epsilon=cfg.clip_epsilon)
+        loss_module = LatentPolicyGradientLoss(policy, sigma=cfg.latent_sigma, reference=reference, beta=cfg.beta, clip_epsilon=cfg.clip_epsilon, halting=halting)
     elif cfg.algorithm == "ppo":
         if cfg.advantage == "value":
             value_head = make_value_head(int(getattr(policy, "d_model")), cfg.value_hidden).to(device)

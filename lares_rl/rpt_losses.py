@@ -260,12 +260,16 @@ class LatentPolicyGradientLoss(LossModule):
         reference: the frozen SPT model, needed when ``beta > 0``.
         beta: KL weight (0 = no KL term).
         clip_epsilon: PPO clip on the latent likelihood ratio (matters from the second update on).
+        halting: ``(tol, k_max)`` when the actor's rollouts halt adaptively (``rpt.halt_tol``): the
+            replay then halts the same way, so ``mu_theta`` is the state the actor served.
 
     Reads ``advantage``, ``user_state`` (mu at collection), ``latent_noise`` (eps), ``num_steps``,
     ``rollout_seed``, the history and ``("next", "target")`` (for the logged target log-prob).
     """
 
-    def __init__(self, policy: nn.Module, *, sigma: float, reference: nn.Module | None = None, beta: float = 0.0, clip_epsilon: float = 0.2) -> None:
+    def __init__(
+        self, policy: nn.Module, *, sigma: float, reference: nn.Module | None = None, beta: float = 0.0, clip_epsilon: float = 0.2, halting: tuple[float, int] | None = None,
+    ) -> None:
         super().__init__()
         if sigma <= 0:
             raise ValueError(f"sigma={sigma} must be > 0")
@@ -273,7 +277,7 @@ class LatentPolicyGradientLoss(LossModule):
             raise ValueError(f"beta={beta} must be >= 0, and > 0 needs the frozen reference")
         if not 0 < clip_epsilon < 1:
             raise ValueError(f"clip_epsilon={clip_epsilon} must be in (0, 1)")
-        self.policy, self.sigma, self.beta, self.clip_epsilon = policy, sigma, beta, clip_epsilon
+        self.policy, self.sigma, self.beta, self.clip_epsilon, self.halting = policy, sigma, beta, clip_epsilon, halting
         self.__dict__["reference"] = reference  # frozen and not a parameter of this loss: kept out of state_dict and parameters()
 
     def _forward_value_estimator_keys(self, **kwargs) -> None:
@@ -287,7 +291,7 @@ class LatentPolicyGradientLoss(LossModule):
         advantage = td["advantage"].reshape(-1).detach()
         items, length, num_steps, seeds = td["history", "items"], td["history", "length"], td["num_steps"].reshape(-1), td["rollout_seed"].reshape(-1)
         target = td["next", "target"].reshape(-1)
-        rollout = run_rollouts(self.policy, items, length, num_steps, seeds, dedupe=True)
+        rollout = run_rollouts(self.policy, items, length, num_steps, seeds, dedupe=True, halting=self.halting)
         mu, old_mu, noise = rollout["final_state"], td["user_state"].detach(), td["latent_noise"].detach()
         scale = latent_scale(old_mu, self.sigma)
         action = old_mu + scale * noise
@@ -299,7 +303,7 @@ class LatentPolicyGradientLoss(LossModule):
         out = TensorDict({"loss_policy": -gain.mean()}, batch_size=[])
         if self.beta > 0:
             with torch.no_grad():
-                ref = run_rollouts(self.reference, items, length, num_steps, seeds, train=False, dedupe=True)["final_scores"]
+                ref = run_rollouts(self.reference, items, length, num_steps, seeds, train=False, dedupe=True, halting=self.halting)["final_scores"]
             kl = catalog_kl(log_p, torch.log_softmax(ref, dim=-1))
             out.set("loss_kl", self.beta * kl.mean())
             out.set("kl_to_ref", kl.mean().detach())

@@ -43,6 +43,8 @@ from torch import nn
 from torchrl.envs.utils import ExplorationType, exploration_type
 from torchrl.modules import ProbabilisticActor
 
+from .halting import encode_until_settled
+
 EXPLORATION = ("latent", "categorical", "plackett_luce", "gaussian")
 HISTORY_KEYS = (("history", "items"), ("history", "length"))
 _SEED_MIX = 1_000_003
@@ -85,10 +87,12 @@ def run_rollouts(
     train: bool | None = None,
     noise_offset: int = 0,
     dedupe: bool = False,
+    halting: tuple[float, int] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Replay (or run) the rollouts given by ``num_steps``/``seeds``; grad follows the caller's mode.
 
-    Returns ``final_scores`` [B, N + 1] and ``final_state`` [B, d]; with ``target`` [B] also
+    Returns ``final_scores`` [B, N + 1], ``final_state`` [B, d] and ``num_steps`` [B] (the steps
+    each rollout took); with ``target`` [B] also
     ``step_log_prob`` [B, k_max] (log softmax(s_j)[target] for every step j <= k, 0 after),
     ``step_mask`` [B, k_max] and ``entropy`` [B] of the final-step softmax.
 
@@ -100,9 +104,20 @@ def run_rollouts(
             its T0 draw) among the rows that repeat it: the G rows of a group under the Gaussian
             latent policy, G times less encoder work. Train-mode groups are never deduplicated
             (their rows must draw their own dropout and T0 noise: that is the reference's exploration).
+        halting: ``(tol, k_max)``: evaluation-mode rollouts stop per row once the state has settled
+            (:func:`~lares_rl.policies.halting.encode_until_settled`). Their recorded ``num_steps``
+            is then an outcome, not an input: such rows are grouped by seed alone and re-run with
+            the same halting, which repeats the same decisions for the same rows in the same order
+            (so a replay reproduces the rollout). Train-mode rows keep their sampled k. Gives
+            final-step outputs only, so ``target`` must be None.
     """
     was_training = policy.training
     batch = items.shape[0]
+    if halting is not None:
+        if target is not None:
+            raise ValueError("halting rollouts give final-step outputs only; per-step target log-probs need fixed-depth rollouts")
+        evaluation_rows = (seeds < 0) if train is None else torch.full_like(seeds, not train, dtype=torch.bool)
+        num_steps = torch.where(evaluation_rows, halting[1], num_steps)
     k_max = int(num_steps.max().item()) if batch else 1
     out: dict[str, torch.Tensor] = {}
     device = items.device
@@ -115,23 +130,31 @@ def run_rollouts(
             unique = inverse = None
             if dedupe and not mode:
                 unique, inverse = torch.unique(torch.cat([items[rows], length[rows, None]], dim=1), dim=0, return_inverse=True)
+            taken = None
             with torch.random.fork_rng(devices=devices):
                 torch.manual_seed(_group_seed(base + noise_offset, k))
-                if unique is None:
-                    states = policy.encode(items[rows], length[rows], k=k)
+                seq, lengths = (items[rows], length[rows]) if unique is None else (unique[:, :-1], unique[:, -1])
+                if halting is not None and not mode:
+                    final_state, taken = encode_until_settled(policy, seq, lengths, halting[0], k)
+                    states = final_state[:, None]
                 else:
-                    states = policy.encode(unique[:, :-1], unique[:, -1], k=k)[inverse]
+                    states = policy.encode(seq, lengths, k=k)
+                if unique is not None:
+                    states = states[inverse]
+                    taken = None if taken is None else taken[inverse]
             steps = states.shape[1]
             final = policy.scores(states[:, -1])
             if not out:
                 out["final_scores"] = final.new_zeros((batch, final.shape[-1]))
                 out["final_state"] = states.new_zeros((batch, states.shape[-1]))
+                out["num_steps"] = torch.zeros(batch, dtype=torch.int64, device=device)
                 if target is not None:
                     out["step_log_prob"] = final.new_zeros((batch, k_max))
                     out["step_mask"] = torch.zeros((batch, k_max), dtype=torch.bool, device=device)
                     out["entropy"] = final.new_zeros(batch)
             out["final_scores"][rows] = final
             out["final_state"][rows] = states[:, -1]
+            out["num_steps"][rows] = torch.full_like(rows, k) if taken is None else taken
             if target is not None:
                 step_scores = policy.scores(states)  # [n, steps, N + 1]
                 picked = step_scores.gather(-1, target[rows].view(-1, 1, 1).expand(-1, steps, 1)).squeeze(-1)
@@ -164,14 +187,19 @@ class RolloutScores(TensorDictModuleBase):
             dropout. False: RANDOM rollouts are evaluation rollouts too (only item sampling explores).
         eval_seed: seeds the T0 noise of evaluation rollouts (``t0_init=normal`` keeps noise at eval).
         seed: seeds the private generator that draws k and rollout seeds (None: nondeterministic).
+        halting: ``(tol, k_max)``: evaluation rollouts stop per row once the state has settled, and
+            ``"num_steps"`` records the steps each took (see :func:`run_rollouts`); None: fixed depth.
     """
 
     in_keys = list(HISTORY_KEYS)
     out_keys = ["logits", "num_steps", "rollout_seed", "user_state"]
 
-    def __init__(self, policy: nn.Module, latent_noise: bool = True, eval_seed: int = 0, seed: int | None = None, dedupe: bool = False) -> None:
+    def __init__(
+        self, policy: nn.Module, latent_noise: bool = True, eval_seed: int = 0, seed: int | None = None, dedupe: bool = False, halting: tuple[float, int] | None = None,
+    ) -> None:
         super().__init__()
         self.policy = policy
+        self.halting = halting
         self.latent_noise = latent_noise
         self.dedupe = dedupe
         self.eval_seed = eval_seed
@@ -217,10 +245,10 @@ class RolloutScores(TensorDictModuleBase):
         else:
             num_steps = torch.full((batch,), self.eval_steps(), dtype=torch.int64, device=device)
             seeds = torch.full((batch,), -1 - self.eval_seed, dtype=torch.int64, device=device)
-        out = run_rollouts(self.policy, items, length, num_steps, seeds, dedupe=self.dedupe)
+        out = run_rollouts(self.policy, items, length, num_steps, seeds, dedupe=self.dedupe, halting=self.halting)
         tensordict.set("logits", out["final_scores"].reshape(*batch_shape, -1))
         tensordict.set("user_state", out["final_state"].reshape(*batch_shape, -1))
-        tensordict.set("num_steps", num_steps.reshape(batch_shape))
+        tensordict.set("num_steps", out["num_steps"].reshape(batch_shape))
         tensordict.set("rollout_seed", seeds.reshape(batch_shape))
         return tensordict
 
@@ -377,6 +405,7 @@ def make_slate_actor(
     seed: int | None = None,
     latent_sigma: float = 0.1,
     antithetic: bool = False,
+    halting: tuple[float, int] | None = None,
 ) -> ProbabilisticActor:
     """A TorchRL actor over ``policy``: in ``("history", "items")``, ``("history", "length")``;
     out ``"action"`` (slate [B, K]), ``"action_log_prob"`` [B], ``"num_steps"`` [B],
@@ -386,7 +415,8 @@ def make_slate_actor(
     ``plackett_luce`` (item sampling on top of the latent rollout, or alone with
     ``latent_noise=False``), or ``gaussian`` (a Gaussian policy over the final user state with
     relative scale ``latent_sigma``, :class:`GaussianLatentScores`; the slate is the top-K of the
-    perturbed state, and ``"latent_noise"`` is written too). ``actor.module[0]`` is the :class:`RolloutScores` (for ``gaussian``: the first
+    perturbed state, and ``"latent_noise"`` is written too). ``halting=(tol, k_max)`` makes the
+    evaluation rollouts adaptive in depth (:func:`run_rollouts`). ``actor.module[0]`` is the :class:`RolloutScores` (for ``gaussian``: the first
     module of ``actor.module[0]``); the wrapped policy is its ``.policy``.
 
     Example::
@@ -405,7 +435,7 @@ def make_slate_actor(
     num_items = getattr(policy, "num_items", None)
     if num_items is not None and slate_size > num_items:
         raise ValueError(f"slate_size={slate_size} exceeds the catalog ({num_items} items)")
-    scores = RolloutScores(policy, latent_noise=latent_noise, eval_seed=eval_seed, seed=seed, dedupe=exploration == "gaussian")
+    scores = RolloutScores(policy, latent_noise=latent_noise, eval_seed=eval_seed, seed=seed, dedupe=exploration == "gaussian", halting=halting)
     module = scores
     if exploration == "gaussian":
         module = TensorDictSequential(scores, GaussianLatentScores(policy, latent_sigma, scores.generator, antithetic=antithetic))

@@ -147,6 +147,11 @@ class LaresReasoner(nn.Module):
         x = self.input_dropout(self.input_norm(self.item_embedding(seq) + self.position_embedding(positions)))
         return (self.pre_block(x, valid) if self.pre_block is not None else x), valid
 
+    def core_step(self, thought: torch.Tensor, context: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """One reasoning step, T_i = CoreBlock(LN2(f(T_{i-1}, H))), on whatever rows are passed:
+        adaptive halting (:mod:`lares_rl.policies.halting`) calls it on the still-active users only."""
+        return self.core_block(self.core_norm(self._aggregate(thought, context)), valid)
+
     def encode(
         self,
         seq: torch.Tensor,
@@ -168,22 +173,24 @@ class LaresReasoner(nn.Module):
         if t0 is not None:
             t0 = t0[:, :width]
         context, valid = self.context(seq, lengths)
+        rows, last = torch.arange(len(lengths), device=seq.device), (lengths - 1).clamp(min=0)
+
+        def kept(state: torch.Tensor) -> torch.Tensor:
+            # only the last real position is read unless dense training asks for all: picking it
+            # per step avoids stacking k full [B, W, d] states just to gather one row of each
+            return state if all_positions else state[rows, last]
+
         if self.core_block is None:
-            states = context.unsqueeze(1)
-        else:
-            steps = self.sample_steps() if k is None else k
-            if steps < 1:
-                raise ValueError(f"number of reasoning steps k must be >= 1, got {steps}")
-            thought = self.initial_thought(context) if t0 is None else t0
-            step_states = []
-            for _ in range(steps):
-                thought = self.core_block(self.core_norm(self._aggregate(thought, context)), valid)
-                step_states.append(thought)
-            states = torch.stack(step_states, dim=1)
-        if all_positions:
-            return states
-        last = (lengths - 1).clamp(min=0).view(-1, 1, 1, 1).expand(-1, states.shape[1], 1, states.shape[-1])
-        return states.gather(2, last).squeeze(2)
+            return kept(context).unsqueeze(1)
+        steps = self.sample_steps() if k is None else k
+        if steps < 1:
+            raise ValueError(f"number of reasoning steps k must be >= 1, got {steps}")
+        thought = self.initial_thought(context) if t0 is None else t0
+        step_states = []
+        for _ in range(steps):
+            thought = self.core_step(thought, context, valid)
+            step_states.append(kept(thought))
+        return torch.stack(step_states, dim=1)
 
     def scores(self, states: torch.Tensor) -> torch.Tensor:
         """[..., d] -> [..., N + 1] dot-product scores against the tied item table; padding at -inf."""

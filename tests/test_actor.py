@@ -151,3 +151,42 @@ def test_final_entropy_has_a_finite_gradient_with_a_padding_column():
     logits = torch.tensor([[float("-inf"), 0.3, -1.0, 2.0]], requires_grad=True)
     final_entropy(logits).sum().backward()
     assert torch.isfinite(logits.grad).all() and logits.grad[0, 0] == 0
+
+
+def test_halting_rollouts_record_the_steps_taken_and_replay_exactly():
+    """rpt.halt_tol: evaluation rollouts stop per row; the loss's replay halts the same way, so the
+    Gaussian latent policy's ratio is exactly 1 on the first update."""
+    from lares_rl.policies.actor import run_rollouts
+    from lares_rl.rpt_losses import LatentPolicyGradientLoss
+
+    policy = tiny_policy(mean_recurrence=3)
+    td = observation(batch=16)
+    tol = 0.35  # between the per-row changes of this tiny model: rows halt at different steps
+    actor = make_slate_actor(policy, K, "gaussian", latent_noise=False, seed=0, halting=(tol, 6))
+    with torch.no_grad(), set_exploration_type(ExplorationType.RANDOM):
+        out = actor(td.clone())
+    steps = out["num_steps"]
+    assert steps.min() >= 2 and steps.max() <= 6 and len(steps.unique()) > 1
+    replay = run_rollouts(policy, td["history", "items"], td["history", "length"], steps, out["rollout_seed"], dedupe=True, halting=(tol, 6))
+    assert torch.equal(replay["num_steps"], steps)
+    torch.testing.assert_close(replay["final_state"], out["user_state"], rtol=0, atol=0)
+    out.set("advantage", torch.randn(16, 1))
+    out.set(("next", "target"), torch.randint(1, N + 1, (16,)))
+    terms = LatentPolicyGradientLoss(policy, sigma=0.1, halting=(tol, 6))(out)
+    torch.testing.assert_close(terms["ratio_mean"], torch.tensor(1.0))
+    terms["loss_policy"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in policy.core_block.parameters())
+
+
+def test_halting_leaves_train_mode_rollouts_at_their_sampled_depth():
+    from lares_rl.policies.actor import run_rollouts
+
+    policy = tiny_policy()
+    td = observation()
+    ks = torch.tensor([1, 2, 3, 4] * 3)
+    seeds = torch.full((B,), 7)
+    fixed = run_rollouts(policy, td["history", "items"], td["history", "length"], ks, seeds)
+    halted = run_rollouts(policy, td["history", "items"], td["history", "length"], ks, seeds, halting=(10.0, 6))
+    assert torch.equal(halted["num_steps"], ks) and torch.equal(halted["final_state"], fixed["final_state"])
+    with pytest.raises(ValueError, match="final-step outputs only"):
+        run_rollouts(policy, td["history", "items"], td["history", "length"], ks, -1 - seeds, torch.ones(B, dtype=torch.int64), halting=(0.1, 4))

@@ -58,8 +58,16 @@ def test_spt_and_rpt_benchmarks_feed_the_report(tmp_path):
     assert (docs / "rpt_custom.png").is_file()
 
     run_script("eval_noise.py", "--checkpoints", str(checkpoint), *data, "--eval-seeds", "0", "1", "--batch-sizes", "8", "64", "--output", str(docs / "eval_noise.md"))
+    run_script("adaptive_depth.py", "--checkpoints", str(checkpoint), *data, "--fixed-ks", "1", "4", "--tols", "0.5", "--repeats", "1", "--calls", "5", "--out", str(docs))
+    adaptive = json.loads((docs / "adaptive_depth_custom.json").read_text())
+    assert [row["setting"] for row in adaptive["rows"]] == ["fixed k=1", "fixed k=4", "halt tol=0.5, k_max=4"]
+    assert 2 <= adaptive["rows"][2]["test"]["mean_steps"] <= 4 and (docs / "adaptive_depth_custom.png").is_file()
+    run_script("eval_profile.py", "--checkpoint", str(checkpoint), *data, "--repeats", "1", "--output", str(docs / "eval_profile.md"))
     run_script("make_report.py", "--results", str(results), "--docs", str(docs))
     report = (docs / "RESULTS.md").read_text()
+    for heading in ("## Adaptive reasoning depth (per-user halting)", "### custom: cost against accuracy", "#### Recommended default (chosen on validation)",
+                    "### Full-ranking evaluation profile (custom, test, k = 4)", "| reasoning steps: feed-forward sublayers |"):
+        assert heading in report, heading
     assert f"`python benchmarks/make_report.py --results {results} --docs {docs}` from `{results}/*.json`" in report
     for row in ("| lares (dense, L=8) | 2 |", "| sasrec (dense, L=8) | 1 |", "| SASRec (baseline) | sasrec (dense, L=8) | 1 |",
                 "| no TLA (alpha = 0) | lares noTLA (dense, L=8) | 1 |", "| no SLA (gamma = 0) | not run | 0 |", "### custom: rpt_custom",

@@ -63,6 +63,40 @@ def test_eval_and_sweep_k_on_checkpoint(trained_run):
     assert (tmp_path / "sweep1" / "sweep_k.png").stat().st_size > 1000
 
 
+def test_eval_and_sweep_k_with_adaptive_depth(trained_run):
+    tmp_path, args, _ = trained_run
+    checkpoint = tmp_path / "run1" / "checkpoints" / "spt_best.pt"
+    result = run_cli(tmp_path, "eval", *args, f"checkpoint={checkpoint}", "eval.halt_tol=0.3", "eval.halt_k_max=5", "hydra.run.dir=halt1")
+    assert result.returncode == 0, result.stderr
+    record = json.loads((tmp_path / "halt1" / "metrics.json").read_text())
+    histogram = {int(k): n for k, n in record["steps_histogram"].items()}
+    assert sum(histogram.values()) > 0 and set(histogram) <= {2, 3, 4, 5} and "steps taken:" in result.stdout
+    assert record["metrics"]["mean_steps"] == sum(k * n for k, n in histogram.items()) / sum(histogram.values())
+    events = EventAccumulator(str(tmp_path / "halt1" / "tb" / "eval"))
+    events.Reload()
+    assert "eval/test/steps" in events.Tags()["histograms"]
+    result = run_cli(tmp_path, "sweep-k", *args, f"checkpoint={checkpoint}", "eval.sweep_ks=[2,4]", "eval.halt_tol=0.3", "hydra.run.dir=halt2")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads((tmp_path / "halt2" / "sweep_k.json").read_text())
+    assert [r["k"] for r in rows] == [2, 4] and rows[0]["mean_steps"] == 2.0 and 2.0 <= rows[1]["mean_steps"] <= 4.0
+    assert "| k_max (adaptive halting) |" in result.stdout
+    result = run_cli(tmp_path, "eval", *args, f"checkpoint={checkpoint}", "eval.halt_tol=nan", "hydra.run.dir=halt3")
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith("error: eval.halt_tol=nan is invalid")
+
+
+def test_rpt_rollouts_with_adaptive_depth_log_the_steps_taken(trained_run):
+    tmp_path, args, _ = trained_run
+    checkpoint = tmp_path / "run1" / "checkpoints" / "spt_best.pt"
+    result = run_cli(tmp_path, "rpt", *args, f"checkpoint={checkpoint}", "rpt.epochs=1", "rpt.histories_per_batch=64", "rpt.halt_tol=0.3", "rpt.halt_k_max=6", "hydra.run.dir=halt_rpt")
+    assert result.returncode == 0, result.stderr
+    events = EventAccumulator(str(tmp_path / "halt_rpt" / "tb" / "rpt"))
+    events.Reload()
+    k_means = [s.value for s in events.Scalars("rpt/charts/k_mean")]
+    assert k_means and all(2.0 <= k <= 6.0 for k in k_means) and "rpt/charts/k" in events.Tags()["histograms"]
+    result = run_cli(tmp_path, "rpt", *args, f"checkpoint={checkpoint}", "rpt=grpo", "rpt.halt_tol=0.3", "hydra.run.dir=halt_rpt2")
+    assert result.returncode == 2 and "rpt.halt_tol: halts evaluation-mode rollouts" in result.stderr
+
+
 def test_bad_inputs_fail_with_one_clear_line(trained_run, tmp_path):
     base, args, _ = trained_run
     cases = [

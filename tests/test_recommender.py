@@ -308,3 +308,41 @@ def test_depth_on_a_policy_without_reasoning_core_is_an_error():
     with pytest.raises(LaresError, match="k=2 has no effect: this policy has no reasoning core"):
         Recommender(sasrec, ids, 4, k=2)
     assert len(Recommender(sasrec, ids, 4, deterministic=True).recommend([["a", "b"]], top_k=2)[0].items) == 2
+
+
+def test_adaptive_depth_reports_the_steps_each_history_took(checkpoint, rec):
+    histories = [["i1"], ["i2", "i3", "i4"], ["i9", "i2"]]
+    assert [r.steps for r in rec.recommend(histories, top_k=3)] == [2, 2, 2]  # the fixed depth (mean_recurrence=2)
+    # a tolerance every state meets stops all at step 2, the first step with a change to measure:
+    # the same answers as the fixed depth k=2, at most k_max=4 steps
+    settled = Recommender.from_checkpoint(checkpoint, device="cpu", deterministic=True, halt_tol=10.0, k_max=4).recommend(histories, top_k=3)
+    assert [r.steps for r in settled] == [2, 2, 2] and [r.items for r in settled] == [r.items for r in rec.recommend(histories, top_k=3)]
+    never = Recommender.from_checkpoint(checkpoint, device="cpu", deterministic=True, halt_tol=1e-30, k_max=4)
+    fixed4 = Recommender.from_checkpoint(checkpoint, device="cpu", deterministic=True, k=4)
+    assert [r.steps for r in never.recommend(histories, top_k=3)] == [4, 4, 4]
+    assert [r.items for r in never.recommend(histories, top_k=3)] == [r.items for r in fixed4.recommend(histories, top_k=3)]
+    assert "halt_tol=1e-30, k_max=4" in repr(never)
+
+
+def test_adaptive_depth_bad_input_names_the_argument(checkpoint):
+    for kwargs, needle in (({"halt_tol": 0.0}, "halt_tol=0.0 is invalid"), ({"halt_tol": float("nan")}, "halt_tol=nan is invalid"),
+                           ({"halt_tol": 0.1, "k_max": 0}, "k_max=0 is invalid"), ({"k_max": 3}, "k_max=3 has no effect without halt_tol")):
+        with pytest.raises(LaresError, match=needle):
+            Recommender.from_checkpoint(checkpoint, device="cpu", **kwargs)
+    sasrec = LaresReasoner(5, max_len=4, d_model=8, n_heads=2, inner_size=16, n_core_layers=0, step_sampler="none", t0_init="zero", mean_recurrence=1)
+    with pytest.raises(LaresError, match="halt_tol=0.1 needs a policy with a reasoning core"):
+        Recommender(sasrec, ["<pad>", "a", "b", "c", "d", "e"], 4, halt_tol=0.1)
+    assert Recommender(sasrec, ["<pad>", "a", "b", "c", "d", "e"], 4).recommend([["a"]], top_k=2)[0].steps is None
+
+
+def test_cli_halting_adds_steps_to_each_answer(checkpoint, tmp_path, capsys):
+    src = tmp_path / "in.jsonl"
+    src.write_text('["i1", "i2"]\n["i3"]\n')
+    assert main(["--checkpoint", str(checkpoint), "--input", str(src), "--deterministic"]) == 0
+    assert all("steps" not in row for row in _rows(capsys.readouterr().out))  # default output unchanged
+    assert main(["--checkpoint", str(checkpoint), "--input", str(src), "--deterministic", "--halt-tol", "10", "--k-max", "3"]) == 0
+    assert [row["steps"] for row in _rows(capsys.readouterr().out)] == [2, 2]
+    for flags, needle in ((["--halt-tol", "0"], "--halt-tol=0.0 is invalid"), (["--halt-tol", "nan"], "--halt-tol=nan is invalid"),
+                          (["--halt-tol", "0.1", "--k-max", "0"], "--k-max=0 is invalid"), (["--k-max", "2"], "--k-max=2 has no effect")):
+        assert main(["--checkpoint", str(checkpoint), "--input", str(src), *flags]) == 2
+        assert capsys.readouterr().err.startswith(f"error: {needle}")

@@ -201,3 +201,15 @@ def test_reward_from_hydra_node():
     assert fn(torch.tensor([[3, 4, 5]]), torch.tensor([5])).item() == 0.0
     with pytest.raises(LaresError, match="reward._target_='no.such.reward'"):
         instantiate_reward(OmegaConf.create({"_target_": "no.such.reward", "_partial_": True}), N)
+
+
+def test_rollout_halting_config_names_its_key():
+    with pytest.raises(LaresError, match=r"^rpt\.halt_tol=0\.0 is invalid"):
+        RPTConfig(algorithm="latent_pg", exploration="gaussian", latent_noise=False, halt_tol=0.0).validate()
+    with pytest.raises(LaresError, match=r"^rpt\.halt_k_max=0 is invalid"):
+        RPTConfig(algorithm="latent_pg", exploration="gaussian", latent_noise=False, halt_tol=0.1, halt_k_max=0).validate()
+    with pytest.raises(LaresError, match=r"^rpt\.halt_tol: halts evaluation-mode rollouts"):
+        RPTConfig(halt_tol=0.1).validate()  # grpo: latent exploration samples k
+    with pytest.raises(LaresError, match=r"^rpt\.halt_tol: 0\.1 needs a policy with a reasoning core"):
+        RPTConfig(exploration="plackett_luce", latent_noise=False, halt_tol=0.1).check_compatible(num_items=N, reward_fn=make_reward("ndcg", k=10), recurrent=False)
+    RPTConfig(algorithm="latent_pg", exploration="gaussian", latent_noise=False, halt_tol=0.1).validate()

@@ -1,0 +1,95 @@
+"""Adaptive reasoning depth: run the core block per user until that user's state has settled.
+
+The recurrence T_i = CoreBlock(LN2(f(T_{i-1}, H))) contracts: the relative change of a user's
+last-position state roughly halves with every step (docs/adaptive_depth.md), so a fixed k spends
+the same steps on users whose state stopped moving long ago. Here a user halts at the first step
+i >= 2 with
+
+    ||h_i - h_{i-1}|| / ||h_i|| < tol        (h_i = T_i[length - 1])
+
+or at ``k_max``, and its final state is h_i. Halted users leave the batch: every later step runs
+the core block on the index-selected rows of the users still active (and, for causal blocks, only
+on the columns up to the longest active history), so the work really shrinks; it is not a mask.
+
+Determinism: T0 is drawn once for the whole batch from the global RNG, exactly as
+:meth:`LaresReasoner.encode` draws it, so a seeded call replays bit for bit, and with a ``tol``
+that no user reaches the states equal those of a fixed ``k = k_max`` (up to float rounding of the
+smaller matrix products). Gradients flow through the selected rows (RPT replays halted rollouts).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+_NORM_FLOOR = 1e-12
+
+
+def check_halting_args(tol: float, k_max: int) -> None:
+    """ValueError for a tolerance that is not a positive finite number or a ``k_max`` below 1
+    (the callers in lares_rl turn it into an error naming their own config key)."""
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or math.isnan(tol) or not 0 < tol < math.inf:
+        raise ValueError(f"the halting tolerance must be a positive finite number, got {tol!r}")
+    if isinstance(k_max, bool) or not isinstance(k_max, int) or k_max < 1:
+        raise ValueError(f"k_max must be an integer >= 1, got {k_max!r}")
+
+
+def encode_until_settled(policy: nn.Module, seq: torch.Tensor, lengths: torch.Tensor, tol: float, k_max: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Final user states [B, d] and the number of core steps each user took, int64 [B].
+
+    ``policy`` is a recurrent :class:`~lares_rl.policies.reasoner.LaresReasoner` (or any module
+    with ``recurrent``, ``causal``, ``context``, ``initial_thought`` and ``core_step``); its mode
+    (train/eval) is the caller's. ``seq`` [B, L] left-aligned, ``lengths`` [B].
+    """
+    check_halting_args(tol, k_max)
+    if not getattr(policy, "recurrent", False):
+        raise ValueError("adaptive halting needs a policy with a reasoning core (a core block); this one has none (e.g. SASRec)")
+    batch = len(lengths)
+    if batch == 0:
+        return seq.new_zeros((0, policy.d_model), dtype=torch.float32), torch.zeros(0, dtype=torch.int64, device=seq.device)
+    width = max(1, int(lengths.max()))
+    context, valid = policy.context(seq[:, :width], lengths)
+    thought = policy.initial_thought(context)
+    last = (lengths - 1).clamp(min=0)
+    rows = torch.arange(batch, device=seq.device)
+    active = rows
+    steps = torch.full((batch,), k_max, dtype=torch.int64, device=seq.device)
+    done_rows: list[torch.Tensor] = []
+    done_states: list[torch.Tensor] = []
+    previous = None
+    tol_squared = float(tol) ** 2
+    for step in range(1, k_max + 1):
+        thought = policy.core_step(thought, context, valid)
+        state = thought[rows[: len(active)], last]
+        if step == k_max:
+            done_rows.append(active)
+            done_states.append(state)
+            break
+        if previous is not None:
+            # ||h_i - h_{i-1}|| < tol ||h_i||, compared squared: no roots, no division
+            settled = (state - previous).pow(2).sum(-1) < tol_squared * state.pow(2).sum(-1).clamp(min=_NORM_FLOOR)
+            count = int(settled.sum())
+            if count == len(active):  # the common end (and every single-history call): no reshuffle
+                done_rows.append(active)
+                done_states.append(state)
+                steps[active] = step
+                break
+            if count:
+                done_rows.append(active[settled])
+                done_states.append(state[settled])
+                steps[active[settled]] = step
+                keep = settled.logical_not().nonzero().squeeze(1)
+                active, last, state = active[keep], last[keep], state[keep]
+                thought, context, valid = thought[keep], context[keep], valid[keep]
+                if getattr(policy, "causal", False):  # columns past the longest active history hold only padding
+                    cut = int(last.max()) + 1
+                    thought, context, valid = thought[:, :cut], context[:, :cut], valid[:, :cut]
+        previous = state
+    if len(done_rows) == 1:  # everyone finished at the same step, in the original order
+        return done_states[0], steps
+    order = torch.cat(done_rows)
+    states = torch.cat(done_states)
+    # rows were finished out of order; put each back at its own index
+    return states[torch.argsort(order)], steps

@@ -7,8 +7,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from .beyond_metrics import BeyondAccuracy
 from .errors import LaresError
-from .metrics import evaluate_scores, policy_score_fn
+from .item_context import ItemContext
+from .metrics import ScoreFn, evaluate_scores, policy_score_fn
 from .tracking import progress
 
 
@@ -45,23 +47,31 @@ def check_depth_applies(policy: nn.Module, k: int | None, key: str) -> None:
 
 
 @torch.no_grad()
-def evaluate_policy(policy: nn.Module, data, split: str, max_len: int, cfg: EvalConfig, device: torch.device, k: int | None = None) -> dict[str, float]:
+def evaluate_policy(
+    policy: nn.Module, data, split: str, max_len: int, cfg: EvalConfig, device: torch.device, k: int | None = None,
+    context: ItemContext | None = None, score_fn: ScoreFn | None = None,
+) -> dict[str, float]:
     """Full-ranking metrics of ``policy`` on one split, in eval mode, with reproducible T0 noise.
 
     The RNG is forked, so evaluating never shifts the training run's random stream. On large data
     a pass takes minutes, so it shows progress (``progress=false`` in the CLI hides it).
+    With an item ``context`` the beyond-accuracy measures of the same top-K lists are added
+    (coverage@K, novelty@K, popularity@K, gini@K, ild@K; lares_rl/beyond_metrics.py).
+    ``score_fn`` replaces the policy's own scores (e.g. a re-ranking of them) under the same noise.
     """
     seqs, lengths, targets = data.eval_inputs(split, max_len)
     desc = f"eval {split}" + ("" if k is None else f" k={k}")
     history = data.history_csr(split) if cfg.exclude_history else None
+    beyond = BeyondAccuracy(context.popularity, context.features()[0], cfg.ks) if context is not None else None
     was_training = policy.training
     policy.eval()
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(cfg.seed)
-            return evaluate_scores(
-                policy_score_fn(policy, cfg.k if k is None else k), seqs, lengths, targets, ks=cfg.ks, history=history, batch_size=cfg.batch_size, device=device,
-                batches=lambda starts: progress(starts, len(starts), desc, unit="batch"),
+            metrics = evaluate_scores(
+                score_fn or policy_score_fn(policy, cfg.k if k is None else k), seqs, lengths, targets, ks=cfg.ks, history=history, batch_size=cfg.batch_size, device=device,
+                batches=lambda starts: progress(starts, len(starts), desc, unit="batch"), observe=beyond.observe if beyond is not None else None,
             )
     finally:
         policy.train(was_training)
+    return metrics | (beyond.result() if beyond is not None else {})

@@ -23,6 +23,12 @@ touching this file: write a function with the signature above and point ``_targe
     #   _target_: my_pkg.rewards.top1
     #   _partial_: true
 
+Beyond-accuracy rewards (``novelty``, ``long_tail``, ``diversity``, ``embedding_diversity``) also
+take a field of the run's item context (training popularity, item categories, the frozen item
+table) by naming it as a parameter; :func:`lares_rl.item_context.bind_context` fills it in before
+training, so no reward reads global state. :func:`weighted` combines rewards with weights from the
+config (``configs/reward/novelty.yaml``: NDCG + lambda * novelty).
+
 The environments call :func:`check_reward_fn` at construction, so a reward with the wrong output
 shape or dtype fails before the first rollout, not in the middle of training.
 """

@@ -67,10 +67,10 @@ class BeyondAccuracy:
     ``observe`` per batch; memory is users x max(K) item ids.
     """
 
-    def __init__(self, popularity: Tensor, features: Tensor, ks: Sequence[int]) -> None:
+    def __init__(self, popularity: Tensor, features: Tensor | None, ks: Sequence[int]) -> None:
         self.popularity = popularity.float().cpu()
         self.information = self_information(self.popularity)
-        self.features = features.float().cpu()
+        self.features = None if features is None else features.float().cpu()  # None: no ild@K
         self.ks = sorted(set(int(k) for k in ks))
         self.lists: list[Tensor] = []
 
@@ -90,5 +90,6 @@ class BeyondAccuracy:
             out[f"novelty@{k}"] = self.information[top].mean().item()
             out[f"popularity@{k}"] = self.popularity[top].mean().item()
             out[f"gini@{k}"] = gini(exposure).item()
-            out[f"ild@{k}"] = intra_list_distance(self.features[top]).mean().item()
+            if self.features is not None:
+                out[f"ild@{k}"] = intra_list_distance(self.features[top]).mean().item()
         return out

@@ -45,14 +45,15 @@ class ItemContext:
     item_embeddings: Tensor | None = None
     dataset: str = ""
 
-    def features(self) -> tuple[Tensor, str]:
+    def features(self) -> tuple[Tensor | None, str]:
         """The item vectors intra-list diversity is measured with, and their name for reports:
-        categories where the data set has them (interpretable, model-free), else the item table."""
+        categories where the data set has them (interpretable, model-free), else the item table;
+        None (no ild@K) when there is neither, e.g. a custom policy without an item table."""
         if self.categories is not None:
             return self.categories, "categories"
         if self.item_embeddings is not None:
             return self.item_embeddings, "SPT item embeddings"
-        raise LaresError(f"data set {self.dataset!r} has no item categories and no item table was given, so diversity cannot be measured")
+        return None, "nothing (no item categories and no item table, so ild@K is left out)"
 
     def require(self, name: str, who: str) -> Tensor:
         """Field ``name`` for ``who``; a field the data set lacks is one error saying what to use instead."""

@@ -31,11 +31,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from .beyond_metrics import BEYOND_NAMES
 from .checkpoint import save_checkpoint
 from .config import require
 from .errors import LaresError
 from .evaluation import EvalConfig, evaluate_policy
 from .item_context import ItemContext, bind_context
+from .metrics import METRIC_NAMES
 from .resume import TrainingInterrupted, capture_rng, load_training_state, restore_rng, save_training_state, stop_on_sigint, weights_digest
 from .rewards import check_reward_fn, describe_reward
 from .rpt_filter import top_k_filter
@@ -102,6 +104,9 @@ class RPTConfig:
         require(self.probe_size >= 1 and self.probe_every >= 1, "rpt.probe_size/rpt.probe_every", "must be >= 1")
         require(self.value_hidden >= 1, "rpt.value_hidden", "must be >= 1")
         require(self.batches_per_epoch is None or self.batches_per_epoch >= 1, "rpt.batches_per_epoch", "must be null or >= 1")
+        name, _, cut = self.select_metric.partition("@")
+        require(name in METRIC_NAMES + BEYOND_NAMES and cut.isdigit(), "rpt.select_metric",
+                f"must be <metric>@<K> with a metric among {', '.join(METRIC_NAMES + BEYOND_NAMES)} and K in eval.ks, e.g. coverage@10; got {self.select_metric!r}")
         require(0 <= self.select_tolerance < 1, "rpt.select_tolerance", f"must be in [0, 1) (a relative NDCG@10 loss), got {self.select_tolerance}")
 
     def selection_score(self, metrics: Mapping[str, float], start: Mapping[str, float]) -> float:

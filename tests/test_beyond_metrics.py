@@ -70,3 +70,5 @@ def test_evaluation_adds_the_measures_only_with_a_context():
     table = results_table({"spt": full}, [10])
     assert "coverage@10 | novelty@10 | popularity@10 | gini@10 | ild@10 |" in table
     assert "coverage@10" not in results_table({"spt": plain}, [10])
+    no_vectors = evaluate_policy(policy, data, "test", 8, EvalConfig(), torch.device("cpu"), context=ItemContext(popularity=torch.ones(data.num_items + 1)))
+    assert "coverage@10" in no_vectors and "ild@10" not in no_vectors  # a policy without an item table on data without categories

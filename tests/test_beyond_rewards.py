@@ -110,3 +110,5 @@ def test_selection_score_trades_ndcg_for_the_selected_metric():
     assert RPTConfig().selection_score({"ndcg@10": 0.11}, start) == 0.11
     with pytest.raises(LaresError, match="rpt.select_metric='coverage@10' is not a validation metric"):
         cfg.selection_score({"ndcg@10": 0.1}, start)
+    with pytest.raises(LaresError, match="rpt.select_metric: must be <metric>@<K>"):
+        RPTConfig(select_metric="coverage").validate()

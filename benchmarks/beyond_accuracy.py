@@ -133,7 +133,7 @@ def markdown(record: dict) -> str:
     lines = [
         f"# Beyond accuracy on {record['dataset']}: RPT (reward {record['reward']}) against re-ranking", "",
         f"Command: `{seed_commands(record)}`", "", f"Machine: {record['machine']}", "",
-        f"Seeds: {', '.join(str(r['seed']) for r in rows)} (one converged LARES-SPT checkpoint each; test numbers are means over seeds).",
+        f"Seeds: {', '.join(str(r['seed']) for r in rows)} (one LARES-SPT checkpoint each, the paths in the command; test numbers are means over seeds).",
         f"ILD@10 is measured with {rows[0]['ild_from']}. Novelty@10: mean -log2 of the smoothed training share of the recommended items;",
         "popularity@10: their mean training count; Gini@10: of how often each item is recommended (lares_rl/beyond_metrics.py).", "",
         "RPT settings: " + ", ".join(f"{k}={v}" for k, v in record["rpt"].items()), "",

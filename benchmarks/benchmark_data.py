@@ -18,15 +18,16 @@ def key_values(pairs: list[str]) -> dict:
     return OmegaConf.to_container(OmegaConf.from_dotlist(pairs)) if pairs else {}
 
 
-def rpt_reward(rpt_values: dict, reward: str, overrides: dict, num_items: int):
-    """``configs/reward/<reward>.yaml`` plus ``overrides``, instantiated and checked. The file is
+def rpt_reward(rpt_values: dict, reward: str, overrides: dict, num_items: int, context=None):
+    """``configs/reward/<reward>.yaml`` plus ``overrides``, instantiated, bound to the item
+    ``context`` (lares_rl/item_context.py) when it asks for one, and checked. The file is
     resolved inside a root holding the ``rpt`` section, because ``reward.k`` follows
     ``rpt.slate_size`` unless set."""
     from lares_rl.rpt import instantiate_reward
 
     root = OmegaConf.create({"rpt": rpt_values, "reward": OmegaConf.load(ROOT / "configs" / "reward" / f"{reward}.yaml")})
     root.reward.merge_with(overrides)
-    return instantiate_reward(root.reward, num_items)
+    return instantiate_reward(root.reward, num_items, context)
 
 
 def config_file(group: str, name: str, overrides: dict | None = None) -> dict:

@@ -87,6 +87,17 @@ def _eval_config(cfg: DictConfig):
     return section_from_mapping(EvalConfig, cfg.eval, "eval")
 
 
+def _item_context(data, dataset: dict, policy, quiet: bool = False):
+    """The run's item context (training popularity, categories, ``policy``'s item table): what
+    beyond-accuracy rewards are bound to and what the beyond-accuracy columns are measured with."""
+    from .item_context import build_item_context
+
+    context = build_item_context(data, dataset, policy)
+    if not quiet:
+        print(f"[lares-rl] beyond-accuracy measures: ild@K from {context.features()[1]}, novelty@K and popularity@K from training counts")
+    return context
+
+
 def command_stats(cfg: DictConfig) -> None:
     from .data import format_stats
 
@@ -144,7 +155,7 @@ def _spt_on_ranks(cfg: DictConfig, ctx, device, with_test: bool, quiet: bool, co
     if not ctx.is_main:
         return results
     if with_test:
-        results["test"] = {"spt": evaluate_policy(policy, data, "test", max_len, eval_cfg, device)}
+        results["test"] = {"spt": evaluate_policy(policy, data, "test", max_len, eval_cfg, device, context=_item_context(data, to_plain(cfg.dataset), policy, quiet))}
         if quiet:
             return results
         print(results_table(results["test"], eval_cfg.ks))
@@ -153,9 +164,10 @@ def _spt_on_ranks(cfg: DictConfig, ctx, device, with_test: bool, quiet: bool, co
     return results
 
 
-def _rpt_setup(cfg: DictConfig, num_items: int, recurrent: bool):
-    """RPT config + reward, validated against the data and the policy: every user error surfaces
-    here, before any training (also before SPT in ``run``)."""
+def _rpt_setup(cfg: DictConfig, num_items: int, recurrent: bool, context):
+    """RPT config + reward (with the item ``context`` fields it asks for bound) + the reward's
+    config node, validated against the data and the policy: every user error surfaces here,
+    before any training (also before SPT in ``run``)."""
     from .rpt import RPTConfig, instantiate_reward
 
     if int(cfg.rpt.slate_size) > num_items and not _overridden("rpt.slate_size"):
@@ -170,9 +182,9 @@ def _rpt_setup(cfg: DictConfig, num_items: int, recurrent: bool):
         # block (SASRec) does not have; only an explicit rpt.exploration=latent is an error
         print("[lares-rl] this policy has no reasoning core, so latent exploration cannot vary anything: RPT samples slates instead (rpt.exploration=plackett_luce)")
         rpt_cfg = replace(rpt_cfg, exploration="plackett_luce")
-    reward_fn = instantiate_reward(cfg.reward, num_items)
+    reward_fn = instantiate_reward(cfg.reward, num_items, context)
     rpt_cfg.check_compatible(num_items=num_items, reward_fn=reward_fn, recurrent=recurrent)
-    return rpt_cfg, reward_fn
+    return rpt_cfg, reward_fn, cfg.reward
 
 
 def _override_keys() -> list[str]:
@@ -264,9 +276,10 @@ def _checkpoint_inputs(cfg: DictConfig, command: str):
     return payload, policy, data, device, config
 
 
-def _rpt_with_before_after(cfg: DictConfig, payload, policy, data, rpt_cfg, reward_fn, eval_cfg, device, run_dir: Path, resume: bool, resume_command: str, config: dict) -> dict:
+def _rpt_with_before_after(cfg: DictConfig, payload, policy, data, rpt_cfg, reward_fn, eval_cfg, device, run_dir: Path, resume: bool, resume_command: str, config: dict, context) -> dict:
     """Valid/test before, RPT (resumed from ``run_dir`` when ``resume``), valid/test after (the best
-    RPT weights); ``config`` is what the RPT checkpoint and hparams record."""
+    RPT weights); ``config`` is what the RPT checkpoint and hparams record; ``context`` (the SPT
+    model's) adds the beyond-accuracy measures to every evaluation."""
     from .rpt import train_rpt_with_test
     from .runtime import seed_everything
 
@@ -274,7 +287,7 @@ def _rpt_with_before_after(cfg: DictConfig, payload, policy, data, rpt_cfg, rewa
     return train_rpt_with_test(
         policy=policy, policy_config=payload["policy_config"], data=data, max_len=int(payload["dataset"]["max_len"]), cfg=rpt_cfg, reward_fn=reward_fn,
         eval_cfg=eval_cfg, run_dir=run_dir, device=device, seed=int(cfg.seed), config=config, progress=bool(cfg.progress),
-        resume=resume, resume_command=resume_command, filter_cache_dir=Path(str(cfg.cache_dir)) / "rpt_filter",
+        resume=resume, resume_command=resume_command, filter_cache_dir=Path(str(cfg.cache_dir)) / "rpt_filter", item_context=context,
     )
 
 
@@ -286,12 +299,13 @@ def command_rpt(cfg: DictConfig) -> dict:
 
     eval_cfg = _eval_config(cfg)
     payload, policy, data, device, config = _checkpoint_inputs(cfg, "rpt")
-    rpt_cfg, reward_fn = _rpt_setup(cfg, data.num_items, bool(getattr(policy, "recurrent", False)))
+    context = _item_context(data, config["dataset"], policy)
+    rpt_cfg, reward_fn, _ = _rpt_setup(cfg, data.num_items, bool(getattr(policy, "recurrent", False)), context)
     resume_dir = _resume_dir(cfg, "rpt")
     run_dir = resume_dir or _run_dir()
     print(f"[lares-rl] rpt ({rpt_cfg.algorithm}) from {cfg.checkpoint} on {data.name}: {data.num_users} users, {data.num_items} items; run dir {run_dir}")
     hint = f"lares-rl rpt resume={run_dir} checkpoint={cfg.checkpoint} {_replayed_overrides()}"
-    results = {"checkpoint": str(cfg.checkpoint), **_rpt_with_before_after(cfg, payload, policy, data, rpt_cfg, reward_fn, eval_cfg, device, run_dir, resume_dir is not None, hint, config)}
+    results = {"checkpoint": str(cfg.checkpoint), **_rpt_with_before_after(cfg, payload, policy, data, rpt_cfg, reward_fn, eval_cfg, device, run_dir, resume_dir is not None, hint, config, context)}
     print(results_table({"before rpt (test)": results["before"]["test"], "after rpt (test)": results["after"]["test"]}, eval_cfg.ks))
     atomic_write_json(run_dir / "metrics.json", results)
     print(f"[lares-rl] checkpoint {results['rpt']['checkpoint']}\n[lares-rl] metrics {run_dir / 'metrics.json'}\n[lares-rl] TensorBoard: tensorboard --logdir {run_dir / 'tb'}")
@@ -353,7 +367,8 @@ def _train_baseline(cfg: DictConfig, data, eval_cfg, device, run_dir: Path, resu
         run_dir=out, device=device, seed=int(cfg.seed), config={**to_plain(cfg), "policy": policy_config}, progress=bool(cfg.progress),
         resume=resuming and (out / "checkpoints" / "spt_last.pt").is_file(), resume_command=hint,
     )
-    results = {"name": policy_config["name"], "spt": summary, "test": evaluate_policy(policy, data, "test", max_len, eval_cfg, device)}
+    context = _item_context(data, to_plain(cfg.dataset), policy, quiet=True)
+    results = {"name": policy_config["name"], "spt": summary, "test": evaluate_policy(policy, data, "test", max_len, eval_cfg, device, context=context)}
     atomic_write_json(results_path, results)
     return results
 
@@ -405,6 +420,7 @@ def command_run(cfg: DictConfig) -> dict:
     from .checkpoint import build_policy
     from .recommender import Recommender
     from .report import format_recommendations
+    from .rpt import instantiate_reward
     from .runtime import resolve_device
 
     eval_cfg = _eval_config(cfg)
@@ -413,7 +429,8 @@ def command_run(cfg: DictConfig) -> dict:
     _baseline_policy(cfg)  # a wrong baseline= fails now, not after the main training
     # RPT settings are checked before SPT starts, so a typo never costs a pre-training run.
     probe = build_policy(to_plain(cfg.policy), data.num_items, int(cfg.dataset.max_len))
-    rpt_cfg, reward_fn = _rpt_setup(cfg, data.num_items, bool(getattr(probe, "recurrent", False)))
+    # the reward's context is checked now with the untrained item table and bound to the SPT one after SPT
+    rpt_cfg, _, reward_node = _rpt_setup(cfg, data.num_items, bool(getattr(probe, "recurrent", False)), _item_context(data, to_plain(cfg.dataset), probe, quiet=True))
     del probe
     resume_dir = _resume_dir(cfg, "run")
     run_dir = resume_dir or _run_dir()
@@ -427,7 +444,9 @@ def command_run(cfg: DictConfig) -> dict:
         atomic_write_json(spt_results_path, spt_results)  # lets a resumed run skip the finished SPT phase
     rpt_resume = resume_dir is not None and (run_dir / "checkpoints" / "rpt_last.pt").is_file()
     payload, policy = _load_spt_checkpoint(spt_results["spt"]["checkpoint"], data, device)
-    results = _rpt_with_before_after(cfg, payload, policy, data, rpt_cfg, reward_fn, eval_cfg, device, run_dir, rpt_resume, hint, to_plain(cfg))
+    context = _item_context(data, to_plain(cfg.dataset), policy)
+    reward_fn = instantiate_reward(reward_node, data.num_items, context)
+    results = _rpt_with_before_after(cfg, payload, policy, data, rpt_cfg, reward_fn, eval_cfg, device, run_dir, rpt_resume, hint, to_plain(cfg), context)
     merged = {"spt": spt_results["spt"], "rpt": results["rpt"], "valid": {"spt": results["before"]["valid"], "rpt": results["after"]["valid"]},
               "test": {"spt": spt_results["test"]["spt"], "rpt": results["after"]["test"]}}
     baseline = _train_baseline(cfg, data, eval_cfg, device, run_dir, resume_dir is not None, hint)
@@ -447,9 +466,10 @@ def command_eval(cfg: DictConfig) -> dict:
     from .report import results_table
 
     eval_cfg = _eval_config(cfg)
-    payload, policy, data, device, _ = _checkpoint_inputs(cfg, "eval")
+    payload, policy, data, device, config = _checkpoint_inputs(cfg, "eval")
     steps: list[int] = []
-    metrics = evaluate_policy(policy, data, eval_cfg.split, payload["dataset"]["max_len"], eval_cfg, device, steps_out=steps)
+    metrics = evaluate_policy(policy, data, eval_cfg.split, payload["dataset"]["max_len"], eval_cfg, device, steps_out=steps,
+                              context=_item_context(data, config["dataset"], policy))
     print(results_table({f"{payload['phase']} ({eval_cfg.split})": metrics}, eval_cfg.ks))
     record = {"checkpoint": str(cfg.checkpoint), "split": eval_cfg.split, "metrics": metrics}
     if steps:

@@ -7,11 +7,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from .beyond_metrics import BeyondAccuracy
 from .catalog_topk import check_chunk, evaluate_chunked, item_scorer
 from .errors import LaresError
 from .halting import SettledScores, check_halting, default_depth
+from .item_context import ItemContext
+from .metrics import ScoreFn, evaluate_scores, policy_score_fn
 from .policies.halting import encode_until_settled
-from .metrics import evaluate_scores, policy_score_fn
 from .tracking import progress
 
 
@@ -61,6 +63,7 @@ def check_depth_applies(policy: nn.Module, k: int | None, key: str) -> None:
 @torch.no_grad()
 def evaluate_policy(
     policy: nn.Module, data, split: str, max_len: int, cfg: EvalConfig, device: torch.device, k: int | None = None, steps_out: list | None = None,
+    context: ItemContext | None = None, score_fn: ScoreFn | None = None,
 ) -> dict[str, float]:
     """Full-ranking metrics of ``policy`` on one split, in eval mode, with reproducible T0 noise.
 
@@ -70,12 +73,23 @@ def evaluate_policy(
     With ``cfg.halt_tol`` each user stops when its state has settled, at most ``k`` steps (else
     ``cfg.halt_k_max``, ``cfg.k``, the policy's depth); the metrics then include ``mean_steps``,
     and ``steps_out`` (a list) receives the steps of every user, in row order.
+
+    With an item ``context`` the beyond-accuracy measures of the same top-K lists are added
+    (coverage@K, novelty@K, popularity@K, gini@K, ild@K; lares_rl/beyond_metrics.py).
+    ``score_fn`` replaces the policy's own scores (e.g. a re-ranking of them) under the same noise.
+    ``score_fn`` is not combined with halting (a re-ranking scores the fixed-depth states), and
+    with ``cfg.item_chunk`` the beyond-accuracy measures are left out (the full score rows they
+    read are what chunking avoids).
     """
     seqs, lengths, targets = data.eval_inputs(split, max_len)
     desc = f"eval {split}" + ("" if k is None else f" k={k}")
-    score_fn = policy_score_fn(policy, cfg.k if k is None else k)
-    if cfg.halt_tol is not None:
-        score_fn = SettledScores(policy, cfg.halt_tol, k or cfg.halt_k_max or cfg.k or default_depth(policy))
+    if score_fn is not None and cfg.item_chunk is not None:
+        raise LaresError("eval.item_chunk: a re-ranked score function needs the full score rows that chunking avoids; unset eval.item_chunk for re-ranking")
+    if score_fn is None:
+        score_fn = policy_score_fn(policy, cfg.k if k is None else k)
+        if cfg.halt_tol is not None:
+            score_fn = SettledScores(policy, cfg.halt_tol, k or cfg.halt_k_max or cfg.k or default_depth(policy))
+    beyond = BeyondAccuracy(context.popularity, context.features()[0], cfg.ks) if context is not None and cfg.item_chunk is None else None
     history = data.history_csr(split) if cfg.exclude_history else None
     was_training = policy.training
     policy.eval()
@@ -100,7 +114,7 @@ def evaluate_policy(
             else:
                 metrics = evaluate_scores(
                     score_fn, seqs, lengths, targets, ks=cfg.ks, history=history, batch_size=cfg.batch_size, device=device,
-                    batches=lambda starts: progress(starts, len(starts), desc, unit="batch"),
+                    batches=lambda starts: progress(starts, len(starts), desc, unit="batch"), observe=beyond.observe if beyond is not None else None,
                 )
     finally:
         policy.train(was_training)
@@ -109,4 +123,4 @@ def evaluate_policy(
         metrics["mean_steps"] = float(steps.double().mean())
         if steps_out is not None:
             steps_out.extend(steps.tolist())
-    return metrics
+    return metrics | (beyond.result() if beyond is not None else {})

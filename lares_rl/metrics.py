@@ -61,10 +61,13 @@ def evaluate_scores(
     batch_size: int = 1024,
     device: torch.device | str = "cpu",
     batches: Callable[[range], Iterable[int]] = iter,
+    observe: Callable[[torch.Tensor], None] | None = None,
 ) -> dict[str, float]:
     """Mean metrics of ``score_fn(seq, lengths) -> [b, N+1]`` over all rows, batched.
 
-    ``batches`` wraps the range of batch start rows, e.g. in a progress display.
+    ``batches`` wraps the range of batch start rows, e.g. in a progress display. ``observe``
+    sees every batch's final (history-masked) scores, e.g. to collect the top-K lists that the
+    beyond-accuracy measures (lares_rl/beyond_metrics.py) are computed from.
 
     ``history`` (CSR over the same rows) masks seen items when given, except each row's target:
     in data with repeat consumption the next item may have been seen, and masking it would make
@@ -82,6 +85,8 @@ def evaluate_scores(
             target_scores = scores.gather(1, batch_targets.view(-1, 1))
             mask_history(scores, indptr[start : stop + 1], items)
             scores.scatter_(1, batch_targets.view(-1, 1), target_scores)
+        if observe is not None:
+            observe(scores)
         for name, values in metrics_from_ranks(target_ranks(scores, batch_targets), ks).items():
             totals[name] = totals.get(name, 0.0) + values.sum().item()
     return {name: total / len(targets) for name, total in totals.items()}

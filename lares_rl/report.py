@@ -5,23 +5,28 @@ from __future__ import annotations
 import warnings
 from typing import Mapping, Sequence
 
+from .beyond_metrics import BEYOND_NAMES
 from .metrics import METRIC_NAMES
 
 
 def results_table(results: Mapping[str, Mapping[str, float]], ks: Sequence[int]) -> str:
-    """Markdown table: one row per model/stage, one column per metric@k."""
+    """Markdown table: one row per model/stage, one column per metric@k, then the beyond-accuracy
+    measures @10 when every row has them (all cut-offs are in metrics.json)."""
     columns = [f"{name}@{k}" for name in METRIC_NAMES for k in ks]
+    columns += [f"{name}@10" for name in BEYOND_NAMES if all(f"{name}@10" in metrics for metrics in results.values())]
     lines = ["| model | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
     for label, metrics in results.items():
-        lines.append(f"| {label} | " + " | ".join(f"{metrics[c]:.4f}" for c in columns) + " |")
+        lines.append(f"| {label} | " + " | ".join(f"{metrics[c]:.1f}" if c.startswith("popularity@") else f"{metrics[c]:.4f}" for c in columns) + " |")
     return "\n".join(lines)
 
 
 def comparison_table(rows: Mapping[str, tuple[Mapping[str, float], str]]) -> str:
-    """Markdown table of test NDCG@10 and Recall@10, one row per model, each with how its training
-    ended: a number from a capped run is a budget number, and the table must say so."""
-    lines = ["| model | test NDCG@10 | test Recall@10 | training ended |", "|---|---:|---:|---|"]
-    lines += [f"| {label} | {metrics['ndcg@10']:.4f} | {metrics['recall@10']:.4f} | {ended} |" for label, (metrics, ended) in rows.items()]
+    """Markdown table of test NDCG@10 and Recall@10 (and coverage@10, novelty@10 when every row has
+    them), one row per model, each with how its training ended: a number from a capped run is a
+    budget number, and the table must say so."""
+    beyond = [name for name in ("coverage@10", "novelty@10") if all(name in metrics for metrics, _ in rows.values())]
+    lines = ["| model | test NDCG@10 | test Recall@10 | " + "".join(f"test {name} | " for name in beyond) + "training ended |", "|---|---:|---:|" + "---:|" * len(beyond) + "---|"]
+    lines += [f"| {label} | {metrics['ndcg@10']:.4f} | {metrics['recall@10']:.4f} | " + "".join(f"{metrics[name]:.4f} | " for name in beyond) + f"{ended} |" for label, (metrics, ended) in rows.items()]
     return "\n".join(lines)
 
 

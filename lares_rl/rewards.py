@@ -23,6 +23,12 @@ touching this file: write a function with the signature above and point ``_targe
     #   _target_: my_pkg.rewards.top1
     #   _partial_: true
 
+Beyond-accuracy rewards (``novelty``, ``long_tail``, ``diversity``, ``embedding_diversity``) also
+take a field of the run's item context (training popularity, item categories, the frozen item
+table) by naming it as a parameter; :func:`lares_rl.item_context.bind_context` fills it in before
+training, so no reward reads global state. :func:`weighted` combines rewards with weights from the
+config (``configs/reward/novelty.yaml``: NDCG + lambda * novelty).
+
 The environments call :func:`check_reward_fn` at construction, so a reward with the wrong output
 shape or dtype fails before the first rollout, not in the middle of training.
 """
@@ -31,11 +37,12 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import Tensor
 
+from lares_rl.beyond_metrics import intra_list_distance, self_information
 from lares_rl.errors import LaresError
 
 RewardFn = Callable[..., Tensor]
@@ -101,6 +108,61 @@ def mrr(slate: Tensor, target: Tensor, k: int = 10) -> Tensor:
     return torch.where(rank >= 0, gain, torch.zeros_like(gain))
 
 
+# ----------------------------------------------------------------------------- beyond accuracy
+# These rewards name a field of the run's item context (lares_rl.item_context.ItemContext) as a
+# keyword parameter; the run binds it before training (bind_context), so a reward never reads
+# global state and a field the data set lacks fails before the first rollout. Each returns a
+# value in [0, 1], so a weight in `weighted` reads as "this much NDCG per unit of it".
+
+
+@register_reward("novelty")
+def novelty(slate: Tensor, target: Tensor, popularity: Tensor, k: int = 10) -> Tensor:
+    """Mean self-information -log2(training share) of the first k items, divided by its largest
+    possible value (an item never seen in training), so 1 = only unseen items."""
+    information = self_information(popularity.to(slate.device))
+    return (information[slate[:, :k]].mean(dim=1) / information.max()).to(torch.float32)
+
+
+@register_reward("long_tail")
+def long_tail(slate: Tensor, target: Tensor, popularity: Tensor, k: int = 10, head_share: float = 0.5) -> Tensor:
+    """Share of the first k items outside the popularity head: the most popular items that
+    together hold ``head_share`` of training interactions. A per-slate stand-in for catalog
+    coverage (coverage itself is a property of all users' lists, not of one slate)."""
+    if not 0 < head_share < 1:
+        raise LaresError(f"reward option head_share={head_share} must be in (0, 1) (the share of training interactions the head holds)")
+    counts = popularity.to(slate.device).double()
+    order = counts[1:].argsort(descending=True)
+    cumulative = counts[1:][order].cumsum(0) / counts[1:].sum().clamp(min=1.0)
+    head = torch.zeros_like(counts, dtype=torch.bool)
+    head[order[: int((cumulative < head_share).sum()) + 1] + 1] = True
+    return (~head[slate[:, :k]]).float().mean(dim=1)
+
+
+@register_reward("diversity")
+def diversity(slate: Tensor, target: Tensor, categories: Tensor, k: int = 10) -> Tensor:
+    """Intra-list diversity of the first k items from item categories (mean pairwise cosine
+    distance of their multi-hot category vectors)."""
+    return intra_list_distance(categories.to(slate.device)[slate[:, :k]])
+
+
+@register_reward("embedding_diversity")
+def embedding_diversity(slate: Tensor, target: Tensor, item_embeddings: Tensor, k: int = 10) -> Tensor:
+    """Intra-list diversity of the first k items from the frozen SPT item embeddings (mean
+    pairwise cosine distance, clipped to [0, 1]), for data sets without categories."""
+    return intra_list_distance(item_embeddings.to(slate.device)[slate[:, :k]]).clamp(0.0, 1.0)
+
+
+def weighted(slate: Tensor, target: Tensor, terms: Mapping[str, RewardFn], weights: Mapping[str, float]) -> Tensor:
+    """sum_name weights[name] * terms[name](slate, target): e.g. NDCG + lambda * novelty, with
+    every term and weight chosen in the config (``reward.weights.novelty=0.3``)."""
+    if set(terms) != set(weights):
+        raise LaresError(f"reward.terms ({sorted(terms)}) and reward.weights ({sorted(weights)}) must name the same terms; give every term a weight")
+    total = torch.zeros(slate.shape[0], dtype=torch.float32, device=slate.device)
+    for name, term in terms.items():
+        total = total + float(weights[name]) * check_reward_output(term, term(slate, target), slate.shape[0])
+    return total
+
+
 def make_reward(name: str, **kwargs: object) -> RewardFn:
     """The registered reward ``name`` with its options bound, e.g. ``make_reward("ndcg", k=5)``.
 
@@ -123,9 +185,20 @@ def make_reward(name: str, **kwargs: object) -> RewardFn:
 def describe_reward(fn: RewardFn) -> str:
     """A readable name for messages, including the options bound by a partial, e.g. ``lares_rl.rewards.ndcg(k=10)``."""
     if isinstance(fn, functools.partial):
-        options = ", ".join(f"{key}={value!r}" for key, value in fn.keywords.items())
+        options = ", ".join(f"{key}={_describe_option(value)}" for key, value in fn.keywords.items())
         return f"{describe_reward(fn.func)}({options})"
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def _describe_option(value: object) -> str:
+    """A bound option for messages: nested rewards by name, context tensors by shape only."""
+    if isinstance(value, Tensor):
+        return f"<{value.dtype} {list(value.shape)}>"
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{key!r}: {_describe_option(item)}" for key, item in value.items()) + "}"
+    if callable(value):
+        return describe_reward(value)
+    return repr(value)
 
 
 def check_reward_fn(fn: RewardFn, num_items: int) -> None:

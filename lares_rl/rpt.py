@@ -32,12 +32,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from .beyond_metrics import BEYOND_NAMES
 from .catalog_topk import chunked_top_k, item_scorer
 from .checkpoint import save_checkpoint
 from .config import require
 from .errors import LaresError
 from .evaluation import EvalConfig, evaluate_policy
 from .halting import check_halting
+from .item_context import ItemContext, bind_context
+from .metrics import METRIC_NAMES
 from .resume import TrainingInterrupted, capture_rng, load_training_state, restore_rng, save_training_state, stop_on_sigint, weights_digest
 from .rewards import check_reward_fn, describe_reward
 from .rpt_collectors import multi_process_collector, sync_weights
@@ -83,6 +86,8 @@ class RPTConfig:
     collector_workers: int = 1       # processes collecting rollouts (TorchRL MultiSyncCollector); 1 = in the learner's process
     halt_tol: float | None = None    # adaptive depth of the evaluation-mode rollouts (rpt.latent_noise=false): a row stops once its state settles
     halt_k_max: int | None = None    # most steps with halt_tol (null = policy.mean_recurrence)
+    select_metric: str = "ndcg@10"   # validation metric that picks the kept epoch, e.g. coverage@10 for a beyond-accuracy reward ...
+    select_tolerance: float = 0.0    # ... among epochs whose validation NDCG@10 is within this relative loss of the start's (0.03 = 3%)
 
     def validate(self) -> None:
         require(self.algorithm in ALGORITHMS, "rpt.algorithm", f"must be one of {ALGORITHMS}, got {self.algorithm!r}")
@@ -117,6 +122,21 @@ class RPTConfig:
         check_halting(self.halt_tol, self.halt_k_max, "rpt.halt_tol", "rpt.halt_k_max")
         require(self.halt_tol is None or not self.latent_noise, "rpt.halt_tol",
                 "halts evaluation-mode rollouts, and with rpt.latent_noise=true every rollout samples its k (that is its exploration); use rpt=latent_pg or rpt.latent_noise=false")
+        name, _, cut = self.select_metric.partition("@")
+        require(name in METRIC_NAMES + BEYOND_NAMES and cut.isdigit(), "rpt.select_metric",
+                f"must be <metric>@<K> with a metric among {', '.join(METRIC_NAMES + BEYOND_NAMES)} and K in eval.ks, e.g. coverage@10; got {self.select_metric!r}")
+        require(0 <= self.select_tolerance < 1, "rpt.select_tolerance", f"must be in [0, 1) (a relative NDCG@10 loss), got {self.select_tolerance}")
+
+    def selection_score(self, metrics: Mapping[str, float], start: Mapping[str, float]) -> float:
+        """The number early stopping and the kept epoch follow: ``select_metric`` on validation,
+        or -inf when NDCG@10 fell more than ``select_tolerance`` below the start's. With the
+        defaults this is NDCG@10 itself; with a beyond-accuracy reward it keeps the epoch with
+        the most coverage (say) that still pays at most the accepted accuracy."""
+        if self.select_metric not in metrics:
+            raise LaresError(f"rpt.select_metric={self.select_metric!r} is not a validation metric; choose one of {sorted(metrics)}")
+        if metrics["ndcg@10"] < (1.0 - self.select_tolerance) * start["ndcg@10"]:
+            return float("-inf")
+        return float(metrics[self.select_metric])
 
     def check_compatible(self, *, num_items: int, reward_fn, recurrent: bool) -> None:
         """Checks that need the data and the policy; all run before any training."""
@@ -137,8 +157,9 @@ class RPTConfig:
 # ----------------------------------------------------------------------------- primitives
 
 
-def instantiate_reward(node, num_items: int):
-    """The ``reward`` Hydra group -> ``reward(slate, target) -> [B]``, checked on a dummy batch."""
+def instantiate_reward(node, num_items: int, context: ItemContext | None = None):
+    """The ``reward`` Hydra group -> ``reward(slate, target) -> [B]``, with the item ``context``
+    fields it asks for bound (lares_rl/item_context.py), checked on a dummy batch."""
     from hydra.utils import instantiate
 
     target = node.get("_target_") if hasattr(node, "get") else None
@@ -150,6 +171,7 @@ def instantiate_reward(node, num_items: int):
         raise LaresError(f"reward._target_={target!r} cannot be instantiated ({type(cause).__name__}: {detail}); point it at a function reward(slate, target) -> [B] float, e.g. lares_rl.rewards.ndcg") from err
     if not callable(reward_fn):
         raise LaresError(f"reward._target_={target!r} did not give a callable; keep `_partial_: true` in the reward config")
+    reward_fn = bind_context(reward_fn, context)
     check_reward_fn(reward_fn, num_items)
     return reward_fn
 
@@ -315,8 +337,12 @@ def train_rpt(
     resume: bool = False,
     resume_command: str | None = None,
     filter_cache_dir: Path | None = None,
+    item_context: ItemContext | None = None,
 ) -> dict:
     """Post-train ``policy`` (SPT weights) with RPT; early-stop on validation NDCG@10, keep the best.
+    (``rpt.select_metric`` / ``rpt.select_tolerance`` change what "best" means; ``item_context``
+    adds the beyond-accuracy measures to every validation pass, so they can be selected on and
+    appear under ``rpt/eval/`` in TensorBoard.)
 
     The full training state is saved atomically to ``checkpoints/rpt_last.pt`` when RPT starts
     (after the filter), after every epoch and on Ctrl-C (after the current batch): policy,
@@ -416,8 +442,8 @@ def train_rpt(
     if saved is None:
         # The SPT weights are the first candidate: rpt_best.pt never ends up worse on validation
         # than the model RPT started from, and an RPT epoch counts as progress only if it beats it.
-        valid_start = evaluate_policy(policy, data, "valid", max_len, eval_cfg, device)
-        stopper.best = valid_start["ndcg@10"]
+        valid_start = evaluate_policy(policy, data, "valid", max_len, eval_cfg, device, context=item_context)
+        stopper.best = cfg.selection_score(valid_start, valid_start)
         save_checkpoint(
             best_path, policy=policy, policy_config=policy_config, data=data, max_len=max_len, dataset_name=dataset_name,
             phase="rpt", epoch=-1, metrics=valid_start, config=config, extra={"rpt": asdict(cfg)},
@@ -435,7 +461,7 @@ def train_rpt(
         print(f"[rpt] probe ({len(probe_index)} fixed training histories): reward {start_probe['reward']:.4f}  mean target rank {start_probe['target_rank']:.1f}", flush=True)
     else:  # after the Collector is built, so nothing it does at start-up shifts a restored stream
         if "valid_start" not in saved["progress"]:  # states saved before the start became a candidate
-            saved["progress"]["valid_start"] = evaluate_policy(policy, data, "valid", max_len, eval_cfg, device)
+            saved["progress"]["valid_start"] = evaluate_policy(policy, data, "valid", max_len, eval_cfg, device, context=item_context)
         policy.load_state_dict(saved["policy_state"])
         if value_head is not None:
             value_head.load_state_dict(saved["value_head_state"])
@@ -538,13 +564,15 @@ def train_rpt(
 
                 seconds = time.perf_counter() - epoch_start
                 state["reward_per_epoch"].append(sum(state["epoch_rewards"]) / max(len(state["epoch_rewards"]), 1))
-                metrics = evaluate_policy(policy, data, "valid", max_len, eval_cfg, device)
-                stop = stopper.step(metrics["ndcg@10"], epoch)
+                metrics = evaluate_policy(policy, data, "valid", max_len, eval_cfg, device, context=item_context)
+                stop = stopper.step(cfg.selection_score(metrics, state["valid_start"]), epoch)
                 histories_seen = state["histories_seen"]
+                state.setdefault("valid_ndcg_per_epoch", []).append(metrics["ndcg@10"])
                 tracker.log("eval", metrics, histories_seen)
                 tracker.log("charts", {"epoch": epoch, "epoch_reward_mean": state["reward_per_epoch"][-1]}, histories_seen)
                 tracker.log("time", {"epoch_seconds": seconds}, histories_seen)
-                print(f"[rpt] epoch {epoch:3d}  {seconds:6.1f}s  train reward {state['reward_per_epoch'][-1]:.4f}  valid ndcg@10 {metrics['ndcg@10']:.4f}  recall@10 {metrics['recall@10']:.4f}" + ("  *" if stopper.improved else ""), flush=True)
+                selected = "" if cfg.select_metric in ("ndcg@10", "recall@10") else f"  {cfg.select_metric} {metrics[cfg.select_metric]:.4f}"
+                print(f"[rpt] epoch {epoch:3d}  {seconds:6.1f}s  train reward {state['reward_per_epoch'][-1]:.4f}  valid ndcg@10 {metrics['ndcg@10']:.4f}  recall@10 {metrics['recall@10']:.4f}{selected}" + ("  *" if stopper.improved else ""), flush=True)
                 if stopper.improved:
                     save_checkpoint(
                         best_path, policy=policy, policy_config=policy_config, data=data, max_len=max_len, dataset_name=dataset_name,
@@ -557,7 +585,7 @@ def train_rpt(
         tracker.close()
 
     if stopper.best_epoch < 0:
-        print(f"[rpt] no RPT epoch beat the SPT start on validation ndcg@10; {best_path} holds the SPT weights", flush=True)
+        print(f"[rpt] no RPT epoch beat the SPT start on validation {cfg.select_metric}" + (f" within {cfg.select_tolerance:.0%} of its ndcg@10" if cfg.select_tolerance else "") + f"; {best_path} holds the SPT weights", flush=True)
     best = torch.load(best_path, map_location=device, weights_only=False)
     policy.load_state_dict(best["policy_state"])
     reward_after = greedy_reward(policy, *train_probe, reward_fn, cfg.slate_size, device, eval_cfg.seed, item_chunk=eval_cfg.item_chunk)
@@ -571,7 +599,8 @@ def train_rpt(
         "kept_fraction": kept_fraction,
         "histories_per_batch": histories,
         "reward_per_epoch": list(state["reward_per_epoch"]),
-        "valid_ndcg_per_epoch": list(stopper.history),
+        "valid_ndcg_per_epoch": list(state.setdefault("valid_ndcg_per_epoch", [])),
+        "valid_selection_per_epoch": list(stopper.history),
         "train_reward_greedy_before": state["reward_before"],
         "train_reward_greedy_after": reward_after,
         "collect_frames_per_sec": state["frames"] / state["collect_seconds"] if state["collect_seconds"] else 0.0,
@@ -586,14 +615,14 @@ def train_rpt(
     }
 
 
-def train_rpt_with_test(*, policy: nn.Module, data, max_len: int, eval_cfg: EvalConfig, device: torch.device, **train_kwargs) -> dict:
+def train_rpt_with_test(*, policy: nn.Module, data, max_len: int, eval_cfg: EvalConfig, device: torch.device, item_context: ItemContext | None = None, **train_kwargs) -> dict:
     """``train_rpt`` plus the test split before and after: ``{"before", "after", "rpt"}``, each
     side ``{"valid", "test"}`` metrics. Validation comes from the RPT summary (the start and the
     kept weights, evaluated there with the fixed evaluation seed), so it is not computed twice;
     test is never looked at inside RPT, only here."""
-    test_before = evaluate_policy(policy, data, "test", max_len, eval_cfg, device)
-    summary = train_rpt(policy=policy, data=data, max_len=max_len, eval_cfg=eval_cfg, device=device, **train_kwargs)
-    test_after = evaluate_policy(policy, data, "test", max_len, eval_cfg, device)
+    test_before = evaluate_policy(policy, data, "test", max_len, eval_cfg, device, context=item_context)
+    summary = train_rpt(policy=policy, data=data, max_len=max_len, eval_cfg=eval_cfg, device=device, item_context=item_context, **train_kwargs)
+    test_after = evaluate_policy(policy, data, "test", max_len, eval_cfg, device, context=item_context)
     return {
         "before": {"valid": summary["valid_start"], "test": test_before},
         "after": {"valid": summary["valid"], "test": test_after},

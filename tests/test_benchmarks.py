@@ -57,6 +57,12 @@ def test_spt_and_rpt_benchmarks_feed_the_report(tmp_path):
     assert rpt["seeds"][0]["spt_checkpoint"] == str(checkpoint)
     assert (docs / "rpt_custom.png").is_file()
 
+    run_script("beyond_accuracy.py", "--checkpoints", str(checkpoint), "--seeds", "0", *data, "--lambdas", "0.5", "--pop-strengths", "0.5", "--mmr-strengths", "0.3",
+               "--rpt-set", "epochs=1", "slate_size=20", "histories_per_batch=64", "--out", str(docs / "beyond_accuracy_custom"), "--runs-dir", str(runs))
+    beyond = json.loads((docs / "beyond_accuracy_custom.json").read_text())["seeds"][0]
+    assert beyond["ild_from"] == "SPT item embeddings" and [len(beyond[m]) for m in ("pop", "mmr", "rpt")] == [1, 1, 1]
+    assert {"coverage@10", "novelty@10", "ild@10"} <= set(beyond["rpt"][0]["test"]) and (docs / "beyond_accuracy_custom.png").is_file()
+
     run_script("eval_noise.py", "--checkpoints", str(checkpoint), *data, "--eval-seeds", "0", "1", "--batch-sizes", "8", "64", "--output", str(docs / "eval_noise.md"))
     run_script("adaptive_depth.py", "--checkpoints", str(checkpoint), *data, "--fixed-ks", "1", "4", "--tols", "0.5", "--repeats", "1", "--calls", "5", "--out", str(docs))
     adaptive = json.loads((docs / "adaptive_depth_custom.json").read_text())
@@ -72,7 +78,7 @@ def test_spt_and_rpt_benchmarks_feed_the_report(tmp_path):
     for row in ("| lares (dense, L=8) | 2 |", "| sasrec (dense, L=8) | 1 |", "| SASRec (baseline) | sasrec (dense, L=8) | 1 |",
                 "| no TLA (alpha = 0) | lares noTLA (dense, L=8) | 1 |", "| no SLA (gamma = 0) | not run | 0 |", "### custom: rpt_custom",
                 "lares (dense, L=8) vs sasrec (dense, L=8): test ndcg@10", "Not measured yet: run `python benchmarks/latency.py`.",
-                "## Evaluation noise", f"| `{checkpoint}` | "):
+                "## Evaluation noise", f"| `{checkpoint}` | ", "### custom: beyond_accuracy_custom", "| re-rank: popularity penalty |"):
         assert row in report
     full_method = next(line for line in report.splitlines() if line.startswith("| LARES-SPT+RPT"))
     assert "from custom__lares__dense__L8/seed0 | 1 |" in full_method

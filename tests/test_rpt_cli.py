@@ -2,6 +2,7 @@
 checkpoint, and user errors that must stop before any training with one clear line."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -82,3 +83,30 @@ def test_bad_rpt_input_fails_before_training(full_run, tmp_path):
         assert result.returncode == 2, (argv, result.stderr)
         assert needle in result.stderr and "Traceback" not in result.stderr, (argv, result.stderr)
         assert "[spt] epoch" not in result.stdout and "[rpt] epoch" not in result.stdout
+
+
+def test_rpt_with_a_beyond_accuracy_reward_chosen_in_the_config(full_run):
+    """accuracy + lambda * novelty from configs/reward/novelty.yaml, the epoch kept by validation
+    coverage@10 within an NDCG@10 tolerance; every table and metrics.json carry the beyond-accuracy
+    measures, and TensorBoard shows them per validation pass."""
+    tmp_path, args, _ = full_run
+    checkpoint = tmp_path / "run1" / "checkpoints" / "spt_best.pt"
+    result = run_cli(tmp_path, "rpt", *args, f"checkpoint={checkpoint}", "reward=novelty", "reward.weights.novelty=2.0", "rpt.epochs=2",
+                     "rpt.histories_per_batch=70", "rpt.select_metric=coverage@10", "rpt.select_tolerance=0.5", "hydra.run.dir=rpt_novelty")
+    assert result.returncode == 0, result.stderr
+    assert "ild@K from SPT item embeddings" in result.stdout and "coverage@10 | novelty@10 | popularity@10 | gini@10 | ild@10 |" in result.stdout
+    metrics = json.loads((tmp_path / "rpt_novelty" / "metrics.json").read_text())
+    for side in ("before", "after"):
+        assert {"coverage@10", "novelty@20", "ild@5", "gini@10", "popularity@10"} <= set(metrics[side]["test"]) <= set(metrics[side]["valid"]) | set(metrics[side]["test"])
+    assert len(metrics["rpt"]["valid_selection_per_epoch"]) == 2
+    events = EventAccumulator(str(tmp_path / "rpt_novelty" / "tb" / "rpt"))
+    events.Reload()
+    assert {"rpt/eval/coverage@10", "rpt/eval/novelty@10", "rpt/eval/ild@10"} <= set(events.Tags()["scalars"])
+
+    user = run_cli(tmp_path, "rpt", *args, f"checkpoint={checkpoint}", "reward._target_=tests.plugins.my_rewards.rare_hit", "rpt.epochs=1", "rpt.histories_per_batch=70", "hydra.run.dir=rpt_rare")
+    assert user.returncode == 0, user.stderr
+
+    missing = run_cli(tmp_path, "rpt", *args, f"checkpoint={checkpoint}", "reward._target_=tests.plugins.my_rewards.genre_spread", "hydra.run.dir=rpt_genres")
+    assert missing.returncode == 2
+    assert re.match(r"error: reward tests\.plugins\.my_rewards\.genre_spread\(k=\d+\) asks for 'categories', which data set 'custom' does not have.*embedding_diversity", missing.stderr.strip().splitlines()[-1])
+    assert not (tmp_path / "rpt_genres" / "checkpoints").exists()  # refused before the filter or any training

@@ -41,7 +41,7 @@ from omegaconf import OmegaConf
 
 from lares_rl.atomic import atomic_write_json
 from lares_rl.checkpoint import build_policy
-from lares_rl.config import nearest_keys, section_from_mapping
+from lares_rl.config import flatten_keys, nearest_keys, section_from_mapping
 from lares_rl.data import SequenceData
 from lares_rl.errors import LaresError
 from lares_rl.evaluation import EvalConfig
@@ -94,7 +94,7 @@ def parse_space(items: list[str]) -> dict[str, list]:
         loaded = OmegaConf.to_container(OmegaConf.load(path))
         if not isinstance(loaded, dict):
             raise SystemExit(f"error: --space {path}: must map keys such as spt.lr to value lists")
-        return {key: values if isinstance(values, list) else [values] for key, values in flatten(loaded).items()}
+        return {key: values if isinstance(values, list) else [values] for key, values in flatten_keys(loaded).items()}
     space = {}
     for item in items:
         key, sep, raw = item.partition("=")
@@ -103,17 +103,6 @@ def parse_space(items: list[str]) -> dict[str, list]:
         values = raw.split(",")
         space[key] = [] if "" in values else [key_values([f"v={value}"])["v"] for value in values]
     return space
-
-
-def flatten(tree: dict, prefix: str = "") -> dict:
-    """Nested sections to dotted keys; a list or scalar is a leaf (the values of one key)."""
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def check_space(space: dict[str, list], policy_cfg: dict) -> None:

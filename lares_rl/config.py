@@ -83,6 +83,18 @@ def nearest_keys(key: str, valid: Iterable[str], n: int = 3) -> list[str]:
     return difflib.get_close_matches(key, list(valid), n=n, cutoff=0.6)
 
 
+def flatten_keys(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted keys of a nested mapping (``{"spt": {"lr": 1}}`` -> ``{"spt.lr": 1}``), in order; a
+    list or scalar is a leaf. So a mismatch, a table row or a search axis names ``spt.lr``."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, Mapping):
+            flat.update(flatten_keys(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def config_keys(node: Any, prefix: str = "") -> list[str]:
     """Every dotted key of a composed config, sections included (``spt``, ``spt.lr``, ...)."""
     keys: list[str] = []

@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping, TypeVar
 import torch
 import torch.distributed as dist
 
-from .config import require
+from .config import flatten_keys, require
 from .errors import LaresError
 
 T = TypeVar("T")
@@ -118,7 +118,7 @@ class DistContext:
         error on all ranks naming the keys that differ, instead of silently diverging replicas."""
         if not self.active:
             return
-        gathered = self.gather_objects(_flatten(values))
+        gathered = self.gather_objects(flatten_keys(values))
         reference = gathered[0]
         for rank, other in enumerate(gathered[1:], start=1):
             differing = sorted(key for key in set(reference) | set(other) if reference.get(key) != other.get(key))
@@ -132,17 +132,6 @@ class DistContext:
             return rows
         size = len(rows) // self.world_size
         return rows[self.rank * size : (self.rank + 1) * size]
-
-
-def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Dotted keys of a nested mapping, so a mismatch names ``spt.lr`` rather than ``spt``."""
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def init_distributed(device_name: str, cfg: DistributedConfig) -> tuple[DistContext, torch.device]:

@@ -18,6 +18,8 @@ from typing import Iterable, Iterator, Mapping, TypeVar
 
 from tqdm import tqdm
 
+from .config import flatten_keys
+
 T = TypeVar("T")
 # A loop that ran at least this long ends with a plain summary line in a log (shorter ones stay silent).
 CLOSING_LINE_AFTER_S = 5.0
@@ -117,16 +119,5 @@ class NullTracker:
 
 def hparams_markdown(config: Mapping) -> str:
     """The run's hyper-parameters as a markdown table, written once at start (CleanRL habit)."""
-    rows = "\n".join(f"|{key}|{value}|" for key, value in _flatten(config))
+    rows = "\n".join(f"|{key}|{value}|" for key, value in flatten_keys(config).items())
     return "|param|value|\n|-|-|\n" + rows
-
-
-def _flatten(config: Mapping, prefix: str = "") -> list[tuple[str, object]]:
-    items: list[tuple[str, object]] = []
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            items.extend(_flatten(value, name + "."))
-        else:
-            items.append((name, value))
-    return items

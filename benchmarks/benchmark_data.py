@@ -47,3 +47,27 @@ def load_benchmark_dataset(name: str, overrides: dict, beauty_path: str | Path =
     beauty = {"path": str(beauty_path)} if name == "amazon-beauty" else {}
     dataset_cfg = config_file("dataset", name, beauty | overrides)
     return load_dataset(DatasetConfig.from_mapping(dataset_cfg), ROOT / ".lares_cache"), dataset_cfg
+
+
+def fresh_rpt_run(*, policy, payload: dict, data: SequenceData, max_len: int, cfg, reward_fn, eval_cfg, run_dir: Path, device, seed: int,
+                  dataset_cfg: dict, runs_dir: str | Path, item_context=None) -> dict:
+    """RPT from ``policy`` (an SPT checkpoint's weights, ``payload``) into an emptied ``run_dir``,
+    seeded as the CLI seeds it, with the test split before and after (``train_rpt_with_test``);
+    the filter is cached under ``runs_dir/rpt_filter``. ``result["rpt"]["seconds"]`` is the wall
+    time, the two test passes included."""
+    import shutil
+    import time
+
+    from lares_rl.rpt import train_rpt_with_test
+    from lares_rl.runtime import seed_everything
+
+    shutil.rmtree(run_dir, ignore_errors=True)
+    seed_everything(seed)
+    start = time.perf_counter()
+    result = train_rpt_with_test(
+        policy=policy, policy_config=payload["policy_config"], data=data, max_len=max_len, cfg=cfg, reward_fn=reward_fn, eval_cfg=eval_cfg,
+        run_dir=run_dir, device=device, seed=seed, config={"dataset": dataset_cfg, "rpt": vars(cfg)}, progress=False,
+        filter_cache_dir=Path(runs_dir) / "rpt_filter", item_context=item_context,
+    )
+    result["rpt"]["seconds"] = time.perf_counter() - start
+    return result

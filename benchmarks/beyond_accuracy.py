@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import shutil
 import statistics
-import time
 from pathlib import Path
 
 import torch
@@ -34,11 +32,11 @@ from lares_rl.evaluation import EvalConfig, evaluate_policy
 from lares_rl.item_context import build_item_context
 from lares_rl.metrics import policy_score_fn
 from lares_rl.rerank import mmr, popularity_penalty, reranked
-from lares_rl.rpt import RPTConfig, train_rpt_with_test
-from lares_rl.runtime import resolve_device, seed_everything
+from lares_rl.rpt import RPTConfig
+from lares_rl.runtime import resolve_device
 from lares_rl.tracking import progress_enabled
 
-from benchmark_data import DEFAULT_BEAUTY_PATH, config_file, dataset_names, key_values, load_benchmark_dataset, rpt_reward
+from benchmark_data import DEFAULT_BEAUTY_PATH, config_file, dataset_names, fresh_rpt_run, key_values, load_benchmark_dataset, rpt_reward
 from results_io import command_line, machine_description, merge_seed, seed_commands
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,22 +73,16 @@ def run_seed(seed: int, checkpoint: str, args, data, dataset_cfg: dict, device) 
     for weight in args.lambdas:
         reward_fn = rpt_reward(rpt_values, args.reward, {"weights": {args.reward: weight}} | key_values(args.reward_set), data.num_items, context)
         policy = copy.deepcopy(spt)
-        run_dir = Path(args.runs_dir) / f"beyond_{args.dataset}" / f"{args.reward}_{weight}_seed{seed}"
-        shutil.rmtree(run_dir, ignore_errors=True)
-        seed_everything(seed)
-        start = time.perf_counter()
-        result = train_rpt_with_test(
-            policy=policy, policy_config=payload["policy_config"], data=data, max_len=max_len, cfg=rpt_cfg, reward_fn=reward_fn, eval_cfg=eval_cfg,
-            run_dir=run_dir, device=device, seed=seed, config={"dataset": dataset_cfg, "rpt": vars(rpt_cfg)}, progress=False,
-            filter_cache_dir=Path(args.runs_dir) / "rpt_filter", item_context=context,
-        )
+        result = fresh_rpt_run(policy=policy, payload=payload, data=data, max_len=max_len, cfg=rpt_cfg, reward_fn=reward_fn, eval_cfg=eval_cfg,
+                               run_dir=Path(args.runs_dir) / f"beyond_{args.dataset}" / f"{args.reward}_{weight}_seed{seed}", device=device, seed=seed,
+                               dataset_cfg=dataset_cfg, runs_dir=args.runs_dir, item_context=context)
         summary = result["rpt"]
         row["rpt"].append({
             "strength": weight, "valid": result["after"]["valid"], "test": result["after"]["test"], "best_epoch": summary["best_epoch"], "epochs_run": summary["epochs_run"],
-            "seconds": time.perf_counter() - start, "valid_ndcg_per_epoch": summary["valid_ndcg_per_epoch"], "valid_coverage_per_epoch": summary["valid_selection_per_epoch"],
+            "seconds": summary["seconds"], "valid_ndcg_per_epoch": summary["valid_ndcg_per_epoch"], "valid_coverage_per_epoch": summary["valid_selection_per_epoch"],
             "reward_per_epoch": summary["reward_per_epoch"],
         })
-        print(f"[bench] seed {seed}: rpt lambda {weight}: best epoch {summary['best_epoch']}, test ndcg {result['after']['test']['ndcg@10']:.4f} cov {result['after']['test']['coverage@10']:.4f} ({time.perf_counter() - start:.0f}s)", flush=True)
+        print(f"[bench] seed {seed}: rpt lambda {weight}: best epoch {summary['best_epoch']}, test ndcg {result['after']['test']['ndcg@10']:.4f} cov {result['after']['test']['coverage@10']:.4f} ({summary['seconds']:.0f}s)", flush=True)
     return row
 
 

@@ -17,9 +17,7 @@ next to the report. Checkpoints go under ``--runs-dir`` (default benchmarks/runs
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
-import time
 from pathlib import Path
 
 import torch
@@ -29,11 +27,11 @@ from lares_rl.checkpoint import build_policy, check_same_data, load_checkpoint, 
 from lares_rl.config import section_from_mapping
 from lares_rl.evaluation import EvalConfig
 from lares_rl.rewards import describe_reward
-from lares_rl.rpt import RPTConfig, train_rpt_with_test
+from lares_rl.rpt import RPTConfig
 from lares_rl.runtime import resolve_device, seed_everything
 from lares_rl.spt import SPTConfig, train_spt
 
-from benchmark_data import DEFAULT_BEAUTY_PATH, config_file, dataset_names, key_values, load_benchmark_dataset, rpt_reward
+from benchmark_data import DEFAULT_BEAUTY_PATH, config_file, dataset_names, fresh_rpt_run, key_values, load_benchmark_dataset, rpt_reward
 from results_io import command_line, machine_description, mean_std, merge_seed, seed_commands
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -163,16 +161,8 @@ def main() -> None:
         check_same_data(payload, data, checkpoint)
         policy = policy_from_checkpoint(payload, device)
         ckpt_len = int(payload["dataset"]["max_len"])
-        run_dir = run_root / f"rpt_seed{seed}"
-        shutil.rmtree(run_dir, ignore_errors=True)
-        seed_everything(seed)
-        start = time.perf_counter()
-        result = train_rpt_with_test(
-            policy=policy, policy_config=payload["policy_config"], data=data, max_len=ckpt_len, cfg=rpt_cfg, reward_fn=reward_fn, eval_cfg=eval_cfg,
-            run_dir=run_dir, device=device, seed=seed, config={"dataset": dataset_cfg, "rpt": vars(rpt_cfg)}, progress=False,
-            filter_cache_dir=Path(args.runs_dir) / "rpt_filter",
-        )
-        result["rpt"]["seconds"] = time.perf_counter() - start  # includes the two test passes
+        result = fresh_rpt_run(policy=policy, payload=payload, data=data, max_len=ckpt_len, cfg=rpt_cfg, reward_fn=reward_fn, eval_cfg=eval_cfg,
+                               run_dir=run_root / f"rpt_seed{seed}", device=device, seed=seed, dataset_cfg=dataset_cfg, runs_dir=args.runs_dir)
         before, after, summary = result["before"], result["after"], result["rpt"]
         merged = merge_seed(out.with_suffix(".json"), record, {"seed": seed, "spt_checkpoint": str(checkpoint), **result}, same=("dataset", "reward", "rpt"))
         print(f"[bench] seed {seed}: test ndcg@10 {before['test']['ndcg@10']:.4f} -> {after['test']['ndcg@10']:.4f}, "

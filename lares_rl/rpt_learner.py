@@ -116,11 +116,14 @@ def freeze_parameters(policy: nn.Module, prefixes: list[str]) -> None:
     """Keep every parameter whose name starts with one of ``prefixes`` at its SPT value (no
     gradient, not in the optimiser): e.g. ``[item_embedding]`` lets RPT change how the reasoner
     reasons but not the item representation SPT learned. A prefix that names nothing is an error."""
+    def under(name: str, prefix: str) -> bool:
+        return name == prefix or name.startswith(prefix + ".")
+
     names = [name for name, _ in policy.named_parameters()]
     for prefix in prefixes:
-        if not any(name == prefix or name.startswith(prefix + ".") for name in names):
+        if not any(under(name, prefix) for name in names):
             top = sorted({name.split(".")[0] for name in names})
             raise LaresError(f"rpt.freeze: {prefix!r} names no parameter of this policy; use a module name such as {top}")
     for name, parameter in policy.named_parameters():
-        if any(name == prefix or name.startswith(prefix + ".") for prefix in prefixes):
+        if any(under(name, prefix) for prefix in prefixes):
             parameter.requires_grad_(False)

@@ -123,7 +123,7 @@ def main() -> None:
         reward_fn = rpt_reward(values, "ndcg", {}, data.num_items)
         policy = policy_from_checkpoint(payload, device)
         set_dropout(policy, cfg.dropout)
-        learner = build_learner(policy, cfg, device=device, eval_seed=0, seed=args.seed)
+        learner = build_learner(policy, cfg, device=device, eval_seed=0, seed=args.seed, reward_fn=reward_fn)
         start = time.perf_counter()
         rpt_grads, ce_grads, rewards = [], [], []
         for index, rows in enumerate(batches):

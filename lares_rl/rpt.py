@@ -49,7 +49,7 @@ from .rpt_probe import check_learning_signal, probe_metrics, probe_rows, term_gr
 from .runtime import EarlyStopping
 from .tracking import Tracker, hparams_markdown
 
-ALGORITHMS = ("grpo", "ppo", "latent_pg")
+ALGORITHMS = ("grpo", "ppo", "latent_pg", "expected_pg")
 EXPLORATIONS = ("latent", "categorical", "plackett_luce", "gaussian")
 ADVANTAGES = ("group", "value")
 
@@ -58,8 +58,8 @@ ADVANTAGES = ("group", "value")
 class RPTConfig:
     """``rpt`` section; defaults are the reference's (``configs/rpt/grpo.yaml``)."""
 
-    algorithm: str = "grpo"          # grpo (reference GroupRelativeLoss) | ppo (TorchRL ClipPPOLoss) | latent_pg (LatentPolicyGradientLoss)
-    group_size: int = 4              # G rollouts per history
+    algorithm: str = "grpo"          # grpo (reference GroupRelativeLoss) | ppo (TorchRL ClipPPOLoss) | latent_pg (LatentPolicyGradientLoss) | expected_pg (ExpectedRewardLoss)
+    group_size: int = 4              # G rollouts per history (expected_pg: 1 is enough, its gradient does not sample)
     histories_per_batch: int = 400   # histories per collected batch (frames = histories x G)
     lr: float = 5e-4
     beta: float = 1.0                # KL-to-reference weight (grpo)
@@ -91,7 +91,10 @@ class RPTConfig:
 
     def validate(self) -> None:
         require(self.algorithm in ALGORITHMS, "rpt.algorithm", f"must be one of {ALGORITHMS}, got {self.algorithm!r}")
-        require(self.group_size >= 2, "rpt.group_size", f"rpt.group_size must be >= 2 (group advantage undefined), got {self.group_size}")
+        require(self.group_size >= 2 or (self.algorithm == "expected_pg" and self.group_size == 1), "rpt.group_size",
+                f"rpt.group_size must be >= 2 (group advantage undefined), got {self.group_size}; only rpt.algorithm=expected_pg, which samples no group, takes 1")
+        require(self.algorithm != "expected_pg" or self.exploration == "categorical", "rpt.exploration",
+                f"rpt.algorithm=expected_pg optimises the item softmax that rpt.exploration=categorical samples from; got exploration={self.exploration}. Use rpt=expected_pg")
         require(self.histories_per_batch >= 1, "rpt.histories_per_batch", f"must be >= 1, got {self.histories_per_batch}")
         require(self.lr > 0, "rpt.lr", f"must be > 0, got {self.lr}")
         require(self.beta >= 0, "rpt.beta", f"must be >= 0, got {self.beta}")
@@ -298,6 +301,21 @@ def total_loss(terms: Mapping[str, torch.Tensor], step: int, *, where: str = "",
     return sum(v for name, v in terms.items() if name.startswith("loss_"))
 
 
+def group_diagnostics(batch, reward: torch.Tensor, group_size: int, state: dict) -> dict[str, float]:
+    """How much signal the batch's groups carried (the share with identical rewards, the advantage
+    and within-group reward spread); the zero-advantage share is also kept in ``state``. Empty
+    with one rollout per history (``rpt=expected_pg``), which has no groups."""
+    if group_size < 2:
+        return {}
+    zero_adv = batch["group_zero_adv"].float().mean().item()
+    state.setdefault("zero_adv_fractions", []).append(zero_adv)
+    return {
+        "zero_adv_group_fraction": zero_adv,
+        "advantage_std": batch["advantage"].std().item(),
+        "group_reward_std": reward.reshape(-1, group_size).std(dim=1).mean().item(),
+    }
+
+
 def frames_in(batch, group_size: int) -> int:
     """Histories in a collected batch (frames / G), the x-axis unit of every RPT chart."""
     return batch.numel() // group_size
@@ -367,6 +385,10 @@ def train_rpt(
     if saved is not None and saved.get("phase") != "rpt":
         raise LaresError(f"cannot resume: {state_path} is not an RPT training state")
     cfg.check_compatible(num_items=data.num_items, reward_fn=reward_fn, recurrent=bool(getattr(policy, "recurrent", False)))
+    if cfg.algorithm == "expected_pg":
+        from .rpt_losses import check_item_reward_signal
+
+        check_item_reward_signal(reward_fn, data.num_items, describe_reward(reward_fn))
     policy.to(device)
     set_dropout(policy, cfg.dropout)
     policy_config = {**dict(policy_config), "dropout": cfg.dropout}
@@ -417,7 +439,7 @@ def train_rpt(
             env.load_sampling_state(saved["env"])
 
     # --- actor, frozen reference (the SPT weights), advantage, loss, optimiser
-    learner = build_learner(policy, cfg, device=device, eval_seed=eval_cfg.seed, seed=seed)
+    learner = build_learner(policy, cfg, device=device, eval_seed=eval_cfg.seed, seed=seed, reward_fn=reward_fn)
     actor, reference, loss_module, optimizer, value_head = learner.actor, learner.reference, learner.loss_module, learner.optimizer, learner.value_head
     if env is not None:
         collector = Collector(env, actor, frames_per_batch=env.batch_size[0] * cfg.horizon, total_frames=-1, device=device, auto_register_policy_transforms=False)
@@ -536,13 +558,7 @@ def train_rpt(
                     num_steps = batch["num_steps"].float()
                     logged = scalars(terms)
                     tracker.log("losses", {n: v for n, v in logged.items() if n.startswith("loss_")} | {"loss_total": loss.item()}, histories_seen)
-                    zero_adv = batch["group_zero_adv"].float().mean().item()
-                    state.setdefault("zero_adv_fractions", []).append(zero_adv)
-                    tracker.log("diag", {n: v for n, v in logged.items() if not n.startswith("loss_")} | {
-                        "zero_adv_group_fraction": zero_adv,
-                        "advantage_std": batch["advantage"].std().item(),
-                        "group_reward_std": reward.reshape(-1, cfg.group_size).std(dim=1).mean().item(),
-                    }, histories_seen)
+                    tracker.log("diag", {n: v for n, v in logged.items() if not n.startswith("loss_")} | group_diagnostics(batch, reward, cfg.group_size, state), histories_seen)
                     if probe_now:
                         point = probe_point(histories_seen)
                         state.setdefault("probe_curve", []).append(point)

@@ -27,7 +27,7 @@ def direction_check(policy: nn.Module, data, max_len: int, cfg, reward_fn, rows:
     policy.to(device)
     set_dropout(policy, cfg.dropout)
     env = rows_env(data, rows, targets, histories=len(rows), cfg=cfg, reward_fn=reward_fn, max_len=max_len, seed=seed, device=device)
-    learner = build_learner(policy, cfg, device=device, eval_seed=eval_seed, seed=seed)
+    learner = build_learner(policy, cfg, device=device, eval_seed=eval_seed, seed=seed, reward_fn=reward_fn)
     fixed = (seqs[rows], lengths[rows], targets[rows])
     curve: dict[str, list[float]] = {"reward": [], "target_rank": [], "kl_to_ref": []}
 

@@ -27,7 +27,7 @@ class RPTLearner:
     policy: nn.Module
     actor: nn.Module
     reference: nn.Module
-    group_advantage: nn.Module
+    group_advantage: nn.Module | None  # None with one rollout per history (rpt=expected_pg, group_size 1)
     loss_module: nn.Module
     optimizer: torch.optim.Optimizer
     value_head: nn.Module | None = None
@@ -42,7 +42,8 @@ class RPTLearner:
         from .rpt import reference_log_probs
 
         target = batch["next", "target"]
-        self.group_advantage(batch)
+        if self.group_advantage is not None:
+            self.group_advantage(batch)
         if self.cfg.algorithm == "grpo":
             reference_log_probs(self.reference, batch, target)
             if self.cfg.update_epochs > 1:
@@ -80,12 +81,13 @@ def rollout_halting(cfg, policy: nn.Module) -> tuple[float, int] | None:
     return cfg.halt_tol, cfg.halt_k_max or default_depth(policy)
 
 
-def build_learner(policy: nn.Module, cfg, *, device: torch.device, eval_seed: int, seed: int) -> RPTLearner:
-    """The learner for ``cfg.algorithm``; the reference is a frozen copy of ``policy`` as it is now."""
+def build_learner(policy: nn.Module, cfg, *, device: torch.device, eval_seed: int, seed: int, reward_fn=None) -> RPTLearner:
+    """The learner for ``cfg.algorithm``; the reference is a frozen copy of ``policy`` as it is now.
+    ``reward_fn`` is needed by ``expected_pg``, whose loss evaluates the reward of every item."""
     from torchrl.objectives import ClipPPOLoss
 
     from .policies.actor import make_slate_actor
-    from .rpt_losses import GroupAdvantage, GroupRelativeLoss, LatentPolicyGradientLoss, make_value_head
+    from .rpt_losses import ExpectedRewardLoss, GroupAdvantage, GroupRelativeLoss, LatentPolicyGradientLoss, make_value_head
 
     halting = rollout_halting(cfg, policy)
     actor = make_slate_actor(
@@ -97,6 +99,10 @@ def build_learner(policy: nn.Module, cfg, *, device: torch.device, eval_seed: in
         loss_module = GroupRelativeLoss(policy, beta=cfg.beta, clip_epsilon=cfg.clip_epsilon if cfg.update_epochs > 1 else None)
     elif cfg.algorithm == "latent_pg":
         loss_module = LatentPolicyGradientLoss(policy, sigma=cfg.latent_sigma, reference=reference, beta=cfg.beta, clip_epsilon=cfg.clip_epsilon, halting=halting)
+    elif cfg.algorithm == "expected_pg":
+        if reward_fn is None:
+            raise ValueError("rpt.algorithm=expected_pg needs the reward function (build_learner(..., reward_fn=...))")
+        loss_module = ExpectedRewardLoss(policy, reward_fn, num_items=int(getattr(policy, "num_items")), reference=reference, beta=cfg.beta)
     elif cfg.algorithm == "ppo":
         if cfg.advantage == "value":
             value_head = make_value_head(int(getattr(policy, "d_model")), cfg.value_hidden).to(device)
@@ -109,7 +115,8 @@ def build_learner(policy: nn.Module, cfg, *, device: torch.device, eval_seed: in
     freeze_parameters(policy, cfg.freeze)
     trainable = [p for p in loss_module.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return RPTLearner(cfg, policy, actor, reference, GroupAdvantage(cfg.group_size), loss_module, optimizer, value_head)
+    group_advantage = GroupAdvantage(cfg.group_size) if cfg.group_size >= 2 else None
+    return RPTLearner(cfg, policy, actor, reference, group_advantage, loss_module, optimizer, value_head)
 
 
 def freeze_parameters(policy: nn.Module, prefixes: list[str]) -> None:

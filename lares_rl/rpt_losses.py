@@ -6,6 +6,8 @@
 - :class:`GroupRelativeLoss` is the reference RPT objective (DESIGN section 3).
 - :class:`LatentPolicyGradientLoss` is a true policy gradient over a Gaussian latent action
   (``rpt=latent_pg``): the default, because the reference objective does not follow the reward.
+- :class:`ExpectedRewardLoss` is the exact (all-action) policy gradient of the item softmax's
+  expected reward (``rpt=expected_pg``): no sampling noise, since every item's reward is known.
 - :func:`make_value_head` is the optional learned baseline for ``ClipPPOLoss`` (``rpt.advantage=value``).
 """
 
@@ -20,6 +22,7 @@ from tensordict.utils import NestedKey
 from torch import nn
 from torchrl.objectives import LossModule
 
+from lares_rl.errors import LaresError
 from lares_rl.policies.actor import catalog_kl, final_entropy, latent_scale, run_rollouts
 
 
@@ -324,3 +327,87 @@ def make_value_head(d_model: int, hidden: int = 64, in_key: NestedKey = "user_st
     """
     net = nn.Sequential(nn.Linear(d_model, hidden), nn.Tanh(), nn.Linear(hidden, 1))
     return TensorDictModule(net, in_keys=[in_key], out_keys=[out_key])
+
+
+def one_item_rewards(reward_fn, target: torch.Tensor, num_items: int, max_rows: int = 1 << 21) -> torch.Tensor:
+    """[B, N + 1]: the reward of recommending item i alone to row b, ``reward_fn([[i]], target_b)``
+    (column 0, the padding id, is 0). For the built-in rewards this is ``1[i = target]`` for the
+    accuracy metrics plus the item's own term for novelty / long-tail; a slate-level reward such
+    as intra-list diversity is constant here. Evaluated in blocks of at most ``max_rows`` slates."""
+    from lares_rl.rewards import check_reward_output
+
+    batch = target.shape[0]
+    items = torch.arange(1, num_items + 1, device=target.device)
+    out = torch.zeros(batch, num_items + 1, dtype=torch.float32, device=target.device)
+    rows_per_block = max(1, max_rows // num_items)
+    for start in range(0, batch, rows_per_block):
+        block = target[start : start + rows_per_block]
+        slates = items.repeat(block.shape[0])[:, None]
+        values = check_reward_output(reward_fn, reward_fn(slates, block.repeat_interleave(num_items)), slates.shape[0])
+        out[start : start + block.shape[0], 1:] = values.reshape(block.shape[0], num_items)
+    return out
+
+
+def check_item_reward_signal(reward_fn, num_items: int, name: str) -> None:
+    """Refuse a reward whose one-item value is the same for every item: the expected-reward
+    gradient of ``rpt=expected_pg`` would then be exactly zero (e.g. intra-list diversity, which
+    needs at least two items in a slate)."""
+    probe = torch.arange(1, min(num_items, 8) + 1)
+    values = one_item_rewards(reward_fn, probe, num_items)[:, 1:]
+    if bool((values == values[:, :1]).all()):
+        raise LaresError(f"reward {name}: recommending any single item earns the same reward, so rpt=expected_pg (which weighs every item's reward by its probability) has no signal; "
+                         "use a reward that depends on the item (ndcg, hit, novelty, long_tail, or a weighted mix), or rpt=latent_pg for slate-level rewards such as diversity")
+
+
+class ExpectedRewardLoss(LossModule):
+    """Exact policy gradient of the item policy's expected reward (``rpt=expected_pg``).
+
+    The policy is the served model's own softmax over the catalog, ``pi(i | u) = softmax(s_u)_i``
+    (the first slot of :class:`~lares_rl.policies.actor.CategoricalSlate`). In a logged-replay
+    environment the reward of *every* item is known, not only of the one that was sampled:
+    ``r(u, i)`` is the reward of recommending ``i`` (:func:`one_item_rewards`). So the expected
+    reward and its gradient need no sampling at all (the all-action policy gradient, Ciosek &
+    Whiteson 2018, "Expected Policy Gradients")::
+
+        J(u) = sum_i pi(i | u) r(u, i),    grad J = sum_i pi(i | u) (r(u, i) - J(u)) grad log pi(i | u)
+
+    which REINFORCE only estimates from G draws. For an accuracy reward ``J = pi(target)``: the
+    target's probability, whose gradient weighs each history by how close the model already is;
+    with ``ndcg + lambda * long_tail`` it also moves probability mass toward long-tail items.
+    ``loss_kl = beta * KL(pi || pi_ref)`` over the catalog keeps the model near its SPT start.
+
+    Reads the history, ``num_steps``/``rollout_seed`` (evaluation-mode rollouts, deduplicated per
+    history) and ``("next", "target")``; the sampled slate is not used by the gradient.
+    """
+
+    def __init__(self, policy: nn.Module, reward_fn, *, num_items: int, reference: nn.Module | None = None, beta: float = 0.0) -> None:
+        super().__init__()
+        if beta < 0 or (beta > 0 and reference is None):
+            raise ValueError(f"beta={beta} must be >= 0, and > 0 needs the frozen reference")
+        self.policy, self.reward_fn, self.num_items, self.beta = policy, reward_fn, num_items, beta
+        self.__dict__["reference"] = reference  # frozen, kept out of state_dict and parameters()
+
+    def _forward_value_estimator_keys(self, **kwargs) -> None:
+        """No value estimator: nothing to forward."""
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDict:
+        td = tensordict.reshape(-1) if tensordict.ndim != 1 else tensordict
+        items, length = td["history", "items"], td["history", "length"]
+        num_steps, seeds, target = td["num_steps"].reshape(-1), td["rollout_seed"].reshape(-1), td["next", "target"].reshape(-1)
+        rollout = run_rollouts(self.policy, items, length, num_steps, seeds, dedupe=True)
+        log_p = torch.log_softmax(rollout["final_scores"], dim=-1)
+        with torch.no_grad():
+            rewards = one_item_rewards(self.reward_fn, target, self.num_items)
+        expected = (log_p.exp() * rewards).sum(-1)
+        out = TensorDict({"loss_policy": -expected.mean()}, batch_size=[])
+        if self.beta > 0:
+            with torch.no_grad():
+                ref = run_rollouts(self.reference, items, length, num_steps, seeds, train=False, dedupe=True)["final_scores"]
+            kl = catalog_kl(log_p, torch.log_softmax(ref, dim=-1))
+            out.set("loss_kl", self.beta * kl.mean())
+            out.set("kl_to_ref", kl.mean().detach())
+        with torch.no_grad():
+            out.set("expected_reward", expected.mean())
+            out.set("target_log_prob", log_p.gather(1, target[:, None]).mean())
+            out.set("entropy", final_entropy(rollout["final_scores"]).mean())
+        return out

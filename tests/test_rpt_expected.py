@@ -1,0 +1,102 @@
+"""rpt=expected_pg: the exact expected-reward gradient of the item softmax. Its one-item rewards,
+its gradient against a brute-force expectation, the direction check, a short training run with
+group size 1, and the bad input (a reward no single item changes, a group size it cannot use)."""
+
+import copy
+
+import pytest
+import torch
+from tensordict import TensorDict
+
+from lares_rl.data.synthetic import successor_log
+from lares_rl.errors import LaresError
+from lares_rl.evaluation import EvalConfig
+from lares_rl.item_context import ItemContext, bind_context, build_item_context
+from lares_rl.policies.reasoner import LaresReasoner
+from lares_rl.rewards import make_reward, weighted
+from lares_rl.rpt import RPTConfig, train_rpt
+from lares_rl.rpt_direction import direction_check
+from lares_rl.rpt_losses import ExpectedRewardLoss, check_item_reward_signal, one_item_rewards
+from lares_rl.spt import SPTConfig, train_spt
+
+L = 12
+EXPECTED = dict(algorithm="expected_pg", exploration="categorical", latent_noise=False, group_size=1)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    data = successor_log(users=200, items=100, min_len=8, max_len=20, seed=0).data
+    torch.manual_seed(0)
+    policy = LaresReasoner(data.num_items, max_len=L, d_model=32, n_heads=2, inner_size=64, dropout=0.2)
+    train_spt(policy=policy, policy_config={}, data=data, max_len=L, cfg=SPTConfig(epochs=2, batch_size=64, mode="dense", similarity="cosine"),
+              eval_cfg=EvalConfig(), run_dir=tmp_path_factory.mktemp("spt"), device=torch.device("cpu"), seed=0, config={"dataset": {"name": "successor"}}, progress=False)
+    return data, policy
+
+
+def test_one_item_rewards_are_the_target_indicator_for_accuracy_rewards():
+    target = torch.tensor([3, 1, 5])
+    table = one_item_rewards(make_reward("ndcg", k=10), target, num_items=6, max_rows=7)  # several blocks
+    expected = torch.zeros(3, 7)
+    expected[torch.arange(3), target] = 1.0
+    assert torch.equal(table, expected)
+
+
+def test_one_item_rewards_add_each_items_own_long_tail_term():
+    popularity = torch.tensor([0.0, 50, 30, 5, 3, 2, 1])  # item 1 (and 2) form the head
+    tail = bind_context(make_reward("long_tail", k=10), ItemContext(popularity=popularity))
+    mix = lambda slate, target: weighted(slate, target, {"ndcg": make_reward("ndcg", k=10), "tail": tail}, {"ndcg": 1.0, "tail": 0.5})
+    table = one_item_rewards(mix, torch.tensor([1]), num_items=6)
+    head = (table[0, 1:] == 1.0)  # item 1 is the target (1 + 0 for the head)
+    assert table[0, 1] == 1.0 and torch.all(table[0, 3:] == 0.5) and head.sum() == 1
+
+
+def test_expected_reward_gradient_matches_the_brute_force_expectation():
+    torch.manual_seed(0)
+    policy = LaresReasoner(num_items=9, max_len=5, d_model=8, n_heads=2, inner_size=16)
+    items, length = torch.tensor([[2, 4, 6, 0, 0], [1, 3, 0, 0, 0]]), torch.tensor([3, 2])
+    target = torch.tensor([7, 5])
+    td = TensorDict({"history": {"items": items, "length": length}, "num_steps": torch.tensor([2, 2]), "rollout_seed": torch.tensor([-1, -1]),
+                     "next": {"target": target}}, [2])
+    reward = make_reward("ndcg", k=10)
+    out = ExpectedRewardLoss(policy, reward, num_items=9)(td)
+    grad = torch.autograd.grad(out["loss_policy"], policy.item_embedding.weight)[0]
+    from lares_rl.policies.actor import run_rollouts
+
+    scores = run_rollouts(policy, items, length, td["num_steps"], td["rollout_seed"], dedupe=True)["final_scores"]
+    brute = -torch.stack([torch.softmax(scores[b], -1)[target[b]] for b in range(2)]).mean()
+    assert out["loss_policy"].item() == pytest.approx(brute.item(), abs=1e-6)
+    assert torch.allclose(grad, torch.autograd.grad(brute, policy.item_embedding.weight)[0], atol=1e-6)
+
+
+def test_expected_pg_updates_on_fixed_histories_raise_their_reward(trained):
+    data, spt_policy = trained
+    cfg = RPTConfig(**EXPECTED, slate_size=10, lr=2e-3)
+    cfg.validate()
+    rows = torch.arange(0, len(data.train_rows(L)[2]), 11)[:96]
+    curve = direction_check(copy.deepcopy(spt_policy), data, L, cfg, make_reward("ndcg", k=10), rows, updates=12, device=torch.device("cpu"))
+    assert curve["reward"][-1] > curve["reward"][0] * 1.05, curve["reward"]
+
+
+def test_expected_pg_trains_with_one_rollout_per_history(trained, tmp_path):
+    data, spt_policy = trained
+    cfg = RPTConfig(**EXPECTED, histories_per_batch=32, slate_size=10, epochs=1, batches_per_epoch=3, filter_top=50, beta=0.1)
+    cfg.validate()
+    summary = train_rpt(policy=copy.deepcopy(spt_policy), policy_config={}, data=data, max_len=L, cfg=cfg, reward_fn=make_reward("ndcg", k=10), eval_cfg=EvalConfig(),
+                        run_dir=tmp_path, device=torch.device("cpu"), seed=0, config={"dataset": {"name": "successor"}}, progress=False)
+    assert summary["frames"] == 3 * 32 and summary["zero_adv_group_fraction"] is None
+    assert len(summary["probe_curve"]) >= 1 and (tmp_path / "checkpoints" / "rpt_best.pt").is_file()
+
+
+def test_slate_level_reward_is_refused_for_expected_pg(trained):
+    data, policy = trained
+    context = build_item_context(data, policy=policy)
+    diversity = bind_context(make_reward("embedding_diversity", k=10), context)
+    with pytest.raises(LaresError, match=r"recommending any single item earns the same reward, .* rpt=latent_pg"):
+        check_item_reward_signal(diversity, data.num_items, "embedding_diversity")
+
+
+def test_expected_pg_config_is_checked():
+    with pytest.raises(LaresError, match="rpt.exploration"):
+        RPTConfig(algorithm="expected_pg", exploration="gaussian", group_size=1).validate()
+    with pytest.raises(LaresError, match="rpt.group_size"):
+        RPTConfig(algorithm="latent_pg", exploration="gaussian", group_size=1).validate()

@@ -52,6 +52,7 @@ from .tracking import Tracker, hparams_markdown
 ALGORITHMS = ("grpo", "ppo", "latent_pg", "expected_pg")
 EXPLORATIONS = ("latent", "categorical", "plackett_luce", "gaussian")
 ADVANTAGES = ("group", "value")
+OBJECTIVES = ("reward", "log_reward")
 
 
 @dataclass
@@ -60,6 +61,7 @@ class RPTConfig:
 
     algorithm: str = "grpo"          # grpo (reference GroupRelativeLoss) | ppo (TorchRL ClipPPOLoss) | latent_pg (LatentPolicyGradientLoss) | expected_pg (ExpectedRewardLoss)
     group_size: int = 4              # G rollouts per history (expected_pg: 1 is enough, its gradient does not sample)
+    objective: str = "reward"        # expected_pg: maximise J = E_pi[r] (reward) or log J (log_reward; with an accuracy reward, cross-entropy on the kept rows)
     histories_per_batch: int = 400   # histories per collected batch (frames = histories x G)
     lr: float = 5e-4
     beta: float = 1.0                # KL-to-reference weight (grpo)
@@ -93,6 +95,8 @@ class RPTConfig:
         require(self.algorithm in ALGORITHMS, "rpt.algorithm", f"must be one of {ALGORITHMS}, got {self.algorithm!r}")
         require(self.group_size >= 2 or (self.algorithm == "expected_pg" and self.group_size == 1), "rpt.group_size",
                 f"rpt.group_size must be >= 2 (group advantage undefined), got {self.group_size}; only rpt.algorithm=expected_pg, which samples no group, takes 1")
+        require(self.objective in OBJECTIVES, "rpt.objective", f"must be one of {OBJECTIVES}, got {self.objective!r}")
+        require(self.objective == "reward" or self.algorithm == "expected_pg", "rpt.objective", f"{self.objective} is read by rpt.algorithm=expected_pg only; drop it or use rpt=expected_pg")
         require(self.algorithm != "expected_pg" or self.exploration == "categorical", "rpt.exploration",
                 f"rpt.algorithm=expected_pg optimises the item softmax that rpt.exploration=categorical samples from; got exploration={self.exploration}. Use rpt=expected_pg")
         require(self.histories_per_batch >= 1, "rpt.histories_per_batch", f"must be >= 1, got {self.histories_per_batch}")

@@ -376,15 +376,20 @@ class ExpectedRewardLoss(LossModule):
     with ``ndcg + lambda * long_tail`` it also moves probability mass toward long-tail items.
     ``loss_kl = beta * KL(pi || pi_ref)`` over the catalog keeps the model near its SPT start.
 
+    ``log_objective=True`` maximises ``log J`` instead: for an accuracy reward that is
+    ``log pi(target)``, i.e. cross-entropy fine-tuning on the same rows, the supervised baseline
+    that tells an RL gain from "more training". (``J``'s gradient is ``pi(target)`` times CE's: it
+    discounts the histories whose logged next item the model finds implausible.)
+
     Reads the history, ``num_steps``/``rollout_seed`` (evaluation-mode rollouts, deduplicated per
     history) and ``("next", "target")``; the sampled slate is not used by the gradient.
     """
 
-    def __init__(self, policy: nn.Module, reward_fn, *, num_items: int, reference: nn.Module | None = None, beta: float = 0.0) -> None:
+    def __init__(self, policy: nn.Module, reward_fn, *, num_items: int, reference: nn.Module | None = None, beta: float = 0.0, log_objective: bool = False) -> None:
         super().__init__()
         if beta < 0 or (beta > 0 and reference is None):
             raise ValueError(f"beta={beta} must be >= 0, and > 0 needs the frozen reference")
-        self.policy, self.reward_fn, self.num_items, self.beta = policy, reward_fn, num_items, beta
+        self.policy, self.reward_fn, self.num_items, self.beta, self.log_objective = policy, reward_fn, num_items, beta, log_objective
         self.__dict__["reference"] = reference  # frozen, kept out of state_dict and parameters()
 
     def _forward_value_estimator_keys(self, **kwargs) -> None:
@@ -399,7 +404,8 @@ class ExpectedRewardLoss(LossModule):
         with torch.no_grad():
             rewards = one_item_rewards(self.reward_fn, target, self.num_items)
         expected = (log_p.exp() * rewards).sum(-1)
-        out = TensorDict({"loss_policy": -expected.mean()}, batch_size=[])
+        objective = torch.log(expected.clamp(min=1e-12)) if self.log_objective else expected
+        out = TensorDict({"loss_policy": -objective.mean()}, batch_size=[])
         if self.beta > 0:
             with torch.no_grad():
                 ref = run_rollouts(self.reference, items, length, num_steps, seeds, train=False, dedupe=True)["final_scores"]

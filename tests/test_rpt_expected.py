@@ -68,6 +68,19 @@ def test_expected_reward_gradient_matches_the_brute_force_expectation():
     assert torch.allclose(grad, torch.autograd.grad(brute, policy.item_embedding.weight)[0], atol=1e-6)
 
 
+def test_log_objective_with_an_accuracy_reward_is_cross_entropy():
+    torch.manual_seed(0)
+    policy = LaresReasoner(num_items=9, max_len=5, d_model=8, n_heads=2, inner_size=16)
+    items, length, target = torch.tensor([[2, 4, 6, 0, 0], [1, 3, 0, 0, 0]]), torch.tensor([3, 2]), torch.tensor([7, 5])
+    td = TensorDict({"history": {"items": items, "length": length}, "num_steps": torch.tensor([2, 2]), "rollout_seed": torch.tensor([-1, -1]),
+                     "next": {"target": target}}, [2])
+    out = ExpectedRewardLoss(policy, make_reward("hit", k=10), num_items=9, log_objective=True)(td)
+    from lares_rl.policies.actor import run_rollouts
+
+    scores = run_rollouts(policy, items, length, td["num_steps"], td["rollout_seed"], dedupe=True)["final_scores"]
+    assert out["loss_policy"].item() == pytest.approx(torch.nn.functional.cross_entropy(scores, target).item(), abs=1e-5)
+
+
 def test_expected_pg_updates_on_fixed_histories_raise_their_reward(trained):
     data, spt_policy = trained
     cfg = RPTConfig(**EXPECTED, slate_size=10, lr=2e-3)
@@ -100,3 +113,7 @@ def test_expected_pg_config_is_checked():
         RPTConfig(algorithm="expected_pg", exploration="gaussian", group_size=1).validate()
     with pytest.raises(LaresError, match="rpt.group_size"):
         RPTConfig(algorithm="latent_pg", exploration="gaussian", group_size=1).validate()
+    with pytest.raises(LaresError, match="rpt.objective: log_reward is read by rpt.algorithm=expected_pg only"):
+        RPTConfig(algorithm="latent_pg", exploration="gaussian", objective="log_reward").validate()
+    with pytest.raises(LaresError, match="rpt.objective: must be one of"):
+        RPTConfig(**EXPECTED, objective="likelihood").validate()

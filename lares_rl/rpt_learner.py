@@ -102,7 +102,7 @@ def build_learner(policy: nn.Module, cfg, *, device: torch.device, eval_seed: in
     elif cfg.algorithm == "expected_pg":
         if reward_fn is None:
             raise ValueError("rpt.algorithm=expected_pg needs the reward function (build_learner(..., reward_fn=...))")
-        loss_module = ExpectedRewardLoss(policy, reward_fn, num_items=int(getattr(policy, "num_items")), reference=reference, beta=cfg.beta, log_objective=cfg.objective == "log_reward")
+        loss_module = ExpectedRewardLoss(policy, reward_fn, num_items=int(getattr(policy, "num_items")), reference=reference, beta=cfg.beta, log_objective=cfg.objective == "log_reward", halting=halting)
     elif cfg.algorithm == "ppo":
         if cfg.advantage == "value":
             value_head = make_value_head(int(getattr(policy, "d_model")), cfg.value_hidden).to(device)

@@ -382,14 +382,16 @@ class ExpectedRewardLoss(LossModule):
     discounts the histories whose logged next item the model finds implausible.)
 
     Reads the history, ``num_steps``/``rollout_seed`` (evaluation-mode rollouts, deduplicated per
-    history) and ``("next", "target")``; the sampled slate is not used by the gradient.
+    history; ``halting=(tol, k_max)`` replays ``rpt.halt_tol``'s adaptive depth) and
+    ``("next", "target")``; the sampled slate is not used by the gradient.
     """
 
-    def __init__(self, policy: nn.Module, reward_fn, *, num_items: int, reference: nn.Module | None = None, beta: float = 0.0, log_objective: bool = False) -> None:
+    def __init__(self, policy: nn.Module, reward_fn, *, num_items: int, reference: nn.Module | None = None, beta: float = 0.0, log_objective: bool = False,
+                 halting: tuple[float, int] | None = None) -> None:
         super().__init__()
         if beta < 0 or (beta > 0 and reference is None):
             raise ValueError(f"beta={beta} must be >= 0, and > 0 needs the frozen reference")
-        self.policy, self.reward_fn, self.num_items, self.beta, self.log_objective = policy, reward_fn, num_items, beta, log_objective
+        self.policy, self.reward_fn, self.num_items, self.beta, self.log_objective, self.halting = policy, reward_fn, num_items, beta, log_objective, halting
         self.__dict__["reference"] = reference  # frozen, kept out of state_dict and parameters()
 
     def _forward_value_estimator_keys(self, **kwargs) -> None:
@@ -399,7 +401,7 @@ class ExpectedRewardLoss(LossModule):
         td = tensordict.reshape(-1) if tensordict.ndim != 1 else tensordict
         items, length = td["history", "items"], td["history", "length"]
         num_steps, seeds, target = td["num_steps"].reshape(-1), td["rollout_seed"].reshape(-1), td["next", "target"].reshape(-1)
-        rollout = run_rollouts(self.policy, items, length, num_steps, seeds, dedupe=True)
+        rollout = run_rollouts(self.policy, items, length, num_steps, seeds, dedupe=True, halting=self.halting)
         log_p = torch.log_softmax(rollout["final_scores"], dim=-1)
         with torch.no_grad():
             rewards = one_item_rewards(self.reward_fn, target, self.num_items)
@@ -408,7 +410,7 @@ class ExpectedRewardLoss(LossModule):
         out = TensorDict({"loss_policy": -objective.mean()}, batch_size=[])
         if self.beta > 0:
             with torch.no_grad():
-                ref = run_rollouts(self.reference, items, length, num_steps, seeds, train=False, dedupe=True)["final_scores"]
+                ref = run_rollouts(self.reference, items, length, num_steps, seeds, train=False, dedupe=True, halting=self.halting)["final_scores"]
             kl = catalog_kl(log_p, torch.log_softmax(ref, dim=-1))
             out.set("loss_kl", self.beta * kl.mean())
             out.set("kl_to_ref", kl.mean().detach())

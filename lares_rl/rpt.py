@@ -444,9 +444,10 @@ class RPTRun:
         return greedy_reward(self.policy, *self.train_probe, self.reward_fn, self.cfg.slate_size, self.device, self.eval_cfg.seed, item_chunk=self.eval_cfg.item_chunk)
 
     def start(self) -> tuple[dict, dict]:
-        """A fresh run (rank 0; returns the state and early stopping for the other ranks): the SPT weights are the first candidate, so rpt_best.pt never ends up worse
+        """A fresh run: the SPT weights are the first candidate, so rpt_best.pt never ends up worse
         on validation than the model RPT started from, and an RPT epoch counts as progress only if
-        it beats it. Then the greedy training reward and the fixed probe before any update."""
+        it beats it. Then the greedy training reward and the fixed probe before any update. Runs on
+        rank 0; returns the state and early stopping for the other ranks."""
         cfg = self.cfg
         valid_start = self.validate()
         self.stopper.best = cfg.selection_score(valid_start, valid_start)

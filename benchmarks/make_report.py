@@ -387,6 +387,31 @@ def shown(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
+def distributed_section(results: Path) -> list[str]:
+    """Processes on one machine (benchmarks/distributed.py): SPT and RPT learners under torchrun,
+    1 vs 2 processes, and RPT collection with 1 vs 2 collector worker processes."""
+    path = results / "distributed.json"
+    if not path.is_file():
+        return []
+    record = json.loads(path.read_text())
+    lines = ["## Several processes (torchrun DDP, collector workers)", "", f"From `{shown(path)}` (`python benchmarks/distributed.py`); {record['visible_cpus']} CPU cores shared with other work, one thread per process, gloo. Not a scaling measurement: see docs/distributed.md.", "",
+             "| what | 1 process | 2 processes | load average (1 min) before |", "|---|---:|---:|---:|"]
+    spt = record.get("spt")
+    if spt:
+        load = spt.get("load_before", record.get("load_before", [float("nan")]))[0]
+        lines.append(f"| SPT, ML-100K, samples/s (DDP) | {spt['nproc1']['samples_per_sec']:,.0f} | {spt['nproc2']['samples_per_sec']:,.0f} | {load:.1f} |")
+    collection = record.get("collection")
+    if collection:
+        one, two = collection
+        load = one.get("load_before", record.get("load_before", [float("nan")]))[0]
+        lines.append(f"| RPT collection, ML-100K, frames/s (1 vs 2 collector workers) | {one['frames_per_sec']:,.0f} | {two['frames_per_sec']:,.0f} | {load:.1f} |")
+    learners = record.get("rpt_learners")
+    if learners:
+        lines.append(f"| RPT loop (collect + update), ML-100K, frames/s (1 vs 2 DDP learners) | {learners['nproc1']['loop_frames_per_sec']:,.0f} | {learners['nproc2']['loop_frames_per_sec']:,.0f} | {learners['load_before'][0]:.1f} |")
+        lines += ["", f"RPT learners: {learners['batches']} batches of {learners['histories_per_batch']} global histories; largest |difference| of the logged total loss, 1 vs 2 processes: {learners['max_abs_total_loss_difference']:.1e}."]
+    return lines + [""]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results", help="the SPT benchmark JSON files")
@@ -400,7 +425,7 @@ def main() -> None:
     full = [r for r in runs if is_full_run(r)]
     lines += (
         stats_section(runs) + quality_section(full) + ablation_section(full, args.docs) + direction_section(args.docs) + snr_section(args.docs) + search_section(args.results) + rpt_section(args.docs) + beyond_accuracy_section(args.docs) + depth_section(full, args.docs)
-        + diagnostics_section(runs) + eval_noise_section(args.docs) + speed_section(runs) + latency_section(args.docs) + adaptive_depth_section(args.docs)
+        + diagnostics_section(runs) + eval_noise_section(args.docs) + speed_section(runs) + distributed_section(args.results) + latency_section(args.docs) + adaptive_depth_section(args.docs)
     )
     atomic_write_text(args.docs / "RESULTS.md", "\n".join(lines) + "\n")
     print(f"wrote {args.docs / 'RESULTS.md'}")

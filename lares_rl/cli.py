@@ -253,10 +253,11 @@ def _checkpoint_dataset(cfg: DictConfig, payload) -> dict:
     return saved
 
 
-def _checkpoint_inputs(cfg: DictConfig, command: str):
+def _checkpoint_inputs(cfg: DictConfig, command: str, device=None):
     """(payload, policy, data, device, config) for the commands that start from ``checkpoint=``;
     ``config`` is the plain run config with the policy and data set actually used (the
-    checkpoint's), which is what RPT records in its checkpoint and TensorBoard hparams."""
+    checkpoint's), which is what RPT records in its checkpoint and TensorBoard hparams.
+    ``device``: this rank's under torchrun (default: ``cfg.device`` resolved)."""
     from .checkpoint import load_checkpoint
     from .evaluation import check_depth_applies
     from .halting import check_halting_applies
@@ -264,7 +265,7 @@ def _checkpoint_inputs(cfg: DictConfig, command: str):
 
     if cfg.checkpoint is None:
         raise LaresError(f"checkpoint is not set; run `lares-rl {command} checkpoint=<run dir>/checkpoints/spt_best.pt`")
-    device = resolve_device(cfg.device)
+    device = device or resolve_device(cfg.device)
     payload = load_checkpoint(cfg.checkpoint)
     dataset = _checkpoint_dataset(cfg, payload)
     data = _load_data(cfg, dataset)
@@ -276,7 +277,7 @@ def _checkpoint_inputs(cfg: DictConfig, command: str):
     return payload, policy, data, device, config
 
 
-def _rpt_with_before_after(cfg: DictConfig, payload, policy, data, rpt_cfg, reward_fn, eval_cfg, device, run_dir: Path, resume: bool, resume_command: str, config: dict, context) -> dict:
+def _rpt_with_before_after(cfg: DictConfig, payload, policy, data, rpt_cfg, reward_fn, eval_cfg, device, run_dir: Path, resume: bool, resume_command: str, config: dict, context, dist_ctx=None) -> dict:
     """Valid/test before, RPT (resumed from ``run_dir`` when ``resume``), valid/test after (the best
     RPT weights); ``config`` is what the RPT checkpoint and hparams record; ``context`` (the SPT
     model's) adds the beyond-accuracy measures to every evaluation."""
@@ -287,25 +288,49 @@ def _rpt_with_before_after(cfg: DictConfig, payload, policy, data, rpt_cfg, rewa
     return train_rpt_with_test(
         policy=policy, policy_config=payload["policy_config"], data=data, max_len=int(payload["dataset"]["max_len"]), cfg=rpt_cfg, reward_fn=reward_fn,
         eval_cfg=eval_cfg, run_dir=run_dir, device=device, seed=int(cfg.seed), config=config, progress=bool(cfg.progress),
-        resume=resume, resume_command=resume_command, filter_cache_dir=Path(str(cfg.cache_dir)) / "rpt_filter", item_context=context,
+        resume=resume, resume_command=resume_command, filter_cache_dir=Path(str(cfg.cache_dir)) / "rpt_filter", item_context=context, dist_ctx=dist_ctx,
     )
 
 
 def command_rpt(cfg: DictConfig) -> dict:
     """RPT from ``checkpoint=<spt checkpoint>``, then valid/test before and after in metrics.json.
-    ``resume=<run dir>`` continues an interrupted ``rpt`` run (same checkpoint and overrides)."""
+    ``resume=<run dir>`` continues an interrupted ``rpt`` run (same checkpoint and overrides).
+
+    Under torchrun every rank collects and trains on its share of each batch (DDP learners,
+    rpt_distributed); rank 0 alone reads the resumed state, writes the run directory and
+    evaluates on test."""
+    from .distributed import DistributedConfig, init_distributed, shutdown
+
+    ctx, device = init_distributed(str(cfg.device), section_from_mapping(DistributedConfig, cfg.distributed, "distributed"))
+    finished = False
+    try:
+        ctx.check_same("configuration", to_plain(cfg))
+        results = _rpt_on_ranks(cfg, ctx, device)
+        finished = True
+        return results
+    finally:
+        shutdown(ctx, wait=finished)
+
+
+def _rpt_on_ranks(cfg: DictConfig, ctx, device) -> dict:
     from .atomic import atomic_write_json
+    from .distributed import launch_command
     from .report import results_table
 
     eval_cfg = _eval_config(cfg)
-    payload, policy, data, device, config = _checkpoint_inputs(cfg, "rpt")
-    context = _item_context(data, config["dataset"], policy)
+    payload, policy, data, device, config = _checkpoint_inputs(cfg, "rpt", device)
+    context = _item_context(data, config["dataset"], policy, quiet=not ctx.is_main)
     rpt_cfg, reward_fn, _ = _rpt_setup(cfg, data.num_items, bool(getattr(policy, "recurrent", False)), context)
-    resume_dir = _resume_dir(cfg, "rpt")
-    run_dir = resume_dir or _run_dir()
-    print(f"[lares-rl] rpt ({rpt_cfg.algorithm}) from {cfg.checkpoint} on {data.name}: {data.num_users} users, {data.num_items} items; run dir {run_dir}")
-    hint = f"lares-rl rpt resume={run_dir} checkpoint={cfg.checkpoint} {_replayed_overrides()}"
-    results = {"checkpoint": str(cfg.checkpoint), **_rpt_with_before_after(cfg, payload, policy, data, rpt_cfg, reward_fn, eval_cfg, device, run_dir, resume_dir is not None, hint, config, context)}
+    resume_dir = ctx.on_main(lambda: _resume_dir(cfg, "rpt"))
+    run_dir = ctx.broadcast_object(resume_dir or _run_dir())  # rank 0's Hydra directory: the others' may carry another timestamp
+    if ctx.is_main:
+        ranks = f" on {ctx.world_size} processes" if ctx.active else ""
+        print(f"[lares-rl] rpt ({rpt_cfg.algorithm}) from {cfg.checkpoint} on {data.name}{ranks}: {data.num_users} users, {data.num_items} items; run dir {run_dir}")
+    hint = f"{launch_command(ctx)} rpt resume={run_dir} checkpoint={cfg.checkpoint} {_replayed_overrides()}"
+    outcome = _rpt_with_before_after(cfg, payload, policy, data, rpt_cfg, reward_fn, eval_cfg, device, run_dir, resume_dir is not None, hint, config, context, dist_ctx=ctx)
+    results = {"checkpoint": str(cfg.checkpoint), **outcome}
+    if not ctx.is_main:
+        return results
     print(results_table({"before rpt (test)": results["before"]["test"], "after rpt (test)": results["after"]["test"]}, eval_cfg.ks))
     atomic_write_json(run_dir / "metrics.json", results)
     print(f"[lares-rl] checkpoint {results['rpt']['checkpoint']}\n[lares-rl] metrics {run_dir / 'metrics.json'}\n[lares-rl] TensorBoard: tensorboard --logdir {run_dir / 'tb'}")
@@ -622,6 +647,14 @@ def main() -> None:
             for hint in _unknown_key_hints(argv):
                 print(hint, file=sys.stderr)
         raise
+    if launched_by_torchrun():
+        # The work is done and written (every rank passed the final barrier). Skip interpreter
+        # teardown: under load, a rank's C++ destructors raced the gloo / collector threads still
+        # winding down ("terminate called without an active exception", SIGABRT), turning a
+        # finished run into a failed torchrun.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def _unknown_key_hints(argv: list[str]) -> list[str]:

@@ -18,7 +18,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Callable, Mapping, TypeVar
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -28,7 +29,7 @@ from .errors import LaresError
 
 T = TypeVar("T")
 # Commands that run on several processes under torchrun; the others refuse a world size above 1.
-DISTRIBUTED_COMMANDS = ("spt",)
+DISTRIBUTED_COMMANDS = ("spt", "rpt")
 
 
 @dataclass
@@ -101,6 +102,40 @@ class DistContext:
         dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
         return reduced / self.world_size
 
+    def gather_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """Every rank's equal-sized ``rows`` [n, ...] stacked in rank order, [W n, ...], on every rank."""
+        if not self.active:
+            return rows
+        out = rows.new_empty((self.world_size * rows.shape[0], *rows.shape[1:]))
+        dist.all_gather_single(out, rows.contiguous())
+        return out
+
+    def average_gradients(self, parameters: Iterable[torch.nn.Parameter]) -> None:
+        """Replace each gradient by its mean over ranks (two all-reduces: which parameters have a
+        gradient on any rank, then all gradients in one flat buffer). A parameter without a
+        gradient on some rank counts as zero there and keeps None only where no rank has one, as
+        in one process over the whole batch. With equal shares and a loss that is a mean over
+        rows, the result is the gradient of the global batch."""
+        if not self.active or self.world_size == 1:
+            return
+        params = [p for p in parameters if p.requires_grad]
+        device = self.collective_device()
+        present = torch.tensor([float(p.grad is not None) for p in params], device=device)
+        dist.all_reduce(present, op=dist.ReduceOp.MAX)
+        used = [p for p, flag in zip(params, present.tolist()) if flag]
+        for p in used:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        if not used:
+            return
+        flat = torch.cat([p.grad.reshape(-1) for p in used]).to(device)
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        flat /= self.world_size
+        offset = 0
+        for p in used:
+            p.grad.copy_(flat[offset : offset + p.numel()].view_as(p.grad))
+            offset += p.numel()
+
     def any(self, flag: bool) -> bool:
         """True on every rank when ``flag`` is true on one (a Ctrl-C seen by some ranks only)."""
         if not self.active:
@@ -172,3 +207,15 @@ def launch_command(ctx: DistContext) -> str:
     if int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world_size)) == ctx.world_size:
         return f"torchrun --nproc-per-node={ctx.world_size} -m lares_rl.cli"
     return f"torchrun <the same --nnodes/--nproc-per-node/--rdzv-* options, world size {ctx.world_size}> -m lares_rl.cli"
+
+
+def check_world_size(saved: Mapping, ctx: DistContext, run_dir: Path, best: str = "spt_best.pt") -> None:
+    """A training state resumes only the way it was saved, plain or under torchrun with the same
+    number of processes: each rank's random streams and its share of every batch are recorded for
+    that number. ``best`` names the phase's best checkpoint, which loads anywhere."""
+    saved_world, saved_distributed = int(saved.get("world_size", 1)), bool(saved.get("distributed", False))
+    if (saved_world, saved_distributed) != (ctx.world_size, ctx.active):
+        saved_how = f"torchrun with {saved_world} process(es)" if saved_distributed else "a plain run (no torchrun)"
+        this_how = f"torchrun with {ctx.world_size} process(es)" if ctx.active else "a plain run (no torchrun)"
+        launch = f"under torchrun with a world size of {saved_world} (nnodes x nproc-per-node)" if saved_distributed else "without torchrun"
+        raise LaresError(f"cannot resume {run_dir}: its training state was saved by {saved_how}, this is {this_how}; resume it {launch}. Its checkpoints/{best} loads anywhere (eval, rpt, recommend)")

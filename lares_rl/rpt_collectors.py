@@ -29,16 +29,18 @@ def worker_env(data, rows: torch.Tensor, targets: torch.Tensor, histories: int, 
     return rows_env(data, rows, targets, histories=histories, cfg=cfg, reward_fn=reward_fn, max_len=max_len, seed=seed, device=torch.device("cpu"))
 
 
-def worker_actor(policy: nn.Module, cfg, eval_seed: int, seed: int):
-    """Runs inside a worker: the same slate actor as the learner's, with the worker's own seed."""
+def worker_actor(policy: nn.Module, cfg, eval_seed: int, seed: int, item_chunk: int | None = None):
+    """Runs inside a worker: the same slate actor as the learner's (chunked top-K slates with
+    ``item_chunk``), with the worker's own seed."""
     from .policies.actor import make_slate_actor
     from .rpt_learner import rollout_halting
 
     return make_slate_actor(policy, cfg.slate_size, cfg.exploration, latent_noise=cfg.latent_noise, eval_seed=eval_seed, seed=seed, latent_sigma=cfg.latent_sigma, antithetic=cfg.antithetic,
-                            halting=rollout_halting(cfg, policy))
+                            halting=rollout_halting(cfg, policy), item_chunk=item_chunk)
 
 
-def multi_process_collector(*, data, kept: torch.Tensor, targets: torch.Tensor, histories: int, cfg, reward_fn, max_len: int, seed: int, actor: nn.Module, policy: nn.Module, eval_seed: int):
+def multi_process_collector(*, data, kept: torch.Tensor, targets: torch.Tensor, histories: int, cfg, reward_fn, max_len: int, seed: int, actor: nn.Module, policy: nn.Module, eval_seed: int,
+                            item_chunk: int | None = None):
     """A MultiSyncCollector with ``cfg.collector_workers`` processes yielding ``histories`` x G
     rows per batch. ``seed`` should differ between a run and its resumption (module docstring)."""
     import torch.multiprocessing
@@ -51,7 +53,7 @@ def multi_process_collector(*, data, kept: torch.Tensor, targets: torch.Tensor, 
     workers = cfg.collector_workers
     per_worker = histories // workers
     envs = [partial(worker_env, data, kept[i::workers], targets, per_worker, cfg, reward_fn, max_len, seed + i) for i in range(workers)]
-    actors = [partial(worker_actor, policy, cfg, eval_seed, seed + 7919 * (i + 1)) for i in range(workers)]
+    actors = [partial(worker_actor, policy, cfg, eval_seed, seed + 7919 * (i + 1), item_chunk) for i in range(workers)]
     return MultiSyncCollector(
         envs, policy=actor, policy_factory=actors, weight_sync_schemes={"policy": MultiProcessWeightSyncScheme()},
         frames_per_batch=per_worker * workers * cfg.group_size, total_frames=-1, device="cpu", cat_results=0,

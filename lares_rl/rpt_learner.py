@@ -16,6 +16,7 @@ import torch
 from tensordict import TensorDictBase
 from torch import nn
 
+from .distributed import DistContext
 from .errors import LaresError
 
 
@@ -32,6 +33,7 @@ class RPTLearner:
     optimizer: torch.optim.Optimizer
     value_head: nn.Module | None = None
     steps: int = field(default=0)
+    ranks: DistContext = field(default_factory=DistContext)  # DDP learners (rpt_distributed): gradients averaged over ranks
 
     @torch.no_grad()
     def prepare(self, batch: TensorDictBase) -> None:
@@ -61,11 +63,12 @@ class RPTLearner:
 
         for epoch in range(self.cfg.update_epochs):
             terms = self.loss_module(batch)
-            loss = total_loss(terms, self.steps, where=where, kept=kept)
+            loss = total_loss(terms, self.steps, where=where, kept=kept, ranks=self.ranks)
             if epoch == 0 and on_first_terms is not None:
                 on_first_terms(terms)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            self.ranks.average_gradients(self.loss_module.parameters())
             self.optimizer.step()
             self.steps += 1
         return terms, loss
@@ -81,9 +84,10 @@ def rollout_halting(cfg, policy: nn.Module) -> tuple[float, int] | None:
     return cfg.halt_tol, cfg.halt_k_max or default_depth(policy)
 
 
-def build_learner(policy: nn.Module, cfg, *, device: torch.device, eval_seed: int, seed: int, reward_fn=None) -> RPTLearner:
+def build_learner(policy: nn.Module, cfg, *, device: torch.device, eval_seed: int, seed: int, reward_fn=None, item_chunk: int | None = None) -> RPTLearner:
     """The learner for ``cfg.algorithm``; the reference is a frozen copy of ``policy`` as it is now.
-    ``reward_fn`` is needed by ``expected_pg``, whose loss evaluates the reward of every item."""
+    ``reward_fn`` is needed by ``expected_pg``, whose loss evaluates the reward of every item;
+    ``item_chunk`` (``eval.item_chunk``): top-K slates from a chunked running top-K (make_slate_actor)."""
     from torchrl.objectives import ClipPPOLoss
 
     from .policies.actor import make_slate_actor
@@ -91,7 +95,7 @@ def build_learner(policy: nn.Module, cfg, *, device: torch.device, eval_seed: in
 
     halting = rollout_halting(cfg, policy)
     actor = make_slate_actor(
-        policy, cfg.slate_size, cfg.exploration, latent_noise=cfg.latent_noise, eval_seed=eval_seed, seed=seed, latent_sigma=cfg.latent_sigma, antithetic=cfg.antithetic, halting=halting,
+        policy, cfg.slate_size, cfg.exploration, latent_noise=cfg.latent_noise, eval_seed=eval_seed, seed=seed, latent_sigma=cfg.latent_sigma, antithetic=cfg.antithetic, halting=halting, item_chunk=item_chunk,
     )
     reference = copy.deepcopy(policy).eval().requires_grad_(False)
     value_head = None

@@ -28,7 +28,7 @@ from torch import nn
 from .catalog_topk import item_scorer
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import require, to_plain
-from .distributed import DistContext
+from .distributed import DistContext, check_world_size
 from .errors import LaresError
 from .evaluation import EvalConfig, evaluate_policy
 from .resume import TrainingInterrupted, capture_rng, load_training_state, restore_rng, save_training_state, stop_on_sigint
@@ -432,15 +432,3 @@ def reduced_terms(ctx: DistContext, terms: Mapping[str, torch.Tensor], loss: tor
     values = torch.stack([terms[n].detach().float().reshape(()).to(loss.device) for n in names] + [loss.detach().float()])
     reduced = ctx.mean(values.to(ctx.collective_device())).tolist()
     return dict(zip(names, reduced[:-1])) | {"loss_total": reduced[-1]}
-
-
-def check_world_size(saved: Mapping, ctx: DistContext, run_dir: Path) -> None:
-    """A training state resumes only the way it was saved, plain or under torchrun with the same
-    number of processes: each rank's random streams and its slice of every batch are recorded for
-    that number (and a torchrun run has one more stream, the shared depth generator)."""
-    saved_world, saved_distributed = int(saved.get("world_size", 1)), bool(saved.get("distributed", False))
-    if (saved_world, saved_distributed) != (ctx.world_size, ctx.active):
-        saved_how = f"torchrun with {saved_world} process(es)" if saved_distributed else "a plain run (no torchrun)"
-        this_how = f"torchrun with {ctx.world_size} process(es)" if ctx.active else "a plain run (no torchrun)"
-        launch = f"under torchrun with a world size of {saved_world} (nnodes x nproc-per-node)" if saved_distributed else "without torchrun"
-        raise LaresError(f"cannot resume {run_dir}: its training state was saved by {saved_how}, this is {this_how}; resume it {launch}. Its checkpoints/spt_best.pt loads anywhere (eval, rpt, recommend)")

@@ -35,6 +35,8 @@ SAME ROWS IN THE SAME ORDER gives identical numbers; a subset of rows gets diffe
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.distributions as D
 from tensordict import TensorDictBase
@@ -88,6 +90,7 @@ def run_rollouts(
     noise_offset: int = 0,
     dedupe: bool = False,
     halting: tuple[float, int] | None = None,
+    full_scores: bool = True,
 ) -> dict[str, torch.Tensor]:
     """Replay (or run) the rollouts given by ``num_steps``/``seeds``; grad follows the caller's mode.
 
@@ -110,6 +113,8 @@ def run_rollouts(
             the same halting, which repeats the same decisions for the same rows in the same order
             (so a replay reproduces the rollout). Train-mode rows keep their sampled k. Gives
             final-step outputs only, so ``target`` must be None.
+        full_scores: False leaves out ``final_scores`` (no [B, N + 1] matrix): the chunked slate
+            (:class:`ChunkedTopKSlate`) needs the final states only.
     """
     was_training = policy.training
     batch = items.shape[0]
@@ -143,16 +148,18 @@ def run_rollouts(
                     states = states[inverse]
                     taken = None if taken is None else taken[inverse]
             steps = states.shape[1]
-            final = policy.scores(states[:, -1])
+            final = policy.scores(states[:, -1]) if full_scores or target is not None else None
             if not out:
-                out["final_scores"] = final.new_zeros((batch, final.shape[-1]))
+                if final is not None:
+                    out["final_scores"] = final.new_zeros((batch, final.shape[-1]))
                 out["final_state"] = states.new_zeros((batch, states.shape[-1]))
                 out["num_steps"] = torch.zeros(batch, dtype=torch.int64, device=device)
                 if target is not None:
                     out["step_log_prob"] = final.new_zeros((batch, k_max))
                     out["step_mask"] = torch.zeros((batch, k_max), dtype=torch.bool, device=device)
                     out["entropy"] = final.new_zeros(batch)
-            out["final_scores"][rows] = final
+            if final is not None:
+                out["final_scores"][rows] = final
             out["final_state"][rows] = states[:, -1]
             out["num_steps"][rows] = torch.full_like(rows, k) if taken is None else taken
             if target is not None:
@@ -177,6 +184,27 @@ def replay_step_log_probs(policy: nn.Module, td: TensorDictBase, target: torch.T
     return out["step_log_prob"], out["step_mask"]
 
 
+@dataclass(frozen=True)
+class RowShare:
+    """This process's share of a global batch under DDP RPT learners: the global batch is groups of
+    ``group_size`` contiguous rows, and rank ``rank`` of ``world_size`` holds groups
+    ``rank, rank + world_size, ...`` in order. The actor's random draws (k, rollout seeds, Gaussian
+    noise) are made for the whole global batch and this share is kept, so every rank draws exactly
+    what a one-process run draws for the same rows."""
+
+    rank: int
+    world_size: int
+    group_size: int
+
+    def global_rows(self, rows: int) -> int:
+        return rows * self.world_size
+
+    def take(self, values: torch.Tensor) -> torch.Tensor:
+        """This rank's rows of ``values`` [global rows, ...]."""
+        grouped = values.reshape(-1, self.world_size, self.group_size, *values.shape[1:])
+        return grouped[:, self.rank].reshape(-1, *values.shape[1:])
+
+
 class RolloutScores(TensorDictModuleBase):
     """The latent rollout of ``policy`` as a TensorDict module (see the module docstring).
 
@@ -196,13 +224,18 @@ class RolloutScores(TensorDictModuleBase):
 
     def __init__(
         self, policy: nn.Module, latent_noise: bool = True, eval_seed: int = 0, seed: int | None = None, dedupe: bool = False, halting: tuple[float, int] | None = None,
+        full_scores: bool = True,
     ) -> None:
         super().__init__()
         self.policy = policy
+        self.full_scores = full_scores  # False: no "logits" (the chunked slate ranks "user_state" itself)
+        if not full_scores:
+            self.out_keys = [key for key in self.out_keys if key != "logits"]
         self.halting = halting
         self.latent_noise = latent_noise
         self.dedupe = dedupe
         self.eval_seed = eval_seed
+        self.share: RowShare | None = None  # set by the DDP learners (lares_rl.rpt_distributed)
         self.generator = torch.Generator()
         if seed is None:
             self.generator.seed()
@@ -219,18 +252,23 @@ class RolloutScores(TensorDictModuleBase):
             self.policy.train(was_training)
 
     def draw(self, batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """(num_steps, rollout_seed) for a fresh train-mode rollout of ``batch`` rows."""
+        """(num_steps, rollout_seed) for a fresh train-mode rollout of ``batch`` rows (with a
+        :class:`RowShare`: drawn for the global batch, this rank's rows kept)."""
+        drawn = batch if self.share is None else self.share.global_rows(batch)
         was_training = self.policy.training
         self.policy.train()
         try:
             if hasattr(self.policy, "sample_steps"):
-                ks = [max(int(self.policy.sample_steps(self.generator)), 1) for _ in range(batch)]
+                ks = [max(int(self.policy.sample_steps(self.generator)), 1) for _ in range(drawn)]
             else:
-                ks = [1] * batch
+                ks = [1] * drawn
         finally:
             self.policy.train(was_training)
         seed = int(torch.randint(0, 2**62, (), generator=self.generator))
-        return torch.tensor(ks, dtype=torch.int64, device=device), torch.full((batch,), seed, dtype=torch.int64, device=device)
+        ks = torch.tensor(ks, dtype=torch.int64)
+        if self.share is not None:
+            ks = self.share.take(ks)
+        return ks.to(device), torch.full((batch,), seed, dtype=torch.int64, device=device)
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         items, length = tensordict.get(HISTORY_KEYS[0]), tensordict.get(HISTORY_KEYS[1])
@@ -245,8 +283,9 @@ class RolloutScores(TensorDictModuleBase):
         else:
             num_steps = torch.full((batch,), self.eval_steps(), dtype=torch.int64, device=device)
             seeds = torch.full((batch,), -1 - self.eval_seed, dtype=torch.int64, device=device)
-        out = run_rollouts(self.policy, items, length, num_steps, seeds, dedupe=self.dedupe, halting=self.halting)
-        tensordict.set("logits", out["final_scores"].reshape(*batch_shape, -1))
+        out = run_rollouts(self.policy, items, length, num_steps, seeds, dedupe=self.dedupe, halting=self.halting, full_scores=self.full_scores)
+        if self.full_scores:
+            tensordict.set("logits", out["final_scores"].reshape(*batch_shape, -1))
         tensordict.set("user_state", out["final_state"].reshape(*batch_shape, -1))
         tensordict.set("num_steps", out["num_steps"].reshape(batch_shape))
         tensordict.set("rollout_seed", seeds.reshape(batch_shape))
@@ -283,25 +322,39 @@ class GaussianLatentScores(TensorDictModuleBase):
     in_keys = ["user_state"]
     out_keys = ["logits", "latent_noise"]
 
-    def __init__(self, policy: nn.Module, sigma: float, generator: torch.Generator, antithetic: bool = False) -> None:
+    def __init__(self, policy: nn.Module, sigma: float, generator: torch.Generator, antithetic: bool = False, full_scores: bool = True) -> None:
         super().__init__()
         if sigma <= 0:
             raise ValueError(f"sigma={sigma} must be > 0")
         self.policy, self.sigma, self.generator, self.antithetic = policy, sigma, generator, antithetic
+        self.full_scores = full_scores  # False: write the perturbed state as "slate_state" for the chunked slate, no "logits"
+        if not full_scores:
+            self.out_keys = ["slate_state", "latent_noise"]
+        self.share: RowShare | None = None  # set by the DDP learners (lares_rl.rpt_distributed)
+
+    def draw_noise(self, mu: torch.Tensor) -> torch.Tensor:
+        """``eps`` for the rows of ``mu`` (with a :class:`RowShare`: drawn for the global batch,
+        this rank's rows kept, so antithetic pairs and groups are the one-process run's)."""
+        rows = mu.shape[0] if self.share is None else self.share.global_rows(mu.shape[0])
+        if self.antithetic:
+            if rows % 2:
+                raise ValueError(f"antithetic noise pairs rows (2i, 2i + 1); got an odd batch of {rows}")
+            half = torch.randn((rows // 2, *mu.shape[1:]), generator=self.generator)
+            noise = torch.stack([half, -half], dim=1).reshape(rows, *mu.shape[1:])
+        else:
+            noise = torch.randn((rows, *mu.shape[1:]), generator=self.generator)
+        if self.share is not None:
+            noise = self.share.take(noise)
+        return noise.to(mu.device, mu.dtype)
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         mu = tensordict.get("user_state")
-        if exploration_type() != ExplorationType.RANDOM:
-            noise = torch.zeros_like(mu)
-        elif self.antithetic:
-            if mu.shape[0] % 2:
-                raise ValueError(f"antithetic noise pairs rows (2i, 2i + 1); got an odd batch of {mu.shape[0]}")
-            half = torch.randn((mu.shape[0] // 2, *mu.shape[1:]), generator=self.generator).to(mu.device, mu.dtype)
-            noise = torch.stack([half, -half], dim=1).reshape(mu.shape)
-        else:
-            noise = torch.randn(mu.shape, generator=self.generator).to(mu.device, mu.dtype)
+        noise = torch.zeros_like(mu) if exploration_type() != ExplorationType.RANDOM else self.draw_noise(mu)
         state = mu + latent_scale(mu, self.sigma) * noise
-        tensordict.set("logits", self.policy.scores(state))
+        if self.full_scores:
+            tensordict.set("logits", self.policy.scores(state))
+        else:
+            tensordict.set("slate_state", state)
         tensordict.set("latent_noise", noise)
         return tensordict
 
@@ -392,6 +445,33 @@ class PlackettLuceSlate(_SlateDistribution):
         return (picked - remaining).sum(-1).to(self.logits.dtype)
 
 
+class ChunkedTopKSlate(TensorDictModuleBase):
+    """The top-K slate of a state scored ``item_chunk`` items at a time with a running top-K
+    (:func:`lares_rl.catalog_topk.chunked_top_k`): the same slate as :class:`TopKSlate` over the
+    full scores, without the [B, N + 1] matrix. For the explorations whose slate is the top-K of a
+    latent state (``latent``, ``gaussian``); ``"action_log_prob"`` is 0, as for :class:`TopKSlate`."""
+
+    out_keys = ["action", "action_log_prob"]
+
+    def __init__(self, policy: nn.Module, slate_size: int, item_chunk: int, state_key: str) -> None:
+        from lares_rl.catalog_topk import item_scorer
+
+        super().__init__()
+        self.policy, self.slate_size, self.item_chunk, self.state_key = policy, slate_size, item_chunk, state_key
+        self.in_keys = [state_key]
+        self.score_items = item_scorer(policy, "eval.item_chunk")
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        from lares_rl.catalog_topk import chunked_top_k
+
+        state = tensordict.get(self.state_key)
+        flat = state.reshape(-1, state.shape[-1])
+        slate = chunked_top_k(flat.detach(), self.score_items, self.policy.num_items, self.slate_size, self.item_chunk)[1]
+        tensordict.set("action", slate.reshape(*state.shape[:-1], self.slate_size))
+        tensordict.set("action_log_prob", flat.new_zeros(flat.shape[0]).reshape(state.shape[:-1]))
+        return tensordict
+
+
 SLATE_DISTRIBUTIONS = {"latent": TopKSlate, "categorical": CategoricalSlate, "plackett_luce": PlackettLuceSlate, "gaussian": TopKSlate}
 
 
@@ -406,7 +486,8 @@ def make_slate_actor(
     latent_sigma: float = 0.1,
     antithetic: bool = False,
     halting: tuple[float, int] | None = None,
-) -> ProbabilisticActor:
+    item_chunk: int | None = None,
+) -> ProbabilisticActor | TensorDictSequential:
     """A TorchRL actor over ``policy``: in ``("history", "items")``, ``("history", "length")``;
     out ``"action"`` (slate [B, K]), ``"action_log_prob"`` [B], ``"num_steps"`` [B],
     ``"rollout_seed"`` [B], ``"logits"`` [B, N + 1] and ``"user_state"`` [B, d].
@@ -416,7 +497,12 @@ def make_slate_actor(
     ``latent_noise=False``), or ``gaussian`` (a Gaussian policy over the final user state with
     relative scale ``latent_sigma``, :class:`GaussianLatentScores`; the slate is the top-K of the
     perturbed state, and ``"latent_noise"`` is written too). ``halting=(tol, k_max)`` makes the
-    evaluation rollouts adaptive in depth (:func:`run_rollouts`). ``actor.module[0]`` is the :class:`RolloutScores` (for ``gaussian``: the first
+    evaluation rollouts adaptive in depth (:func:`run_rollouts`). ``item_chunk`` (``latent`` and
+    ``gaussian`` only, whose slate is a top-K): the slate comes from a chunked running top-K
+    (:class:`ChunkedTopKSlate`) and no ``"logits"`` are written; the actor is then a
+    TensorDictSequential, not a ProbabilisticActor. Item sampling (``categorical``,
+    ``plackett_luce``) draws from the softmax over the whole catalog and always scores all of it.
+    ``actor.module[0]`` is the :class:`RolloutScores` (for ``gaussian``: the first
     module of ``actor.module[0]``); the wrapped policy is its ``.policy``.
 
     Example::
@@ -435,10 +521,13 @@ def make_slate_actor(
     num_items = getattr(policy, "num_items", None)
     if num_items is not None and slate_size > num_items:
         raise ValueError(f"slate_size={slate_size} exceeds the catalog ({num_items} items)")
-    scores = RolloutScores(policy, latent_noise=latent_noise, eval_seed=eval_seed, seed=seed, dedupe=exploration == "gaussian", halting=halting)
+    chunked = item_chunk is not None and exploration in ("latent", "gaussian")
+    scores = RolloutScores(policy, latent_noise=latent_noise, eval_seed=eval_seed, seed=seed, dedupe=exploration == "gaussian", halting=halting, full_scores=not chunked)
     module = scores
     if exploration == "gaussian":
-        module = TensorDictSequential(scores, GaussianLatentScores(policy, latent_sigma, scores.generator, antithetic=antithetic))
+        module = TensorDictSequential(scores, GaussianLatentScores(policy, latent_sigma, scores.generator, antithetic=antithetic, full_scores=not chunked))
+    if chunked:
+        return TensorDictSequential(module, ChunkedTopKSlate(policy, slate_size, item_chunk, "slate_state" if exploration == "gaussian" else "user_state"))
     return ProbabilisticActor(
         module=module,
         in_keys=["logits"],

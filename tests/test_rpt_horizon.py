@@ -80,6 +80,11 @@ def test_horizon_trains_whole_episodes(data, tmp_path):
     summary, _, _, cfg = run(data, tmp_path, horizon=3)
     assert summary["frames"] == 3 * 16 * 4 * 3  # batches x histories x G x horizon
     assert len(summary["probe_curve"]) >= 2
+    assert 0.0 <= summary["zero_adv_group_fraction"] <= 1.0  # groups of G = 4: their signal is logged
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = EventAccumulator(str(tmp_path / "tb" / "rpt")).Reload().Tags()["scalars"]
+    assert {"rpt/diag/zero_adv_group_fraction", "rpt/diag/group_reward_std", "rpt/diag/advantage_std"} <= set(tags)
 
 
 def test_frozen_parameters_keep_their_spt_values(data, tmp_path):

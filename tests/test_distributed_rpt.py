@@ -1,0 +1,158 @@
+"""Distributed RPT learners under torchrun (gloo on the CPU): 2 processes, each collecting and
+training on its share of every global batch, make the 1-process updates (same losses, same
+parameters within float tolerance), only rank 0 writes, and the bad inputs end in one clear error.
+One SPT checkpoint and one pair of runs per algorithm: on a 2-core machine each start costs seconds."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from lares_rl.distributed import DistContext
+from lares_rl.errors import LaresError
+from lares_rl.evaluation import EvalConfig
+from lares_rl.rpt import RPTConfig, read_rpt_state, train_rpt
+from lares_rl.resume import save_training_state
+from tests.cli_process import wait_for_epoch
+from tests.synthetic import write_sequential_csv
+from tests.test_cli import run_cli
+from tests.test_distributed_spt import _rank_pid
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+# dropout 0 and T0 = 0: a rollout is a function of (history, k, seed, noise), all of which the
+# ranks draw for the global batch, so 2 processes can follow 1 exactly
+DETERMINISTIC_SPT = ["policy.dropout=0", "policy.t0_init=zero"]
+RPT = ["rpt.dropout=0", "rpt.histories_per_batch=40", "rpt.epochs=2", "rpt.batches_per_epoch=2", "rpt.probe_every=2", "rpt.probe_size=50"]
+
+
+def _torchrun(cwd: Path, nproc: int, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    command = [*TORCHRUN, f"--nproc-per-node={nproc}", "-m", "lares_rl.cli", "rpt", *args]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def spt_checkpoint(tmp_path_factory) -> tuple[Path, list[str]]:
+    """A tiny deterministic SPT checkpoint (plain run) and the data overrides RPT needs."""
+    tmp_path = tmp_path_factory.mktemp("rpt_ddp")
+    path = write_sequential_csv(tmp_path / "log.csv", users=40, items=30, length=10, seed=0)
+    data = ["dataset=custom", f"dataset.path={path}", "dataset.user_col=uid", "dataset.item_col=sku", "dataset.time_col=ts", "dataset.max_len=8", "progress=false", "device=cpu"]
+    result = run_cli(tmp_path, "spt", *data, "policy.d_model=16", "policy.inner_size=32", "spt.epochs=2", "spt.batch_size=64", *DETERMINISTIC_SPT, "hydra.run.dir=spt")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return tmp_path, [*data, f"checkpoint={tmp_path / 'spt' / 'checkpoints' / 'spt_best.pt'}"]
+
+
+def _scalars(run_dir: Path) -> dict[str, list[float]]:
+    events = EventAccumulator(str(run_dir / "tb" / "rpt"))
+    events.Reload()
+    return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def _last_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "checkpoints" / "rpt_last.pt", weights_only=False)["policy_state"]
+
+
+@pytest.fixture(scope="module")
+def latent_pg_runs(spt_checkpoint):
+    """latent_pg (Gaussian latent noise, antithetic pairs), 1 and 2 processes, same global batch."""
+    tmp_path, args = spt_checkpoint
+    runs = {n: _torchrun(tmp_path, n, *args, *RPT, "rpt=latent_pg", f"hydra.run.dir=latent_pg_{n}") for n in (1, 2)}
+    for result in runs.values():
+        assert result.returncode == 0, result.stderr[-3000:]
+    return tmp_path, runs
+
+
+def _assert_same_updates(one: Path, two: Path) -> None:
+    """Every logged loss, batch statistic and validation metric, and the final weights, agree."""
+    curves_one, curves_two = _scalars(one), _scalars(two)
+    compared = [tag for tag in curves_one if "/losses/" in tag or "/eval/" in tag or tag.endswith(("reward_mean", "reward_std", "k_mean", "advantage_std"))]
+    assert any("/losses/" in tag for tag in compared)
+    for tag in compared:
+        assert len(curves_one[tag]) == len(curves_two[tag]) > 0, tag
+        assert torch.allclose(torch.tensor(curves_one[tag]), torch.tensor(curves_two[tag]), rtol=1e-5, atol=1e-6), tag
+    weights_one, weights_two = _last_weights(one), _last_weights(two)
+    for name, value in weights_one.items():
+        assert torch.allclose(value.float(), weights_two[name].float(), rtol=1e-4, atol=1e-5), name
+
+
+def test_two_latent_pg_learners_make_the_one_process_updates(latent_pg_runs):
+    tmp_path, runs = latent_pg_runs
+    _assert_same_updates(tmp_path / "latent_pg_1", tmp_path / "latent_pg_2")
+    assert "on 2 processes" in runs[2].stdout and runs[2].stdout.count("[rpt] epoch") == 2  # rank 0 prints, rank 1 does not
+    state = torch.load(tmp_path / "latent_pg_2" / "checkpoints" / "rpt_last.pt", weights_only=False)
+    assert state["world_size"] == 2 and state["distributed"] and len(state["rank_rng"]) == 2
+    assert state["progress"]["histories_seen"] == 2 * 2 * 40  # the global batch, counted once
+    assert (tmp_path / "latent_pg_2" / "metrics.json").is_file()
+
+
+def test_two_grpo_learners_with_latent_exploration_make_the_one_process_updates(spt_checkpoint):
+    """The reference objective: per-row depths k and rollout seeds drawn for the global batch."""
+    tmp_path, args = spt_checkpoint
+    for n in (1, 2):
+        result = _torchrun(tmp_path, n, *args, *RPT, "rpt=grpo", "rpt.epochs=1", f"hydra.run.dir=grpo_{n}")
+        assert result.returncode == 0, result.stderr[-3000:]
+    _assert_same_updates(tmp_path / "grpo_1", tmp_path / "grpo_2")
+
+
+@pytest.mark.slow
+def test_sigkill_of_one_rank_then_resume_ends_like_an_uninterrupted_run(spt_checkpoint):
+    """Rank 1 is killed once epoch 1 is saved; `resume=` with the same world size ends with the
+    uninterrupted run's losses and weights (every rank's RNG streams and the shared walk restored)."""
+    tmp_path, args = spt_checkpoint
+    longer = [*args, *RPT, "rpt=grpo", "rpt.epochs=4", "rpt.batches_per_epoch=15", "rpt.patience=5"]
+    assert _torchrun(tmp_path, 2, *longer, "hydra.run.dir=full").returncode == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    launcher = subprocess.Popen([*TORCHRUN, "--nproc-per-node=2", "-m", "lares_rl.cli", "rpt", *longer, "hydra.run.dir=killed"],
+                                cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_epoch(tmp_path / "killed" / "checkpoints" / "rpt_last.pt", 1, launcher, deadline_s=120, poll_s=0.02)
+    os.kill(_rank_pid(launcher.pid, 1), signal.SIGKILL)
+    started = time.time()
+    launcher.communicate(timeout=120)
+    assert launcher.returncode != 0 and time.time() - started < 120
+    resumed = _torchrun(tmp_path, 2, *longer, f"resume={tmp_path / 'killed'}", "hydra.run.dir=resumed")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    full, killed = _scalars(tmp_path / "full"), _scalars(tmp_path / "killed")
+    assert torch.allclose(torch.tensor(full["rpt/losses/total"]), torch.tensor(killed["rpt/losses/total"]), atol=1e-7)
+    weights_full, weights_killed = _last_weights(tmp_path / "full"), _last_weights(tmp_path / "killed")
+    assert all(torch.allclose(value, weights_killed[name], atol=1e-6) for name, value in weights_full.items())
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_a_world_size_that_does_not_divide_histories_per_batch_is_an_error_naming_the_key(tmp_path):
+    ctx = DistContext(rank=0, world_size=3, active=True)  # the check comes before any collective
+    with pytest.raises(LaresError, match=r"rpt.histories_per_batch=40 is the global batch and must be divisible by the number of processes \(3\).*rpt.histories_per_batch=39"):
+        train_rpt(policy=torch.nn.Linear(1, 1), policy_config={}, data=None, max_len=6, cfg=RPTConfig(histories_per_batch=40), reward_fn=None, eval_cfg=EvalConfig(),
+                  run_dir=tmp_path, device=torch.device("cpu"), seed=0, config={}, dist_ctx=ctx)
+
+
+def test_collector_workers_with_ddp_learners_is_an_error_naming_both(tmp_path):
+    ctx = DistContext(rank=0, world_size=2, active=True)
+    with pytest.raises(LaresError, match=r"rpt.collector_workers=2 cannot be combined with 2 torchrun processes.*rpt.collector_workers=1 under torchrun"):
+        train_rpt(policy=torch.nn.Linear(1, 1), policy_config={}, data=None, max_len=6, cfg=RPTConfig(histories_per_batch=40, collector_workers=2), reward_fn=None,
+                  eval_cfg=EvalConfig(), run_dir=tmp_path, device=torch.device("cpu"), seed=0, config={}, dist_ctx=ctx)
+
+
+@pytest.mark.parametrize("saved, ctx, expected", [
+    ({"world_size": 2, "distributed": True}, DistContext(world_size=4, active=True), r"saved by torchrun with 2 process\(es\), this is torchrun with 4.*rpt_best.pt"),
+    ({}, DistContext(world_size=2, active=True), r"saved by a plain run \(no torchrun\).*resume it without torchrun"),
+])
+def test_an_rpt_state_from_another_world_size_is_refused(tmp_path, saved, ctx, expected):
+    save_training_state(tmp_path / "rpt_last.pt", {"phase": "rpt", **saved})
+    with pytest.raises(LaresError, match=expected):
+        read_rpt_state(tmp_path / "rpt_last.pt", ctx, tmp_path)
+
+
+def test_resuming_a_two_process_run_without_torchrun_is_one_clear_error(latent_pg_runs, spt_checkpoint):
+    tmp_path, _ = latent_pg_runs
+    _, args = spt_checkpoint
+    result = run_cli(tmp_path, "rpt", *args, *RPT, "rpt=latent_pg", f"resume={tmp_path / 'latent_pg_2'}", "hydra.run.dir=resumed")
+    assert result.returncode == 2
+    assert "saved by torchrun with 2 process(es), this is a plain run (no torchrun)" in result.stderr and "Traceback" not in result.stderr

@@ -68,10 +68,12 @@ def latent_pg_runs(spt_checkpoint):
     return tmp_path, runs
 
 
-def _assert_same_updates(one: Path, two: Path) -> None:
-    """Every logged loss, batch statistic and validation metric, and the final weights, agree."""
+def _assert_same_updates(one: Path, two: Path, batch_statistics: bool = True) -> None:
+    """Every logged loss and validation metric (and with ``batch_statistics`` the collected batch's
+    reward, k and advantage statistics), and the final weights, agree."""
     curves_one, curves_two = _scalars(one), _scalars(two)
-    compared = [tag for tag in curves_one if "/losses/" in tag or "/eval/" in tag or tag.endswith(("reward_mean", "reward_std", "k_mean", "advantage_std"))]
+    statistics = ("reward_mean", "reward_std", "k_mean", "advantage_std") if batch_statistics else ()
+    compared = [tag for tag in curves_one if "/losses/" in tag or "/eval/" in tag or tag.endswith(statistics)]
     assert any("/losses/" in tag for tag in compared)
     for tag in compared:
         assert len(curves_one[tag]) == len(curves_two[tag]) > 0, tag
@@ -98,6 +100,17 @@ def test_two_grpo_learners_with_latent_exploration_make_the_one_process_updates(
         result = _torchrun(tmp_path, n, *args, *RPT, "rpt=grpo", "rpt.epochs=1", f"hydra.run.dir=grpo_{n}")
         assert result.returncode == 0, result.stderr[-3000:]
     _assert_same_updates(tmp_path / "grpo_1", tmp_path / "grpo_2")
+
+
+def test_two_expected_pg_learners_make_the_one_process_updates(spt_checkpoint):
+    """The default objective is exact over each rank's histories, so averaging the ranks'
+    gradients is the one-process gradient; only the logged training reward (the categorical
+    slates each rank samples from its own stream) may differ."""
+    tmp_path, args = spt_checkpoint
+    for n in (1, 2):
+        result = _torchrun(tmp_path, n, *args, *RPT, "rpt=expected_pg", "rpt.epochs=1", f"hydra.run.dir=expected_pg_{n}")
+        assert result.returncode == 0, result.stderr[-3000:]
+    _assert_same_updates(tmp_path / "expected_pg_1", tmp_path / "expected_pg_2", batch_statistics=False)
 
 
 @pytest.mark.slow

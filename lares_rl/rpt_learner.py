@@ -62,7 +62,10 @@ class RPTLearner:
         from .rpt import total_loss
 
         for epoch in range(self.cfg.update_epochs):
-            terms = self.loss_module(batch)
+            try:
+                terms = self.loss_module(batch)
+            except LaresError as err:  # a reward that broke its contract inside the loss (expected_pg scores every item)
+                raise LaresError(f"{err} (RPT {where.rstrip(', ')}); training stopped before this update. {kept}") from None
             loss = total_loss(terms, self.steps, where=where, kept=kept, ranks=self.ranks)
             if epoch == 0 and on_first_terms is not None:
                 on_first_terms(terms)

@@ -100,6 +100,28 @@ def test_expected_pg_trains_with_one_rollout_per_history(trained, tmp_path):
     assert len(summary["probe_curve"]) >= 1 and (tmp_path / "checkpoints" / "rpt_best.pt").is_file()
 
 
+def test_reward_that_turns_nan_inside_the_loss_names_the_batch_and_keeps_the_state(trained, tmp_path):
+    """expected_pg evaluates the reward on one-item slates inside the loss, not only in the env:
+    a reward that breaks there mid-run stops before the update, naming the reward, the batch and
+    the state that was kept."""
+    data, spt_policy = trained
+    calls = {"one_item": 0}
+
+    def nan_on_single_items_later(slate, target):
+        out = (slate[:, 0] == target).float()
+        if slate.shape[1] == 1:
+            calls["one_item"] += 1
+            if calls["one_item"] > 2:  # the signal check before training and the first update pass
+                out = out * float("nan")
+        return out
+
+    cfg = RPTConfig(**EXPECTED, histories_per_batch=32, slate_size=10, epochs=1, batches_per_epoch=3, filter_top=50)
+    with pytest.raises(LaresError, match=r"reward .*nan_on_single_items_later.* non-finite .* \(RPT epoch 0, batch [23]/3\); training stopped before this update\. The last good state is kept: .*rpt_last\.pt"):
+        train_rpt(policy=copy.deepcopy(spt_policy), policy_config={}, data=data, max_len=L, cfg=cfg, reward_fn=nan_on_single_items_later, eval_cfg=EvalConfig(),
+                  run_dir=tmp_path, device=torch.device("cpu"), seed=0, config={"dataset": {"name": "successor"}}, progress=False)
+    assert (tmp_path / "checkpoints" / "rpt_last.pt").is_file() and (tmp_path / "checkpoints" / "rpt_best.pt").is_file()
+
+
 def test_slate_level_reward_is_refused_for_expected_pg(trained):
     data, policy = trained
     context = build_item_context(data, policy=policy)

@@ -41,10 +41,10 @@ def test_run_is_spt_then_rpt_then_test(full_run):
     events.Reload()
     tags = events.Tags()["scalars"] + EventAccumulator(str(run_dir / "tb" / "spt")).Reload().Tags()["scalars"]
     for tag in ("rpt/charts/reward_mean", "rpt/charts/reward_std", "rpt/charts/k_mean", "rpt/charts/frames_per_sec", "rpt/charts/learning_rate",
-                "rpt/losses/policy", "rpt/diag/expected_reward", "rpt/diag/target_log_prob", "rpt/diag/entropy", "rpt/diag/grad_norm_policy",
+                "rpt/losses/policy", "rpt/diag/advantage_std", "rpt/diag/target_log_prob", "rpt/diag/entropy", "rpt/diag/ratio_mean",
+                "rpt/diag/zero_adv_group_fraction", "rpt/diag/group_reward_std", "rpt/diag/grad_norm_policy",
                 "rpt/probe/reward", "rpt/probe/target_rank", "rpt/probe/kl_to_ref", "rpt/eval/ndcg@10", "rpt/time/collect", "rpt/time/update", "spt/losses/rec"):
         assert tag in tags, tag
-    assert "rpt/diag/zero_adv_group_fraction" not in tags  # the default (expected_pg) samples no groups; latent_pg logs it (test_rpt_horizon.py)
     assert "rpt/charts/k" in events.Tags()["histograms"]
 
 

@@ -98,6 +98,11 @@ def test_expected_pg_trains_with_one_rollout_per_history(trained, tmp_path):
                         run_dir=tmp_path, device=torch.device("cpu"), seed=0, config={"dataset": {"name": "successor"}}, progress=False)
     assert summary["frames"] == 3 * 32 and summary["zero_adv_group_fraction"] is None
     assert len(summary["probe_curve"]) >= 1 and (tmp_path / "checkpoints" / "rpt_best.pt").is_file()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = set(EventAccumulator(str(tmp_path / "tb" / "rpt")).Reload().Tags()["scalars"])
+    assert {"rpt/diag/expected_reward", "rpt/losses/kl", "rpt/diag/kl_to_ref", "rpt/probe/reward"} <= tags
+    assert "rpt/diag/zero_adv_group_fraction" not in tags  # no groups, no group diagnostics
 
 
 def test_reward_that_turns_nan_inside_the_loss_names_the_batch_and_keeps_the_state(trained, tmp_path):

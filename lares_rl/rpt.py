@@ -14,9 +14,10 @@ Reference algorithm (GRPO-style, critic-free), one gradient step per collected b
     state:      checkpoints/rpt_last.pt at the start, after every epoch and on Ctrl-C; resume=True continues exactly
 ``rpt.algorithm=ppo`` swaps the loss for TorchRL's ClipPPOLoss over an item-sampling actor
 (Plackett-Luce or categorical slates) with the group advantage or a learned value head;
-``rpt.algorithm=latent_pg`` (the project default) for a policy gradient over a Gaussian latent
-action (rpt_losses.LatentPolicyGradientLoss), because the reference update does not follow the
-reward. The learner (actor, reference, loss, optimiser, one update) is built by rpt_learner.
+``rpt.algorithm=latent_pg`` for a policy gradient over a Gaussian latent action
+(rpt_losses.LatentPolicyGradientLoss), because the reference update does not follow the reward;
+``rpt.algorithm=expected_pg`` (the project default) for the exact expected-reward gradient of the
+item softmax (rpt_losses.ExpectedRewardLoss), which needs no sampling. The learner (actor, reference, loss, optimiser, one update) is built by rpt_learner.
 """
 
 from __future__ import annotations

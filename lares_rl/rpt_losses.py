@@ -5,9 +5,10 @@
   them out). It is its own module, like TorchRL's ``MCAdvantage`` for GRPO: the loss only reads it.
 - :class:`GroupRelativeLoss` is the reference RPT objective (DESIGN section 3).
 - :class:`LatentPolicyGradientLoss` is a true policy gradient over a Gaussian latent action
-  (``rpt=latent_pg``): the default, because the reference objective does not follow the reward.
+  (``rpt=latent_pg``), because the reference objective does not follow the reward.
 - :class:`ExpectedRewardLoss` is the exact (all-action) policy gradient of the item softmax's
-  expected reward (``rpt=expected_pg``): no sampling noise, since every item's reward is known.
+  expected reward (``rpt=expected_pg``, the default): no sampling noise, since every item's
+  reward is known.
 - :func:`make_value_head` is the optional learned baseline for ``ClipPPOLoss`` (``rpt.advantage=value``).
 """
 

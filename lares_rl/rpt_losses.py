@@ -240,6 +240,18 @@ class GroupRelativeLoss(LossModule):
         return out
 
 
+def add_reference_kl(out: TensorDict, log_p: torch.Tensor, reference: nn.Module, beta: float, items: torch.Tensor, length: torch.Tensor,
+                     num_steps: torch.Tensor, seeds: torch.Tensor, halting: tuple[float, int] | None) -> None:
+    """Write ``loss_kl = beta * KL(pi || pi_ref)`` (exact, over the catalog softmax of the final
+    step) and its detached ``kl_to_ref`` into ``out``; the frozen reference replays the same
+    evaluation-mode rollouts (same seeds, dedupe and halting) as the policy's ``log_p``."""
+    with torch.no_grad():
+        ref = run_rollouts(reference, items, length, num_steps, seeds, train=False, dedupe=True, halting=halting)["final_scores"]
+    kl = catalog_kl(log_p, torch.log_softmax(ref, dim=-1))
+    out.set("loss_kl", beta * kl.mean())
+    out.set("kl_to_ref", kl.mean().detach())
+
+
 class LatentPolicyGradientLoss(LossModule):
     """Policy gradient of a Gaussian policy over the reasoner's final user state (``rpt=latent_pg``).
 
@@ -306,11 +318,7 @@ class LatentPolicyGradientLoss(LossModule):
         log_p = torch.log_softmax(rollout["final_scores"], dim=-1)
         out = TensorDict({"loss_policy": -gain.mean()}, batch_size=[])
         if self.beta > 0:
-            with torch.no_grad():
-                ref = run_rollouts(self.reference, items, length, num_steps, seeds, train=False, dedupe=True, halting=self.halting)["final_scores"]
-            kl = catalog_kl(log_p, torch.log_softmax(ref, dim=-1))
-            out.set("loss_kl", self.beta * kl.mean())
-            out.set("kl_to_ref", kl.mean().detach())
+            add_reference_kl(out, log_p, self.reference, self.beta, items, length, num_steps, seeds, self.halting)
         with torch.no_grad():
             out.set("target_log_prob", log_p.gather(1, target[:, None]).mean())
             out.set("entropy", final_entropy(rollout["final_scores"]).mean())
@@ -410,11 +418,7 @@ class ExpectedRewardLoss(LossModule):
         objective = torch.log(expected.clamp(min=1e-12)) if self.log_objective else expected
         out = TensorDict({"loss_policy": -objective.mean()}, batch_size=[])
         if self.beta > 0:
-            with torch.no_grad():
-                ref = run_rollouts(self.reference, items, length, num_steps, seeds, train=False, dedupe=True, halting=self.halting)["final_scores"]
-            kl = catalog_kl(log_p, torch.log_softmax(ref, dim=-1))
-            out.set("loss_kl", self.beta * kl.mean())
-            out.set("kl_to_ref", kl.mean().detach())
+            add_reference_kl(out, log_p, self.reference, self.beta, items, length, num_steps, seeds, self.halting)
         with torch.no_grad():
             out.set("expected_reward", expected.mean())
             out.set("target_log_prob", log_p.gather(1, target[:, None]).mean())

@@ -30,26 +30,34 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-CHECKPOINT = Path("/work/main/benchmarks/runs/ml-100k__lares_cosine__dense__L20/seed0/checkpoints/spt_best.pt")
+CHECKPOINT = ROOT / "benchmarks" / "runs" / "ml-100k__lares_cosine__dense__L20" / "seed0" / "checkpoints" / "spt_best.pt"
+
+
+def torchrun_cli(workdir: Path, nproc: int, command: str, overrides: list[str]) -> tuple[dict[str, list[float]], dict, float]:
+    """One `lares-rl <command>` under torchrun with ``nproc`` processes, one thread each: its scalar
+    curves (TensorBoard), its section of metrics.json and the wall time."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir = workdir / f"{command}_{nproc}"
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "lares_rl.cli", command,
+            *overrides, f"hydra.run.dir={run_dir}", f"cache_dir={workdir / 'cache'}"]
+    start = time.perf_counter()
+    result = subprocess.run(argv, cwd=workdir, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if result.returncode:
+        raise SystemExit(f"{command} torchrun nproc={nproc} failed:\n{result.stderr[-4000:]}")
+    events = EventAccumulator(str(run_dir / "tb" / command))
+    events.Reload()
+    curves = {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+    return curves, json.loads((run_dir / "metrics.json").read_text())[command], wall
 
 
 def spt_run(workdir: Path, nproc: int, args: argparse.Namespace) -> dict:
     """One `lares-rl spt` under torchrun; its losses (TensorBoard), metrics.json and wall time."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    run_dir = workdir / f"spt_{nproc}"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "lares_rl.cli", "spt",
-               "dataset=ml-100k", "device=cpu", "progress=false", "spt.mode=dense", f"spt.batch_size={args.spt_batch}", "spt.epochs=1",
-               "policy.dropout=0", "policy.t0_init=zero", f"hydra.run.dir={run_dir}", f"cache_dir={workdir / 'cache'}"]
-    start = time.perf_counter()
-    result = subprocess.run(command, cwd=workdir, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    if result.returncode:
-        raise SystemExit(f"torchrun nproc={nproc} failed:\n{result.stderr[-4000:]}")
-    events = EventAccumulator(str(run_dir / "tb" / "spt"))
-    events.Reload()
-    losses = {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"] if "/losses/" in tag}
-    summary = json.loads((run_dir / "metrics.json").read_text())["spt"]
+    curves, summary, wall = torchrun_cli(workdir, nproc, "spt", [
+        "dataset=ml-100k", "device=cpu", "progress=false", "spt.mode=dense", f"spt.batch_size={args.spt_batch}", "spt.epochs=1",
+        "policy.dropout=0", "policy.t0_init=zero"])
+    losses = {tag: values for tag, values in curves.items() if "/losses/" in tag}
     return {"losses": losses, "samples_per_sec": summary["samples_per_sec"], "epoch_seconds": summary["seconds_per_epoch"], "wall_seconds": wall,
             "valid_ndcg@10": summary["valid"]["ndcg@10"]}
 
@@ -97,23 +105,11 @@ def collection_rate(workers: int, args: argparse.Namespace) -> dict:
 
 def rpt_learner_run(workdir: Path, nproc: int, args: argparse.Namespace) -> dict:
     """One `lares-rl rpt` under torchrun with DDP learners; its losses, RPT summary and wall time."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    run_dir = workdir / f"rpt_{nproc}"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "lares_rl.cli", "rpt",
-               f"checkpoint={CHECKPOINT}", "device=cpu", "progress=false", "rpt=latent_pg", f"rpt.histories_per_batch={args.histories}",
-               f"rpt.batches_per_epoch={args.rpt_batches}", "rpt.epochs=1", f"rpt.probe_every={args.rpt_batches + 1}", f"hydra.run.dir={run_dir}", f"cache_dir={workdir / 'cache'}"]
-    start = time.perf_counter()
-    result = subprocess.run(command, cwd=workdir, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    if result.returncode:
-        raise SystemExit(f"rpt torchrun nproc={nproc} failed:\n{result.stderr[-4000:]}")
-    events = EventAccumulator(str(run_dir / "tb" / "rpt"))
-    events.Reload()
-    losses = [e.value for e in events.Scalars("rpt/losses/total")]
-    summary = json.loads((run_dir / "metrics.json").read_text())["rpt"]
+    curves, summary, wall = torchrun_cli(workdir, nproc, "rpt", [
+        f"checkpoint={CHECKPOINT}", "device=cpu", "progress=false", "rpt=latent_pg", f"rpt.histories_per_batch={args.histories}",
+        f"rpt.batches_per_epoch={args.rpt_batches}", "rpt.epochs=1", f"rpt.probe_every={args.rpt_batches + 1}"])
     keep = ("loop_frames_per_sec", "collect_frames_per_sec", "seconds_per_batch", "frames", "filter_seconds")
-    return {"losses": losses, **{key: summary[key] for key in keep}, "wall_seconds": wall}
+    return {"losses": curves["rpt/losses/total"], **{key: summary[key] for key in keep}, "wall_seconds": wall}
 
 
 def drift(one: list[float], two: list[float]) -> dict[str, float]:

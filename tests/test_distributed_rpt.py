@@ -4,10 +4,8 @@ parameters within float tolerance), only rank 0 writes, and the bad inputs end i
 One SPT checkpoint and one pair of runs per algorithm: on a 2-core machine each start costs seconds."""
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,10 +17,9 @@ from lares_rl.errors import LaresError
 from lares_rl.evaluation import EvalConfig
 from lares_rl.rpt import RPTConfig, read_rpt_state, train_rpt
 from lares_rl.resume import save_training_state
-from tests.cli_process import wait_for_epoch
 from tests.synthetic import write_sequential_csv
 from tests.test_cli import run_cli
-from tests.test_distributed_spt import _rank_pid
+from tests.test_distributed_spt import kill_rank_one_after_epoch_one
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
 # dropout 0 and T0 = 0: a rollout is a function of (history, k, seed, noise), all of which the
@@ -121,13 +118,8 @@ def test_sigkill_of_one_rank_then_resume_ends_like_an_uninterrupted_run(spt_chec
     longer = [*args, *RPT, "rpt=grpo", "rpt.epochs=4", "rpt.batches_per_epoch=15", "rpt.patience=5"]
     assert _torchrun(tmp_path, 2, *longer, "hydra.run.dir=full").returncode == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    launcher = subprocess.Popen([*TORCHRUN, "--nproc-per-node=2", "-m", "lares_rl.cli", "rpt", *longer, "hydra.run.dir=killed"],
-                                cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for_epoch(tmp_path / "killed" / "checkpoints" / "rpt_last.pt", 1, launcher, deadline_s=120, poll_s=0.02)
-    os.kill(_rank_pid(launcher.pid, 1), signal.SIGKILL)
-    started = time.time()
-    launcher.communicate(timeout=120)
-    assert launcher.returncode != 0 and time.time() - started < 120
+    kill_rank_one_after_epoch_one([*TORCHRUN, "--nproc-per-node=2", "-m", "lares_rl.cli", "rpt", *longer, "hydra.run.dir=killed"],
+                                  tmp_path, env, tmp_path / "killed" / "checkpoints" / "rpt_last.pt", deadline_s=120, poll_s=0.02)
     resumed = _torchrun(tmp_path, 2, *longer, f"resume={tmp_path / 'killed'}", "hydra.run.dir=resumed")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     full, killed = _scalars(tmp_path / "full"), _scalars(tmp_path / "killed")

@@ -72,18 +72,23 @@ def test_sigkill_of_one_rank_then_resume_finishes_like_an_uninterrupted_run(tmp_
     timeout is the backstop), and `resume=` with the same world size ends where an uninterrupted run ends."""
     args = [*_data_args(tmp_path), "spt.epochs=4", "spt.batch_size=16"]
     assert _torchrun(tmp_path, 2, *args, "hydra.run.dir=full").returncode == 0
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    launcher = subprocess.Popen([*TORCHRUN, "--standalone", "--nproc-per-node=2", "-m", "lares_rl.cli", "spt", *args, "hydra.run.dir=killed"],
-                                cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for_epoch(tmp_path / "killed" / "checkpoints" / "spt_last.pt", 1, launcher, deadline_s=180, poll_s=0.05)
-    os.kill(_rank_pid(launcher.pid, 1), signal.SIGKILL)
-    started = time.time()
-    launcher.communicate(timeout=120)
-    assert launcher.returncode != 0 and time.time() - started < 120
+    kill_rank_one_after_epoch_one([*TORCHRUN, "--standalone", "--nproc-per-node=2", "-m", "lares_rl.cli", "spt", *args, "hydra.run.dir=killed"],
+                                  tmp_path, {**os.environ, "OMP_NUM_THREADS": "1"}, tmp_path / "killed" / "checkpoints" / "spt_last.pt", deadline_s=180, poll_s=0.05)
     resumed = _torchrun(tmp_path, 2, *args, f"resume={tmp_path / 'killed'}", "hydra.run.dir=resumed")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     full, killed = _losses(tmp_path / "full"), _losses(tmp_path / "killed")
     assert torch.allclose(torch.tensor(full["spt/losses/total"]), torch.tensor(killed["spt/losses/total"]), atol=1e-6)
+
+
+def kill_rank_one_after_epoch_one(argv: list[str], cwd: Path, env: dict, state_path: Path, *, deadline_s: float, poll_s: float) -> None:
+    """Start ``argv`` (a 2-process torchrun), SIGKILL rank 1 once ``state_path`` holds epoch 1, and
+    check that the whole run then ends in failure within 120 s instead of hanging."""
+    launcher = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_epoch(state_path, 1, launcher, deadline_s=deadline_s, poll_s=poll_s)
+    os.kill(_rank_pid(launcher.pid, 1), signal.SIGKILL)
+    started = time.time()
+    launcher.communicate(timeout=120)
+    assert launcher.returncode != 0 and time.time() - started < 120
 
 
 def _rank_pid(launcher_pid: int, rank: int) -> int:

@@ -150,7 +150,12 @@ def _rank_main(rank: int, init_file: str, scenario: str, results) -> None:
         elif scenario == "main_error":
             ctx.on_main(lambda: (_ for _ in ()).throw(LaresError("cannot resume: state is corrupt")))
         elif scenario == "dead_rank":
+            # Both ranks finish connecting first: a rank that exits while rank 0 is still inside
+            # init_process_group makes init fail there ("connection closed by peer"), which is not
+            # the case under test. The pause lets rank 0 leave the barrier before the socket closes.
+            dist.barrier()
             if rank == 1:
+                time.sleep(0.5)
                 os._exit(0)  # dies without a word, as after a SIGKILL
             started = time.time()
             try:

@@ -225,9 +225,10 @@ def eval_noise_section(docs: Path) -> list[str]:
 
 
 def adaptive_depth_section(docs: Path) -> list[str]:
-    """docs/adaptive_depth_<dataset>.md (benchmarks/adaptive_depth.py) and docs/eval_profile.md
-    (benchmarks/eval_profile.py), inlined without their titles: what adaptive halting saves
-    against fixed depths, and where an evaluation pass spends its time."""
+    """docs/adaptive_depth_<dataset>.md (benchmarks/adaptive_depth.py), docs/halting_signals_<dataset>.md
+    (benchmarks/halting_signals.py) and docs/eval_profile.md (benchmarks/eval_profile.py), inlined
+    without their titles: what adaptive halting saves against fixed depths, whether another
+    per-user signal would save more, and where an evaluation pass spends its time."""
     pages = sorted(docs.glob("adaptive_depth_*.md"))
     lines = ["## Adaptive reasoning depth (per-user halting)", ""]
     if not pages:
@@ -236,6 +237,11 @@ def adaptive_depth_section(docs: Path) -> list[str]:
         title, *body = page.read_text().splitlines()
         lines += [f"### {title.removeprefix('# Adaptive reasoning depth on ')}", *[line.replace("## ", "#### ", 1) if line.startswith("## ") else line for line in body],
                   f"Details: [{page.name}]({page.name}).", ""]
+    for page in sorted(docs.glob("halting_signals_*.md")):  # other halting rules, up to the per-setting table
+        title, *body = page.read_text().splitlines()
+        body = body[: body.index("## Every setting")] if "## Every setting" in body else body
+        lines += [f"### {title.removeprefix('# ')}", *[line.replace("## ", "#### ", 1) if line.startswith("## ") else line for line in body],
+                  f"Every setting: [{page.name}]({page.name}).", ""]
     profile = docs / "eval_profile.md"
     if profile.is_file():
         title, *body = profile.read_text().splitlines()

@@ -68,11 +68,15 @@ def test_spt_and_rpt_benchmarks_feed_the_report(tmp_path):
     adaptive = json.loads((docs / "adaptive_depth_custom.json").read_text())
     assert [row["setting"] for row in adaptive["rows"]] == ["fixed k=1", "fixed k=4", "halt tol=0.5, k_max=4"]
     assert 2 <= adaptive["rows"][2]["test"]["mean_steps"] <= 4 and (docs / "adaptive_depth_custom.png").is_file()
+    run_script("halting_signals.py", "--checkpoints", str(checkpoint), *data, "--k-max", "3", "--out", str(docs / "halting_signals_custom.md"))
+    signals = json.loads((docs / "halting_signals_custom.json").read_text())["rows"]
+    assert [(r["rule"], r["threshold"]) for r in signals[:3]] == [("fixed", 1), ("fixed", 2), ("fixed", 3)]
+    assert {r["rule"] for r in signals} == {"fixed", "state", "kl", "top10", "entropy"} and all(1 <= r["test"]["steps"] <= 3 for r in signals)
     run_script("eval_profile.py", "--checkpoint", str(checkpoint), *data, "--repeats", "1", "--output", str(docs / "eval_profile.md"))
     run_script("make_report.py", "--results", str(results), "--docs", str(docs))
     report = (docs / "RESULTS.md").read_text()
     for heading in ("## Adaptive reasoning depth (per-user halting)", "### custom: cost against accuracy", "#### Recommended default (chosen on validation)",
-                    "### Full-ranking evaluation profile (custom, test, k = 4)", "| reasoning steps: feed-forward sublayers |"):
+                    "### Full-ranking evaluation profile (custom, test, k = 4)", "### Halting signals on custom: which users could stop early?", "| reasoning steps: feed-forward sublayers |"):
         assert heading in report, heading
     assert f"`python benchmarks/make_report.py --results {results} --docs {docs}` from `{results}/*.json`" in report
     for row in ("| lares (dense, L=8) | 2 |", "| sasrec (dense, L=8) | 1 |", "| SASRec (baseline) | sasrec (dense, L=8) | 1 |",

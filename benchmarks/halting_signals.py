@@ -23,7 +23,6 @@ valid NDCG@10 is within ``--within`` of fixed k_max); the test columns are repor
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path

@@ -22,6 +22,7 @@ from tests.synthetic import write_sequential_csv
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))  # the scripts import their helpers as top-level modules
 
+from paired_bootstrap import paired_bootstrap  # noqa: E402
 from results_io import command_line, merge_seed, seed_commands  # noqa: E402
 
 TINY_POLICY = ["--policy-set", "d_model=16", "inner_size=32"]
@@ -56,6 +57,10 @@ def test_spt_and_rpt_benchmarks_feed_the_report(tmp_path):
     rpt = json.loads((docs / "rpt_custom.json").read_text())
     assert rpt["seeds"][0]["spt_checkpoint"] == str(checkpoint)
     assert (docs / "rpt_custom.png").is_file()
+    run_script("paired_bootstrap.py", *data, "--pairs", str(checkpoint), str(runs / "rpt_custom" / "rpt_seed0" / "checkpoints" / "rpt_best.pt"),
+               "--resamples", "200", "--out", str(docs / "paired.md"))
+    pair = json.loads((docs / "paired.json").read_text())["pairs"][0]
+    assert pair["before"] == pytest.approx(rpt["seeds"][0]["before"]["test"]["ndcg@10"]) and pair["ci_low"] <= pair["change"] <= pair["ci_high"]
 
     run_script("beyond_accuracy.py", "--checkpoints", str(checkpoint), "--seeds", "0", *data, "--lambdas", "0.5", "--pop-strengths", "0.5", "--mmr-strengths", "0.3",
                "--rpt-set", "epochs=1", "slate_size=20", "histories_per_batch=64", "--out", str(docs / "beyond_accuracy_custom"), "--runs-dir", str(runs))
@@ -164,3 +169,15 @@ def test_gradient_stats_separate_signal_from_noise():
     assert 0.02 < stats["snr_per_batch"] < 0.08 and abs(stats["pairwise_cosine"]) < 0.1
     clean = gradient_stats([signal * (1 + 0.01 * i) for i in range(4)])
     assert clean["snr_per_batch"] > 100 and clean["pairwise_cosine"] > 0.99
+
+
+def test_paired_bootstrap_interval_covers_the_change_and_shrinks_with_more_users():
+    generator = torch.Generator().manual_seed(0)
+    before = (torch.rand(400, generator=generator) < 0.1).double()
+    after = torch.where(torch.rand(400, generator=generator) < 0.05, 1.0, before)  # a few more hits
+    small = paired_bootstrap(before, after, resamples=500)
+    assert small["ci_low"] <= small["change"] <= small["ci_high"] and small["change"] > 0
+    large = paired_bootstrap(before.repeat(16), after.repeat(16), resamples=500)
+    assert large["ci_high"] - large["ci_low"] < 0.5 * (small["ci_high"] - small["ci_low"]) and large["p_not_better"] <= small["p_not_better"]
+    same = paired_bootstrap(before, before, resamples=100)
+    assert same["change"] == same["ci_low"] == same["ci_high"] == 0.0 and same["p_not_better"] == 1.0

@@ -30,6 +30,8 @@ from lares_rl.metrics import metrics_from_ranks, policy_score_fn, target_ranks
 from benchmark_data import DEFAULT_BEAUTY_PATH, ROOT, dataset_names, key_values, load_benchmark_dataset
 from results_io import command_line, machine_description
 
+MEAN_ROW = "mean of the pairs above"
+
 
 def per_user_metric(path: str, data, split: str, metric: str) -> torch.Tensor:
     """``metric`` (e.g. ``ndcg@10``) of every user of ``split``, in row order, computed inside the
@@ -76,7 +78,8 @@ def markdown(record: dict) -> str:
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in record["pairs"]:
-        lines.append(f"| `{row['before_path']}` | `{row['after_path']}` | {row['users']:,} | {row['before']:.4f} | {row['after']:.4f} | {100 * row['change']:+.1f}% "
+        before, after = (path if path == MEAN_ROW else f"`{path}`" for path in (row["before_path"], row["after_path"]))
+        lines.append(f"| {before} | {after} | {row['users']:,} | {row['before']:.4f} | {row['after']:.4f} | {100 * row['change']:+.1f}% "
                      f"| {100 * row['ci_low']:+.1f}% .. {100 * row['ci_high']:+.1f}% | {100 * row['p_not_better']:.1f}% |")
     return "\n".join(lines) + "\n"
 
@@ -97,12 +100,16 @@ def main() -> None:
         sys.exit(f"--pairs takes BEFORE AFTER checkpoints two by two; got {len(args.pairs)} paths")
     torch.set_num_threads(args.threads)
     data, _ = load_benchmark_dataset(args.dataset, key_values(args.dataset_set), args.beauty_path)
-    pairs = []
+    pairs, values = [], []
     for before_path, after_path in zip(args.pairs[::2], args.pairs[1::2]):
         before, after = (per_user_metric(p, data, args.split, args.metric) for p in (before_path, after_path))
-        row = {"before_path": before_path, "after_path": after_path, **paired_bootstrap(before, after, args.resamples)}
-        pairs.append(row)
-        print(f"{before_path} -> {after_path}: {args.metric} {row['before']:.4f} -> {row['after']:.4f} ({100 * row['change']:+.1f}%, "
+        values.append((before, after))
+        pairs.append({"before_path": before_path, "after_path": after_path, **paired_bootstrap(before, after, args.resamples)})
+    if len(values) > 1:  # the mean over pairs (e.g. 3 seeds) on the same users, resampled together
+        before, after = (torch.stack(side).mean(0) for side in zip(*values))
+        pairs.append({"before_path": MEAN_ROW, "after_path": MEAN_ROW, **paired_bootstrap(before, after, args.resamples)})
+    for row in pairs:
+        print(f"{row['before_path']} -> {row['after_path']}: {args.metric} {row['before']:.4f} -> {row['after']:.4f} ({100 * row['change']:+.1f}%, "
               f"95% {100 * row['ci_low']:+.1f}% .. {100 * row['ci_high']:+.1f}%, no gain in {100 * row['p_not_better']:.1f}% of resamples)", flush=True)
     record = {"dataset": args.dataset, "split": args.split, "metric": args.metric, "resamples": args.resamples, "pairs": pairs,
               "machine": machine_description(), "command": "OMP_NUM_THREADS=1 " + command_line("paired_bootstrap.py", args, skip=("threads",))}

@@ -251,7 +251,228 @@ def total_loss(terms: Mapping[str, torch.Tensor], step: int) -> torch.Tensor:
     return sum(v for name, v in terms.items() if name.startswith("loss_"))
 
 
+def reduced_terms(ctx: DistContext, terms: Mapping[str, torch.Tensor], loss: torch.Tensor) -> dict[str, float]:
+    """The step's loss terms and diagnostics as floats, averaged over ranks (one all-reduce):
+    with equal slices and the L_rec scaling this is the loss of the whole global batch."""
+    names = list(terms)
+    values = torch.stack([terms[n].detach().float().reshape(()).to(loss.device) for n in names] + [loss.detach().float()])
+    reduced = ctx.mean(values.to(ctx.collective_device())).tolist()
+    return dict(zip(names, reduced[:-1])) | {"loss_total": reduced[-1]}
+
+
 # ----------------------------------------------------------------------------- the algorithm
+
+
+def check_global_batch(cfg: SPTConfig, ctx: DistContext) -> None:
+    """Under torchrun ``spt.batch_size`` is the global batch, cut into one equal slice per process;
+    checked before any collective, so a bad value is one error instead of a hang."""
+    if ctx.active and cfg.batch_size % ctx.world_size:
+        raise LaresError(f"spt.batch_size={cfg.batch_size} is the global batch and must be divisible by the number of processes ({ctx.world_size}); use a multiple of {ctx.world_size}, e.g. spt.batch_size={cfg.batch_size - cfg.batch_size % ctx.world_size or ctx.world_size}")
+
+
+def training_rows(policy: nn.Module, data, max_len: int, cfg: SPTConfig) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], SameTargetIndex]:
+    """(seqs, lengths, targets) of every training prefix as one row, or with ``spt.mode=dense`` of
+    the windows (targets [R, L]), and the index that draws each row's positive (another row with the
+    same last target), built once for the whole run."""
+    if cfg.mode == "dense":
+        if not policy.causal:
+            raise LaresError(f"spt.mode=dense needs a causal backbone, and {type(policy).__name__}'s blocks are not (fmlp/bsarec filters mix future positions; a custom block says it is causal with a class attribute `causal = True`); use spt.mode=rows")
+        seqs, lengths, targets = data.train_windows(max_len, cfg.dense_stride or max(1, max_len // 2))
+        last_targets = targets[torch.arange(len(targets)), lengths - 1]
+    else:
+        seqs, lengths, targets = data.train_rows(max_len)
+        last_targets = targets
+    return (seqs, lengths, targets), SameTargetIndex(last_targets)
+
+
+def read_spt_state(state_path: Path, settings: Mapping, ctx: DistContext, run_dir: Path) -> dict:
+    """The saved SPT training state, refused when it was saved with other settings or under
+    another world size (:func:`check_resume_settings`, :func:`check_world_size`)."""
+    saved = load_training_state(state_path)
+    check_resume_settings(saved, settings, run_dir)
+    check_world_size(saved, ctx, run_dir)
+    return saved
+
+
+def build_step(policy: nn.Module, cfg: SPTConfig, ctx: DistContext, device: torch.device, generator: torch.Generator | None, softmax: SampledSoftmax | None) -> nn.Module:
+    """The SPT step as one module (:class:`lares_rl.spt_distributed.SPTStep`); under torchrun
+    wrapped in DistributedDataParallel, which synchronises the gradients of all its passes."""
+    from .spt_distributed import SPTStep
+
+    step = SPTStep(policy, cfg, gathered=ctx.active and cfg.alignment_negatives == "gathered", generator=generator, softmax=softmax)
+    if not ctx.active:
+        return step
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(step, device_ids=[device] if device.type == "cuda" else None)
+
+
+class SPTRun:
+    """One SPT run's moving parts and its steps: the restored state, one gradient step per batch
+    with its logging, the validation that ends each epoch, the saved state and the summary.
+    :func:`train_spt` builds it and drives the loop. Under DDP (``ctx``) rank 0 alone validates,
+    decides and writes; the others follow its broadcast decisions."""
+
+    def __init__(self, *, policy: nn.Module, policy_config: Mapping, data, max_len: int, cfg: SPTConfig, eval_cfg: EvalConfig, run_dir: Path, device: torch.device,
+                 seed: int, config: Mapping, rows: tuple[torch.Tensor, torch.Tensor, torch.Tensor], positives: SameTargetIndex, ctx: DistContext) -> None:
+        self.policy, self.policy_config, self.data, self.max_len, self.cfg = policy, policy_config, data, max_len, cfg
+        self.eval_cfg, self.device, self.seed, self.config, self.ctx = eval_cfg, device, seed, config, ctx
+        self.seqs, self.lengths, self.targets = rows
+        self.positives = positives
+        self.samples_per_epoch = int((self.targets > 0).sum())
+        self.generator = torch.Generator().manual_seed(seed)  # epoch orders and positives, the same on every rank
+        # distributed: one draw of k' (and of the SLA step) per global batch, the same on every rank
+        self.step_generator = torch.Generator().manual_seed(seed + 1) if ctx.active else None
+        self.generators = (self.generator,) if self.step_generator is None else (self.generator, self.step_generator)
+        policy.to(device)
+        self.optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.stopper = EarlyStopping(cfg.patience)
+        self.best_path, self.state_path = run_dir / "checkpoints" / "spt_best.pt", run_dir / "checkpoints" / "spt_last.pt"
+        self.state = {"epoch": 0, "next_batch": 0, "perm": None, "seen_rows": 0, "step": 0, "epoch_seconds": [], "finished": False}
+        self.settings = {"spt": asdict(cfg), "policy_config": to_plain(policy_config), "data_fingerprint": data.fingerprint, "max_len": max_len, "seed": seed}
+        self.min_slice = 2 if not ctx.active or cfg.alignment_negatives == "per_rank" else 1  # InfoNCE needs a negative
+        self.step: nn.Module  # the SPT step module, built by begin() after the restore
+        self.tracker: Tracker | NullTracker = NullTracker()
+
+    # --- start
+    def begin(self, saved: Mapping | None, run_dir: Path, softmax: SampledSoftmax | None) -> None:
+        """The saved state restored on every rank (a fresh DDP run instead seeds each rank's own
+        global stream: dropout and T0 noise), then the step module."""
+        if saved is not None:
+            self.restore(saved, run_dir)
+        elif self.ctx.active:
+            torch.manual_seed(self.seed + self.ctx.rank)
+        self.step = build_step(self.policy, self.cfg, self.ctx, self.device, self.step_generator, softmax)
+
+    def restore(self, saved: Mapping, run_dir: Path) -> None:
+        """Continue from ``saved``: weights, Adam, early stopping, this rank's RNG streams and the
+        progress (the epoch order and the next batch, so a cut epoch goes on where it stopped)."""
+        self.policy.load_state_dict(saved["policy_state"])
+        self.optimizer.load_state_dict(saved["optimizer_state"])
+        self.stopper.load_state_dict(saved["stopper"])
+        restore_rng(saved["rank_rng"][self.ctx.rank] if self.ctx.active else saved["rng"], *self.generators)
+        self.state = saved["progress"]
+        if self.ctx.is_main:
+            print(f"[spt] resuming {run_dir} at epoch {self.state['epoch']}, batch {self.state['next_batch']}", flush=True)
+
+    def open_tracker(self, run_dir: Path, progress: bool, resumed: bool) -> None:
+        """Rank 0 only; a resumed run purges what it logged after the saved state (a crash mid-epoch)."""
+        if not self.ctx.is_main:
+            return
+        self.tracker = Tracker(run_dir / "tb" / "spt", "spt", progress, purge_step=self.state["seen_rows"] + 1 if resumed else None)
+        if not resumed:
+            self.tracker.log_text("hparams", hparams_markdown(self.config))
+
+    def save_state(self) -> None:
+        """Every rank's RNG streams are gathered (their dropout and T0 noise differ); rank 0 writes."""
+        ctx = self.ctx
+        rank_rng = ctx.gather_objects(capture_rng(*self.generators))
+        state = {
+            "policy_state": self.policy.state_dict(), "optimizer_state": self.optimizer.state_dict(), "stopper": self.stopper.state_dict(),
+            "rng": capture_rng(*self.generators), "progress": self.state, "settings": self.settings, "world_size": ctx.world_size, "distributed": ctx.active,
+        }
+        ctx.on_main(lambda: save_training_state(self.state_path, {**state, "rank_rng": rank_rng} if ctx.active else state))
+
+    # --- one epoch, one batch
+    def begin_epoch(self) -> tuple[float, tuple[torch.Tensor, ...]]:
+        """Train mode, the epoch's start time and its batches: consecutive ``spt.batch_size`` chunks
+        of the epoch order, which is saved, so a run resumed mid-epoch walks the same order."""
+        self.policy.train()
+        start = time.perf_counter()
+        if self.state["perm"] is None:
+            self.state["perm"] = epoch_order(self.lengths, self.cfg.batch_size, self.cfg.bucket_by_length, self.generator)
+        return start, self.state["perm"].split(self.cfg.batch_size)
+
+    def update_step(self, batches: tuple[torch.Tensor, ...], index: int) -> None:
+        """One gradient step on global batch ``index`` (this rank trains on its slice). A batch too
+        small for in-batch negatives (an epoch's last) is skipped, on every rank alike."""
+        rows = batches[index]
+        local = self.ctx.shard(rows)
+        if len(rows) >= 2 and len(local) >= self.min_slice:
+            used = rows[: len(local) * self.ctx.world_size]  # every rank's slice together
+            terms = self.loss_terms(rows, local, used)
+            loss = self.checked_loss(terms)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.state["seen_rows"] += int((self.targets[used] > 0).sum())
+            self.state["step"] += 1
+            self.log_step(terms, loss)
+        self.state["next_batch"] = index + 1
+
+    def loss_terms(self, rows: torch.Tensor, local: torch.Tensor, used: torch.Tensor) -> Mapping[str, torch.Tensor]:
+        """The step's loss terms on this rank's ``local`` rows, their positives drawn for the whole
+        global batch ``rows`` (the same draws on every rank), L_rec scaled to the global batch."""
+        from .spt_distributed import rec_scale
+
+        seqs, lengths, targets, device = self.seqs, self.lengths, self.targets, self.device
+        pos_rows = self.ctx.shard(self.positives.sample(rows, self.generator))
+        batch = (seqs[local].to(device), lengths[local].to(device), targets[local].to(device))
+        return self.step(batch, (seqs[pos_rows].to(device), lengths[pos_rows].to(device)), rec_scale(targets[used], targets[local], self.ctx.world_size))
+
+    def checked_loss(self, terms: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """L_SPT (:func:`total_loss`). Under DDP a non-finite term on one rank stops every rank
+        before the update (the others would wait in the gradient all-reduce)."""
+        step = self.state["step"]
+        if self.ctx.active and self.ctx.any(not all(torch.isfinite(v).all() for n, v in terms.items() if n.startswith("loss_"))):
+            total_loss(terms, step)  # the rank with the bad term names it; the others stop too, not wait
+            raise LaresError(f"another rank hit a non-finite loss at step {step}; training stopped. The last good state (checkpoints/spt_last.pt, spt_best.pt) is kept; lower spt.lr or check the data")
+        return total_loss(terms, step)
+
+    def log_step(self, terms: Mapping[str, torch.Tensor], loss: torch.Tensor) -> None:
+        """The global batch's loss terms and diagnostics, as one process would log them."""
+        logged = reduced_terms(self.ctx, terms, loss)
+        seen_rows = self.state["seen_rows"]
+        self.tracker.log("losses", {n: v for n, v in logged.items() if n.startswith("loss_")}, seen_rows)
+        self.tracker.log("diag", {n: v for n, v in logged.items() if not n.startswith("loss_")}, seen_rows)
+
+    def save_interrupted(self, epoch_start: float) -> None:
+        """Ctrl-C: keep the time the cut epoch has run so far (its speed stays per whole epoch),
+        save the state and close the tracker."""
+        self.state["epoch_partial_seconds"] = self.state.get("epoch_partial_seconds", 0.0) + time.perf_counter() - epoch_start
+        self.save_state()
+        self.tracker.close()
+
+    # --- end of an epoch
+    def end_epoch(self, epoch: int, epoch_start: float) -> None:
+        """The epoch's time, validation and early stopping (decided once, on rank 0), the saved state."""
+        state = self.state
+        # an epoch cut by Ctrl-C counts the time before the cut too, so speed is per whole epoch
+        seconds = time.perf_counter() - epoch_start + state.pop("epoch_partial_seconds", 0.0)
+        state["epoch_seconds"].append(seconds)
+        stopper_state, stop = self.ctx.on_main(lambda: self.validate_epoch(epoch, seconds))
+        self.stopper.load_state_dict(stopper_state)
+        state.update(epoch=epoch + 1, next_batch=0, perm=None, finished=stop)
+        self.save_state()
+
+    def validate_epoch(self, epoch: int, seconds: float) -> tuple[dict, bool]:
+        """Rank 0: validation, the early-stopping decision and the best checkpoint."""
+        stopper, tracker, seen_rows = self.stopper, self.tracker, self.state["seen_rows"]
+        metrics = evaluate_policy(self.policy, self.data, "valid", self.max_len, self.eval_cfg, self.device)
+        stop = stopper.step(metrics["ndcg@10"], epoch)
+        tracker.log("eval", metrics, seen_rows)
+        tracker.log("charts", {"learning_rate": self.optimizer.param_groups[0]["lr"], "samples_per_sec": self.samples_per_epoch / seconds, "epoch": epoch}, seen_rows)
+        tracker.log("time", {"epoch_seconds": seconds}, seen_rows)
+        print(f"[spt] epoch {epoch:3d}  {seconds:6.1f}s  valid ndcg@10 {metrics['ndcg@10']:.4f}  recall@10 {metrics['recall@10']:.4f}" + ("  *" if stopper.improved else ""), flush=True)
+        if stopper.improved:
+            save_checkpoint(self.best_path, policy=self.policy, policy_config=self.policy_config, data=self.data, max_len=self.max_len,
+                            dataset_name=str(self.config["dataset"]["name"]), phase="spt", epoch=epoch, metrics=metrics, config=self.config)
+        return stopper.state_dict(), stop
+
+    def summary(self) -> dict:
+        """Best epoch, epochs run, checkpoint and speed; on rank 0 also the best weights back into
+        the policy and their validation metrics (the other ranks keep their last weights)."""
+        epoch_seconds = self.state["epoch_seconds"]
+        seconds_per_epoch = sum(epoch_seconds) / max(1, len(epoch_seconds))
+        summary = {
+            "best_epoch": self.stopper.best_epoch, "epochs_run": self.state["epoch"], "checkpoint": str(self.best_path),
+            "seconds_per_epoch": seconds_per_epoch, "samples_per_sec": self.samples_per_epoch / seconds_per_epoch if seconds_per_epoch else 0.0,
+        }
+        if not self.ctx.is_main:
+            return summary
+        best = load_checkpoint(self.best_path)
+        self.policy.load_state_dict(best["policy_state"])
+        return {**summary, "valid": best["metrics"]}
 
 
 def train_spt(
@@ -286,149 +507,30 @@ def train_spt(
     Only rank 0's policy is left holding the best weights.
     """
     ctx = dist_ctx or DistContext()
-    distributed = ctx.active
-    if distributed and cfg.batch_size % ctx.world_size:
-        raise LaresError(f"spt.batch_size={cfg.batch_size} is the global batch and must be divisible by the number of processes ({ctx.world_size}); use a multiple of {ctx.world_size}, e.g. spt.batch_size={cfg.batch_size - cfg.batch_size % ctx.world_size or ctx.world_size}")
+    check_global_batch(cfg, ctx)
+
     # --- data: every training prefix as one row (or dense windows); positives indexed once
-    if cfg.mode == "dense":
-        if not policy.causal:
-            raise LaresError(f"spt.mode=dense needs a causal backbone, and {type(policy).__name__}'s blocks are not (fmlp/bsarec filters mix future positions; a custom block says it is causal with a class attribute `causal = True`); use spt.mode=rows")
-        seqs, lengths, targets = data.train_windows(max_len, cfg.dense_stride or max(1, max_len // 2))
-        last_targets = targets[torch.arange(len(targets)), lengths - 1]
-    else:
-        seqs, lengths, targets = data.train_rows(max_len)
-        last_targets = targets
-    positives = SameTargetIndex(last_targets)
-    rec_softmax = cfg.rec_softmax(policy, targets)
-    samples_per_epoch = int((targets > 0).sum())
-    generator = torch.Generator().manual_seed(seed)
-    # distributed: one draw of k' (and of the SLA step) per global batch, the same on every rank
-    step_generator = torch.Generator().manual_seed(seed + 1) if distributed else None
-    generators = (generator,) if step_generator is None else (generator, step_generator)
+    rows, positives = training_rows(policy, data, max_len, cfg)
+    rec_softmax = cfg.rec_softmax(policy, rows[2])
 
-    # --- model, optimiser, logging, and (when resuming) the saved state
-    policy.to(device)
-    optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    stopper = EarlyStopping(cfg.patience)
-    best_path, state_path = run_dir / "checkpoints" / "spt_best.pt", run_dir / "checkpoints" / "spt_last.pt"
+    # --- model, optimiser, (when resuming) the saved state, the step module, logging
+    run = SPTRun(policy=policy, policy_config=policy_config, data=data, max_len=max_len, cfg=cfg, eval_cfg=eval_cfg, run_dir=run_dir, device=device,
+                 seed=seed, config=config, rows=rows, positives=positives, ctx=ctx)
+    saved = ctx.on_main(lambda: read_spt_state(run.state_path, run.settings, ctx, run_dir)) if resume else None  # rank 0 reads, every rank gets the same state
+    run.begin(saved, run_dir, rec_softmax)
+    run.open_tracker(run_dir, progress, resumed=resume)
     resume_command = resume_command or f"lares-rl spt resume={run_dir} <the same overrides>"
-    progress_state = {"epoch": 0, "next_batch": 0, "perm": None, "seen_rows": 0, "step": 0, "epoch_seconds": [], "finished": False}
-    settings = {"spt": asdict(cfg), "policy_config": to_plain(policy_config), "data_fingerprint": data.fingerprint, "max_len": max_len, "seed": seed}
-    if resume:
-        def read_state() -> dict:
-            saved = load_training_state(state_path)
-            check_resume_settings(saved, settings, run_dir)
-            check_world_size(saved, ctx, run_dir)
-            return saved
-
-        saved = ctx.on_main(read_state)  # rank 0 reads, every rank gets the same state
-        policy.load_state_dict(saved["policy_state"])
-        optimizer.load_state_dict(saved["optimizer_state"])
-        stopper.load_state_dict(saved["stopper"])
-        restore_rng(saved["rank_rng"][ctx.rank] if distributed else saved["rng"], *generators)
-        progress_state = saved["progress"]
-        if ctx.is_main:
-            print(f"[spt] resuming {run_dir} at epoch {progress_state['epoch']}, batch {progress_state['next_batch']}", flush=True)
-    from .spt_distributed import SPTStep, rec_scale
-
-    if distributed and not resume:  # dropout and T0 noise: each rank its own stream (resume restores them)
-        torch.manual_seed(seed + ctx.rank)
-    step = SPTStep(policy, cfg, gathered=distributed and cfg.alignment_negatives == "gathered", generator=step_generator, softmax=rec_softmax)
-    if distributed:
-        from torch.nn.parallel import DistributedDataParallel
-
-        step = DistributedDataParallel(step, device_ids=[device] if device.type == "cuda" else None)
-    min_slice = 2 if not distributed or cfg.alignment_negatives == "per_rank" else 1  # InfoNCE needs a negative
-    if ctx.is_main:
-        tracker = Tracker(run_dir / "tb" / "spt", "spt", progress, purge_step=progress_state["seen_rows"] + 1 if resume else None)
-        if not resume:
-            tracker.log_text("hparams", hparams_markdown(config))
-    else:
-        tracker = NullTracker()
-
-    def save_state() -> None:
-        """Every rank's RNG streams are gathered (their dropout and T0 noise differ); rank 0 writes."""
-        rank_rng = ctx.gather_objects(capture_rng(*generators))
-        state = {
-            "policy_state": policy.state_dict(), "optimizer_state": optimizer.state_dict(), "stopper": stopper.state_dict(),
-            "rng": capture_rng(*generators), "progress": progress_state, "settings": settings, "world_size": ctx.world_size, "distributed": distributed,
-        }
-        ctx.on_main(lambda: save_training_state(state_path, {**state, "rank_rng": rank_rng} if distributed else state))
 
     # --- loop: one pass over shuffled rows per epoch, then validation
     with stop_on_sigint() as stop_request:
-        while progress_state["epoch"] < cfg.epochs and not progress_state["finished"]:
-            epoch = progress_state["epoch"]
-            policy.train()
-            start = time.perf_counter()
-            if progress_state["perm"] is None:
-                progress_state["perm"] = epoch_order(lengths, cfg.batch_size, cfg.bucket_by_length, generator)
-            batches = progress_state["perm"].split(cfg.batch_size)
-            for index in tracker.bar(range(progress_state["next_batch"], len(batches)), len(batches) - progress_state["next_batch"], f"spt epoch {epoch}"):
-                rows = batches[index]
-                local = ctx.shard(rows)
-                if len(rows) >= 2 and len(local) >= min_slice:
-                    pos_rows = ctx.shard(positives.sample(rows, generator))
-                    used = rows[: len(local) * ctx.world_size]
-                    batch = (seqs[local].to(device), lengths[local].to(device), targets[local].to(device))
-                    terms = step(batch, (seqs[pos_rows].to(device), lengths[pos_rows].to(device)), rec_scale(targets[used], targets[local], ctx.world_size))
-                    if distributed and ctx.any(not all(torch.isfinite(v).all() for n, v in terms.items() if n.startswith("loss_"))):
-                        total_loss(terms, progress_state["step"])  # the rank with the bad term names it; the others stop too, not wait
-                        raise LaresError(f"another rank hit a non-finite loss at step {progress_state['step']}; training stopped. The last good state (checkpoints/spt_last.pt, spt_best.pt) is kept; lower spt.lr or check the data")
-                    loss = total_loss(terms, progress_state["step"])
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    progress_state["seen_rows"] += int((targets[used] > 0).sum())
-                    progress_state["step"] += 1
-                    logged = reduced_terms(ctx, terms, loss)  # the global batch's loss, as one process would log it
-                    tracker.log("losses", {n: v for n, v in logged.items() if n.startswith("loss_")}, progress_state["seen_rows"])
-                    tracker.log("diag", {n: v for n, v in logged.items() if not n.startswith("loss_")}, progress_state["seen_rows"])
-                progress_state["next_batch"] = index + 1
+        while run.state["epoch"] < cfg.epochs and not run.state["finished"]:
+            epoch = run.state["epoch"]
+            epoch_start, batches = run.begin_epoch()
+            for index in run.tracker.bar(range(run.state["next_batch"], len(batches)), len(batches) - run.state["next_batch"], f"spt epoch {epoch}"):
+                run.update_step(batches, index)
                 if ctx.any(stop_request.requested):  # every rank stops after the same batch
-                    progress_state["epoch_partial_seconds"] = progress_state.get("epoch_partial_seconds", 0.0) + time.perf_counter() - start
-                    save_state()
-                    tracker.close()
-                    raise TrainingInterrupted(f"SPT interrupted at epoch {epoch}, batch {index + 1}/{len(batches)}; state saved to {state_path}. Resume with: {resume_command}")
-            # an epoch cut by Ctrl-C counts the time before the cut too, so speed is per whole epoch
-            seconds = time.perf_counter() - start + progress_state.pop("epoch_partial_seconds", 0.0)
-            progress_state["epoch_seconds"].append(seconds)
-            seen_rows = progress_state["seen_rows"]
-
-            def validate() -> tuple[dict, dict, bool]:
-                """Rank 0: validation, the early-stopping decision and the best checkpoint."""
-                metrics = evaluate_policy(policy, data, "valid", max_len, eval_cfg, device)
-                stop = stopper.step(metrics["ndcg@10"], epoch)
-                tracker.log("eval", metrics, seen_rows)
-                tracker.log("charts", {"learning_rate": optimizer.param_groups[0]["lr"], "samples_per_sec": samples_per_epoch / seconds, "epoch": epoch}, seen_rows)
-                tracker.log("time", {"epoch_seconds": seconds}, seen_rows)
-                print(f"[spt] epoch {epoch:3d}  {seconds:6.1f}s  valid ndcg@10 {metrics['ndcg@10']:.4f}  recall@10 {metrics['recall@10']:.4f}" + ("  *" if stopper.improved else ""), flush=True)
-                if stopper.improved:
-                    save_checkpoint(best_path, policy=policy, policy_config=policy_config, data=data, max_len=max_len, dataset_name=str(config["dataset"]["name"]), phase="spt", epoch=epoch, metrics=metrics, config=config)
-                return metrics, stopper.state_dict(), stop
-
-            _, stopper_state, stop = ctx.on_main(validate)  # decided once, on rank 0
-            stopper.load_state_dict(stopper_state)
-            progress_state.update(epoch=epoch + 1, next_batch=0, perm=None, finished=stop)
-            save_state()
-
-    tracker.close()
-    seconds_per_epoch = sum(progress_state["epoch_seconds"]) / max(1, len(progress_state["epoch_seconds"]))
-    summary = {
-        "best_epoch": stopper.best_epoch, "epochs_run": progress_state["epoch"], "checkpoint": str(best_path),
-        "seconds_per_epoch": seconds_per_epoch, "samples_per_sec": samples_per_epoch / seconds_per_epoch if seconds_per_epoch else 0.0,
-    }
-    if not ctx.is_main:
-        return summary
-    best = load_checkpoint(best_path)
-    policy.load_state_dict(best["policy_state"])
-    return {**summary, "valid": best["metrics"]}
-
-
-def reduced_terms(ctx: DistContext, terms: Mapping[str, torch.Tensor], loss: torch.Tensor) -> dict[str, float]:
-    """The step's loss terms and diagnostics as floats, averaged over ranks (one all-reduce):
-    with equal slices and the L_rec scaling this is the loss of the whole global batch."""
-    names = list(terms)
-    values = torch.stack([terms[n].detach().float().reshape(()).to(loss.device) for n in names] + [loss.detach().float()])
-    reduced = ctx.mean(values.to(ctx.collective_device())).tolist()
-    return dict(zip(names, reduced[:-1])) | {"loss_total": reduced[-1]}
+                    run.save_interrupted(epoch_start)
+                    raise TrainingInterrupted(f"SPT interrupted at epoch {epoch}, batch {index + 1}/{len(batches)}; state saved to {run.state_path}. Resume with: {resume_command}")
+            run.end_epoch(epoch, epoch_start)
+    run.tracker.close()
+    return run.summary()

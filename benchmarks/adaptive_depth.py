@@ -36,7 +36,7 @@ from lares_rl.halting import steps_histogram  # noqa: E402
 from lares_rl.recommender import Recommender  # noqa: E402
 from lares_rl.tracking import progress_enabled  # noqa: E402
 
-from benchmark_data import DEFAULT_BEAUTY_PATH, ROOT, dataset_names, key_values, load_benchmark_dataset  # noqa: E402
+from benchmark_data import ROOT, add_dataset_arguments, key_values, load_benchmark_dataset  # noqa: E402
 from results_io import command_line, machine_description, mean_std  # noqa: E402
 
 SPLITS = ("valid", "test")
@@ -279,9 +279,7 @@ def target_lines(summary: list[dict], reference: dict) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", choices=dataset_names(), default="ml-100k")
-    parser.add_argument("--dataset-set", nargs="*", default=[], metavar="KEY=VALUE", help="dataset config overrides (the checkpoints' own, e.g. max_len=20)")
-    parser.add_argument("--beauty-path", default=str(DEFAULT_BEAUTY_PATH), help="the Amazon Beauty 5-core file")
+    add_dataset_arguments(parser)
     parser.add_argument("--checkpoints", nargs="+", help="checkpoints to measure (required unless --render)")
     parser.add_argument("--fixed-ks", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--k-maxes", type=int, nargs="+", default=[4])

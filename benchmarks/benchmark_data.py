@@ -3,6 +3,7 @@ overrides, with the Beauty file found where it lives (outside the project)."""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -38,6 +39,15 @@ def config_file(group: str, name: str, overrides: dict | None = None) -> dict:
 
 def dataset_names() -> list[str]:
     return sorted(path.stem for path in (ROOT / "configs" / "dataset").glob("*.yaml"))
+
+
+def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--dataset``, ``--dataset-set`` and ``--beauty-path``, the three flags every script that
+    reads a data set takes, spelled and documented once (read them with ``load_benchmark_dataset``)."""
+    parser.add_argument("--dataset", choices=dataset_names(), default="ml-100k", help="a file name in configs/dataset/")
+    parser.add_argument("--dataset-set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="dataset config overrides, e.g. max_len=20 (the checkpoints' own); custom: path=log.csv user_col=... ")
+    parser.add_argument("--beauty-path", default=str(DEFAULT_BEAUTY_PATH), help="the Amazon Beauty 5-core file")
 
 
 def load_benchmark_dataset(name: str, overrides: dict, beauty_path: str | Path = DEFAULT_BEAUTY_PATH) -> tuple[SequenceData, dict]:

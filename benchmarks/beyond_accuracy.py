@@ -36,7 +36,7 @@ from lares_rl.rpt import RPTConfig
 from lares_rl.runtime import resolve_device
 from lares_rl.tracking import progress_enabled
 
-from benchmark_data import DEFAULT_BEAUTY_PATH, config_file, dataset_names, fresh_rpt_run, key_values, load_benchmark_dataset, rpt_reward
+from benchmark_data import add_dataset_arguments, config_file, fresh_rpt_run, key_values, load_benchmark_dataset, rpt_reward
 from results_io import command_line, machine_description, merge_seed, seed_commands
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -197,9 +197,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoints", nargs="*", default=[], help="one SPT checkpoint per seed (same order as --seeds)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--dataset", choices=dataset_names(), default="ml-100k")
-    parser.add_argument("--beauty-path", default=str(DEFAULT_BEAUTY_PATH))
-    parser.add_argument("--dataset-set", nargs="*", default=[], help="dataset overrides key=value")
+    add_dataset_arguments(parser)
     parser.add_argument("--rpt", default="latent_pg", help="a file name in configs/rpt/")
     parser.add_argument("--rpt-set", nargs="*", default=[], help="rpt overrides key=value (the budget), e.g. batches_per_epoch=10 epochs=6")
     parser.add_argument("--reward", default="novelty", help="a weighted file in configs/reward/ whose beyond-accuracy term has this name")

@@ -21,7 +21,7 @@ from lares_rl.checkpoint import check_same_data, load_checkpoint, policy_from_ch
 from lares_rl.errors import LaresError
 from lares_rl.evaluation import EvalConfig, evaluate_policy
 
-from benchmark_data import DEFAULT_BEAUTY_PATH, dataset_names, key_values, load_benchmark_dataset
+from benchmark_data import add_dataset_arguments, key_values, load_benchmark_dataset
 from results_io import machine_description, mean_std, publish
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,12 +29,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", choices=dataset_names(), default="ml-100k")
-    parser.add_argument("--dataset-set", nargs="*", default=[], metavar="KEY=VALUE", help="dataset config overrides (the checkpoints' own, e.g. max_len=20)")
+    add_dataset_arguments(parser)
     parser.add_argument("--checkpoints", nargs="+", required=True, help="SPT/RPT checkpoints trained on this data set")
     parser.add_argument("--eval-seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1024, 256, 64])
-    parser.add_argument("--beauty-path", default=str(DEFAULT_BEAUTY_PATH))
     parser.add_argument("--output", default=str(ROOT / "docs" / "eval_noise.md"), help="markdown report; - to only print")
     args = parser.parse_args()
     torch.set_num_threads(1)

@@ -26,7 +26,7 @@ from lares_rl.evaluation import EvalConfig, evaluate_policy
 from lares_rl.metrics import metrics_from_ranks, target_ranks
 from lares_rl.tracking import progress_enabled
 
-from benchmark_data import DEFAULT_BEAUTY_PATH, ROOT, dataset_names, key_values, load_benchmark_dataset
+from benchmark_data import ROOT, add_dataset_arguments, key_values, load_benchmark_dataset
 from results_io import command_line, machine_description, publish
 
 OFFICIAL_USERS_PER_SEC = 1745  # issue 20: the official LARES code, 1 thread, 943 ML-100K test users, k = 4, same machine as "ours 2,527"
@@ -81,9 +81,7 @@ def profile_pass(policy, data, max_len: int, k: int, split: str) -> dict[str, fl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--dataset", choices=dataset_names(), default="ml-100k")
-    parser.add_argument("--dataset-set", nargs="*", default=[], metavar="KEY=VALUE", help="dataset config overrides (the checkpoints' own, e.g. max_len=20)")
-    parser.add_argument("--beauty-path", default=str(DEFAULT_BEAUTY_PATH), help="the Amazon Beauty 5-core file")
+    add_dataset_arguments(parser)
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--split", default="test")
     parser.add_argument("--repeats", type=int, default=5)

@@ -32,7 +32,7 @@ import torch
 from lares_rl.atomic import atomic_write_json, atomic_write_text
 from lares_rl.checkpoint import check_same_data, load_checkpoint, policy_from_checkpoint
 
-from benchmark_data import DEFAULT_BEAUTY_PATH, ROOT, dataset_names, key_values, load_benchmark_dataset
+from benchmark_data import ROOT, add_dataset_arguments, key_values, load_benchmark_dataset
 from results_io import command_line, machine_description, mean_std
 
 SPLITS = ("valid", "test")
@@ -182,9 +182,7 @@ def markdown(record: dict, summary: list[dict], chosen: list[dict], within: floa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="ml-100k", choices=dataset_names())
-    parser.add_argument("--dataset-set", nargs="*", default=[], help="dataset overrides key=value")
-    parser.add_argument("--beauty-path", default=str(DEFAULT_BEAUTY_PATH))
+    add_dataset_arguments(parser)
     parser.add_argument("--checkpoints", nargs="+", required=True)
     parser.add_argument("--k-max", type=int, default=4)
     parser.add_argument("--within", type=float, default=0.005, help="validation bound relative to fixed k_max")

@@ -27,7 +27,7 @@ from lares_rl.checkpoint import check_same_data, load_checkpoint, policy_from_ch
 from lares_rl.evaluation import EvalConfig, evaluate_policy
 from lares_rl.metrics import metrics_from_ranks, policy_score_fn, target_ranks
 
-from benchmark_data import DEFAULT_BEAUTY_PATH, ROOT, dataset_names, key_values, load_benchmark_dataset
+from benchmark_data import ROOT, add_dataset_arguments, key_values, load_benchmark_dataset
 from results_io import command_line, machine_description
 
 MEAN_ROW = "mean of the pairs above"
@@ -86,9 +86,7 @@ def markdown(record: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="ml-100k", choices=dataset_names())
-    parser.add_argument("--dataset-set", nargs="*", default=[], help="dataset overrides key=value")
-    parser.add_argument("--beauty-path", default=str(DEFAULT_BEAUTY_PATH))
+    add_dataset_arguments(parser)
     parser.add_argument("--pairs", nargs="+", required=True, help="BEFORE AFTER [BEFORE AFTER ...] checkpoint paths")
     parser.add_argument("--split", default="test", choices=("valid", "test"))
     parser.add_argument("--metric", default="ndcg@10")

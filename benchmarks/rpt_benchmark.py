@@ -31,7 +31,7 @@ from lares_rl.rpt import RPTConfig
 from lares_rl.runtime import resolve_device, seed_everything
 from lares_rl.spt import SPTConfig, train_spt
 
-from benchmark_data import DEFAULT_BEAUTY_PATH, config_file, dataset_names, fresh_rpt_run, key_values, load_benchmark_dataset, rpt_reward
+from benchmark_data import add_dataset_arguments, config_file, fresh_rpt_run, key_values, load_benchmark_dataset, rpt_reward
 from results_io import command_line, machine_description, mean_std, merge_seed, seed_commands
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,9 +123,7 @@ def main() -> None:
     parser.add_argument("--checkpoints", nargs="*", default=[], help="one SPT checkpoint per seed (same order as --seeds)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--spt-epochs", type=int, default=200, help="SPT epochs cap when no checkpoints are given")
-    parser.add_argument("--dataset", choices=dataset_names(), default="ml-100k", help="a file name in configs/dataset/")
-    parser.add_argument("--beauty-path", default=str(DEFAULT_BEAUTY_PATH))
-    parser.add_argument("--dataset-set", nargs="*", default=[], help="dataset overrides key=value")
+    add_dataset_arguments(parser)
     parser.add_argument("--policy", default="lares", help="a file name in configs/policy/ (when training SPT here)")
     parser.add_argument("--policy-set", nargs="*", default=[], help="policy overrides key=value")
     parser.add_argument("--rpt", default="grpo", help="a file name in configs/rpt/")

@@ -30,7 +30,7 @@ from lares_rl.resume import TrainingInterrupted
 from lares_rl.runtime import seed_everything
 from lares_rl.spt import SPTConfig, train_spt
 
-from benchmark_data import DEFAULT_BEAUTY_PATH, config_file, dataset_names, key_values, load_benchmark_dataset
+from benchmark_data import add_dataset_arguments, config_file, key_values, load_benchmark_dataset
 from results_io import command_line, machine_description, merge_seed
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,9 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", choices=dataset_names(), default="ml-100k", help="a file name in configs/dataset/")
-    parser.add_argument("--dataset-set", nargs="*", default=[], help="dataset overrides key=value (custom: path=log.csv user_col=... )")
-    parser.add_argument("--beauty-path", default=str(DEFAULT_BEAUTY_PATH))
+    add_dataset_arguments(parser)
     parser.add_argument("--policy", default="sasrec", help="a file name in configs/policy/")
     parser.add_argument("--mode", choices=["rows", "dense"], default="rows")
     parser.add_argument("--max-len", type=int, default=None, help="default: the dataset config's")

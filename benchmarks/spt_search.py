@@ -49,7 +49,7 @@ from lares_rl.resume import TrainingInterrupted
 from lares_rl.runtime import seed_everything
 from lares_rl.spt import SPTConfig, train_spt
 
-from benchmark_data import DEFAULT_BEAUTY_PATH, config_file, dataset_names, key_values, load_benchmark_dataset
+from benchmark_data import add_dataset_arguments, config_file, key_values, load_benchmark_dataset
 from results_io import command_line, machine_description
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,9 +60,7 @@ METRIC = "ndcg@10"
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", choices=dataset_names(), default="ml-100k", help="a file name in configs/dataset/")
-    parser.add_argument("--dataset-set", nargs="*", default=[], help="dataset overrides key=value (custom: path=log.csv user_col=... )")
-    parser.add_argument("--beauty-path", default=str(DEFAULT_BEAUTY_PATH))
+    add_dataset_arguments(parser)
     parser.add_argument("--policy", choices=sorted(p.stem for p in (ROOT / "configs" / "policy").glob("*.yaml")), default="sasrec")
     parser.add_argument("--space", nargs="+", required=True, help="a YAML/JSON file, or key=v1,v2 pairs over spt.* and policy.* keys")
     parser.add_argument("--trials", type=int, default=16, help="configurations sampled from the grid (all when the grid is smaller)")

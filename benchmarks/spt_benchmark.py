@@ -16,6 +16,7 @@ configuration's JSON under a lock, replacing an earlier row of the same seed.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 import time
 from pathlib import Path
@@ -36,6 +37,15 @@ from results_io import command_line, machine_description, merge_seed
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def spt_overrides(cfg: SPTConfig, values: dict) -> SPTConfig:
+    """``--spt-set`` on top of the named flags; an unknown key is an error that lists the known ones."""
+    known = {field.name for field in dataclasses.fields(SPTConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise LaresError(f"--spt-set: unknown spt key(s) {unknown}; known: {sorted(known)}")
+    return dataclasses.replace(cfg, **values)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_dataset_arguments(parser)
@@ -54,6 +64,7 @@ def main() -> None:
     parser.add_argument("--reference-anchor", action="store_true", help="spt.shared_anchor=false: the reference's separate anchor pass (3 passes a step instead of 2)")
     parser.add_argument("--bucket", action="store_true", help="spt.bucket_by_length: batch histories of similar length (short-history data)")
     parser.add_argument("--policy-set", nargs="*", default=[], help="policy overrides key=value, e.g. backbone=fmlp")
+    parser.add_argument("--spt-set", nargs="*", default=[], help="any other spt key=value, e.g. negatives=sampled num_negatives=128 (configs/spt/default.yaml)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--tag", default="")
     parser.add_argument("--resume", action="store_true", help="continue each seed's run directory from its saved training state "
@@ -68,6 +79,7 @@ def main() -> None:
     policy_cfg = config_file("policy", args.policy, key_values(args.policy_set))
     spt_cfg = SPTConfig(epochs=args.max_epochs, batch_size=args.batch_size, lr=args.lr, alpha=args.alpha, gamma=args.gamma, patience=args.patience, mode=args.mode, bucket_by_length=args.bucket,
                         similarity=args.similarity, temperature=args.temperature, shared_anchor=not args.reference_anchor)
+    spt_cfg = spt_overrides(spt_cfg, key_values(args.spt_set))
     spt_cfg.validate()
     eval_cfg = EvalConfig()
     device = torch.device("cpu")

@@ -44,13 +44,14 @@ def test_spt_and_rpt_benchmarks_feed_the_report(tmp_path):
     common = [*data, "--mode", "dense", "--max-epochs", "2", "--patience", "2", "--batch-size", "64", "--out-dir", str(results), "--runs-dir", str(runs), *TINY_POLICY]
     run_script("spt_benchmark.py", "--policy", "sasrec", "--seeds", "0", *common)
     run_script("spt_benchmark.py", "--policy", "lares", "--seeds", "0", "1", *common)
-    run_script("spt_benchmark.py", "--policy", "lares", "--seeds", "0", "--alpha", "0.0", "--tag", "_noTLA", *common)
+    run_script("spt_benchmark.py", "--policy", "lares", "--seeds", "0", "--alpha", "0.0", "--tag", "_noTLA", "--spt-set", "negatives=in_batch", *common)
 
     lares = json.loads((results / "custom__lares__dense__L8.json").read_text())
     assert [s["seed"] for s in lares["seeds"]] == [0, 1]
     assert [row["k"] for row in lares["seeds"][0]["depth_sweep"]] == [1, 2, 4, 8, 12, 16]
     assert lares["policy_config"]["d_model"] == 16 and lares["max_len"] == 8
-    assert "--alpha 0.0" in json.loads((results / "custom__lares_noTLA__dense__L8.json").read_text())["command"]
+    no_tla = json.loads((results / "custom__lares_noTLA__dense__L8.json").read_text())
+    assert "--alpha 0.0" in no_tla["command"] and "--spt-set negatives=in_batch" in no_tla["command"] and no_tla["spt"]["negatives"] == "in_batch"
 
     checkpoint = runs / "custom__lares__dense__L8" / "seed0" / "checkpoints" / "spt_best.pt"
     run_script("rpt_benchmark.py", "--checkpoints", str(checkpoint), "--seeds", "0", *data, "--rpt-set", "epochs=1", "--out", str(docs / "rpt_custom.md"), "--runs-dir", str(runs))
@@ -155,6 +156,17 @@ def test_command_line_keeps_zero_settings_and_drops_unset_ones():
     setting, not an unset flag."""
     args = argparse.Namespace(dataset="ml-100k", seeds=[0, 1], gamma=0.0, patience=0, bucket=False, resume=True, tag="", policy_set=[], max_len=None, out_dir="x")
     assert command_line("spt_benchmark.py", args, skip=("out_dir",)) == "python benchmarks/spt_benchmark.py --dataset ml-100k --seeds 0 1 --gamma 0.0 --patience 0 --resume"
+
+
+def test_spt_set_overrides_any_spt_key_and_names_an_unknown_one():
+    from lares_rl.errors import LaresError
+    from lares_rl.spt import SPTConfig
+    from spt_benchmark import spt_overrides
+
+    cfg = spt_overrides(SPTConfig(lr=0.002), {"negatives": "sampled", "num_negatives": 128})
+    assert (cfg.lr, cfg.negatives, cfg.num_negatives) == (0.002, "sampled", 128)
+    with pytest.raises(LaresError, match=r"--spt-set: unknown spt key\(s\) \['negatives_count'\]"):
+        spt_overrides(SPTConfig(), {"negatives_count": 5})
 
 
 def test_gradient_stats_separate_signal_from_noise():

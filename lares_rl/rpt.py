@@ -32,6 +32,7 @@ from typing import Mapping
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .beyond_metrics import BEYOND_NAMES
 from .catalog_topk import chunked_top_k, item_scorer
@@ -93,6 +94,7 @@ class RPTConfig:
     halt_k_max: int | None = None    # most steps with halt_tol (null = policy.mean_recurrence)
     select_metric: str = "ndcg@10"   # validation metric that picks the kept epoch, e.g. coverage@10 for a beyond-accuracy reward ...
     select_tolerance: float = 0.0    # ... among epochs whose validation NDCG@10 is within this relative loss of the start's (0.03 = 3%)
+    ema_decay: float | None = None   # validate, probe and keep an exponential moving average of the weights (decay per update, e.g. 0.9); null = the raw weights
 
     def validate(self) -> None:
         require(self.algorithm in ALGORITHMS, "rpt.algorithm", f"must be one of {ALGORITHMS}, got {self.algorithm!r}")
@@ -136,6 +138,8 @@ class RPTConfig:
         require(name in METRIC_NAMES + BEYOND_NAMES and cut.isdigit(), "rpt.select_metric",
                 f"must be <metric>@<K> with a metric among {', '.join(METRIC_NAMES + BEYOND_NAMES)} and K in eval.ks, e.g. coverage@10; got {self.select_metric!r}")
         require(0 <= self.select_tolerance < 1, "rpt.select_tolerance", f"must be in [0, 1) (a relative NDCG@10 loss), got {self.select_tolerance}")
+        require(self.ema_decay is None or 0 < self.ema_decay < 1, "rpt.ema_decay",
+                f"must be null (off) or in (0, 1), the weight of the running average per update (0.9 averages about the last 10 updates); got {self.ema_decay}")
 
     def selection_score(self, metrics: Mapping[str, float], start: Mapping[str, float]) -> float:
         """The number early stopping and the kept epoch follow: ``select_metric`` on validation,
@@ -351,6 +355,18 @@ def _rollout_generator(actor) -> torch.Generator:
     raise RuntimeError("the slate actor has no RolloutScores module")
 
 
+def weight_average(policy: nn.Module, decay: float | None) -> AveragedModel | None:
+    """An exponential moving average of ``policy``'s weights (torch's ``AveragedModel``), started
+    at its current (SPT) weights, or None without ``decay``. Why: one RPT update is mostly noise
+    (docs/gradient_snr.md), and averaging the iterates cancels much of it where a smaller step
+    would also slow the signal (Polyak-Ruppert averaging)."""
+    if decay is None:
+        return None
+    averaged = AveragedModel(policy, multi_avg_fn=get_ema_multi_avg_fn(decay))
+    averaged.update_parameters(policy)  # the first call copies: the average starts at the SPT weights
+    return averaged
+
+
 def check_resume_matches(saved: Mapping, cfg: RPTConfig, reference_digest: str, rows: int, run_dir: Path) -> None:
     """A saved RPT state continues only from the same SPT weights, data rows and ``rpt`` settings."""
     if saved["reference_digest"] != reference_digest:
@@ -450,22 +466,29 @@ class RPTRun:
         probe_index = probe_rows(kept, cfg.probe_size, seed)
         self.probe = (seqs[probe_index], lengths[probe_index], targets[probe_index])
         self.reward_name = describe_reward(reward_fn)
+        self.averaged = weight_average(policy, cfg.ema_decay)
         self.state: dict = {}
         self.tracker: Tracker | NullTracker = NullTracker()
         self.last_good = "The last good checkpoint is kept"  # what a non-finite loss leaves behind, updated at each save
 
     # --- start
+    @property
+    def served(self) -> nn.Module:
+        """The weights that are validated, probed and kept: the running average with
+        ``rpt.ema_decay``, else the trained policy itself."""
+        return self.policy if self.averaged is None else self.averaged.module
+
     def validate(self) -> dict[str, float]:
-        return evaluate_policy(self.policy, self.data, "valid", self.max_len, self.eval_cfg, self.device, context=self.item_context)
+        return evaluate_policy(self.served, self.data, "valid", self.max_len, self.eval_cfg, self.device, context=self.item_context)
 
     def save_best(self, epoch: int, metrics: Mapping[str, float]) -> None:
         save_checkpoint(
-            self.best_path, policy=self.policy, policy_config=self.policy_config, data=self.data, max_len=self.max_len, dataset_name=self.dataset_name,
+            self.best_path, policy=self.served, policy_config=self.policy_config, data=self.data, max_len=self.max_len, dataset_name=self.dataset_name,
             phase="rpt", epoch=epoch, metrics=metrics, config=self.config, extra={"rpt": asdict(self.cfg)},
         )
 
     def greedy_train_reward(self) -> float:
-        return greedy_reward(self.policy, *self.train_probe, self.reward_fn, self.cfg.slate_size, self.device, self.eval_cfg.seed, item_chunk=self.eval_cfg.item_chunk)
+        return greedy_reward(self.served, *self.train_probe, self.reward_fn, self.cfg.slate_size, self.device, self.eval_cfg.seed, item_chunk=self.eval_cfg.item_chunk)
 
     def start(self) -> tuple[dict, dict]:
         """A fresh run: the SPT weights are the first candidate, so rpt_best.pt never ends up worse
@@ -482,7 +505,7 @@ class RPTRun:
             "reward_per_epoch": [], "frames": 0, "collect_seconds": 0.0, "loop_seconds": 0.0,
             "reward_before": self.greedy_train_reward(), "valid_start": valid_start, "probe_curve": [], "zero_adv_fractions": [],
         }
-        start_probe = probe_metrics(self.policy, self.learner.reference, self.probe, self.reward_fn, cfg.slate_size, self.device, self.eval_cfg.seed)
+        start_probe = probe_metrics(self.served, self.learner.reference, self.probe, self.reward_fn, cfg.slate_size, self.device, self.eval_cfg.seed)
         check_learning_signal(start_probe.pop("rewards"), self.reward_name)
         self.state["probe_curve"].append({"histories": 0, **start_probe})
         print(f"[rpt] probe ({len(self.probe[2])} fixed training histories): reward {start_probe['reward']:.4f}  mean target rank {start_probe['target_rank']:.1f}", flush=True)
@@ -506,6 +529,8 @@ class RPTRun:
         self.policy.load_state_dict(saved["policy_state"])
         if learner.value_head is not None:
             learner.value_head.load_state_dict(saved["value_head_state"])
+        if self.averaged is not None:
+            self.averaged.load_state_dict(saved["averaged_state"])
         learner.loss_module.load_state_dict(saved["loss_state"])
         learner.optimizer.load_state_dict(saved["optimizer_state"])
         self.stopper.load_state_dict(saved["stopper"])
@@ -534,6 +559,7 @@ class RPTRun:
         rank_rng = self.ranks.gather_objects(capture_rng(self.rollout_generator))
         self.ranks.on_main(lambda: save_training_state(self.state_path, {
             "phase": "rpt", "policy_state": self.policy.state_dict(), "value_head_state": learner.value_head.state_dict() if learner.value_head is not None else None,
+            "averaged_state": self.averaged.state_dict() if self.averaged is not None else None,
             "loss_state": learner.loss_module.state_dict(), "optimizer_state": learner.optimizer.state_dict(), "stopper": self.stopper.state_dict(),
             # the env already drew the batch the Collector holds; save the walk from before that draw
             "rng": capture_rng(self.rollout_generator), "env": env.sampling_state(before_last_reset=True) if env is not None else None,
@@ -569,6 +595,8 @@ class RPTRun:
         learner.steps = state["step"]
         terms, loss = learner.update(batch, where=f"epoch {epoch}, batch {index + 1}/{self.plan['batches_per_epoch']}, ", kept=self.last_good, on_first_terms=log_grad_norms)
         state["step"] = learner.steps
+        if self.averaged is not None:
+            self.averaged.update_parameters(self.policy)
         sync_weights(self.plan["collector"], learner.actor)  # worker processes collect the next batch with these weights
         t3 = time.perf_counter()
         frames = batch.numel() * self.ranks.world_size  # the global batch's
@@ -595,7 +623,7 @@ class RPTRun:
         tracker.log("losses", {n: v for n, v in logged.items() if n.startswith("loss_")}, histories_seen)
         tracker.log("diag", {n: v for n, v in logged.items() if not n.startswith("loss_")} | group_diagnostics(rows, cfg.group_size, state), histories_seen)
         if probe_now:
-            point = probe_metrics(self.policy, self.learner.reference, self.probe, self.reward_fn, cfg.slate_size, self.device, self.eval_cfg.seed)
+            point = probe_metrics(self.served, self.learner.reference, self.probe, self.reward_fn, cfg.slate_size, self.device, self.eval_cfg.seed)
             point = {"histories": histories_seen, **{n: v for n, v in point.items() if n != "rewards"}}
             state.setdefault("probe_curve", []).append(point)
             tracker.log("probe", {n: v for n, v in point.items() if n != "histories"}, histories_seen)

@@ -14,7 +14,7 @@ from lares_rl.evaluation import EvalConfig
 from lares_rl.item_context import ItemContext, bind_context, build_item_context
 from lares_rl.policies.reasoner import LaresReasoner
 from lares_rl.rewards import make_reward, weighted
-from lares_rl.rpt import RPTConfig, train_rpt
+from lares_rl.rpt import RPTConfig, train_rpt, weight_average
 from lares_rl.rpt_direction import direction_check
 from lares_rl.rpt_losses import ExpectedRewardLoss, check_item_reward_signal, one_item_rewards
 from lares_rl.spt import SPTConfig, train_spt
@@ -103,6 +103,39 @@ def test_expected_pg_trains_with_one_rollout_per_history(trained, tmp_path):
     tags = set(EventAccumulator(str(tmp_path / "tb" / "rpt")).Reload().Tags()["scalars"])
     assert {"rpt/diag/expected_reward", "rpt/losses/kl", "rpt/diag/kl_to_ref", "rpt/probe/reward"} <= tags
     assert "rpt/diag/zero_adv_group_fraction" not in tags  # no groups, no group diagnostics
+
+
+def test_weight_average_starts_at_the_spt_weights_and_follows_the_updates_by_decay():
+    torch.manual_seed(0)
+    policy = LaresReasoner(num_items=9, max_len=5, d_model=8, n_heads=2, inner_size=16)
+    start = copy.deepcopy(policy.state_dict())
+    averaged = weight_average(policy, 0.75)
+    assert all(torch.equal(averaged.module.state_dict()[name], start[name]) for name in start)
+    with torch.no_grad():
+        for parameter in policy.parameters():
+            parameter.add_(1.0)
+    averaged.update_parameters(policy)
+    name = "item_embedding.weight"
+    assert torch.allclose(averaged.module.state_dict()[name], start[name] + 0.25)  # 0.75 * old + 0.25 * new
+    assert weight_average(policy, None) is None
+    with pytest.raises(LaresError, match=r"rpt.ema_decay: must be null \(off\) or in \(0, 1\)"):
+        RPTConfig(**EXPECTED, ema_decay=1.0).validate()
+
+
+def test_with_ema_the_kept_and_probed_weights_are_the_average_not_the_last_update(trained, tmp_path):
+    data, spt_policy = trained
+    cfg = RPTConfig(**EXPECTED, histories_per_batch=32, slate_size=10, epochs=2, batches_per_epoch=2, filter_top=50, lr=5e-3, ema_decay=0.6)
+    summary = train_rpt(policy=copy.deepcopy(spt_policy), policy_config={}, data=data, max_len=L, cfg=cfg, reward_fn=make_reward("ndcg", k=10), eval_cfg=EvalConfig(),
+                        run_dir=tmp_path, device=torch.device("cpu"), seed=0, config={"dataset": {"name": "successor"}}, progress=False)
+    state = torch.load(tmp_path / "checkpoints" / "rpt_last.pt", weights_only=False)
+    averaged = {name.removeprefix("module."): value for name, value in state["averaged_state"].items() if name != "n_averaged"}
+    trained_now, spt = state["policy_state"], spt_policy.state_dict()
+    name = "item_embedding.weight"
+    assert int(state["averaged_state"]["n_averaged"]) == 1 + 4  # the SPT copy, then one per update
+    assert not torch.equal(averaged[name], trained_now[name]) and not torch.equal(averaged[name], spt[name])
+    assert summary["best_epoch"] == 1, summary["valid_selection_per_epoch"]  # the last validation was kept ...
+    best = torch.load(tmp_path / "checkpoints" / "rpt_best.pt", weights_only=False)["policy_state"]
+    assert torch.equal(best[name], averaged[name])  # ... and the checkpoint holds the average, not the raw weights
 
 
 def test_reward_that_turns_nan_inside_the_loss_names_the_batch_and_keeps_the_state(trained, tmp_path):

@@ -36,6 +36,8 @@ N, L = 25, 6
 TIMING = ("collect_frames_per_sec", "loop_frames_per_sec", "seconds_per_epoch", "samples_per_sec", "seconds_per_batch", "filter_seconds")
 GRPO = RPTConfig(histories_per_batch=7, batches_per_epoch=3, epochs=2, patience=10, slate_size=5)
 PPO = RPTConfig(algorithm="ppo", exploration="plackett_luce", advantage="value", value_hidden=8, histories_per_batch=7, batches_per_epoch=3, epochs=2, patience=10, slate_size=5)
+EXPECTED_EMA = RPTConfig(algorithm="expected_pg", exploration="categorical", latent_noise=False, group_size=1, beta=0.1, ema_decay=0.5, histories_per_batch=7, batches_per_epoch=3,
+                         epochs=2, patience=10, slate_size=5)
 LATENT_H2 = RPTConfig(algorithm="latent_pg", exploration="gaussian", latent_noise=False, antithetic=True, horizon=2, histories_per_batch=7, batches_per_epoch=3, epochs=2, patience=10, slate_size=5)
 
 
@@ -73,9 +75,9 @@ def uninterrupted(tmp_path_factory):
     cache = {}
 
     def get(cfg: RPTConfig) -> dict:
-        if cfg.algorithm not in cache:
-            cache[cfg.algorithm] = run_rpt(tmp_path_factory.mktemp(f"full_{cfg.algorithm}"), cfg)
-        return cache[cfg.algorithm]
+        if repr(cfg) not in cache:
+            cache[repr(cfg)] = run_rpt(tmp_path_factory.mktemp(f"full_{cfg.algorithm}"), cfg)
+        return cache[repr(cfg)]
 
     return get
 
@@ -105,26 +107,26 @@ def test_env_sampling_state_before_the_pending_reset_lets_a_new_collector_contin
         make_env(SequenceData.from_sequences([[1, 2, 3, 4, 5, 6]] * 3, num_items=N)).load_sampling_state(saved["_extra_state"])
 
 
-@pytest.mark.parametrize("cfg", [GRPO, PPO, LATENT_H2], ids=["grpo", "ppo_value", "latent_pg_horizon2"])
+@pytest.mark.parametrize("cfg", [GRPO, PPO, LATENT_H2, EXPECTED_EMA], ids=["grpo", "ppo_value", "latent_pg_horizon2", "expected_pg_ema"])
 def test_ctrl_c_mid_epoch_saves_and_resume_is_bit_identical(cfg, tmp_path, monkeypatch, uninterrupted):
     full = uninterrupted(cfg)
-    forward, calls = rpt_losses.GroupAdvantage.forward, []
+    flatten, calls = rpt.decisions, []
 
-    def interrupt_at_batch_2(self, td):  # Ctrl-C while batch 2 of epoch 0 is being processed
+    def interrupt_at_batch_2(batch):  # Ctrl-C while batch 2 of epoch 0 is being processed (every algorithm flattens its batch)
         calls.append(1)
         if len(calls) == 2:
             os.kill(os.getpid(), signal.SIGINT)
-        return forward(self, td)
+        return flatten(batch)
 
-    monkeypatch.setattr(rpt_losses.GroupAdvantage, "forward", interrupt_at_batch_2)
+    monkeypatch.setattr(rpt, "decisions", interrupt_at_batch_2)
     with pytest.raises(TrainingInterrupted, match=f"epoch 0, batch 2/3.*Resume with: lares-rl rpt resume={tmp_path}"):
         run_rpt(tmp_path, cfg)
     state = load_training_state(tmp_path / "checkpoints" / "rpt_last.pt")
     assert (state["progress"]["epoch"], state["progress"]["next_batch"]) == (0, 2) and len(calls) == 2
-    monkeypatch.setattr(rpt_losses.GroupAdvantage, "forward", forward)
+    monkeypatch.setattr(rpt, "decisions", flatten)
     resumed = run_rpt(tmp_path, cfg, resume=True)
     assert without_timing(resumed) == without_timing(full)  # rewards, validation history, best metrics, greedy probes
-    assert resumed["frames"] == full["frames"] == 2 * 3 * 7 * 4 * cfg.horizon
+    assert resumed["frames"] == full["frames"] == 2 * 3 * 7 * cfg.group_size * cfg.horizon
 
 
 def test_nan_loss_names_term_and_step_and_keeps_the_last_good_state(tmp_path, monkeypatch, uninterrupted):

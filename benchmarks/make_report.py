@@ -127,10 +127,14 @@ def per_seed(seeds: list[dict], ends: list[str]) -> str:
 
 
 def comparison_lines(runs: list[dict]) -> list[str]:
-    """LARES vs SASRec on the same data, max_len and training scheme, against the +5% target."""
+    """LARES vs SASRec on the same data, max_len and training scheme, against the +5% target.
+    A LARES variant meets the SASRec run of its own tag (``tuned`` vs ``tuned``, ``sampled128``
+    vs ``sampled128``) where there is one, else the untagged SASRec."""
     lines = []
     for lares in [r for r in runs if r["policy"] == "lares"]:
-        for base in [r for r in runs if r["policy"] == "sasrec" and r["max_len"] == lares["max_len"] and training_scheme(r) == training_scheme(lares)]:
+        bases = [r for r in runs if r["policy"] == "sasrec" and r["max_len"] == lares["max_len"] and training_scheme(r) == training_scheme(lares)]
+        same_tag = [r for r in bases if variant_tag(r) == variant_tag(lares)]
+        for base in same_tag or [r for r in bases if not variant_tag(r)]:
             for metric in ("ndcg@10", "recall@10"):
                 ours = statistics.mean(s["test"][metric] for s in lares["seeds"])
                 theirs = statistics.mean(s["test"][metric] for s in base["seeds"])

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import functools
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -26,7 +26,8 @@ from .data.embedded import embedded_ml100k_item_path
 from .errors import LaresError
 from .rewards import RewardFn, describe_reward
 
-CONTEXT_FIELDS = ("popularity", "categories", "item_embeddings")
+CONTEXT_FIELDS = ("popularity", "categories", "item_embeddings", "exposure")
+EXPOSURE_K = 10  # the list length whose exposure counts: the top 10 every beyond-accuracy target is measured at
 CATEGORY_COLUMN = "class"  # RecBole's name for an item's categories (MovieLens genres), space-separated
 
 
@@ -38,12 +39,27 @@ class ItemContext:
       never count, so no metric or reward peeks at held-out data).
     - ``categories`` float32 [N+1, C] multi-hot, or None when the data set has none.
     - ``item_embeddings`` float32 [N+1, d]: the frozen SPT item table, or None.
+    - ``exposure`` float32 [N+1]: in how many users' top-10 the SPT model puts each item, scored
+      on their training histories (no held-out item is read), or None without an SPT model.
+      Computed the first time something asks for it (one evaluation pass over the users), so runs
+      that never use it do not pay for it; a run binds its reward (:func:`bind_context`) before
+      training, so the counts are the SPT model's, not a model RPT has moved.
     """
 
     popularity: Tensor
     categories: Tensor | None = None
     item_embeddings: Tensor | None = None
     dataset: str = ""
+    exposure_source: Callable[[], Tensor] | None = field(default=None, repr=False, compare=False)
+    _computed: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def exposure(self) -> Tensor | None:
+        if self.exposure_source is None:
+            return None
+        if "exposure" not in self._computed:
+            self._computed["exposure"] = self.exposure_source()
+        return self._computed["exposure"]
 
     def features(self) -> tuple[Tensor | None, str]:
         """The item vectors intra-list diversity is measured with, and their name for reports:
@@ -64,6 +80,7 @@ class ItemContext:
             fix = {
                 "categories": "it has no item file with a 'class' column (categories); use lares_rl.rewards.embedding_diversity, which reads the frozen SPT item embeddings",
                 "item_embeddings": "this run has no SPT item table (the policy has no item_embedding)",
+                "exposure": "this run has no SPT model to measure exposure with (build the context with the policy and dataset.max_len)",
             }.get(name, "")
             raise LaresError(f"{who} asks for {name!r}, which data set {self.dataset!r} does not have: {fix}")
         return value
@@ -103,15 +120,40 @@ def item_categories(data, dataset: Mapping) -> Tensor | None:
 
 
 def build_item_context(data, dataset: Mapping | None = None, policy: nn.Module | None = None) -> ItemContext:
-    """The context of one run: training popularity, the categories ``dataset`` points to (if any)
-    and a detached copy of ``policy``'s item table (the SPT model's, so RPT cannot move it)."""
+    """The context of one run: training popularity, the categories ``dataset`` points to (if any),
+    a detached copy of ``policy``'s item table (the SPT model's, so RPT cannot move it) and,
+    lazily, ``policy``'s exposure at ``dataset.max_len`` (see :class:`ItemContext`)."""
     table = getattr(getattr(policy, "item_embedding", None), "weight", None)
+    max_len = (dataset or {}).get("max_len")
     return ItemContext(
         popularity=torch.from_numpy(training_item_counts(data).astype(np.float32)),
         categories=item_categories(data, dataset) if dataset is not None else None,
         item_embeddings=None if table is None else table.detach().float().cpu().clone(),
         dataset=str(getattr(data, "name", "")),
+        exposure_source=None if policy is None or max_len is None else functools.partial(top_k_exposure, policy, data, int(max_len)),
     )
+
+
+@torch.no_grad()
+def top_k_exposure(policy: nn.Module, data, max_len: int, k: int = EXPOSURE_K, seed: int = 0, batch_size: int = 1024) -> Tensor:
+    """float32 [N+1]: how many users have each item in ``policy``'s evaluation-mode top-``k``,
+    scored on each user's training history (the validation split's inputs, without its target)."""
+    seqs, lengths, _ = data.eval_inputs("valid", max_len)
+    device = next(policy.parameters()).device
+    counts = torch.zeros(data.num_items + 1)
+    was_training = policy.training
+    policy.eval()
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)  # the evaluation T0 noise, as in every evaluation pass
+            for start in range(0, len(lengths), batch_size):
+                rows = slice(start, start + batch_size)
+                states = policy.encode(seqs[rows].to(device), lengths[rows].to(device))[:, -1]
+                top = policy.scores(states).topk(min(k, data.num_items), dim=-1).indices.cpu()
+                counts += torch.bincount(top.reshape(-1), minlength=data.num_items + 1).float()
+    finally:
+        policy.train(was_training)
+    return counts
 
 
 def context_needs(fn: RewardFn) -> list[str]:

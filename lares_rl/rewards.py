@@ -138,6 +138,15 @@ def long_tail(slate: Tensor, target: Tensor, popularity: Tensor, k: int = 10, he
     return (~head[slate[:, :k]]).float().mean(dim=1)
 
 
+@register_reward("unexposed")
+def unexposed(slate: Tensor, target: Tensor, exposure: Tensor, k: int = 10) -> Tensor:
+    """Share of the first k items that the frozen SPT model shows in nobody's top 10 (exposure 0,
+    lares_rl/item_context.py). Catalog coverage counts exactly those items when they enter some
+    user's list, so this is coverage's per-slate credit; unlike a popularity bonus it does not
+    reward items that are rare but already shown to someone."""
+    return (exposure.to(slate.device)[slate[:, :k]] == 0).float().mean(dim=1)
+
+
 @register_reward("diversity")
 def diversity(slate: Tensor, target: Tensor, categories: Tensor, k: int = 10) -> Tensor:
     """Intra-list diversity of the first k items from item categories (mean pairwise cosine

@@ -9,8 +9,8 @@ import torch
 from omegaconf import OmegaConf
 
 from lares_rl.errors import LaresError
-from lares_rl.item_context import ItemContext, build_item_context, context_needs, item_categories
-from lares_rl.rewards import REWARDS, diversity, embedding_diversity, long_tail, ndcg, novelty
+from lares_rl.item_context import ItemContext, build_item_context, context_needs, item_categories, top_k_exposure
+from lares_rl.rewards import REWARDS, diversity, embedding_diversity, long_tail, ndcg, novelty, unexposed
 from lares_rl.rpt import RPTConfig, instantiate_reward
 from tests.fixtures_data import write_atomic
 
@@ -19,7 +19,8 @@ POPULARITY = torch.tensor([0.0, 6.0, 2.0, 1.0, 1.0])  # C = 10, N = 4
 CATEGORIES = torch.tensor([[0.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
 SLATE = torch.tensor([[1, 2, 3], [3, 4, 1]])
 TARGET = torch.tensor([2, 2])
-CONTEXT = ItemContext(popularity=POPULARITY, categories=CATEGORIES, item_embeddings=CATEGORIES + 0.5, dataset="tiny")
+EXPOSURE = torch.tensor([0.0, 5.0, 0.0, 2.0, 0.0])  # items 2 and 4 are in nobody's top 10
+CONTEXT = ItemContext(popularity=POPULARITY, categories=CATEGORIES, item_embeddings=CATEGORIES + 0.5, dataset="tiny", exposure_source=lambda: EXPOSURE)
 
 
 def needs_popularity(slate, target, popularity, k=2):
@@ -47,6 +48,37 @@ def test_long_tail_counts_items_outside_the_popularity_head():
         long_tail(SLATE, TARGET, POPULARITY, head_share=1.0)
 
 
+def test_unexposed_is_the_share_of_items_nobody_is_shown():
+    torch.testing.assert_close(unexposed(SLATE, TARGET, EXPOSURE, k=3), torch.tensor([1 / 3, 1 / 3]))
+    torch.testing.assert_close(unexposed(SLATE, TARGET, EXPOSURE, k=2), torch.tensor([0.5, 0.5]))
+    torch.testing.assert_close(unexposed(SLATE, TARGET, EXPOSURE, k=1), torch.tensor([0.0, 0.0]))
+
+
+def test_exposure_counts_each_users_evaluation_top_k_once_and_is_computed_on_first_use():
+    from lares_rl.data.sequences import SequenceData
+    from lares_rl.policies.reasoner import LaresReasoner
+
+    data = SequenceData.from_sequences([[1, 2, 3, 4, 5, 6], [2, 3, 4, 5, 6, 7], [7, 6, 5, 4, 3, 2]], num_items=9)
+    torch.manual_seed(0)
+    policy = LaresReasoner(9, max_len=5, d_model=8, n_heads=2, inner_size=16)
+    counts = top_k_exposure(policy, data, max_len=5, k=3)
+    assert counts.sum() == 3 * 3 and counts[0] == 0 and counts.max() <= 3  # 3 users x top 3, no padding, one count per user
+    seqs, lengths, _ = data.eval_inputs("valid", 5)
+    policy.eval()
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        top = policy.scores(policy.encode(seqs, lengths)[:, -1]).topk(3, dim=-1).indices
+    assert torch.equal(counts, torch.bincount(top.reshape(-1), minlength=10).float())
+    calls = []
+    context = build_item_context(data, {"max_len": 5}, policy)
+    object.__setattr__(context, "exposure_source", lambda: calls.append(1) or counts)
+    assert torch.equal(context.exposure, counts) and torch.equal(context.exposure, counts) and calls == [1]
+    assert build_item_context(data, {}, policy).exposure is None  # no max_len: no exposure
+    node = OmegaConf.create({"_target_": "lares_rl.rewards.unexposed", "_partial_": True})
+    with pytest.raises(LaresError, match=r"asks for 'exposure'.*no SPT model to measure exposure with"):
+        instantiate_reward(node, 9, build_item_context(data, {}, policy))
+
+
 def test_diversity_from_categories_and_from_embeddings():
     # [1, 2]: same category -> 0; [3, 4]: cos = 1/sqrt(2)
     torch.testing.assert_close(diversity(SLATE, TARGET, CATEGORIES, k=2), torch.tensor([0.0, 1 - 1 / math.sqrt(2)]))
@@ -69,12 +101,12 @@ def test_a_reward_asking_for_missing_context_fails_before_training():
         instantiate_reward(node, 4, None)
 
 
-@pytest.mark.parametrize("name", ["novelty", "long_tail", "diversity", "embedding_diversity"])
+@pytest.mark.parametrize("name", ["novelty", "long_tail", "diversity", "embedding_diversity", "unexposed"])
 def test_weighted_config_is_ndcg_plus_lambda_times_the_term(name):
     root = OmegaConf.create({"rpt": {"slate_size": 3}, "reward": OmegaConf.load(CONFIG_DIR / "reward" / f"{name}.yaml")})
     root.reward.weights[name] = 0.5
     fn = instantiate_reward(root.reward, 4, CONTEXT)
-    field = {"novelty": "popularity", "long_tail": "popularity", "diversity": "categories", "embedding_diversity": "item_embeddings"}[name]
+    field = {"novelty": "popularity", "long_tail": "popularity", "diversity": "categories", "embedding_diversity": "item_embeddings", "unexposed": "exposure"}[name]
     expected = ndcg(SLATE, TARGET, k=3) + 0.5 * REWARDS[name](SLATE, TARGET, getattr(CONTEXT, field), k=10)
     torch.testing.assert_close(fn(SLATE, TARGET), expected)
 

@@ -42,7 +42,7 @@ def top1(slate: torch.Tensor, target: torch.Tensor, bonus: float = 0.0) -> torch
 
 
 def test_registry_holds_the_documented_rewards():
-    assert sorted(REWARDS) == ["diversity", "embedding_diversity", "hit", "long_tail", "mrr", "ndcg", "novelty", "recall"]
+    assert sorted(REWARDS) == ["diversity", "embedding_diversity", "hit", "long_tail", "mrr", "ndcg", "novelty", "recall", "unexposed"]
 
 
 @pytest.mark.parametrize("name", ACCURACY)

@@ -56,7 +56,7 @@ def run_seed(seed: int, checkpoint: str, args, data, dataset_cfg: dict, device) 
     spt = policy_from_checkpoint(payload, device)
     spt.eval()
     max_len = int(payload["dataset"]["max_len"])
-    context = build_item_context(data, dataset_cfg, spt)
+    context = build_item_context(data, {**dataset_cfg, "max_len": max_len}, spt)  # the checkpoint's max_len: exposure is scored as the model was trained
     eval_cfg = EvalConfig()
     row = {"seed": seed, "spt_checkpoint": checkpoint, "ild_from": context.features()[1], "spt": evaluate_both(spt, data, max_len, eval_cfg, device, context)}
     base = policy_score_fn(spt)

@@ -31,6 +31,8 @@ import torch
 
 from lares_rl.atomic import atomic_write_json, atomic_write_text
 from lares_rl.checkpoint import check_same_data, load_checkpoint, policy_from_checkpoint
+from lares_rl.metrics import metrics_from_ranks, target_ranks
+from lares_rl.policies.actor import catalog_kl
 
 from benchmark_data import ROOT, add_dataset_arguments, key_values, load_benchmark_dataset
 from results_io import command_line, machine_description, mean_std
@@ -47,7 +49,8 @@ THRESHOLDS = {
 @torch.no_grad()
 def per_step(policy, data, split: str, max_len: int, k_max: int, seed: int = 0) -> dict[str, torch.Tensor]:
     """Per user and step (1..k_max): NDCG@10 of the target, the state, the top-10 and the log-softmax
-    summaries each rule reads. Scores exclude the padding item 0, as evaluation does."""
+    summaries each rule reads. Ranks and NDCG@10 are evaluation's own (``lares_rl.metrics``), and the
+    KL is the one RPT's probe logs (``catalog_kl``); ``policy.scores`` already puts padding at -inf."""
     seqs, lengths, targets = data.eval_inputs(split, max_len)
     policy.eval()
     names = ("ndcg", "change", "kl", "keep10", "entropy")
@@ -56,14 +59,13 @@ def per_step(policy, data, split: str, max_len: int, k_max: int, seed: int = 0) 
         torch.manual_seed(seed)
         for start in range(0, len(lengths), 1024):
             states = policy.encode(seqs[start : start + 1024], lengths[start : start + 1024], k=k_max)
-            target = targets[start : start + 1024].view(-1, 1)
+            target = targets[start : start + 1024]
             batch: dict[str, list[torch.Tensor]] = {name: [] for name in names}
             previous = None
             for step in range(k_max):
                 scores = policy.scores(states[:, step])
-                scores[:, 0] = -torch.inf
-                rank = (scores > scores.gather(1, target)).sum(1)
-                batch["ndcg"].append(torch.where(rank < 10, 1 / torch.log2(rank.double() + 2), 0.0))
+                rank = target_ranks(scores, target)
+                batch["ndcg"].append(metrics_from_ranks(rank, [10])["ndcg@10"])
                 log_p = scores.log_softmax(-1)
                 batch["entropy"].append(-(log_p.exp() * log_p.nan_to_num(neginf=0.0)).sum(-1))
                 top = scores.topk(10).indices
@@ -73,7 +75,7 @@ def per_step(policy, data, split: str, max_len: int, k_max: int, seed: int = 0) 
                 else:
                     state, old_state, old_log_p, old_top = states[:, step], states[:, step - 1], *previous
                     batch["change"].append((state - old_state).norm(dim=-1) / state.norm(dim=-1).clamp(min=1e-12))
-                    batch["kl"].append((log_p.exp() * (log_p - old_log_p)).nan_to_num().sum(-1))
+                    batch["kl"].append(catalog_kl(log_p, old_log_p))
                     batch["keep10"].append((top.unsqueeze(2) == old_top.unsqueeze(1)).any(2).double().mean(1))
                 previous = (log_p, top)
             for name, values in batch.items():

@@ -79,13 +79,16 @@ class BeyondAccuracy:
         top = scores[:, 1:].topk(min(self.ks[-1], scores.shape[1] - 1), dim=1).indices + 1
         self.lists.append(top.cpu())
 
+    def exposure(self, k: int) -> Tensor:
+        """[N+1] how many of the observed top-``k`` lists hold each item id (row 0, padding, is 0)."""
+        return torch.bincount(torch.cat(self.lists)[:, :k].reshape(-1), minlength=len(self.popularity))
+
     def result(self) -> dict[str, float]:
         lists = torch.cat(self.lists)
-        num_items = len(self.popularity) - 1
         out = {}
         for k in self.ks:
             top = lists[:, :k]
-            exposure = torch.bincount(top.reshape(-1), minlength=num_items + 1)[1:]
+            exposure = self.exposure(k)[1:]
             out[f"coverage@{k}"] = (exposure > 0).float().mean().item()
             out[f"novelty@{k}"] = self.information[top].mean().item()
             out[f"popularity@{k}"] = self.popularity[top].mean().item()

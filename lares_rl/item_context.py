@@ -21,9 +21,11 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from .beyond_metrics import BeyondAccuracy
 from .checkpoint import training_item_counts
 from .data.embedded import embedded_ml100k_item_path
 from .errors import LaresError
+from .metrics import policy_score_fn
 from .rewards import RewardFn, describe_reward
 
 CONTEXT_FIELDS = ("popularity", "categories", "item_embeddings", "exposure")
@@ -40,7 +42,7 @@ class ItemContext:
     - ``categories`` float32 [N+1, C] multi-hot, or None when the data set has none.
     - ``item_embeddings`` float32 [N+1, d]: the frozen SPT item table, or None.
     - ``exposure`` float32 [N+1]: in how many users' top-10 the SPT model puts each item, scored
-      on their training histories (no held-out item is read), or None without an SPT model.
+      on their training histories (the counts never depend on a held-out item), or None without an SPT model.
       Computed the first time something asks for it (one evaluation pass over the users), so runs
       that never use it do not pay for it; a run binds its reward (:func:`bind_context`) before
       training, so the counts are the SPT model's, not a model RPT has moved.
@@ -134,26 +136,23 @@ def build_item_context(data, dataset: Mapping | None = None, policy: nn.Module |
     )
 
 
-@torch.no_grad()
-def top_k_exposure(policy: nn.Module, data, max_len: int, k: int = EXPOSURE_K, seed: int = 0, batch_size: int = 1024) -> Tensor:
-    """float32 [N+1]: how many users have each item in ``policy``'s evaluation-mode top-``k``,
-    scored on each user's training history (the validation split's inputs, without its target)."""
-    seqs, lengths, _ = data.eval_inputs("valid", max_len)
-    device = next(policy.parameters()).device
-    counts = torch.zeros(data.num_items + 1)
-    was_training = policy.training
-    policy.eval()
-    try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(seed)  # the evaluation T0 noise, as in every evaluation pass
-            for start in range(0, len(lengths), batch_size):
-                rows = slice(start, start + batch_size)
-                states = policy.encode(seqs[rows].to(device), lengths[rows].to(device))[:, -1]
-                top = policy.scores(states).topk(min(k, data.num_items), dim=-1).indices.cpu()
-                counts += torch.bincount(top.reshape(-1), minlength=data.num_items + 1).float()
-    finally:
-        policy.train(was_training)
-    return counts
+def top_k_exposure(policy: nn.Module, data, max_len: int, k: int = EXPOSURE_K) -> Tensor:
+    """float32 [N+1]: how many users have each item in ``policy``'s top-``k``, from the lists one
+    validation pass ranks (``evaluate_policy``: each user's training history, evaluation mode and
+    noise; the counts do not depend on the target). Items with exposure 0 are exactly those validation coverage@k
+    does not count."""
+    from .evaluation import EvalConfig, evaluate_policy  # evaluation imports this module
+
+    lists = BeyondAccuracy(torch.zeros(data.num_items + 1), None, [k])
+    scores_of = policy_score_fn(policy)
+
+    def observed(seq: Tensor, lengths: Tensor) -> Tensor:
+        scores = scores_of(seq, lengths)
+        lists.observe(scores)
+        return scores
+
+    evaluate_policy(policy, data, "valid", max_len, EvalConfig(ks=[k]), next(policy.parameters()).device, score_fn=observed)
+    return lists.exposure(k).float()
 
 
 def context_needs(fn: RewardFn) -> list[str]:

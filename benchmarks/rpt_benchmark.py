@@ -162,7 +162,8 @@ def main() -> None:
         result = fresh_rpt_run(policy=policy, payload=payload, data=data, max_len=ckpt_len, cfg=rpt_cfg, reward_fn=reward_fn, eval_cfg=eval_cfg,
                                run_dir=run_root / f"rpt_seed{seed}", device=device, seed=seed, dataset_cfg=dataset_cfg, runs_dir=args.runs_dir)
         before, after, summary = result["before"], result["after"], result["rpt"]
-        merged = merge_seed(out.with_suffix(".json"), record, {"seed": seed, "spt_checkpoint": str(checkpoint), **result}, same=("dataset", "reward", "rpt"))
+        merged = merge_seed(out.with_suffix(".json"), record, {"seed": seed, "spt_checkpoint": str(checkpoint), **result}, same=("dataset", "reward", "rpt"),
+                            defaults={"rpt": vars(RPTConfig())})  # files from before a setting existed ran its default
         print(f"[bench] seed {seed}: test ndcg@10 {before['test']['ndcg@10']:.4f} -> {after['test']['ndcg@10']:.4f}, "
               f"collect {summary['collect_frames_per_sec']:.0f} frames/s, loop {summary['loop_frames_per_sec']:.0f} frames/s", flush=True)
     write_plot(merged["seeds"], out.with_suffix(".png"))

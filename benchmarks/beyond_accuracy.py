@@ -37,7 +37,7 @@ from lares_rl.runtime import resolve_device
 from lares_rl.tracking import progress_enabled
 
 from benchmark_data import add_dataset_arguments, config_file, fresh_rpt_run, key_values, load_benchmark_dataset, rpt_reward
-from results_io import command_line, machine_description, merge_seed, seed_commands
+from results_io import check_mergeable, command_line, machine_description, merge_seed, seed_commands
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOWN = ("ndcg@10", "recall@10", "coverage@10", "novelty@10", "ild@10", "gini@10", "popularity@10")
@@ -228,10 +228,12 @@ def main() -> None:
         "dataset": args.dataset, "reward": args.reward, "rpt": rpt_values, "tolerance": args.tolerance, "machine": machine_description(device),
         "plot_name": out.with_suffix(".png").name, "command": command_line("beyond_accuracy.py", args, skip=("out", "runs_dir", "beauty_path", "report")),
     }
+    same = ("dataset", "reward", "rpt", "tolerance")
+    check_mergeable(out, record, same)
     with progress_enabled(False):
         for seed, checkpoint in zip(args.seeds, args.checkpoints):
             row = run_seed(seed, checkpoint, args, data, dataset_cfg, device)
-            merged = merge_seed(out, record, row, same=("dataset", "reward", "rpt", "tolerance"))
+            merged = merge_seed(out, record, row, same)
     publish(merged, out)
 
 

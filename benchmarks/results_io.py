@@ -50,6 +50,24 @@ def command_line(script: str, args: argparse.Namespace, skip: tuple[str, ...] = 
     return " ".join(parts)
 
 
+def _merged_base(out_path: Path, record: dict, same: tuple[str, ...], defaults: dict[str, dict] | None) -> dict:
+    """The record already at ``out_path`` (or a new one from ``record``), with ``defaults`` filled
+    in on both sides; exits with one clear message when a ``same`` entry differs."""
+    merged = json.loads(out_path.read_text()) if out_path.is_file() else {**record, "seeds": []}
+    for key, values in (defaults or {}).items():
+        merged[key], record[key] = {**values, **merged[key]}, {**values, **record[key]}
+    for key in same:
+        if merged[key] != record[key]:
+            raise SystemExit(f"error: {out_path} holds seeds with a different {key}; write this configuration to another file (--tag / --out)")
+    return merged
+
+
+def check_mergeable(out_path: Path, record: dict, same: tuple[str, ...], defaults: dict[str, dict] | None = None) -> None:
+    """Fail before training, not after it: the check :func:`merge_seed` makes when a seed ends,
+    made when the script starts, so a mismatched ``--out`` costs seconds instead of a finished run."""
+    _merged_base(out_path, dict(record), same, defaults)
+
+
 def merge_seed(out_path: Path, record: dict, row: dict, same: tuple[str, ...], defaults: dict[str, dict] | None = None) -> dict:
     """Add ``row`` to the JSON at ``out_path`` (created from ``record`` if absent), under a file
     lock, replacing an earlier row of the same seed; returns the merged record.
@@ -60,12 +78,7 @@ def merge_seed(out_path: Path, record: dict, row: dict, same: tuple[str, ...], d
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with open(out_path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        merged = json.loads(out_path.read_text()) if out_path.is_file() else {**record, "seeds": []}
-        for key, values in (defaults or {}).items():
-            merged[key], record[key] = {**values, **merged[key]}, {**values, **record[key]}
-        for key in same:
-            if merged[key] != record[key]:
-                raise SystemExit(f"error: {out_path} holds seeds with a different {key}; write this configuration to another file (--tag / --out)")
+        merged = _merged_base(out_path, record, same, defaults)
         row = {**row, "command": record["command"]}
         merged["seeds"] = sorted([s for s in merged["seeds"] if s["seed"] != row["seed"]] + [row], key=lambda s: s["seed"])
         atomic_write_json(out_path, merged)

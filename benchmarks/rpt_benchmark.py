@@ -32,7 +32,7 @@ from lares_rl.runtime import resolve_device, seed_everything
 from lares_rl.spt import SPTConfig, train_spt
 
 from benchmark_data import add_dataset_arguments, config_file, fresh_rpt_run, key_values, load_benchmark_dataset, rpt_reward
-from results_io import command_line, machine_description, mean_std, merge_seed, seed_commands
+from results_io import check_mergeable, command_line, machine_description, mean_std, merge_seed, seed_commands
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOWN = ("ndcg@10", "recall@10")
@@ -153,6 +153,8 @@ def main() -> None:
         "dataset": args.dataset, "reward": describe_reward(reward_fn), "rpt": vars(rpt_cfg), "machine": machine_description(device), "plot_name": out.with_suffix(".png").name,
         "command": command_line("rpt_benchmark.py", args, skip=("out", "runs_dir", "beauty_path")),
     }
+    merge_rule = {"same": ("dataset", "reward", "rpt"), "defaults": {"rpt": vars(RPTConfig())}}  # files from before a setting existed ran its default
+    check_mergeable(out.with_suffix(".json"), record, **merge_rule)
     for seed in args.seeds:
         checkpoint = spt_checkpoint(seed, args, data, dataset_cfg, policy_cfg, max_len, device, run_root)
         payload = load_checkpoint(checkpoint)
@@ -162,8 +164,7 @@ def main() -> None:
         result = fresh_rpt_run(policy=policy, payload=payload, data=data, max_len=ckpt_len, cfg=rpt_cfg, reward_fn=reward_fn, eval_cfg=eval_cfg,
                                run_dir=run_root / f"rpt_seed{seed}", device=device, seed=seed, dataset_cfg=dataset_cfg, runs_dir=args.runs_dir)
         before, after, summary = result["before"], result["after"], result["rpt"]
-        merged = merge_seed(out.with_suffix(".json"), record, {"seed": seed, "spt_checkpoint": str(checkpoint), **result}, same=("dataset", "reward", "rpt"),
-                            defaults={"rpt": vars(RPTConfig())})  # files from before a setting existed ran its default
+        merged = merge_seed(out.with_suffix(".json"), record, {"seed": seed, "spt_checkpoint": str(checkpoint), **result}, **merge_rule)
         print(f"[bench] seed {seed}: test ndcg@10 {before['test']['ndcg@10']:.4f} -> {after['test']['ndcg@10']:.4f}, "
               f"collect {summary['collect_frames_per_sec']:.0f} frames/s, loop {summary['loop_frames_per_sec']:.0f} frames/s", flush=True)
     write_plot(merged["seeds"], out.with_suffix(".png"))

@@ -32,7 +32,7 @@ from lares_rl.runtime import seed_everything
 from lares_rl.spt import SPTConfig, train_spt
 
 from benchmark_data import add_dataset_arguments, config_file, key_values, load_benchmark_dataset
-from results_io import command_line, machine_description, merge_seed
+from results_io import check_mergeable, command_line, machine_description, merge_seed
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -90,6 +90,8 @@ def main() -> None:
         "spt": vars(spt_cfg), "stats": data.stats(), "machine": machine_description(),
         "command": command_line("spt_benchmark.py", args, skip=("out_dir", "runs_dir", "beauty_path")),
     }
+    merge_rule = {"same": ("policy_config", "spt", "max_len"), "defaults": {"spt": {**vars(SPTConfig()), "shared_anchor": False}}}  # files from before the switch ran 3 passes
+    check_mergeable(out_path, record, **merge_rule)
     for seed in args.seeds:
         seed_everything(seed)
         policy = build_policy(policy_cfg, data.num_items, max_len)
@@ -113,7 +115,7 @@ def main() -> None:
         depth = sweep_depths(policy, data, max_len, eval_cfg, device) if policy.recurrent else None
         row = {"seed": seed, "checkpoint": summary["checkpoint"], "depth_sweep": depth, **{k: summary[k] for k in ("best_epoch", "epochs_run", "seconds_per_epoch", "samples_per_sec")}, "valid": summary["valid"], "test": test, "test_masked": masked, "eval_users_per_sec": data.num_users / eval_seconds}
         print(f"[bench] {name} seed {seed}: {row['seconds_per_epoch']:.1f}s/epoch, best epoch {row['best_epoch']}, test ndcg@10 {test['ndcg@10']:.4f} (masked {masked['ndcg@10']:.4f})", flush=True)
-        merge_seed(out_path, record, row, same=("policy_config", "spt", "max_len"), defaults={"spt": {**vars(SPTConfig()), "shared_anchor": False}})  # files from before the switch ran 3 passes
+        merge_seed(out_path, record, row, **merge_rule)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))  # the scripts import their helpers as top-level modules
 
 from paired_bootstrap import paired_bootstrap  # noqa: E402
-from results_io import command_line, merge_seed, seed_commands  # noqa: E402
+from results_io import check_mergeable, command_line, merge_seed, seed_commands  # noqa: E402
 
 TINY_POLICY = ["--policy-set", "d_model=16", "inner_size=32"]
 
@@ -135,6 +135,23 @@ def test_merge_seed_replaces_a_rerun_seed_and_refuses_another_configuration(tmp_
     with pytest.raises(SystemExit, match="different spt"):
         merge_seed(out, {**record, "spt": {"alpha": 0.0}}, {"seed": 2, "ndcg": 0.0}, same=("spt",))
     assert len(json.loads(out.read_text())["seeds"]) == 2
+
+
+def test_check_mergeable_refuses_before_training_and_fills_settings_older_files_lack(tmp_path):
+    """The scripts call check_mergeable when they start, so a mismatched --out fails in seconds,
+    not after the run (a 30-minute RPT seed was lost that way). A setting added after a file was
+    written counts as its default, so the older seeds still merge."""
+    out = tmp_path / "run.json"
+    old_record = {"command": "python benchmarks/x.py --seeds 1", "rpt": {"lr": 5e-4}}
+    merge_seed(out, old_record, {"seed": 1, "ndcg": 0.1}, same=("rpt",))
+    newer = {"command": "python benchmarks/x.py --seeds 0", "rpt": {"lr": 5e-4, "ema_decay": None}}
+    defaults = {"rpt": {"lr": 1e-3, "ema_decay": None}}
+    check_mergeable(out, newer, ("rpt",), defaults)
+    assert json.loads(out.read_text())["rpt"] == {"lr": 5e-4}  # the check writes nothing
+    with pytest.raises(SystemExit, match="different rpt"):
+        check_mergeable(out, {**newer, "rpt": {"lr": 5e-4, "ema_decay": 0.9}}, ("rpt",), defaults)
+    merged = merge_seed(out, newer, {"seed": 0, "ndcg": 0.2}, same=("rpt",), defaults=defaults)
+    assert [row["seed"] for row in merged["seeds"]] == [0, 1] and merged["rpt"] == {"lr": 5e-4, "ema_decay": None}
 
 
 def test_seed_commands_name_the_command_of_each_seed_row():

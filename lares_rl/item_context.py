@@ -53,15 +53,10 @@ class ItemContext:
     item_embeddings: Tensor | None = None
     dataset: str = ""
     exposure_source: Callable[[], Tensor] | None = field(default=None, repr=False, compare=False)
-    _computed: dict = field(default_factory=dict, repr=False, compare=False)
 
-    @property
+    @functools.cached_property  # stored in the instance __dict__, which a frozen dataclass allows
     def exposure(self) -> Tensor | None:
-        if self.exposure_source is None:
-            return None
-        if "exposure" not in self._computed:
-            self._computed["exposure"] = self.exposure_source()
-        return self._computed["exposure"]
+        return None if self.exposure_source is None else self.exposure_source()
 
     def features(self) -> tuple[Tensor | None, str]:
         """The item vectors intra-list diversity is measured with, and their name for reports:

@@ -230,9 +230,10 @@ def eval_noise_section(docs: Path) -> list[str]:
 
 def adaptive_depth_section(docs: Path) -> list[str]:
     """docs/adaptive_depth_<dataset>.md (benchmarks/adaptive_depth.py), docs/halting_signals_<dataset>.md
-    (benchmarks/halting_signals.py) and docs/eval_profile.md (benchmarks/eval_profile.py), inlined
-    without their titles: what adaptive halting saves against fixed depths, whether another
-    per-user signal would save more, and where an evaluation pass spends its time."""
+    (benchmarks/halting_signals.py), docs/eval_profile.md (benchmarks/eval_profile.py) and
+    docs/eval_speedup.md (benchmarks/eval_speedup.py), inlined without their titles: what adaptive
+    halting saves against fixed depths, whether another per-user signal would save more, where an
+    evaluation pass spends its time and how fast it is against the official code."""
     pages = sorted(docs.glob("adaptive_depth_*.md"))
     lines = ["## Adaptive reasoning depth (per-user halting)", ""]
     if not pages:
@@ -246,10 +247,10 @@ def adaptive_depth_section(docs: Path) -> list[str]:
         body = body[: body.index("## Every setting")] if "## Every setting" in body else body
         lines += [f"### {title.removeprefix('# ')}", *[line.replace("## ", "#### ", 1) if line.startswith("## ") else line for line in body],
                   f"Every setting: [{page.name}]({page.name}).", ""]
-    profile = docs / "eval_profile.md"
-    if profile.is_file():
-        title, *body = profile.read_text().splitlines()
-        lines += [f"### {title.removeprefix('# ')}", *body, "Details: [eval_profile.md](eval_profile.md).", ""]
+    for page in (docs / "eval_profile.md", docs / "eval_speedup.md"):
+        if page.is_file():
+            title, *body = page.read_text().splitlines()
+            lines += [f"### {title.removeprefix('# ')}", *body, f"Details: [{page.name}]({page.name}).", ""]
     return lines
 
 

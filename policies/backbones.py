@@ -6,6 +6,10 @@ whose module maps ``(x [B, L, d], valid [B, L] bool) -> [B, L, d]``. Add one eit
 any callable accepting those keyword arguments (extra ones are ignored via ``**kwargs``) works,
 and the trainers never need to change.
 
+A module may also offer ``forward_at(x, valid, rows, last) -> [B, d]``, its output at one position
+per row (``LayerStack`` does): inference reads only each user's last position, so the reasoner
+then skips the other positions of the final layer.
+
 A module may set ``causal = False`` (the FFT filters do); dense training, which supervises every
 position of a window at once, is only valid for causal backbones and refuses the others.
 """
@@ -46,6 +50,19 @@ class LayerStack(nn.Module):
         for layer in self.layers:
             x = layer(x, valid)
         return x
+
+    def forward_at(self, x: torch.Tensor, valid: torch.Tensor, rows: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """``forward(x, valid)[rows, last]`` -> [B, d]. Every layer but the last needs all
+        positions (the next layer attends to them); the last one computes only the read position
+        when it offers ``forward_at`` (TransformerLayer does), else it runs in full."""
+        if not len(self.layers):
+            return x[rows, last]
+        for layer in self.layers[:-1]:
+            x = layer(x, valid)
+        final = self.layers[-1]
+        if hasattr(final, "forward_at"):
+            return final.forward_at(x, valid, rows, last)
+        return final(x, valid)[rows, last]
 
 
 @register_backbone("sasrec")

@@ -24,6 +24,8 @@ import math
 import torch
 from torch import nn
 
+from .reasoner import inference_chunk_rows
+
 _NORM_FLOOR = 1e-12
 
 
@@ -40,8 +42,10 @@ def encode_until_settled(policy: nn.Module, seq: torch.Tensor, lengths: torch.Te
     """Final user states [B, d] and the number of core steps each user took, int64 [B].
 
     ``policy`` is a recurrent :class:`~lares_rl.policies.reasoner.LaresReasoner` (or any module
-    with ``recurrent``, ``causal``, ``context``, ``initial_thought`` and ``core_step``); its mode
-    (train/eval) is the caller's. ``seq`` [B, L] left-aligned, ``lengths`` [B].
+    with ``recurrent``, ``causal``, ``d_model``, ``context``, ``initial_thought`` and ``core_step``); its mode
+    (train/eval) is the caller's. ``seq`` [B, L] left-aligned, ``lengths`` [B]. Inference runs in
+    row chunks like :meth:`~lares_rl.policies.reasoner.LaresReasoner.encode`, with T0 drawn first
+    for the whole batch, so the result does not depend on the chunk size.
     """
     check_halting_args(tol, k_max)
     if not getattr(policy, "recurrent", False):
@@ -50,8 +54,24 @@ def encode_until_settled(policy: nn.Module, seq: torch.Tensor, lengths: torch.Te
     if batch == 0:
         return seq.new_zeros((0, policy.d_model), dtype=torch.float32), torch.zeros(0, dtype=torch.int64, device=seq.device)
     width = max(1, int(lengths.max()))
-    context, valid = policy.context(seq[:, :width], lengths)
-    thought = policy.initial_thought(context)
+    chunk = inference_chunk_rows(policy, batch, width)
+    if chunk is None:
+        return _settle(policy, seq, lengths, None, tol, k_max)
+    t0 = policy.initial_thought(next(policy.parameters()).new_empty((batch, width, policy.d_model)))
+    seq = seq[:, :width]  # every chunk keeps the batch's width: the shapes (and rounding) of the unchunked pass
+    parts = [_settle(policy, seq[start : start + chunk], lengths[start : start + chunk], t0[start : start + chunk], tol, k_max) for start in range(0, batch, chunk)]
+    return torch.cat([states for states, _ in parts]), torch.cat([steps for _, steps in parts])
+
+
+def _settle(policy: nn.Module, seq: torch.Tensor, lengths: torch.Tensor, t0: torch.Tensor | None, tol: float, k_max: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`encode_until_settled` on one chunk of rows, from the given T0 of the chunk's width
+    (None: the whole batch, cut to its longest history, with T0 drawn here after the context,
+    exactly as :meth:`~lares_rl.policies.reasoner.LaresReasoner.encode` draws it)."""
+    batch = len(lengths)
+    if t0 is None:
+        seq = seq[:, : max(1, int(lengths.max()))]
+    context, valid = policy.context(seq, lengths)
+    thought = policy.initial_thought(context) if t0 is None else t0
     last = (lengths - 1).clamp(min=0)
     rows = torch.arange(batch, device=seq.device)
     active = rows
@@ -60,13 +80,19 @@ def encode_until_settled(policy: nn.Module, seq: torch.Tensor, lengths: torch.Te
     done_states: list[torch.Tensor] = []
     previous = None
     tol_squared = float(tol) ** 2
+    # the last allowed step's full state is never read: at inference only its read position is computed
+    read_only_last = hasattr(policy, "core_step_at") and not (policy.training or torch.is_grad_enabled())
     for step in range(1, k_max + 1):
-        thought = policy.core_step(thought, context, valid)
-        state = thought[rows[: len(active)], last]
         if step == k_max:
+            if read_only_last:
+                state = policy.core_step_at(thought, context, valid, rows[: len(active)], last)
+            else:
+                state = policy.core_step(thought, context, valid)[rows[: len(active)], last]
             done_rows.append(active)
             done_states.append(state)
             break
+        thought = policy.core_step(thought, context, valid)
+        state = thought[rows[: len(active)], last]
         if previous is not None:
             # ||h_i - h_{i-1}|| < tol ||h_i||, compared squared: no roots, no division
             settled = (state - previous).pow(2).sum(-1) < tol_squared * state.pow(2).sum(-1).clamp(min=_NORM_FLOOR)

@@ -76,6 +76,20 @@ class CausalSelfAttention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
         return self.norm(x + self.dropout(self.out(y.transpose(1, 2).reshape(b, length, d))))
 
+    def forward_at(self, x: torch.Tensor, rows: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward`'s output at one position per row, ``x[rows, last]`` -> [B, d]: keys and
+        values still come from every position, but only that position is queried, projected and
+        normalised (a user state reads nothing else in its final layer)."""
+        b, length, d = x.shape
+        head = d // self.n_heads
+        here = x[rows, last]
+        q = F.linear(here, self.qkv.weight[:d], self.qkv.bias[:d]).view(b, self.n_heads, 1, head)
+        k, v = F.linear(x, self.qkv.weight[d:], self.qkv.bias[d:]).view(b, length, 2, self.n_heads, head).permute(2, 0, 3, 1, 4)
+        seen = (torch.arange(length, device=x.device) <= last.unsqueeze(1)).view(b, 1, 1, length)
+        p = self.attn_dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=seen, dropout_p=p)
+        return self.norm(here + self.dropout(self.out(y.reshape(b, d))))
+
 
 class TransformerLayer(nn.Module):
     """One SASRec layer: causal MHA sublayer then FFN sublayer, both post-LN."""
@@ -89,6 +103,15 @@ class TransformerLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         return self.ffn(self.attention(x))
+
+    def forward_at(self, x: torch.Tensor, valid: torch.Tensor, rows: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """``forward(x, valid)[rows, last]`` without computing the other positions."""
+        if len(rows) == 1:
+            # a one-row product takes the matrix-vector kernel, whose rounding differs from the
+            # batched one: two identical rows keep a user's state independent of how many users
+            # share the call (one-process and distributed RPT then make the same updates)
+            return self.forward_at(x.expand(2, -1, -1), valid.expand(2, -1), torch.arange(2, device=x.device), last.expand(2))[:1]
+        return self.ffn(self.attention.forward_at(x, rows, last))
 
 
 class LearnableFilter(nn.Module):

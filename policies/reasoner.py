@@ -25,6 +25,21 @@ from .layers import FastDropout
 from .steps import STEP_SAMPLERS, eval_steps, sample_steps
 
 AGGREGATIONS = ("add", "concat", "gate")
+# Inference runs the layers on row chunks of about this many positions (rows x width): at d = 64 a
+# chunk's largest activation (the 256-wide feed-forward input) then stays near a core's 2 MB L2
+# cache instead of streaming a 1024-history batch through memory layer by layer
+# (docs/eval_profile.md measures the sizes).
+INFERENCE_CHUNK_POSITIONS = 2048
+
+
+def inference_chunk_rows(module: nn.Module, batch: int, width: int) -> int | None:
+    """Rows per chunk when ``module`` runs inference (eval mode, no autograd) on more rows than one
+    chunk holds, else None. Training and gradient passes are never chunked: there the activations
+    are kept for the backward pass anyway and dropout would draw in a different order."""
+    rows = max(1, INFERENCE_CHUNK_POSITIONS // max(1, width))
+    if batch <= rows or module.training or torch.is_grad_enabled():
+        return None
+    return rows
 T0_INITS = ("normal", "zero", "normal_train_only")
 
 
@@ -142,15 +157,35 @@ class LaresReasoner(nn.Module):
     def context(self, seq: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """H = PreBlock(X0) for ``seq`` [B, L] (left-aligned) and the validity mask from ``lengths``
         (not from ``seq > 0``, so whatever sits after a history can never count as history)."""
+        x, valid = self._embed(seq, lengths)
+        return (self.pre_block(x, valid) if self.pre_block is not None else x), valid
+
+    def _embed(self, seq: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """X0 and the validity mask."""
         positions = torch.arange(seq.shape[1], device=seq.device)
         valid = positions < lengths.unsqueeze(1)
-        x = self.input_dropout(self.input_norm(self.item_embedding(seq) + self.position_embedding(positions)))
-        return (self.pre_block(x, valid) if self.pre_block is not None else x), valid
+        return self.input_dropout(self.input_norm(self.item_embedding(seq) + self.position_embedding(positions))), valid
+
+    @staticmethod
+    def _read_last(block: nn.Module, x: torch.Tensor, valid: torch.Tensor, rows: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """``block(x, valid)[rows, last]``, computing only that position in the block's final layer
+        when the block offers ``forward_at`` (inference only: see :meth:`encode`)."""
+        if hasattr(block, "forward_at"):
+            return block.forward_at(x, valid, rows, last)
+        return block(x, valid)[rows, last]
 
     def core_step(self, thought: torch.Tensor, context: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """One reasoning step, T_i = CoreBlock(LN2(f(T_{i-1}, H))), on whatever rows are passed:
         adaptive halting (:mod:`lares_rl.policies.halting`) calls it on the still-active users only."""
-        return self.core_block(self.core_norm(self._aggregate(thought, context)), valid)
+        return self.core_block(self._core_input(thought, context), valid)
+
+    def core_step_at(self, thought: torch.Tensor, context: torch.Tensor, valid: torch.Tensor, rows: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """``core_step(...)[rows, last]`` -> [B, d], computing only that position in the core
+        block's final layer where the block allows it: for a step whose full state nobody reads."""
+        return self._read_last(self.core_block, self._core_input(thought, context), valid, rows, last)
+
+    def _core_input(self, thought: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        return self.core_norm(self._aggregate(thought, context))
 
     def encode(
         self,
@@ -172,22 +207,52 @@ class LaresReasoner(nn.Module):
         seq = seq[:, :width]
         if t0 is not None:
             t0 = t0[:, :width]
-        context, valid = self.context(seq, lengths)
+        # Inference (eval mode, no autograd, last positions only) runs in row chunks and computes
+        # only the read position in the final layer; training keeps the plain full-width pass, so
+        # its dropout draws and saved activations are those of every earlier run.
+        inference = not (all_positions or self.training or torch.is_grad_enabled())
+        chunk = inference_chunk_rows(self, len(lengths), width) if inference else None
+        if chunk is None:
+            return self._encode_window(seq, lengths, k, t0, all_positions, inference)
+        # T0 is drawn first for the whole batch, with the shape the unchunked call draws, so every
+        # user gets the same noise whatever the chunk size; every chunk keeps the batch's width, so
+        # its products have the shapes (and float rounding) of the unchunked pass
+        steps = self.sample_steps() if k is None else k
+        if self.core_block is not None and t0 is None:
+            t0 = self.initial_thought(self.item_embedding.weight.new_empty((*seq.shape, self.d_model)))
+        parts = [
+            self._encode_window(seq[start : start + chunk], lengths[start : start + chunk], steps, None if t0 is None else t0[start : start + chunk], False, True)
+            for start in range(0, len(lengths), chunk)
+        ]
+        return torch.cat(parts)
+
+    def _encode_window(
+        self, seq: torch.Tensor, lengths: torch.Tensor, k: int | None, t0: torch.Tensor | None, all_positions: bool, inference: bool
+    ) -> torch.Tensor:
+        """:meth:`encode` on histories already cut to their window; ``inference`` reads only the
+        last position of the final layer."""
         rows, last = torch.arange(len(lengths), device=seq.device), (lengths - 1).clamp(min=0)
+        if self.core_block is None:
+            if inference and self.pre_block is not None:
+                return self._read_last(self.pre_block, *self._embed(seq, lengths), rows, last).unsqueeze(1)
+            context, _ = self.context(seq, lengths)
+            return (context if all_positions else context[rows, last]).unsqueeze(1)
+        context, valid = self.context(seq, lengths)
 
         def kept(state: torch.Tensor) -> torch.Tensor:
             # only the last real position is read unless dense training asks for all: picking it
             # per step avoids stacking k full [B, W, d] states just to gather one row of each
             return state if all_positions else state[rows, last]
 
-        if self.core_block is None:
-            return kept(context).unsqueeze(1)
         steps = self.sample_steps() if k is None else k
         if steps < 1:
             raise ValueError(f"number of reasoning steps k must be >= 1, got {steps}")
         thought = self.initial_thought(context) if t0 is None else t0
         step_states = []
-        for _ in range(steps):
+        for step in range(1, steps + 1):
+            if inference and step == steps:
+                step_states.append(self.core_step_at(thought, context, valid, rows, last))
+                break
             thought = self.core_step(thought, context, valid)
             step_states.append(kept(thought))
         return torch.stack(step_states, dim=1)

@@ -79,9 +79,13 @@ def test_spt_and_rpt_benchmarks_feed_the_report(tmp_path):
     assert [(r["rule"], r["threshold"]) for r in signals[:3]] == [("fixed", 1), ("fixed", 2), ("fixed", 3)]
     assert {r["rule"] for r in signals} == {"fixed", "state", "kl", "top10", "entropy"} and all(1 <= r["test"]["steps"] <= 3 for r in signals)
     run_script("eval_profile.py", "--checkpoint", str(checkpoint), *data, "--repeats", "1", "--output", str(docs / "eval_profile.md"))
+    run_script("eval_speedup.py", "--checkpoint", str(checkpoint), *data, "--baseline-rev", "HEAD", "--halt-tol", "0.5", "--rounds", "1", "--passes", "1",
+               "--output", str(docs / "eval_speedup.md"))
+    speedup = (docs / "eval_speedup.md").read_text()
+    assert "| revision HEAD, fixed k = 4 |" in speedup and "| this tree, halt tol = 0.5, k_max = 4 |" in speedup and "| 1.00x | - |" in speedup
     run_script("make_report.py", "--results", str(results), "--docs", str(docs))
     report = (docs / "RESULTS.md").read_text()
-    for heading in ("## Adaptive reasoning depth (per-user halting)", "### custom: cost against accuracy", "#### Recommended default (chosen on validation)",
+    for heading in ("## Adaptive reasoning depth (per-user halting)", "### Evaluation throughput against revision HEAD (custom, test, full ranking)", "### custom: cost against accuracy", "#### Recommended default (chosen on validation)",
                     "### Full-ranking evaluation profile (custom, test, k = 4)", "### Halting signals on custom: which users could stop early?", "| reasoning steps: feed-forward sublayers |"):
         assert heading in report, heading
     assert f"`python benchmarks/make_report.py --results {results} --docs {docs}` from `{results}/*.json`" in report

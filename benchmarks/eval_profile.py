@@ -24,7 +24,7 @@ import torch
 from lares_rl.checkpoint import check_same_data, load_checkpoint, policy_from_checkpoint
 from lares_rl.evaluation import EvalConfig, evaluate_policy
 from lares_rl.metrics import metrics_from_ranks, target_ranks
-from lares_rl.policies.reasoner import INFERENCE_CHUNK_POSITIONS
+import lares_rl.policies.reasoner as reasoner_module
 from lares_rl.tracking import progress_enabled
 
 from benchmark_data import ROOT, add_dataset_arguments, key_values, load_benchmark_dataset
@@ -93,6 +93,21 @@ def profile_pass(policy, data, max_len: int, k: int, split: str) -> dict[str, fl
     return phases
 
 
+def chunk_size_throughput(policy, data, max_len: int, args: argparse.Namespace, users: int) -> dict[int, tuple[float, float]]:
+    """users/s and test NDCG@10 of whole passes at each ``--chunk-positions`` size (0: no chunks)."""
+    default = reasoner_module.INFERENCE_CHUNK_POSITIONS
+    cfg = EvalConfig(k=args.k, batch_size=1024)
+    results = {}
+    try:
+        for size in args.chunk_positions:
+            reasoner_module.INFERENCE_CHUNK_POSITIONS = size or 10**12
+            passes = [timed(lambda: evaluate_policy(policy, data, args.split, max_len, cfg, torch.device("cpu"))) for _ in range(args.repeats + 1)]
+            results[size] = (users / statistics.median(seconds for seconds, _ in passes[1:]), passes[-1][1]["ndcg@10"])
+    finally:
+        reasoner_module.INFERENCE_CHUNK_POSITIONS = default
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True)
@@ -100,6 +115,8 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--split", default="test")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--chunk-positions", type=int, nargs="*", default=[0, 1024, 2048, 4096, 8192],
+                        help="also time whole passes with these inference chunk sizes (positions; 0: no chunks, one batch of 1024 at once)")
     parser.add_argument("--output", default=str(ROOT / "docs" / "eval_profile.md"))
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -112,6 +129,7 @@ def main() -> None:
     with progress_enabled(False):
         profile_pass(policy, data, max_len, args.k, args.split)  # warm-up
         runs = [profile_pass(policy, data, max_len, args.k, args.split) for _ in range(args.repeats)]
+        by_chunk = chunk_size_throughput(policy, data, max_len, args, users)
     phases = {name: statistics.median(run[name] for run in runs) for name in runs[0]}
     total = phases.pop("total (evaluate_policy)")
     ours = users / total
@@ -119,7 +137,7 @@ def main() -> None:
     lines = [
         f"# Full-ranking evaluation profile ({args.dataset}, {args.split}, k = {args.k})", "",
         f"Command: `{command}`", "", f"Machine: {machine_description()}. {users} users, {data.num_items} items, max_len {max_len}, batches of 1024 users that the model runs "
-        f"in row chunks of about {INFERENCE_CHUNK_POSITIONS:,} positions, "
+        f"in row chunks of about {reasoner_module.INFERENCE_CHUNK_POSITIONS:,} positions, "
         f"median of {args.repeats} passes after one warm-up; CPU time of the one torch thread.", "",
         "| phase | ms per pass | share |", "|---|---:|---:|",
     ]
@@ -129,6 +147,15 @@ def main() -> None:
         f"Throughput: **{ours:,.0f} users/s** (1 thread, full ranking, k = {args.k}). Against the official code, through the revision "
         "issue 20 timed it against: [eval_speedup.md](eval_speedup.md).", "",
     ]
+    if by_chunk:
+        lines += [
+            "## Inference chunk size", "",
+            f"Whole passes (median of {args.repeats}) with `INFERENCE_CHUNK_POSITIONS` (policies/reasoner.py) set to each size; the model runs "
+            f"a batch in chunks of that many positions (rows x window, the window here {max_len}); the metrics are the same at every size.", "",
+            "| positions per chunk | rows per chunk | users/s | NDCG@10 |", "|---:|---:|---:|---:|",
+        ]
+        lines += [f"| {size or 'no chunks'} | {min(1024, size // max_len) if size else 1024} | {speed:,.0f} | {ndcg:.4f} |" for size, (speed, ndcg) in by_chunk.items()]
+        lines.append("")
     publish("\n".join(lines), args.output)
 
 

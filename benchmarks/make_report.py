@@ -250,7 +250,8 @@ def adaptive_depth_section(docs: Path) -> list[str]:
     for page in (docs / "eval_profile.md", docs / "eval_speedup.md"):
         if page.is_file():
             title, *body = page.read_text().splitlines()
-            lines += [f"### {title.removeprefix('# ')}", *body, f"Details: [{page.name}]({page.name}).", ""]
+            lines += [f"### {title.removeprefix('# ')}", *[line.replace("## ", "#### ", 1) if line.startswith("## ") else line for line in body],
+                      f"Details: [{page.name}]({page.name}).", ""]
     return lines
 
 

@@ -25,10 +25,11 @@ from .layers import FastDropout
 from .steps import STEP_SAMPLERS, eval_steps, sample_steps
 
 AGGREGATIONS = ("add", "concat", "gate")
+T0_INITS = ("normal", "zero", "normal_train_only")
 # Inference runs the layers on row chunks of about this many positions (rows x width): at d = 64 a
 # chunk's largest activation (the 256-wide feed-forward input) then stays near a core's 2 MB L2
 # cache instead of streaming a 1024-history batch through memory layer by layer
-# (docs/eval_profile.md measures the sizes).
+# (docs/eval_profile.md times several sizes).
 INFERENCE_CHUNK_POSITIONS = 2048
 
 
@@ -40,7 +41,6 @@ def inference_chunk_rows(module: nn.Module, batch: int, width: int) -> int | Non
     if batch <= rows or module.training or torch.is_grad_enabled():
         return None
     return rows
-T0_INITS = ("normal", "zero", "normal_train_only")
 
 
 class LaresReasoner(nn.Module):

@@ -78,7 +78,9 @@ def test_spt_and_rpt_benchmarks_feed_the_report(tmp_path):
     signals = json.loads((docs / "halting_signals_custom.json").read_text())["rows"]
     assert [(r["rule"], r["threshold"]) for r in signals[:3]] == [("fixed", 1), ("fixed", 2), ("fixed", 3)]
     assert {r["rule"] for r in signals} == {"fixed", "state", "kl", "top10", "entropy"} and all(1 <= r["test"]["steps"] <= 3 for r in signals)
-    run_script("eval_profile.py", "--checkpoint", str(checkpoint), *data, "--repeats", "1", "--output", str(docs / "eval_profile.md"))
+    run_script("eval_profile.py", "--checkpoint", str(checkpoint), *data, "--repeats", "1", "--chunk-positions", "0", "64", "--output", str(docs / "eval_profile.md"))
+    chunk_rows = [line for line in (docs / "eval_profile.md").read_text().splitlines() if line.startswith(("| no chunks |", "| 64 |"))]
+    assert len(chunk_rows) == 2 and len({line.rsplit("|", 2)[1] for line in chunk_rows}) == 1  # same NDCG@10 with and without chunks
     run_script("eval_speedup.py", "--checkpoint", str(checkpoint), *data, "--baseline-rev", "HEAD", "--halt-tol", "0.5", "--rounds", "1", "--passes", "1",
                "--output", str(docs / "eval_speedup.md"))
     speedup = (docs / "eval_speedup.md").read_text()
@@ -86,7 +88,7 @@ def test_spt_and_rpt_benchmarks_feed_the_report(tmp_path):
     run_script("make_report.py", "--results", str(results), "--docs", str(docs))
     report = (docs / "RESULTS.md").read_text()
     for heading in ("## Adaptive reasoning depth (per-user halting)", "### Evaluation throughput against revision HEAD (custom, test, full ranking)", "### custom: cost against accuracy", "#### Recommended default (chosen on validation)",
-                    "### Full-ranking evaluation profile (custom, test, k = 4)", "### Halting signals on custom: which users could stop early?", "| reasoning steps: feed-forward sublayers |"):
+                    "### Full-ranking evaluation profile (custom, test, k = 4)", "#### Inference chunk size", "### Halting signals on custom: which users could stop early?", "| reasoning steps: feed-forward sublayers |"):
         assert heading in report, heading
     assert f"`python benchmarks/make_report.py --results {results} --docs {docs}` from `{results}/*.json`" in report
     for row in ("| lares (dense, L=8) | 2 |", "| sasrec (dense, L=8) | 1 |", "| SASRec (baseline) | sasrec (dense, L=8) | 1 |",

@@ -15,6 +15,9 @@ Determinism: T0 is drawn once for the whole batch from the global RNG, exactly a
 :meth:`LaresReasoner.encode` draws it, so a seeded call replays bit for bit, and with a ``tol``
 that no user reaches the states equal those of a fixed ``k = k_max`` (up to float rounding of the
 smaller matrix products). Gradients flow through the selected rows (RPT replays halted rollouts).
+At inference (eval mode, no autograd) the batch runs in the reasoner's row chunks, and the
+``k_max`` step computes only the read position, as :meth:`LaresReasoner.encode` does for its
+last step.
 """
 
 from __future__ import annotations

@@ -31,7 +31,6 @@ from benchmark_data import ROOT, add_dataset_arguments, key_values, load_benchma
 from results_io import command_line, machine_description, publish
 
 
-
 class Clock:
     """Accumulates thread CPU time per named module through forward pre/post hooks."""
 
@@ -45,7 +44,7 @@ class Clock:
 
     def watch_method(self, module: torch.nn.Module, method: str, name: str) -> None:
         """Times a method that bypasses the hooks (``forward_at``, the final layer's read-position
-        pass) by shadowing it on the instance; :func:`unwatch` removes the shadow."""
+        pass) by shadowing it on the instance; :func:`profile_pass` removes the shadow."""
         original = getattr(module, method)
 
         def timed_method(*args, **kwargs):

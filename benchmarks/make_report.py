@@ -228,6 +228,11 @@ def eval_noise_section(docs: Path) -> list[str]:
     return ["## Evaluation noise", *body, "Details: [eval_noise.md](eval_noise.md).", ""]
 
 
+def demoted(body: list[str]) -> list[str]:
+    """A page's ``## `` sections as ``#### `` under the report's ``### `` heading for that page."""
+    return [line.replace("## ", "#### ", 1) if line.startswith("## ") else line for line in body]
+
+
 def adaptive_depth_section(docs: Path) -> list[str]:
     """docs/adaptive_depth_<dataset>.md (benchmarks/adaptive_depth.py), docs/halting_signals_<dataset>.md
     (benchmarks/halting_signals.py), docs/eval_profile.md (benchmarks/eval_profile.py) and
@@ -240,17 +245,17 @@ def adaptive_depth_section(docs: Path) -> list[str]:
         lines += ["Not measured yet: run `python benchmarks/adaptive_depth.py --checkpoints ...`.", ""]
     for page in pages:
         title, *body = page.read_text().splitlines()
-        lines += [f"### {title.removeprefix('# Adaptive reasoning depth on ')}", *[line.replace("## ", "#### ", 1) if line.startswith("## ") else line for line in body],
+        lines += [f"### {title.removeprefix('# Adaptive reasoning depth on ')}", *demoted(body),
                   f"Details: [{page.name}]({page.name}).", ""]
     for page in sorted(docs.glob("halting_signals_*.md")):  # other halting rules, up to the per-setting table
         title, *body = page.read_text().splitlines()
         body = body[: body.index("## Every setting")] if "## Every setting" in body else body
-        lines += [f"### {title.removeprefix('# ')}", *[line.replace("## ", "#### ", 1) if line.startswith("## ") else line for line in body],
+        lines += [f"### {title.removeprefix('# ')}", *demoted(body),
                   f"Every setting: [{page.name}]({page.name}).", ""]
     for page in (docs / "eval_profile.md", docs / "eval_speedup.md"):
         if page.is_file():
             title, *body = page.read_text().splitlines()
-            lines += [f"### {title.removeprefix('# ')}", *[line.replace("## ", "#### ", 1) if line.startswith("## ") else line for line in body],
+            lines += [f"### {title.removeprefix('# ')}", *demoted(body),
                       f"Details: [{page.name}]({page.name}).", ""]
     return lines
 
@@ -388,8 +393,7 @@ def beyond_accuracy_section(docs: Path) -> list[str]:
         page = beyond_markdown(record)
         atomic_write_text(path.with_suffix(".md"), page)
         write_beyond_plot(record, path.with_suffix(".png"))
-        body = [re.sub(r"^## ", "#### ", line) for line in page.splitlines()[1:]]
-        lines += [f"### {record['dataset']}: {path.stem}", *body, f"Details: [{path.stem}.md]({path.stem}.md).", ""]
+        lines += [f"### {record['dataset']}: {path.stem}", *demoted(page.splitlines()[1:]), f"Details: [{path.stem}.md]({path.stem}.md).", ""]
     return lines
 
 

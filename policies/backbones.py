@@ -59,10 +59,15 @@ class LayerStack(nn.Module):
             return x[rows, last]
         for layer in self.layers[:-1]:
             x = layer(x, valid)
-        final = self.layers[-1]
-        if hasattr(final, "forward_at"):
-            return final.forward_at(x, valid, rows, last)
-        return final(x, valid)[rows, last]
+        return read_last(self.layers[-1], x, valid, rows, last)
+
+
+def read_last(module: nn.Module, x: torch.Tensor, valid: torch.Tensor, rows: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+    """``module(x, valid)[rows, last]``, through ``module.forward_at`` when it offers one (only that
+    position computed), else the full pass and a gather. Works for a layer or a whole block."""
+    if hasattr(module, "forward_at"):
+        return module.forward_at(x, valid, rows, last)
+    return module(x, valid)[rows, last]
 
 
 @register_backbone("sasrec")

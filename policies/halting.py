@@ -27,7 +27,7 @@ import math
 import torch
 from torch import nn
 
-from .reasoner import inference_chunk_rows
+from .reasoner import inference_chunk_rows, runs_inference
 
 _NORM_FLOOR = 1e-12
 
@@ -84,7 +84,7 @@ def _settle(policy: nn.Module, seq: torch.Tensor, lengths: torch.Tensor, t0: tor
     previous = None
     tol_squared = float(tol) ** 2
     # the last allowed step's full state is never read: at inference only its read position is computed
-    read_only_last = hasattr(policy, "core_step_at") and not (policy.training or torch.is_grad_enabled())
+    read_only_last = hasattr(policy, "core_step_at") and runs_inference(policy)
     for step in range(1, k_max + 1):
         if step == k_max:
             if read_only_last:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .backbones import resolve_backbone
+from .backbones import read_last, resolve_backbone
 from .layers import FastDropout
 from .steps import STEP_SAMPLERS, eval_steps, sample_steps
 
@@ -33,12 +33,18 @@ T0_INITS = ("normal", "zero", "normal_train_only")
 INFERENCE_CHUNK_POSITIONS = 2048
 
 
+def runs_inference(module: nn.Module) -> bool:
+    """Eval mode without autograd: the only passes the inference shortcuts (row chunks, the final
+    layer at the read position only) apply to. Training and gradient passes stay plain: there the
+    activations are kept for the backward pass anyway and dropout would draw in a different order."""
+    return not (module.training or torch.is_grad_enabled())
+
+
 def inference_chunk_rows(module: nn.Module, batch: int, width: int) -> int | None:
-    """Rows per chunk when ``module`` runs inference (eval mode, no autograd) on more rows than one
-    chunk holds, else None. Training and gradient passes are never chunked: there the activations
-    are kept for the backward pass anyway and dropout would draw in a different order."""
+    """Rows per chunk when ``module`` runs inference (:func:`runs_inference`) on more rows than
+    one chunk holds, else None."""
     rows = max(1, INFERENCE_CHUNK_POSITIONS // max(1, width))
-    if batch <= rows or module.training or torch.is_grad_enabled():
+    if batch <= rows or not runs_inference(module):
         return None
     return rows
 
@@ -166,14 +172,6 @@ class LaresReasoner(nn.Module):
         valid = positions < lengths.unsqueeze(1)
         return self.input_dropout(self.input_norm(self.item_embedding(seq) + self.position_embedding(positions))), valid
 
-    @staticmethod
-    def _read_last(block: nn.Module, x: torch.Tensor, valid: torch.Tensor, rows: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
-        """``block(x, valid)[rows, last]``, computing only that position in the block's final layer
-        when the block offers ``forward_at`` (inference only: see :meth:`encode`)."""
-        if hasattr(block, "forward_at"):
-            return block.forward_at(x, valid, rows, last)
-        return block(x, valid)[rows, last]
-
     def core_step(self, thought: torch.Tensor, context: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """One reasoning step, T_i = CoreBlock(LN2(f(T_{i-1}, H))), on whatever rows are passed:
         adaptive halting (:mod:`lares_rl.policies.halting`) calls it on the still-active users only."""
@@ -182,7 +180,7 @@ class LaresReasoner(nn.Module):
     def core_step_at(self, thought: torch.Tensor, context: torch.Tensor, valid: torch.Tensor, rows: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
         """``core_step(...)[rows, last]`` -> [B, d], computing only that position in the core
         block's final layer where the block allows it: for a step whose full state nobody reads."""
-        return self._read_last(self.core_block, self._core_input(thought, context), valid, rows, last)
+        return read_last(self.core_block, self._core_input(thought, context), valid, rows, last)
 
     def _core_input(self, thought: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         return self.core_norm(self._aggregate(thought, context))
@@ -210,7 +208,7 @@ class LaresReasoner(nn.Module):
         # Inference (eval mode, no autograd, last positions only) runs in row chunks and computes
         # only the read position in the final layer; training keeps the plain full-width pass, so
         # its dropout draws and saved activations are those of every earlier run.
-        inference = not (all_positions or self.training or torch.is_grad_enabled())
+        inference = not all_positions and runs_inference(self)
         chunk = inference_chunk_rows(self, len(lengths), width) if inference else None
         if chunk is None:
             return self._encode_window(seq, lengths, k, t0, all_positions, inference)
@@ -232,18 +230,17 @@ class LaresReasoner(nn.Module):
         """:meth:`encode` on histories already cut to their window; ``inference`` reads only the
         last position of the final layer."""
         rows, last = torch.arange(len(lengths), device=seq.device), (lengths - 1).clamp(min=0)
-        if self.core_block is None:
-            if inference and self.pre_block is not None:
-                return self._read_last(self.pre_block, *self._embed(seq, lengths), rows, last).unsqueeze(1)
-            context, _ = self.context(seq, lengths)
-            return (context if all_positions else context[rows, last]).unsqueeze(1)
-        context, valid = self.context(seq, lengths)
 
         def kept(state: torch.Tensor) -> torch.Tensor:
             # only the last real position is read unless dense training asks for all: picking it
             # per step avoids stacking k full [B, W, d] states just to gather one row of each
             return state if all_positions else state[rows, last]
 
+        if self.core_block is None:
+            if inference and self.pre_block is not None:
+                return read_last(self.pre_block, *self._embed(seq, lengths), rows, last).unsqueeze(1)
+            return kept(self.context(seq, lengths)[0]).unsqueeze(1)
+        context, valid = self.context(seq, lengths)
         steps = self.sample_steps() if k is None else k
         if steps < 1:
             raise ValueError(f"number of reasoning steps k must be >= 1, got {steps}")

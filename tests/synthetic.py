@@ -1,8 +1,27 @@
-"""Tiny synthetic interaction logs with learnable structure, for end-to-end tests."""
+"""Tiny synthetic interaction logs with learnable structure, for end-to-end tests, and tiny
+reasoners with random histories, for tests of the encoder itself."""
 
 from pathlib import Path
 
 import numpy as np
+import torch
+
+from lares_rl.policies.reasoner import LaresReasoner
+
+
+def tiny_reasoner(num_items: int, max_len: int, **kwargs) -> LaresReasoner:
+    """A 16-wide reasoner with seeded weights, in eval mode."""
+    torch.manual_seed(0)
+    return LaresReasoner(num_items=num_items, max_len=max_len, d_model=16, n_heads=2, inner_size=32, **kwargs).eval()
+
+
+def random_histories(batch: int, num_items: int, max_len: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``batch`` left-aligned histories of random items, lengths 1..max_len: (seq [B, L], lengths [B])."""
+    generator = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, max_len + 1, (batch,), generator=generator)
+    seq = torch.randint(1, num_items + 1, (batch, max_len), generator=generator)
+    seq[torch.arange(max_len)[None] >= lengths[:, None]] = 0
+    return seq, lengths
 
 
 def write_sequential_csv(path: Path, users: int = 60, items: int = 40, length: int = 14, seed: int = 0) -> Path:

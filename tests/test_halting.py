@@ -14,21 +14,17 @@ from lares_rl.evaluation import EvalConfig, evaluate_policy
 from lares_rl.halting import check_halting, check_halting_applies, format_histogram, steps_histogram
 from lares_rl.policies.halting import encode_until_settled
 from lares_rl.policies.reasoner import LaresReasoner
+from tests.synthetic import random_histories, tiny_reasoner
 
 N, L = 30, 8
 
 
 def _policy(**kwargs) -> LaresReasoner:
-    torch.manual_seed(0)
-    return LaresReasoner(num_items=N, max_len=L, d_model=16, n_heads=2, inner_size=32, **kwargs).eval()
+    return tiny_reasoner(N, L, **kwargs)
 
 
 def _batch(batch: int = 24) -> tuple[torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(3)
-    lengths = torch.randint(1, L + 1, (batch,), generator=generator)
-    seq = torch.randint(1, N + 1, (batch, L), generator=generator)
-    seq[torch.arange(L)[None] >= lengths[:, None]] = 0
-    return seq, lengths
+    return random_histories(batch, N, L, seed=3)
 
 
 def _trajectory(policy: LaresReasoner, seq, lengths, k: int, seed: int = 1) -> torch.Tensor:

@@ -10,8 +10,8 @@ dense windows of ``spt.mode=dense`` with positives drawn as ``train_spt`` draws 
 spt``, the whole L_SPT step), taken in a seeded epoch order. ``--breakdown`` times each pass of the
 reference's three-pass step (recommendation, anchor, positive) forward and backward, at the
 sampled depths, so docs/spt_profile.md can say where a step goes. Times are CPU ms of the process. ``--compare-anchor`` times whole
-steps (loss, backward, Adam) with ``spt.shared_anchor`` true and false, alternating batch by batch
-on two copies of the model so that background load hits both alike; ``--steps 79`` is one dense
+steps (loss, backward, Adam) of the reference's separate anchor, the shared anchor, and the shared
+anchor with a positive pass without gradient, alternating batch by batch on copies of the model so that background load hits both alike; ``--steps 79`` is one dense
 epoch at batch 128. ``--compile`` wraps every transformer layer in ``torch.compile`` (compile time
 excluded: warm-up steps run first); it was tried and not adopted on this CPU.
 """
@@ -120,22 +120,29 @@ def breakdown(model: LaresReasoner, batch_iter: Iterator[Batch], steps: int, cfg
     print(f"| total | {total:.1f} | |")
 
 
+STEP_VARIANTS = {  # label -> SPTConfig overrides, timed side by side by --compare-anchor
+    "separate anchor (3 passes, reference)": {"shared_anchor": False, "positive_gradient": True},
+    "shared anchor (2 passes)": {"shared_anchor": True, "positive_gradient": True},
+    "shared anchor, positive without gradient": {"shared_anchor": True, "positive_gradient": False},
+}
+
+
 def compare_anchor(model: LaresReasoner, batch_iter: Iterator[Batch], steps: int, cfg: SPTConfig, per_epoch: int) -> None:
-    """Whole-step ms with the shared and the separate anchor, alternating on the same batches and
-    seeded alike per step, so that both see the same depths (k varies 1..12 and dominates a step's cost)."""
-    runs = {flag: (copy.deepcopy(model), SPTConfig(**{**cfg.__dict__, "shared_anchor": flag})) for flag in (True, False)}
-    optimizers = {flag: torch.optim.Adam(m.parameters(), 1e-3) for flag, (m, _) in runs.items()}
-    times: dict[bool, list[float]] = {True: [], False: []}
+    """Whole-step ms of every ``STEP_VARIANTS`` entry, alternating on the same batches and seeded
+    alike per step, so that all see the same depths (k varies 1..12 and dominates a step's cost)."""
+    runs = {label: (copy.deepcopy(model), SPTConfig(**{**cfg.__dict__, **overrides})) for label, overrides in STEP_VARIANTS.items()}
+    optimizers = {label: torch.optim.Adam(m.parameters(), 1e-3) for label, (m, _) in runs.items()}
+    times: dict[str, list[float]] = {label: [] for label in runs}
     for index in range(steps):
         batch = next(batch_iter)
-        for flag, (m, c) in runs.items():
-            torch.manual_seed(index)  # both draw the same first k: the recommendation pass's (separate) or k' (shared)
-            timed(lambda: train_step(m, optimizers[flag], batch, c, "spt"), times[flag])
-    for flag, label in ((False, "separate anchor (3 passes, reference)"), (True, "shared anchor (2 passes)")):
-        mean = statistics.mean(times[flag])
-        print(f"{label}: mean {mean:.0f} ms, median {statistics.median(times[flag]):.0f} ms per step over {steps} steps; "
-              f"{per_epoch} steps an epoch: {per_epoch * mean / 1000:.0f} s of training")
-    print(f"speed-up (mean): {statistics.mean(times[False]) / statistics.mean(times[True]):.2f}x")
+        for label, (m, c) in runs.items():
+            torch.manual_seed(index)  # all draw the same first k: the recommendation pass's (separate) or k' (shared)
+            timed(lambda: train_step(m, optimizers[label], batch, c, "spt"), times[label])
+    reference = statistics.mean(times[next(iter(runs))])
+    print(f"| setting | mean ms / step | median ms / step | training s / epoch ({per_epoch} steps) | speed-up (mean) |\n|---|---:|---:|---:|---:|")
+    for label, values in times.items():
+        mean = statistics.mean(values)
+        print(f"| {label} | {mean:.0f} | {statistics.median(values):.0f} | {per_epoch * mean / 1000:.0f} | {reference / mean:.2f}x |")
 
 
 def main() -> None:
@@ -144,7 +151,7 @@ def main() -> None:
     parser.add_argument("--step", choices=["rec", "spt"], default="rec")
     parser.add_argument("--separate-anchor", action="store_true", help="spt.shared_anchor=false (the reference's three passes)")
     parser.add_argument("--breakdown", action="store_true", help="per-pass forward/backward ms of the three-pass step")
-    parser.add_argument("--compare-anchor", action="store_true", help="whole-step ms, shared vs separate anchor")
+    parser.add_argument("--compare-anchor", action="store_true", help="whole-step ms: separate anchor, shared anchor, shared anchor with a positive pass without gradient")
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--max-len", type=int, default=20)
     parser.add_argument("--batch", type=int, default=1024)

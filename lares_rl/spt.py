@@ -10,7 +10,10 @@ With ``spt.shared_anchor=true`` (the default) passes 1 and 2 are one pass at k':
 pass keeps every step's state, and its last-position states are the anchor. k and k' come from
 the same sampler, so each loss term still sees k drawn from it; what changes is that L_rec and the
 alignment terms now share one k, one T0 draw and one dropout mask per batch, and a step costs two
-passes instead of three (docs/spt_profile.md).
+passes instead of three (docs/spt_profile.md). With ``spt.positive_gradient=false`` the positive
+pass runs without autograd: h_p is a stop-gradient target (as in MoCo/BYOL-style contrastive
+learning), the anchor still receives both directions of L_TLA, and a step saves the positive
+pass's backward, about a quarter of its cost.
 SASRec (a policy without a core block) has one state, so it trains on L_rec alone.
 """
 
@@ -54,6 +57,7 @@ class SPTConfig:
     dense_stride: int | None = None  # dense: supervised targets per window; null = max_len // 2
     bucket_by_length: bool = False   # batch rows of similar length together (less padding work on short-history data)
     shared_anchor: bool = True       # the recommendation pass is also the alignment anchor (2 passes a step); false = the reference's 3
+    positive_gradient: bool = True   # false: the TLA positive pass runs without autograd (a stop-gradient target, no backward through it)
     negatives: str = "full"          # L_rec over: full (every item) | sampled | in_batch (lares_rl/sampled_softmax.py)
     num_negatives: int = 1024        # sampled: negatives drawn per batch
     negative_proposal: str = "popularity"  # sampled: uniform | popularity (share of the training targets)
@@ -75,6 +79,7 @@ class SPTConfig:
         require(self.mode in ("rows", "dense"), "spt.mode", f"must be rows or dense, got {self.mode!r}")
         require(isinstance(self.bucket_by_length, bool), "spt.bucket_by_length", f"must be true or false, got {self.bucket_by_length!r}")
         require(isinstance(self.shared_anchor, bool), "spt.shared_anchor", f"must be true or false, got {self.shared_anchor!r}")
+        require(isinstance(self.positive_gradient, bool), "spt.positive_gradient", f"must be true or false, got {self.positive_gradient!r}")
         require(self.negatives in NEGATIVES, "spt.negatives", f"must be one of {', '.join(NEGATIVES)}, got {self.negatives!r}")
         require(self.num_negatives >= 1, "spt.num_negatives", f"must be >= 1, got {self.num_negatives}")
         require(self.negative_proposal in PROPOSALS, "spt.negative_proposal", f"must be one of {', '.join(PROPOSALS)}, got {self.negative_proposal!r}")
@@ -202,7 +207,8 @@ def spt_loss(policy: nn.Module, batch: tuple[torch.Tensor, ...], positive: tuple
     sum to L_SPT (weights applied); ``k``, ``k_prime``, ``tla``, ``sla`` are detached diagnostics.
     The alignment terms always use each row's last position (in dense mode: the window's last
     target). The positive pass runs over its own batch, so ``encode`` trims it to the longest
-    positive, not the anchor's width. ``softmax``: L_rec over sampled / in-batch negatives (None: full).
+    positive, not the anchor's width, and without autograd when ``cfg.positive_gradient`` is false.
+    ``softmax``: L_rec over sampled / in-batch negatives (None: full).
     ``contrast`` is the symmetric InfoNCE (a distributed run swaps in one whose negatives come from
     every rank); ``generator`` draws k' and the SLA step."""
     if not policy.recurrent or (cfg.alpha == 0 and cfg.gamma == 0):
@@ -214,7 +220,9 @@ def spt_loss(policy: nn.Module, batch: tuple[torch.Tensor, ...], positive: tuple
     out = {"loss_rec": loss_rec, "k": torch.tensor(float(k)), "k_prime": torch.tensor(float(k_prime))}
     if cfg.alpha > 0:
         pos_seq, pos_lengths = positive
-        tla = contrast(anchor, policy.encode(pos_seq, pos_lengths, k=k_prime)[:, -1], cfg.similarity, cfg.temperature)
+        with torch.set_grad_enabled(cfg.positive_gradient and torch.is_grad_enabled()):
+            positive_state = policy.encode(pos_seq, pos_lengths, k=k_prime)[:, -1]
+        tla = contrast(anchor, positive_state, cfg.similarity, cfg.temperature)
         out["loss_tla"], out["tla"] = cfg.alpha * tla, tla.detach()
     if cfg.gamma > 0 and k_prime > 1:
         j = int(torch.randint(1, k_prime + 1, (), generator=generator).item())
@@ -224,7 +232,7 @@ def spt_loss(policy: nn.Module, batch: tuple[torch.Tensor, ...], positive: tuple
 
 
 # What a run saved before an ``spt`` key existed did in its place: such a run resumes only with that value.
-SETTINGS_BEFORE_RECORDED = {"shared_anchor": False, "negatives": "full", "num_negatives": 1024, "negative_proposal": "popularity", "logq_correction": True, "alignment_negatives": "gathered"}
+SETTINGS_BEFORE_RECORDED = {"shared_anchor": False, "positive_gradient": True, "negatives": "full", "num_negatives": 1024, "negative_proposal": "popularity", "logq_correction": True, "alignment_negatives": "gathered"}
 
 
 def check_resume_settings(saved: Mapping, settings: Mapping, run_dir: Path) -> None:

@@ -52,6 +52,8 @@ VARIANTS = [
     ("no-pre-block", "lares", {"n_pre_layers": 0}, {}),
     ("dot-tau1", "lares", {}, {"similarity": "dot", "temperature": None}),
     ("cosine-tau0.07", "lares", {}, {"similarity": "cosine", "temperature": None}),
+    ("separate-anchor", "lares", {}, {"shared_anchor": False}),
+    ("positive-without-gradient", "lares", {}, {"positive_gradient": False}),
 ]
 
 

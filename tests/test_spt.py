@@ -92,6 +92,35 @@ def test_shared_anchor_saves_a_pass_and_the_positive_pass_runs_at_its_own_width(
         assert terms["k"] == terms["k_prime"]
 
 
+def test_positive_without_gradient_keeps_the_loss_and_stops_only_the_positive_pass_gradient():
+    """``positive_gradient=false``: the same loss values, the positive pass runs without autograd,
+    and the gradient is exactly the one with h_p detached (the anchor keeps both TLA directions)."""
+    model = _tiny_model(dropout=0.0, t0_init="zero", step_sampler="constant", mean_recurrence=3)
+    batch = (torch.tensor([[1, 2, 3, 4, 0, 0], [5, 6, 7, 0, 0, 0], [8, 9, 10, 11, 12, 0]]), torch.tensor([4, 3, 5]), torch.tensor([5, 8, 13]))
+    positive = (torch.tensor([[2, 3, 4, 0, 0, 0], [6, 7, 0, 0, 0, 0], [9, 10, 11, 12, 0, 0]]), torch.tensor([3, 2, 4]))
+    grad_enabled, original = [], model.encode
+    model.encode = lambda *a, **kw: grad_enabled.append(torch.is_grad_enabled()) or original(*a, **kw)
+    cfg = SPTConfig(alpha=0.1, gamma=0.0)
+    full = spt_loss(model, batch, positive, cfg)
+    stopped = spt_loss(model, batch, positive, SPTConfig(alpha=0.1, gamma=0.0, positive_gradient=False))
+    assert grad_enabled == [True, True, True, False]
+    assert torch.isclose(full["loss_tla"], stopped["loss_tla"]) and torch.isclose(full["loss_rec"], stopped["loss_rec"])
+    grads = lambda loss: [p.clone() for p in torch.autograd.grad(loss, list(model.parameters()), allow_unused=True, materialize_grads=True, retain_graph=True)]  # noqa: E731
+    anchor = original(batch[0], batch[1], k=3)[:, -1]
+    target = original(positive[0], positive[1], k=3)[:, -1].detach()
+    rec = F.cross_entropy((anchor @ model.item_embedding.weight.T)[:, 1:], batch[2] - 1)
+    detached = rec + 0.1 * spt.symmetric_info_nce(anchor, target, "dot", 1.0)
+    for got, want in zip(grads(stopped["loss_rec"] + stopped["loss_tla"]), grads(detached)):
+        assert torch.allclose(got, want, atol=1e-6)
+    reference = zip(grads(full["loss_rec"] + full["loss_tla"]), grads(detached))
+    assert any(not torch.allclose(got, want, atol=1e-6) for got, want in reference)  # the reference's gradient also flows through h_p
+
+
+def test_positive_gradient_must_be_a_boolean():
+    with pytest.raises(LaresError, match=r"spt.positive_gradient"):
+        SPTConfig(positive_gradient="no").validate()
+
+
 def test_shared_anchor_in_dense_mode_is_the_window_last_target_state():
     """Dense windows score every position in one pass; the anchor must be the state at each
     window's last target (lengths - 1), exactly what a separate last-position pass returns."""

@@ -42,7 +42,8 @@ from .tracking import NullTracker, Tracker, hparams_markdown
 
 @dataclass
 class SPTConfig:
-    """``spt`` section; defaults are the reference's except ``shared_anchor`` (a speed-up, see the module docstring)."""
+    """``spt`` section; defaults are the reference's except ``shared_anchor`` (a speed-up, see the module docstring).
+    configs/spt/default.yaml departs further (cosine similarity, ``positive_gradient: false``)."""
 
     epochs: int = 200
     batch_size: int = 1024

@@ -53,7 +53,7 @@ VARIANTS = [
     ("dot-tau1", "lares", {}, {"similarity": "dot", "temperature": None}),
     ("cosine-tau0.07", "lares", {}, {"similarity": "cosine", "temperature": None}),
     ("separate-anchor", "lares", {}, {"shared_anchor": False}),
-    ("positive-without-gradient", "lares", {}, {"positive_gradient": False}),
+    ("positive-gradient", "lares", {}, {"positive_gradient": True}),
 ]
 
 

@@ -9,9 +9,10 @@ The batches are real: ML-100K prefix rows (``--step rec``, the recommendation lo
 dense windows of ``spt.mode=dense`` with positives drawn as ``train_spt`` draws them (``--step
 spt``, the whole L_SPT step), taken in a seeded epoch order. ``--breakdown`` times each pass of the
 reference's three-pass step (recommendation, anchor, positive) forward and backward, at the
-sampled depths, so docs/spt_profile.md can say where a step goes. Times are CPU ms of the process. ``--compare-anchor`` times whole
-steps (loss, backward, Adam) of the reference's separate anchor, the shared anchor, and the shared
-anchor with a positive pass without gradient, alternating batch by batch on copies of the model so that background load hits both alike; ``--steps 79`` is one dense
+sampled depths, so docs/spt_profile.md can say where a step goes. Times are CPU ms of the process.
+``--compare-anchor`` times whole steps (loss, backward, Adam) of the reference's separate anchor,
+the shared anchor, and the shared anchor with a positive pass without gradient, alternating batch
+by batch on copies of the model so that background load hits all alike; ``--steps 79`` is one dense
 epoch at batch 128. ``--compile`` wraps every transformer layer in ``torch.compile`` (compile time
 excluded: warm-up steps run first); it was tried and not adopted on this CPU.
 """

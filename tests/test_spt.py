@@ -100,8 +100,7 @@ def test_positive_without_gradient_keeps_the_loss_and_stops_only_the_positive_pa
     positive = (torch.tensor([[2, 3, 4, 0, 0, 0], [6, 7, 0, 0, 0, 0], [9, 10, 11, 12, 0, 0]]), torch.tensor([3, 2, 4]))
     grad_enabled, original = [], model.encode
     model.encode = lambda *a, **kw: grad_enabled.append(torch.is_grad_enabled()) or original(*a, **kw)
-    cfg = SPTConfig(alpha=0.1, gamma=0.0)
-    full = spt_loss(model, batch, positive, cfg)
+    full = spt_loss(model, batch, positive, SPTConfig(alpha=0.1, gamma=0.0))
     stopped = spt_loss(model, batch, positive, SPTConfig(alpha=0.1, gamma=0.0, positive_gradient=False))
     assert grad_enabled == [True, True, True, False]
     assert torch.isclose(full["loss_tla"], stopped["loss_tla"]) and torch.isclose(full["loss_rec"], stopped["loss_rec"])

@@ -68,22 +68,22 @@ def test_spt_terms_match_direct_computation(monkeypatch, shared_anchor):
     assert terms["k"].item() == 3 and terms["k_prime"].item() == 3
 
 
-def _count_encode_calls(monkeypatch, model) -> list[int]:
-    """Widths of every ``encode`` call on ``model`` (one entry per pass)."""
-    widths, original = [], model.encode
+def _watch_encode_calls(monkeypatch, model, observe=lambda lengths: int(lengths.max())) -> list:
+    """``observe(lengths)`` at every ``encode`` call on ``model`` (one entry per pass; default: its width)."""
+    seen, original = [], model.encode
 
-    def counted(seq, lengths, *args, **kwargs):
-        widths.append(int(lengths.max()))
+    def watched(seq, lengths, *args, **kwargs):
+        seen.append(observe(lengths))
         return original(seq, lengths, *args, **kwargs)
 
-    monkeypatch.setattr(model, "encode", counted)
-    return widths
+    monkeypatch.setattr(model, "encode", watched)
+    return seen
 
 
 @pytest.mark.parametrize("shared_anchor, passes", [(True, 2), (False, 3)])
 def test_shared_anchor_saves_a_pass_and_the_positive_pass_runs_at_its_own_width(monkeypatch, shared_anchor, passes):
     model = _tiny_model()
-    widths = _count_encode_calls(monkeypatch, model)
+    widths = _watch_encode_calls(monkeypatch, model)
     batch = (torch.tensor([[1, 2, 3, 4, 5, 0]] * 2), torch.tensor([5, 5]), torch.tensor([3, 4]))
     positive = (torch.tensor([[1, 2, 0, 0, 0, 0]] * 2), torch.tensor([2, 1]))
     terms = spt_loss(model, batch, positive, SPTConfig(shared_anchor=shared_anchor))
@@ -92,14 +92,14 @@ def test_shared_anchor_saves_a_pass_and_the_positive_pass_runs_at_its_own_width(
         assert terms["k"] == terms["k_prime"]
 
 
-def test_positive_without_gradient_keeps_the_loss_and_stops_only_the_positive_pass_gradient():
+def test_positive_without_gradient_keeps_the_loss_and_stops_only_the_positive_pass_gradient(monkeypatch):
     """``positive_gradient=false``: the same loss values, the positive pass runs without autograd,
     and the gradient is exactly the one with h_p detached (the anchor keeps both TLA directions)."""
     model = _tiny_model(dropout=0.0, t0_init="zero", step_sampler="constant", mean_recurrence=3)
     batch = (torch.tensor([[1, 2, 3, 4, 0, 0], [5, 6, 7, 0, 0, 0], [8, 9, 10, 11, 12, 0]]), torch.tensor([4, 3, 5]), torch.tensor([5, 8, 13]))
     positive = (torch.tensor([[2, 3, 4, 0, 0, 0], [6, 7, 0, 0, 0, 0], [9, 10, 11, 12, 0, 0]]), torch.tensor([3, 2, 4]))
-    grad_enabled, original = [], model.encode
-    model.encode = lambda *a, **kw: grad_enabled.append(torch.is_grad_enabled()) or original(*a, **kw)
+    original = model.encode
+    grad_enabled = _watch_encode_calls(monkeypatch, model, observe=lambda _: torch.is_grad_enabled())
     full = spt_loss(model, batch, positive, SPTConfig(alpha=0.1, gamma=0.0))
     stopped = spt_loss(model, batch, positive, SPTConfig(alpha=0.1, gamma=0.0, positive_gradient=False))
     assert grad_enabled == [True, True, True, False]

@@ -245,11 +245,12 @@ def check_resume_settings(saved: Mapping, settings: Mapping, run_dir: Path) -> N
         print(f"[spt] warning: {run_dir} was saved without its settings; resuming without checking that they match", flush=True)
         return
     before = {**saved["settings"], "spt": {**SETTINGS_BEFORE_RECORDED, **saved["settings"]["spt"], "epochs": settings["spt"]["epochs"]}}
-    changed = [f"spt.{key}" for key in settings["spt"] if before["spt"].get(key) != settings["spt"][key]]
-    labels = {"policy_config": "policy", "data_fingerprint": "the data (dataset file or settings)", "max_len": "dataset.max_len", "seed": "seed"}
+    changed = [f"spt.{key}={before['spt'].get(key)} (not {settings['spt'][key]})" for key in settings["spt"] if before["spt"].get(key) != settings["spt"][key]]
+    labels = {"data_fingerprint": "the data (dataset file or settings)", "policy_config": "policy"}
     changed += [label for key, label in labels.items() if before.get(key) != settings[key]]
+    changed += [f"{label}={before.get(key)} (not {settings[key]})" for key, label in {"max_len": "dataset.max_len", "seed": "seed"}.items() if before.get(key) != settings[key]]
     if changed:
-        raise LaresError(f"cannot resume {run_dir}: the settings differ from the interrupted run ({', '.join(changed)}); pass the same ones (only spt.epochs may change)")
+        raise LaresError(f"cannot resume {run_dir}: the settings differ from the interrupted run; pass the saved ones: {', '.join(changed)} (only spt.epochs may change)")
 
 
 def total_loss(terms: Mapping[str, torch.Tensor], step: int) -> torch.Tensor:

@@ -1,5 +1,6 @@
 import math
 import os
+import re
 import signal
 
 import pytest
@@ -189,10 +190,10 @@ def test_resume_refuses_other_settings_except_more_epochs(tmp_path, capsys):
     win, another batch size would re-cut the saved epoch order. Only spt.epochs may grow."""
     base = SPTConfig(epochs=1, batch_size=16, patience=5)
     _train(tmp_path, base, resume=False)
-    for cfg, changes, named in ((SPTConfig(epochs=1, batch_size=8, patience=5), {}, "spt.batch_size"),
-                                (SPTConfig(epochs=1, batch_size=16, patience=5, lr=0.01), {}, "spt.lr"),
-                                (base, {"seed": 1}, "seed"), (base, {"policy_config": {"d_model": 32}}, "policy")):
-        with pytest.raises(LaresError, match=f"settings differ from the interrupted run \\({named}\\)"):
+    for cfg, changes, named in ((SPTConfig(epochs=1, batch_size=8, patience=5), {}, "spt.batch_size=16 (not 8)"),
+                                (SPTConfig(epochs=1, batch_size=16, patience=5, lr=0.01), {}, f"spt.lr={base.lr} (not 0.01)"),
+                                (base, {"seed": 1}, "seed=0 (not 1)"), (base, {"policy_config": {"d_model": 32}}, "policy")):
+        with pytest.raises(LaresError, match=f"pass the saved ones: {re.escape(named)} \\(only spt.epochs"):
             _train(tmp_path, cfg, resume=True, **changes)
     assert _train(tmp_path, SPTConfig(epochs=2, batch_size=16, patience=5), resume=True)["epochs_run"] == 2
     state_path = tmp_path / "checkpoints" / "spt_last.pt"
@@ -211,7 +212,7 @@ def test_a_run_saved_before_shared_anchor_existed_resumes_only_with_the_separate
     state = load_training_state(state_path)
     del state["settings"]["spt"]["shared_anchor"]
     save_training_state(state_path, state)
-    with pytest.raises(LaresError, match=r"\(spt.shared_anchor\)"):
+    with pytest.raises(LaresError, match=r"spt.shared_anchor=False \(not True\)"):
         _train(tmp_path, SPTConfig(epochs=2, batch_size=16), resume=True)
     assert _train(tmp_path, SPTConfig(epochs=2, batch_size=16, shared_anchor=False), resume=True)["epochs_run"] == 2
 

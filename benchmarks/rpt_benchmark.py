@@ -12,6 +12,8 @@ overrides, then validation and test metrics of the best RPT checkpoint. Writes a
 (table per seed + mean, throughput of collection and of the whole RPT loop in frames/s, the
 machine), a PNG with the training reward and validation NDCG@10 per RPT epoch, and the raw JSON
 next to the report. Checkpoints go under ``--runs-dir`` (default benchmarks/runs/, not committed).
+Ctrl-C saves the running seed's RPT state; the same command with ``--seeds <s> --resume``
+continues it (a full-budget Beauty seed is most of an hour).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from lares_rl.atomic import atomic_write_text
 from lares_rl.checkpoint import build_policy, check_same_data, load_checkpoint, policy_from_checkpoint
 from lares_rl.config import section_from_mapping
 from lares_rl.evaluation import EvalConfig
+from lares_rl.resume import TrainingInterrupted
 from lares_rl.rewards import describe_reward
 from lares_rl.rpt import RPTConfig
 from lares_rl.runtime import resolve_device, seed_everything
@@ -133,6 +136,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None, help="markdown report path (default docs/rpt_<dataset>.md; JSON and PNG beside it)")
+    parser.add_argument("--resume", action="store_true", help="continue each seed's RPT run from its saved training state (checkpoints/rpt_last.pt under "
+                        "<runs-dir>/rpt_<dataset>/rpt_seed<s>); seeds without one start fresh")
     parser.add_argument("--runs-dir", default=str(ROOT / "benchmarks" / "runs"), help="SPT/RPT checkpoints and TensorBoard logs go under <runs-dir>/rpt_<dataset>/")
     args = parser.parse_args()
     if args.checkpoints and len(args.checkpoints) != len(args.seeds):
@@ -161,8 +166,16 @@ def main() -> None:
         check_same_data(payload, data, checkpoint)
         policy = policy_from_checkpoint(payload, device)
         ckpt_len = int(payload["dataset"]["max_len"])
-        result = fresh_rpt_run(policy=policy, payload=payload, data=data, max_len=ckpt_len, cfg=rpt_cfg, reward_fn=reward_fn, eval_cfg=eval_cfg,
-                               run_dir=run_root / f"rpt_seed{seed}", device=device, seed=seed, dataset_cfg=dataset_cfg, runs_dir=args.runs_dir)
+        run_dir = run_root / f"rpt_seed{seed}"
+        resume = args.resume and (run_dir / "checkpoints" / "rpt_last.pt").is_file()
+        if args.resume and not resume:
+            print(f"[bench] seed {seed}: no saved RPT training state under {run_dir}; starting it fresh", flush=True)
+        continue_hint = f"Continue it with the same command, --seeds {seed} and --resume"
+        try:
+            result = fresh_rpt_run(policy=policy, payload=payload, data=data, max_len=ckpt_len, cfg=rpt_cfg, reward_fn=reward_fn, eval_cfg=eval_cfg,
+                                   run_dir=run_dir, device=device, seed=seed, dataset_cfg=dataset_cfg, runs_dir=args.runs_dir, resume=resume, resume_command=continue_hint)
+        except TrainingInterrupted:
+            raise SystemExit(f"[bench] RPT seed {seed} interrupted; its training state is saved under {run_dir}. {continue_hint}") from None
         before, after, summary = result["before"], result["after"], result["rpt"]
         merged = merge_seed(out.with_suffix(".json"), record, {"seed": seed, "spt_checkpoint": str(checkpoint), **result}, **merge_rule)
         print(f"[bench] seed {seed}: test ndcg@10 {before['test']['ndcg@10']:.4f} -> {after['test']['ndcg@10']:.4f}, "

@@ -128,6 +128,35 @@ def test_ctrl_c_in_spt_benchmark_names_the_resume_flags_and_resume_finishes_the_
     assert [row["epochs_run"] for row in rows] == [saved_epochs + 1] * 2 and rows[0]["command"].endswith("--resume")
 
 
+def test_ctrl_c_in_rpt_benchmark_names_the_resume_flags_and_resume_finishes_the_seed(tmp_path):
+    """The same for RPT: an interrupted seed leaves one line naming ``--resume`` and no row;
+    ``--resume`` continues its saved state to the end (``resumed`` in the row), not from scratch."""
+    log = write_sequential_csv(tmp_path / "log.csv")
+    data = ["--dataset", "custom", "--dataset-set", f"path={log}", "user_col=uid", "item_col=sku", "time_col=ts", "max_len=8"]
+    runs, docs = tmp_path / "runs", tmp_path / "docs"
+    run_script("spt_benchmark.py", "--policy", "lares", "--seeds", "0", *data, "--mode", "dense", "--max-epochs", "1", "--batch-size", "64",
+               "--out-dir", str(tmp_path / "results"), "--runs-dir", str(runs), *TINY_POLICY)
+    checkpoint = runs / "custom__lares__dense__L8" / "seed0" / "checkpoints" / "spt_best.pt"
+    argv = [sys.executable, str(ROOT / "benchmarks" / "rpt_benchmark.py"), "--checkpoints", str(checkpoint), "--seeds", "0", *data,
+            "--rpt-set", "epochs=40", "patience=40", "batches_per_epoch=2", "histories_per_batch=32", "--out", str(docs / "rpt_custom.md"), "--runs-dir", str(runs)]
+    state = runs / "rpt_custom" / "rpt_seed0" / "checkpoints" / "rpt_last.pt"
+    process = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_epoch(state, 1, process, deadline_s=300, poll_s=0.1)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 1 and "Traceback" not in err and err.count("\n") == 1, err
+    assert err.startswith("[bench] RPT seed 0 interrupted; its training state is saved under") and err.rstrip().endswith("--seeds 0 and --resume"), err
+    assert not (docs / "rpt_custom.json").exists()
+    saved_epoch = torch.load(state, weights_only=False)["progress"]["epoch"]
+    assert 1 <= saved_epoch < 40
+
+    result = subprocess.run([*argv, "--resume"], cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    row = json.loads((docs / "rpt_custom.json").read_text())["seeds"][0]
+    assert row["rpt"]["resumed"] and row["command"].endswith("--resume")
+    assert torch.load(state, weights_only=False)["progress"]["epoch"] == 40  # ran to the end from the saved epoch
+
+
 def test_merge_seed_replaces_a_rerun_seed_and_refuses_another_configuration(tmp_path):
     """Seeds of one configuration merge into one file; a rerun seed replaces its old row, and a
     seed made with other settings under the same name is refused rather than averaged in."""

@@ -110,7 +110,30 @@ def quality_section(runs: list[dict]) -> list[str]:
         if dataset == "amazon-beauty":
             for name, (hr, ndcg) in PUBLISHED_BEAUTY.items():
                 lines.append(f"| {name} | - | - | - | {hr:.4f} | {ndcg:.4f} | - | - | paper |")
-        lines += ["", *comparison_lines([r for r in runs if r["dataset"] == dataset]), ""]
+        same_data = [r for r in runs if r["dataset"] == dataset]
+        lines += ["", *comparison_lines(same_data), *validation_selection_lines(same_data), ""]
+    return lines
+
+
+def validation_selection_lines(runs: list[dict]) -> list[str]:
+    """Each model's run with the best mean validation NDCG@10 among its runs of >= 3 seeds on the
+    same max_len and training scheme, and the test change between the two picks. Test never
+    chooses; the candidate counts are printed because they need not be equal (the equal-budget
+    comparison is the search section's)."""
+    lines = []
+    for max_len, scheme in sorted({(r["max_len"], training_scheme(r)) for r in runs}):
+        picks = {}
+        for policy in ("lares", "sasrec"):
+            candidates = [r for r in runs if r["policy"] == policy and r["max_len"] == max_len and training_scheme(r) == scheme and len(r["seeds"]) >= 3]
+            if candidates:
+                picks[policy] = (max(candidates, key=lambda r: statistics.mean(s["valid"]["ndcg@10"] for s in r["seeds"])), len(candidates))
+        if len(picks) < 2:
+            continue
+        mean = lambda run, split: statistics.mean(s[split]["ndcg@10"] for s in run["seeds"])  # noqa: E731
+        (lares, n_lares), (sasrec, n_sasrec) = picks["lares"], picks["sasrec"]
+        lines.append(f"- Chosen on validation among runs of 3+ seeds (L={max_len}, {scheme}): {label(lares)} of {n_lares} LARES runs (valid {mean(lares, 'valid'):.4f}) "
+                     f"and {label(sasrec)} of {n_sasrec} SASRec runs (valid {mean(sasrec, 'valid'):.4f}): test NDCG@10 {mean(lares, 'test'):.4f} vs {mean(sasrec, 'test'):.4f}, "
+                     f"{100 * (mean(lares, 'test') / mean(sasrec, 'test') - 1):+.1f}%. The candidate sets are whatever was run, not an equal budget.")
     return lines
 
 

@@ -157,6 +157,21 @@ def test_ctrl_c_in_rpt_benchmark_names_the_resume_flags_and_resume_finishes_the_
     assert torch.load(state, weights_only=False)["progress"]["epoch"] == 40  # ran to the end from the saved epoch
 
 
+def test_validation_selection_picks_each_models_best_validation_run_and_never_looks_at_test():
+    from make_report import validation_selection_lines
+
+    def run(policy: str, tag: str, valid: float, test: float, seeds: int = 3) -> dict:
+        return {"policy": policy, "name": f"d__{policy}{tag}__dense__L20", "max_len": 20, "mode": "dense", "spt": {},
+                "seeds": [{"valid": {"ndcg@10": valid}, "test": {"ndcg@10": test}}] * seeds}
+
+    runs = [run("lares", "", 0.050, 0.030), run("lares", "_b", 0.052, 0.020), run("lares", "_c", 0.060, 0.090, seeds=1),
+            run("sasrec", "", 0.049, 0.040), run("sasrec", "_t", 0.048, 0.010)]
+    [line] = validation_selection_lines(runs)
+    assert "lares b (dense, L=20) of 2 LARES runs" in line and "sasrec (dense, L=20) of 2 SASRec runs" in line  # the 1-seed run is no candidate
+    assert "test NDCG@10 0.0200 vs 0.0400, -50.0%" in line
+    assert validation_selection_lines([run("lares", "", 0.05, 0.03)]) == []  # nothing to compare against
+
+
 def test_merge_seed_replaces_a_rerun_seed_and_refuses_another_configuration(tmp_path):
     """Seeds of one configuration merge into one file; a rerun seed replaces its old row, and a
     seed made with other settings under the same name is refused rather than averaged in."""

@@ -137,8 +137,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None, help="markdown report path (default docs/rpt_<dataset>.md; JSON and PNG beside it)")
     parser.add_argument("--resume", action="store_true", help="continue each seed's RPT run from its saved training state (checkpoints/rpt_last.pt under "
-                        "<runs-dir>/rpt_<dataset>/rpt_seed<s>); seeds without one start fresh")
-    parser.add_argument("--runs-dir", default=str(ROOT / "benchmarks" / "runs"), help="SPT/RPT checkpoints and TensorBoard logs go under <runs-dir>/rpt_<dataset>/")
+                        "<runs-dir>/<--out's name>/rpt_seed<s>); seeds without one start fresh")
+    parser.add_argument("--runs-dir", default=str(ROOT / "benchmarks" / "runs"), help="SPT/RPT checkpoints and TensorBoard logs go under <runs-dir>/<--out's name, e.g. rpt_ml-100k__grpo>/")
     args = parser.parse_args()
     if args.checkpoints and len(args.checkpoints) != len(args.seeds):
         parser.error(f"--checkpoints gives {len(args.checkpoints)} files for {len(args.seeds)} seeds")
@@ -153,7 +153,7 @@ def main() -> None:
     reward_fn = rpt_reward(rpt_values, args.reward, key_values(args.reward_set), data.num_items)
     eval_cfg = EvalConfig()
     out = Path(args.out or ROOT / "docs" / f"rpt_{args.dataset}.md")
-    run_root = Path(args.runs_dir) / f"rpt_{args.dataset}"
+    run_root = Path(args.runs_dir) / out.stem  # one directory per results file: variants run side by side never share a seed's state
     record = {
         "dataset": args.dataset, "reward": describe_reward(reward_fn), "rpt": vars(rpt_cfg), "machine": machine_description(device), "plot_name": out.with_suffix(".png").name,
         "command": command_line("rpt_benchmark.py", args, skip=("out", "runs_dir", "beauty_path")),

@@ -60,12 +60,12 @@ def load_benchmark_dataset(name: str, overrides: dict, beauty_path: str | Path =
 
 
 def fresh_rpt_run(*, policy, payload: dict, data: SequenceData, max_len: int, cfg, reward_fn, eval_cfg, run_dir: Path, device, seed: int,
-                  dataset_cfg: dict, runs_dir: str | Path, item_context=None, resume: bool = False, resume_command: str | None = None) -> dict:
+                  dataset_cfg: dict, runs_dir: str | Path, item_context=None, resume: bool = False) -> dict:
     """RPT from ``policy`` (an SPT checkpoint's weights, ``payload``) into an emptied ``run_dir``,
     seeded as the CLI seeds it, with the test split before and after (``train_rpt_with_test``);
     the filter is cached under ``runs_dir/rpt_filter``. ``resume``: continue the training state
     saved in ``run_dir`` instead (``train_rpt`` refuses one from other settings or weights), so an
-    interrupted hour-long seed is not lost; ``resume_command`` is what Ctrl-C then prints.
+    interrupted hour-long seed is not lost.
     ``result["rpt"]["seconds"]`` is the wall time of this call, the two test passes included
     (after a resume, only the resumed part: ``result["rpt"]["resumed"]`` says so)."""
     import shutil
@@ -81,7 +81,7 @@ def fresh_rpt_run(*, policy, payload: dict, data: SequenceData, max_len: int, cf
     result = train_rpt_with_test(
         policy=policy, policy_config=payload["policy_config"], data=data, max_len=max_len, cfg=cfg, reward_fn=reward_fn, eval_cfg=eval_cfg,
         run_dir=run_dir, device=device, seed=seed, config={"dataset": dataset_cfg, "rpt": vars(cfg)}, progress=False,
-        filter_cache_dir=Path(runs_dir) / "rpt_filter", item_context=item_context, resume=resume, resume_command=resume_command,
+        filter_cache_dir=Path(runs_dir) / "rpt_filter", item_context=item_context, resume=resume,
     )
     result["rpt"]["seconds"] = time.perf_counter() - start
     result["rpt"]["resumed"] = resume

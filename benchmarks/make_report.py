@@ -120,16 +120,16 @@ def validation_selection_lines(runs: list[dict]) -> list[str]:
     same max_len and training scheme, and the test change between the two picks. Test never
     chooses; the candidate counts are printed because they need not be equal (the equal-budget
     comparison is the search section's)."""
+    mean = lambda run, split: statistics.mean(s[split]["ndcg@10"] for s in run["seeds"])  # noqa: E731
     lines = []
     for max_len, scheme in sorted({(r["max_len"], training_scheme(r)) for r in runs}):
         picks = {}
         for policy in ("lares", "sasrec"):
             candidates = [r for r in runs if r["policy"] == policy and r["max_len"] == max_len and training_scheme(r) == scheme and len(r["seeds"]) >= 3]
             if candidates:
-                picks[policy] = (max(candidates, key=lambda r: statistics.mean(s["valid"]["ndcg@10"] for s in r["seeds"])), len(candidates))
+                picks[policy] = (max(candidates, key=lambda r: mean(r, "valid")), len(candidates))
         if len(picks) < 2:
             continue
-        mean = lambda run, split: statistics.mean(s[split]["ndcg@10"] for s in run["seeds"])  # noqa: E731
         (lares, n_lares), (sasrec, n_sasrec) = picks["lares"], picks["sasrec"]
         lines.append(f"- Chosen on validation among runs of 3+ seeds (L={max_len}, {scheme}): {label(lares)} of {n_lares} LARES runs (valid {mean(lares, 'valid'):.4f}) "
                      f"and {label(sasrec)} of {n_sasrec} SASRec runs (valid {mean(sasrec, 'valid'):.4f}): test NDCG@10 {mean(lares, 'test'):.4f} vs {mean(sasrec, 'test'):.4f}, "

@@ -28,7 +28,6 @@ from lares_rl.atomic import atomic_write_text
 from lares_rl.checkpoint import build_policy, check_same_data, load_checkpoint, policy_from_checkpoint
 from lares_rl.config import section_from_mapping
 from lares_rl.evaluation import EvalConfig
-from lares_rl.resume import TrainingInterrupted
 from lares_rl.rewards import describe_reward
 from lares_rl.rpt import RPTConfig
 from lares_rl.runtime import resolve_device, seed_everything
@@ -36,6 +35,7 @@ from lares_rl.spt import SPTConfig, train_spt
 
 from benchmark_data import add_dataset_arguments, config_file, fresh_rpt_run, key_values, load_benchmark_dataset, rpt_reward
 from results_io import check_mergeable, command_line, machine_description, mean_std, merge_seed, seed_commands
+from seed_resume import interruption_names_resume, resumable
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOWN = ("ndcg@10", "recall@10")
@@ -167,15 +167,10 @@ def main() -> None:
         policy = policy_from_checkpoint(payload, device)
         ckpt_len = int(payload["dataset"]["max_len"])
         run_dir = run_root / f"rpt_seed{seed}"
-        resume = args.resume and (run_dir / "checkpoints" / "rpt_last.pt").is_file()
-        if args.resume and not resume:
-            print(f"[bench] seed {seed}: no saved RPT training state under {run_dir}; starting it fresh", flush=True)
-        continue_hint = f"Continue it with the same command, --seeds {seed} and --resume"
-        try:
+        resume = resumable(args.resume, run_dir, "rpt_last.pt", f"RPT seed {seed}")
+        with interruption_names_resume(f"RPT seed {seed}", seed, run_dir):
             result = fresh_rpt_run(policy=policy, payload=payload, data=data, max_len=ckpt_len, cfg=rpt_cfg, reward_fn=reward_fn, eval_cfg=eval_cfg,
-                                   run_dir=run_dir, device=device, seed=seed, dataset_cfg=dataset_cfg, runs_dir=args.runs_dir, resume=resume, resume_command=continue_hint)
-        except TrainingInterrupted:
-            raise SystemExit(f"[bench] RPT seed {seed} interrupted; its training state is saved under {run_dir}. {continue_hint}") from None
+                                   run_dir=run_dir, device=device, seed=seed, dataset_cfg=dataset_cfg, runs_dir=args.runs_dir, resume=resume)
         before, after, summary = result["before"], result["after"], result["rpt"]
         merged = merge_seed(out.with_suffix(".json"), record, {"seed": seed, "spt_checkpoint": str(checkpoint), **result}, **merge_rule)
         print(f"[bench] seed {seed}: test ndcg@10 {before['test']['ndcg@10']:.4f} -> {after['test']['ndcg@10']:.4f}, "

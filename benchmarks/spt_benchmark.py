@@ -27,12 +27,12 @@ from lares_rl.checkpoint import build_policy
 from lares_rl.depth_sweep import sweep_depths
 from lares_rl.errors import LaresError
 from lares_rl.evaluation import EvalConfig, evaluate_policy
-from lares_rl.resume import TrainingInterrupted
 from lares_rl.runtime import seed_everything
 from lares_rl.spt import SPTConfig, train_spt
 
 from benchmark_data import add_dataset_arguments, config_file, key_values, load_benchmark_dataset
 from results_io import check_mergeable, command_line, machine_description, merge_seed
+from seed_resume import interruption_names_resume, resumable
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,18 +96,14 @@ def main() -> None:
         seed_everything(seed)
         policy = build_policy(policy_cfg, data.num_items, max_len)
         run_dir = Path(args.runs_dir) / name / f"seed{seed}"
-        resume = args.resume and (run_dir / "checkpoints" / "spt_last.pt").is_file()
-        if args.resume and not resume:
-            print(f"[bench] {name} seed {seed}: no saved training state under {run_dir}; starting it fresh", flush=True)
+        resume = resumable(args.resume, run_dir, "spt_last.pt", f"{name} seed {seed}")
         if not resume:
             shutil.rmtree(run_dir, ignore_errors=True)
-        try:
+        with interruption_names_resume(f"{name} seed {seed}", seed, run_dir):
             summary = train_spt(
                 policy=policy, policy_config=policy_cfg, data=data, max_len=max_len, cfg=spt_cfg, eval_cfg=eval_cfg,
                 run_dir=run_dir, device=device, seed=seed, config={"dataset": dataset_cfg, "policy": policy_cfg}, progress=False, resume=resume,
             )
-        except TrainingInterrupted:
-            raise SystemExit(f"[bench] {name} seed {seed} interrupted; its training state is saved under {run_dir}. Continue it with the same command, --seeds {seed} and --resume") from None
         start = time.perf_counter()
         test = evaluate_policy(policy, data, "test", max_len, eval_cfg, device)
         eval_seconds = time.perf_counter() - start

@@ -28,13 +28,24 @@ from results_io import check_mergeable, command_line, merge_seed, seed_commands 
 TINY_POLICY = ["--policy-set", "d_model=16", "inner_size=32"]
 
 
+SCRIPT_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
 def run_script(script: str, *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / script), *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], cwd=ROOT, capture_output=True, text=True, timeout=600, env=SCRIPT_ENV)
     assert result.returncode == 0, f"{script} failed:\n{result.stderr[-3000:]}"
     return result.stdout
+
+
+def interrupt_after_first_epoch(script: str, args: list[str], state: Path, poll_s: float) -> str:
+    """Start ``script``, send Ctrl-C once its saved training state at ``state`` records a finished
+    epoch, and return its stderr: it must exit 1 with one line and no traceback."""
+    process = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / script), *args], cwd=ROOT, env=SCRIPT_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_epoch(state, 1, process, deadline_s=300, poll_s=poll_s)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 1 and "Traceback" not in err and err.count("\n") == 1, err
+    return err
 
 
 def test_spt_and_rpt_benchmarks_feed_the_report(tmp_path):
@@ -107,20 +118,15 @@ def test_ctrl_c_in_spt_benchmark_names_the_resume_flags_and_resume_finishes_the_
     the seeds that have none."""
     log = write_sequential_csv(tmp_path / "log.csv")
     results, runs = tmp_path / "results", tmp_path / "runs"
-    argv = [sys.executable, str(ROOT / "benchmarks" / "spt_benchmark.py"), "--dataset", "custom", "--dataset-set", f"path={log}", "user_col=uid", "item_col=sku", "time_col=ts",
+    args = ["--dataset", "custom", "--dataset-set", f"path={log}", "user_col=uid", "item_col=sku", "time_col=ts",
             "max_len=8", "--policy", "lares", "--seeds", "0", "--mode", "dense", "--batch-size", "64", "--out-dir", str(results), "--runs-dir", str(runs), *TINY_POLICY]
     state = runs / "custom__lares__dense__L8" / "seed0" / "checkpoints" / "spt_last.pt"
-    process = subprocess.Popen([*argv, "--max-epochs", "500", "--patience", "500"], cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for_epoch(state, 1, process, deadline_s=300, poll_s=0.2)
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=120)
-    assert process.returncode == 1 and "Traceback" not in err and err.count("\n") == 1, err
+    err = interrupt_after_first_epoch("spt_benchmark.py", [*args, "--max-epochs", "500", "--patience", "500"], state, poll_s=0.2)
     assert err.startswith("[bench] custom__lares__dense__L8 seed 0 interrupted; its training state is saved under") and err.rstrip().endswith("--seeds 0 and --resume"), err
     assert not (results / "custom__lares__dense__L8.json").exists()
     saved_epochs = torch.load(state, weights_only=False)["progress"]["epoch"]
-    seeds_at = argv.index("--seeds") + 1
-    both_seeds = [*argv[2:seeds_at], "0", "1", *argv[seeds_at + 1:]]
+    seeds_at = args.index("--seeds") + 1
+    both_seeds = [*args[:seeds_at], "0", "1", *args[seeds_at + 1:]]
     out = run_script("spt_benchmark.py", *both_seeds, "--max-epochs", str(saved_epochs + 1), "--patience", "500", "--resume")
     assert f"at epoch {saved_epochs}, batch" in out
     assert "seed 1: no saved training state under" in out and "starting it fresh" in out  # --resume over seeds that never started
@@ -137,21 +143,16 @@ def test_ctrl_c_in_rpt_benchmark_names_the_resume_flags_and_resume_finishes_the_
     run_script("spt_benchmark.py", "--policy", "lares", "--seeds", "0", *data, "--mode", "dense", "--max-epochs", "1", "--batch-size", "64",
                "--out-dir", str(tmp_path / "results"), "--runs-dir", str(runs), *TINY_POLICY)
     checkpoint = runs / "custom__lares__dense__L8" / "seed0" / "checkpoints" / "spt_best.pt"
-    argv = [sys.executable, str(ROOT / "benchmarks" / "rpt_benchmark.py"), "--checkpoints", str(checkpoint), "--seeds", "0", *data,
+    args = ["--checkpoints", str(checkpoint), "--seeds", "0", *data,
             "--rpt-set", "epochs=40", "patience=40", "batches_per_epoch=2", "histories_per_batch=32", "--out", str(docs / "rpt_custom.md"), "--runs-dir", str(runs)]
     state = runs / "rpt_custom" / "rpt_seed0" / "checkpoints" / "rpt_last.pt"
-    process = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for_epoch(state, 1, process, deadline_s=300, poll_s=0.1)
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=120)
-    assert process.returncode == 1 and "Traceback" not in err and err.count("\n") == 1, err
+    err = interrupt_after_first_epoch("rpt_benchmark.py", args, state, poll_s=0.1)
     assert err.startswith("[bench] RPT seed 0 interrupted; its training state is saved under") and err.rstrip().endswith("--seeds 0 and --resume"), err
     assert not (docs / "rpt_custom.json").exists()
     saved_epoch = torch.load(state, weights_only=False)["progress"]["epoch"]
     assert 1 <= saved_epoch < 40
 
-    result = subprocess.run([*argv, "--resume"], cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_script("rpt_benchmark.py", *args, "--resume")
     row = json.loads((docs / "rpt_custom.json").read_text())["seeds"][0]
     assert row["rpt"]["resumed"] and row["command"].endswith("--resume")
     assert torch.load(state, weights_only=False)["progress"]["epoch"] == 40  # ran to the end from the saved epoch

@@ -8,7 +8,7 @@ ARGS ?=
 # make run's budget: `cpu` finishes in under 20 minutes on 2 cores, SASRec baseline included; PRESET=paper is the reference.
 PRESET ?= cpu
 
-.PHONY: run test setup clean
+.PHONY: run test lint setup clean
 
 setup: $(STAMP)
 
@@ -29,5 +29,16 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)
 
+# The house rules (docs/DESIGN.md section 5): ruff's lint and format, and import-linter's contracts
+# (stages import downwards only, no import circles). import-linter reads an installed tree because
+# envs/ and policies/ install as lares_rl.envs and lares_rl.policies.
+IMPORT_TREE := build/import-tree
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	rm -rf $(IMPORT_TREE)
+	$(PY) -m pip install -q --no-deps --no-build-isolation --no-compile --target $(IMPORT_TREE) . 2>/dev/null
+	cd $(IMPORT_TREE) && PYTHONPATH=. $(abspath $(VENV))/bin/lint-imports --config $(CURDIR)/.importlinter --no-cache
+
 clean:  # the venv and the data cache; results in runs/ and multirun/ are kept
-	rm -rf $(VENV) .lares_cache
+	rm -rf $(VENV) .lares_cache build

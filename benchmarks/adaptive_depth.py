@@ -28,16 +28,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-
-from lares_rl.atomic import atomic_write_json, atomic_write_text  # noqa: E402
-from lares_rl.checkpoint import check_same_data, load_checkpoint, policy_from_checkpoint  # noqa: E402
-from lares_rl.evaluation import EvalConfig, evaluate_policy  # noqa: E402
-from lares_rl.halting import steps_histogram  # noqa: E402
-from lares_rl.recommender import Recommender  # noqa: E402
-from lares_rl.tracking import progress_enabled  # noqa: E402
-
 from benchmark_data import ROOT, add_dataset_arguments, key_values, load_benchmark_dataset  # noqa: E402
 from results_io import command_line, machine_description, mean_std  # noqa: E402
+
+from lares_rl.core.atomic import atomic_write_json, atomic_write_text  # noqa: E402
+from lares_rl.core.checkpoint import check_same_data, load_checkpoint, policy_from_checkpoint  # noqa: E402
+from lares_rl.core.tracking import progress_enabled  # noqa: E402
+from lares_rl.eval.adaptive_depth import steps_histogram  # noqa: E402
+from lares_rl.eval.evaluation import EvalConfig, evaluate_policy  # noqa: E402
+from lares_rl.serve.recommender import Recommender  # noqa: E402
 
 SPLITS = ("valid", "test")
 
@@ -45,7 +44,11 @@ SPLITS = ("valid", "test")
 def settings(args: argparse.Namespace) -> list[dict]:
     """Every depth setting measured: fixed k first, then (k_max, tol) from the loosest tolerance."""
     fixed = [{"name": f"fixed k={k}", "k": k, "tol": None} for k in args.fixed_ks]
-    halting = [{"name": f"halt tol={tol:g}, k_max={k_max}", "k": k_max, "tol": tol} for k_max in args.k_maxes for tol in sorted(args.tols, reverse=True)]
+    halting = [
+        {"name": f"halt tol={tol:g}, k_max={k_max}", "k": k_max, "tol": tol}
+        for k_max in args.k_maxes
+        for tol in sorted(args.tols, reverse=True)
+    ]
     return fixed + halting
 
 
@@ -57,7 +60,9 @@ def _config(setting: dict) -> EvalConfig:
 
 def _recommender(path: str, setting: dict) -> Recommender:
     fixed = setting["tol"] is None
-    return Recommender.from_checkpoint(path, device="cpu", k=setting["k"] if fixed else None, halt_tol=setting["tol"], k_max=None if fixed else setting["k"])
+    return Recommender.from_checkpoint(
+        path, device="cpu", k=setting["k"] if fixed else None, halt_tol=setting["tol"], k_max=None if fixed else setting["k"]
+    )
 
 
 def quality(policy, data, max_len: int, setting: dict) -> dict:
@@ -67,8 +72,12 @@ def quality(policy, data, max_len: int, setting: dict) -> dict:
         steps: list[int] = []
         metrics = evaluate_policy(policy, data, split, max_len, _config(setting), torch.device("cpu"), steps_out=steps)
         users = len(data.eval_inputs(split, max_len)[2])
-        out[split] = {"ndcg@10": metrics["ndcg@10"], "recall@10": metrics["recall@10"], "mean_steps": metrics.get("mean_steps", float(setting["k"])),
-                      "steps_histogram": steps_histogram(steps) if steps else {setting["k"]: users}}
+        out[split] = {
+            "ndcg@10": metrics["ndcg@10"],
+            "recall@10": metrics["recall@10"],
+            "mean_steps": metrics.get("mean_steps", float(setting["k"])),
+            "steps_histogram": steps_histogram(steps) if steps else {setting["k"]: users},
+        }
     return out
 
 
@@ -107,9 +116,13 @@ def timings(path: str, policy, data, max_len: int, all_settings: list[dict], rep
         cpu_s, wall_s = zip(*passes[name])
         times, walls, steps = zip(*calls_by[name])
         out[name] = {
-            "users_per_sec": users / statistics.median(cpu_s), "users_per_wall_sec": users / statistics.median(wall_s),
-            "p50_ms": 1e3 * statistics.median(times), "p99_ms": 1e3 * _p99(list(times)), "wall_p50_ms": 1e3 * statistics.median(walls),
-            "wall_p99_ms": 1e3 * _p99(list(walls)), "recommend_mean_steps": statistics.fmean(steps),
+            "users_per_sec": users / statistics.median(cpu_s),
+            "users_per_wall_sec": users / statistics.median(wall_s),
+            "p50_ms": 1e3 * statistics.median(times),
+            "p99_ms": 1e3 * _p99(list(times)),
+            "wall_p50_ms": 1e3 * statistics.median(walls),
+            "wall_p99_ms": 1e3 * _p99(list(walls)),
+            "recommend_mean_steps": statistics.fmean(steps),
         }
     return out
 
@@ -148,12 +161,28 @@ def measure(args: argparse.Namespace) -> dict:
         contractions[path] = contraction(policy, data, max_len)
         timed = timings(path, policy, data, max_len, all_settings, args.repeats, args.calls)
         for setting in all_settings:
-            row = {"checkpoint": path, "setting": setting["name"], "k": setting["k"], "tol": setting["tol"], **quality(policy, data, max_len, setting)}
+            row = {
+                "checkpoint": path,
+                "setting": setting["name"],
+                "k": setting["k"],
+                "tol": setting["tol"],
+                **quality(policy, data, max_len, setting),
+            }
             row["test"].update(timed[setting["name"]])
             rows.append(row)
-            print(f"{path}: {setting['name']}: valid ndcg@10 {row['valid']['ndcg@10']:.4f}, test ndcg@10 {row['test']['ndcg@10']:.4f}, "
-                  f"steps {row['test']['mean_steps']:.2f}, {row['test']['users_per_sec']:,.0f} users/s, p50 {row['test']['p50_ms']:.2f} ms", flush=True)
-    return {"dataset": args.dataset, "dataset_config": dataset_cfg, "checkpoints": args.checkpoints, "machine": machine_description(), "rows": rows, "contraction": contractions}
+            print(
+                f"{path}: {setting['name']}: valid ndcg@10 {row['valid']['ndcg@10']:.4f}, test ndcg@10 {row['test']['ndcg@10']:.4f}, "
+                f"steps {row['test']['mean_steps']:.2f}, {row['test']['users_per_sec']:,.0f} users/s, p50 {row['test']['p50_ms']:.2f} ms",
+                flush=True,
+            )
+    return {
+        "dataset": args.dataset,
+        "dataset_config": dataset_cfg,
+        "checkpoints": args.checkpoints,
+        "machine": machine_description(),
+        "rows": rows,
+        "contraction": contractions,
+    }
 
 
 def summarise(record: dict, within: float) -> tuple[list[dict], dict | None]:
@@ -183,7 +212,9 @@ def plot(summary: list[dict], path: Path, title: str) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     groups = {"fixed k": [s for s in summary if s["tol"] is None]}
     for k_max in sorted({s["k"] for s in summary if s["tol"] is not None}):
-        groups[f"halting, k_max={k_max}"] = sorted([s for s in summary if s["tol"] is not None and s["k"] == k_max], key=lambda s: statistics.mean(s["test_mean_steps"]))
+        groups[f"halting, k_max={k_max}"] = sorted(
+            [s for s in summary if s["tol"] is not None and s["k"] == k_max], key=lambda s: statistics.mean(s["test_mean_steps"])
+        )
     for label, entries in groups.items():
         steps = [statistics.mean(s["test_mean_steps"]) for s in entries]
         marker = "s" if label == "fixed k" else "o"
@@ -206,15 +237,20 @@ def plot(summary: list[dict], path: Path, title: str) -> None:
 def markdown(record: dict, summary: list[dict], chosen: dict | None, within: float, plot_name: str) -> str:
     n = len(record["checkpoints"])
     lines = [
-        f"# Adaptive reasoning depth on {record['dataset']}: cost against accuracy", "",
-        f"Command: `{record['command']}`", "", f"Machine: {record['machine']}. Checkpoints ({n}): " + ", ".join(f"`{c}`" for c in record["checkpoints"]) + ".",
-        *(["", f"**Note:** {record['note']}"] if record.get("note") else []), "",
+        f"# Adaptive reasoning depth on {record['dataset']}: cost against accuracy",
+        "",
+        f"Command: `{record['command']}`",
+        "",
+        f"Machine: {record['machine']}. Checkpoints ({n}): " + ", ".join(f"`{c}`" for c in record["checkpoints"]) + ".",
+        *(["", f"**Note:** {record['note']}"] if record.get("note") else []),
+        "",
         "Full-ranking evaluation, no masking, eval seed 0 (T0 noise as the checkpoints evaluate by default). Halting: a user stops at the first "
         "step i >= 2 where ||h_i - h_{i-1}|| / ||h_i|| < tol, or at k_max. Users/s: the whole `evaluate_policy` pass on test, median of "
         f"{record['repeats']} rounds that time every setting once each. Latency: `Recommender.recommend([one history], top_k=10)`, "
         f"{record['calls']} real test histories, each answered under every setting back to back. Timings are CPU time of the one "
         "torch thread: the machine is shared by other jobs, so wall time also counts waiting for the core (the JSON has both). "
-        f"Cells: mean ± sample std over the {n} checkpoint(s).", "",
+        f"Cells: mean ± sample std over the {n} checkpoint(s).",
+        "",
         "| setting | valid NDCG@10 | test NDCG@10 | test Recall@10 | mean steps (test) | eval users/s (test) | recommend p50 (ms) | p99 (ms) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -224,25 +260,38 @@ def markdown(record: dict, summary: list[dict], chosen: dict | None, within: flo
             f"| {statistics.mean(s['test_users_per_sec']):,.0f} | {statistics.mean(s['p50_ms']):.2f} | {statistics.mean(s['p99_ms']):.2f} |"
         )
     reference = next(s for s in summary if s["setting"] == "fixed k=4")
-    lines += ["", f"![cost against accuracy]({plot_name})", "", "## How the recurrence settles", "",
-              "Relative change of the last-position state per step, ||h_i - h_{i-1}|| / ||h_i||, over test users (fixed k = 8, eval seed 0; "
-              "mean over the checkpoints of each quantile). A per-user rule can only save where users differ: a narrow q10-q90 band "
-              "means nearly every user crosses a given tolerance at the same step.", "",
-              "| step i | q10 | median | q90 |", "|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        f"![cost against accuracy]({plot_name})",
+        "",
+        "## How the recurrence settles",
+        "",
+        "Relative change of the last-position state per step, ||h_i - h_{i-1}|| / ||h_i||, over test users (fixed k = 8, eval seed 0; "
+        "mean over the checkpoints of each quantile). A per-user rule can only save where users differ: a narrow q10-q90 band "
+        "means nearly every user crosses a given tolerance at the same step.",
+        "",
+        "| step i | q10 | median | q90 |",
+        "|---:|---:|---:|---:|",
+    ]
     per_step = list(zip(*record["contraction"].values()))
     for entries in per_step:
-        lines.append(f"| {entries[0]['step']} | " + " | ".join(f"{statistics.mean(e[q] for e in entries):.3f}" for q in ("q10", "q50", "q90")) + " |")
+        lines.append(
+            f"| {entries[0]['step']} | " + " | ".join(f"{statistics.mean(e[q] for e in entries):.3f}" for q in ("q10", "q50", "q90")) + " |"
+        )
     lines += ["", "## Recommended default (chosen on validation)", ""]
     if chosen is None:
         lines.append(f"No tolerance keeps the mean valid NDCG@10 within {100 * within:.1f}% of fixed k = 4; keep the fixed depth.")
     else:
+
         def change(key: str) -> str:
             return f"{100 * (statistics.mean(chosen[key]) / statistics.mean(reference[key]) - 1):+.1f}%"
 
         lines += [
             f"Rule: fewest mean valid steps among the settings whose mean valid NDCG@10 is at least {100 * (1 - within):.1f}% of fixed k = 4's. "
-            f"Chosen: **{chosen['setting']}** (mean valid steps {statistics.mean(chosen['valid_mean_steps']):.2f}).", "",
-            "| | fixed k=4 | " + chosen["setting"] + " | change |", "|---|---:|---:|---:|",
+            f"Chosen: **{chosen['setting']}** (mean valid steps {statistics.mean(chosen['valid_mean_steps']):.2f}).",
+            "",
+            "| | fixed k=4 | " + chosen["setting"] + " | change |",
+            "|---|---:|---:|---:|",
             f"| test NDCG@10 | {mean_std(reference['test_ndcg@10'])} | {mean_std(chosen['test_ndcg@10'])} | {change('test_ndcg@10')} |",
             f"| test Recall@10 | {mean_std(reference['test_recall@10'])} | {mean_std(chosen['test_recall@10'])} | {change('test_recall@10')} |",
             f"| mean steps (test) | 4.00 | {statistics.mean(chosen['test_mean_steps']):.2f} | {change('test_mean_steps')} |",
@@ -260,8 +309,10 @@ def target_lines(summary: list[dict], reference: dict) -> list[str]:
     halting = [s for s in summary if s["tol"] is not None]
 
     def describe(s: dict) -> str:
-        return (f"{s['setting']}: {statistics.mean(s['test_mean_steps']):.2f} mean steps ({100 * statistics.mean(s['test_mean_steps']) / 4:.0f}% of k = 4), "
-                f"test NDCG@10 {100 * (statistics.mean(s['test_ndcg@10']) / base - 1):+.1f}%")
+        return (
+            f"{s['setting']}: {statistics.mean(s['test_mean_steps']):.2f} mean steps ({100 * statistics.mean(s['test_mean_steps']) / 4:.0f}% of k = 4), "
+            f"test NDCG@10 {100 * (statistics.mean(s['test_ndcg@10']) / base - 1):+.1f}%"
+        )
 
     met = [s for s in halting if statistics.mean(s["test_mean_steps"]) <= 2.0 and statistics.mean(s["test_ndcg@10"]) >= 0.995 * base]
     lines = ["## Target: at most half the steps of k = 4 at a test NDCG@10 within 0.5% of it", ""]
@@ -269,9 +320,14 @@ def target_lines(summary: list[dict], reference: dict) -> list[str]:
         return lines + ["Met by " + "; ".join(describe(s) for s in met) + "."]
     close = [s for s in halting if statistics.mean(s["test_ndcg@10"]) >= 0.995 * base]
     fewest = min(halting, key=lambda s: statistics.mean(s["test_mean_steps"]), default=None)
-    lines += ["Not met. A user takes at least 2 steps (the first step with a change to measure), so half of k = 4 needs every user to stop at step 2.", ""]
+    lines += [
+        "Not met. A user takes at least 2 steps (the first step with a change to measure), so half of k = 4 needs every user to stop at step 2.",
+        "",
+    ]
     if close:
-        lines.append(f"- Fewest steps within 0.5% of fixed k = 4's test NDCG@10: {describe(min(close, key=lambda s: statistics.mean(s['test_mean_steps'])))}.")
+        lines.append(
+            f"- Fewest steps within 0.5% of fixed k = 4's test NDCG@10: {describe(min(close, key=lambda s: statistics.mean(s['test_mean_steps'])))}."
+        )
     if fewest is not None:
         lines.append(f"- Fewest steps measured: {describe(fewest)}.")
     return lines
@@ -284,12 +340,26 @@ def main() -> None:
     parser.add_argument("--fixed-ks", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--k-maxes", type=int, nargs="+", default=[4])
     parser.add_argument("--tols", type=float, nargs="+", default=[0.6, 0.55, 0.5, 0.45, 0.3, 0.25, 0.2, 0.1])
-    parser.add_argument("--within", type=float, default=0.005, help="relative valid NDCG@10 loss allowed against fixed k=4 when choosing the default (default 0.005)")
+    parser.add_argument(
+        "--within",
+        type=float,
+        default=0.005,
+        help="relative valid NDCG@10 loss allowed against fixed k=4 when choosing the default (default 0.005)",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds of timed test passes; the median counts (default 3)")
     parser.add_argument("--calls", type=int, default=200, help="single-history recommend calls per setting (default 200)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs")
-    parser.add_argument("--render", type=Path, default=None, help="re-write the markdown and plot from this JSON (written by an earlier run) without measuring")
-    parser.add_argument("--note", default=None, help="a sentence for the report about the checkpoints (e.g. that one was a snapshot of a run still training)")
+    parser.add_argument(
+        "--render",
+        type=Path,
+        default=None,
+        help="re-write the markdown and plot from this JSON (written by an earlier run) without measuring",
+    )
+    parser.add_argument(
+        "--note",
+        default=None,
+        help="a sentence for the report about the checkpoints (e.g. that one was a snapshot of a run still training)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.render is not None:
@@ -301,7 +371,12 @@ def main() -> None:
             raise SystemExit("error: --fixed-ks must include 4, the reference every setting is compared with")
         with progress_enabled(False):
             record = measure(args)
-        record.update(command="OMP_NUM_THREADS=1 " + command_line("adaptive_depth.py", args, skip=("out", "note")), repeats=args.repeats, calls=args.calls, within=args.within)
+        record.update(
+            command="OMP_NUM_THREADS=1 " + command_line("adaptive_depth.py", args, skip=("out", "note")),
+            repeats=args.repeats,
+            calls=args.calls,
+            within=args.within,
+        )
     if args.note is not None:
         record["note"] = args.note
     summary, chosen = summarise(record, record["within"])
@@ -309,7 +384,11 @@ def main() -> None:
     stem = f"adaptive_depth_{record['dataset']}"
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out / f"{stem}.json", record)
-    plot(summary, args.out / f"{stem}.png", f"{record['dataset']}: adaptive vs fixed depth ({len(record['checkpoints'])} checkpoint(s), 1 thread)")
+    plot(
+        summary,
+        args.out / f"{stem}.png",
+        f"{record['dataset']}: adaptive vs fixed depth ({len(record['checkpoints'])} checkpoint(s), 1 thread)",
+    )
     text = markdown(record, summary, chosen, record["within"], f"{stem}.png")
     atomic_write_text(args.out / f"{stem}.md", text)
     print(text, file=sys.stdout)

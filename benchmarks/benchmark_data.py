@@ -24,7 +24,7 @@ def rpt_reward(rpt_values: dict, reward: str, overrides: dict, num_items: int, c
     ``context`` (lares_rl/item_context.py) when it asks for one, and checked. The file is
     resolved inside a root holding the ``rpt`` section, because ``reward.k`` follows
     ``rpt.slate_size`` unless set."""
-    from lares_rl.rpt import instantiate_reward
+    from lares_rl.rewards.build import instantiate_reward
 
     root = OmegaConf.create({"rpt": rpt_values, "reward": OmegaConf.load(ROOT / "configs" / "reward" / f"{reward}.yaml")})
     root.reward.merge_with(overrides)
@@ -45,8 +45,13 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     """``--dataset``, ``--dataset-set`` and ``--beauty-path``, the three flags every script that
     reads a data set takes, spelled and documented once (read them with ``load_benchmark_dataset``)."""
     parser.add_argument("--dataset", choices=dataset_names(), default="ml-100k", help="a file name in configs/dataset/")
-    parser.add_argument("--dataset-set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="dataset config overrides, e.g. max_len=20 (the checkpoints' own); custom: path=log.csv user_col=... ")
+    parser.add_argument(
+        "--dataset-set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dataset config overrides, e.g. max_len=20 (the checkpoints' own); custom: path=log.csv user_col=... ",
+    )
     parser.add_argument("--beauty-path", default=str(DEFAULT_BEAUTY_PATH), help="the Amazon Beauty 5-core file")
 
 
@@ -59,8 +64,23 @@ def load_benchmark_dataset(name: str, overrides: dict, beauty_path: str | Path =
     return load_dataset(DatasetConfig.from_mapping(dataset_cfg), ROOT / ".lares_cache"), dataset_cfg
 
 
-def fresh_rpt_run(*, policy, payload: dict, data: SequenceData, max_len: int, cfg, reward_fn, eval_cfg, run_dir: Path, device, seed: int,
-                  dataset_cfg: dict, runs_dir: str | Path, item_context=None, resume: bool = False) -> dict:
+def fresh_rpt_run(
+    *,
+    policy,
+    payload: dict,
+    data: SequenceData,
+    max_len: int,
+    cfg,
+    reward_fn,
+    eval_cfg,
+    run_dir: Path,
+    device,
+    seed: int,
+    dataset_cfg: dict,
+    runs_dir: str | Path,
+    item_context=None,
+    resume: bool = False,
+) -> dict:
     """RPT from ``policy`` (an SPT checkpoint's weights, ``payload``) into an emptied ``run_dir``,
     seeded as the CLI seeds it, with the test split before and after (``train_rpt_with_test``);
     the filter is cached under ``runs_dir/rpt_filter``. ``resume``: continue the training state
@@ -71,17 +91,29 @@ def fresh_rpt_run(*, policy, payload: dict, data: SequenceData, max_len: int, cf
     import shutil
     import time
 
-    from lares_rl.rpt import train_rpt_with_test
-    from lares_rl.runtime import seed_everything
+    from lares_rl.core.runtime import seed_everything
+    from lares_rl.rpt.loop import train_rpt_with_test
 
     if not resume:
         shutil.rmtree(run_dir, ignore_errors=True)
     seed_everything(seed)
     start = time.perf_counter()
     result = train_rpt_with_test(
-        policy=policy, policy_config=payload["policy_config"], data=data, max_len=max_len, cfg=cfg, reward_fn=reward_fn, eval_cfg=eval_cfg,
-        run_dir=run_dir, device=device, seed=seed, config={"dataset": dataset_cfg, "rpt": vars(cfg)}, progress=False,
-        filter_cache_dir=Path(runs_dir) / "rpt_filter", item_context=item_context, resume=resume,
+        policy=policy,
+        policy_config=payload["policy_config"],
+        data=data,
+        max_len=max_len,
+        cfg=cfg,
+        reward_fn=reward_fn,
+        eval_cfg=eval_cfg,
+        run_dir=run_dir,
+        device=device,
+        seed=seed,
+        config={"dataset": dataset_cfg, "rpt": vars(cfg)},
+        progress=False,
+        filter_cache_dir=Path(runs_dir) / "rpt_filter",
+        item_context=item_context,
+        resume=resume,
     )
     result["rpt"]["seconds"] = time.perf_counter() - start
     result["rpt"]["resumed"] = resume

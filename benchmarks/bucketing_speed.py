@@ -17,18 +17,21 @@ import time
 from pathlib import Path
 
 import torch
-
-from lares_rl.atomic import atomic_write_text
-from lares_rl.checkpoint import build_policy
-from lares_rl.spt import SameTargetIndex, SPTConfig, epoch_order, spt_loss, total_loss
-
 from benchmark_data import DEFAULT_BEAUTY_PATH, config_file, load_benchmark_dataset
 from results_io import command_line, machine_description
+
+from lares_rl.core.atomic import atomic_write_text
+from lares_rl.core.checkpoint import build_policy
+from lares_rl.spt.batches import SameTargetIndex, epoch_order
+from lares_rl.spt.config import SPTConfig
+from lares_rl.spt.losses import spt_loss, total_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def time_batches(policy_name: str, order: torch.Tensor, windows: tuple[torch.Tensor, ...], positives: SameTargetIndex, num_items: int, max_len: int, args) -> list[float]:
+def time_batches(
+    policy_name: str, order: torch.Tensor, windows: tuple[torch.Tensor, ...], positives: SameTargetIndex, num_items: int, max_len: int, args
+) -> list[float]:
     policy_cfg = config_file("policy", policy_name)
     torch.manual_seed(0)
     policy = build_policy(policy_cfg, num_items, max_len).train()
@@ -74,15 +77,25 @@ def main() -> None:
         plain, bucket = statistics.median(seconds[False]), statistics.median(seconds[True])
         rows.append(f"| {policy_name} | {plain:.3f} | {bucket:.3f} | {plain / bucket:.2f}x |")
         print(rows[-1], flush=True)
-    report = "\n".join([
-        f"# Batch order and SPT step time ({args.dataset}, dense windows, max_len {args.max_len}, batch {args.batch_size})", "",
-        f"Command: `OMP_NUM_THREADS=1 {command_line('bucketing_speed.py', args, skip=('out', 'beauty_path'))}`", "",
-        f"Machine: {machine_description()}; "
-        f"median of {args.rounds * args.batches} timed steps per cell (forward + backward + Adam of the whole L_SPT step).", "",
-        f"Mean batch width over one epoch: {width[False]:.1f} plain, {width[True]:.1f} bucketed ({len(lengths):,} windows).", "",
-        "| policy | s/batch, plain shuffle | s/batch, bucketed | speed-up |", "|---|---:|---:|---:|", *rows, "",
-        "The alternating rounds share whatever load the machine had; the ratio is the figure to read.", "",
-    ])
+    report = "\n".join(
+        [
+            f"# Batch order and SPT step time ({args.dataset}, dense windows, max_len {args.max_len}, batch {args.batch_size})",
+            "",
+            f"Command: `OMP_NUM_THREADS=1 {command_line('bucketing_speed.py', args, skip=('out', 'beauty_path'))}`",
+            "",
+            f"Machine: {machine_description()}; "
+            f"median of {args.rounds * args.batches} timed steps per cell (forward + backward + Adam of the whole L_SPT step).",
+            "",
+            f"Mean batch width over one epoch: {width[False]:.1f} plain, {width[True]:.1f} bucketed ({len(lengths):,} windows).",
+            "",
+            "| policy | s/batch, plain shuffle | s/batch, bucketed | speed-up |",
+            "|---|---:|---:|---:|",
+            *rows,
+            "",
+            "The alternating rounds share whatever load the machine had; the ratio is the figure to read.",
+            "",
+        ]
+    )
     atomic_write_text(args.out, report)
     print(report)
 

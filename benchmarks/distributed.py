@@ -39,8 +39,19 @@ def torchrun_cli(workdir: Path, nproc: int, command: str, overrides: list[str]) 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run_dir = workdir / f"{command}_{nproc}"
-    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "lares_rl.cli", command,
-            *overrides, f"hydra.run.dir={run_dir}", f"cache_dir={workdir / 'cache'}"]
+    argv = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        "lares_rl.cli",
+        command,
+        *overrides,
+        f"hydra.run.dir={run_dir}",
+        f"cache_dir={workdir / 'cache'}",
+    ]
     start = time.perf_counter()
     result = subprocess.run(argv, cwd=workdir, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -54,43 +65,83 @@ def torchrun_cli(workdir: Path, nproc: int, command: str, overrides: list[str]) 
 
 def spt_run(workdir: Path, nproc: int, args: argparse.Namespace) -> dict:
     """One `lares-rl spt` under torchrun; its losses (TensorBoard), metrics.json and wall time."""
-    curves, summary, wall = torchrun_cli(workdir, nproc, "spt", [
-        "dataset=ml-100k", "device=cpu", "progress=false", "spt.mode=dense", f"spt.batch_size={args.spt_batch}", "spt.epochs=1",
-        "policy.dropout=0", "policy.t0_init=zero"])
+    curves, summary, wall = torchrun_cli(
+        workdir,
+        nproc,
+        "spt",
+        [
+            "dataset=ml-100k",
+            "device=cpu",
+            "progress=false",
+            "spt.mode=dense",
+            f"spt.batch_size={args.spt_batch}",
+            "spt.epochs=1",
+            "policy.dropout=0",
+            "policy.t0_init=zero",
+        ],
+    )
     losses = {tag: values for tag, values in curves.items() if "/losses/" in tag}
-    return {"losses": losses, "samples_per_sec": summary["samples_per_sec"], "epoch_seconds": summary["seconds_per_epoch"], "wall_seconds": wall,
-            "valid_ndcg@10": summary["valid"]["ndcg@10"]}
+    return {
+        "losses": losses,
+        "samples_per_sec": summary["samples_per_sec"],
+        "epoch_seconds": summary["seconds_per_epoch"],
+        "wall_seconds": wall,
+        "valid_ndcg@10": summary["valid"]["ndcg@10"],
+    }
 
 
 def collection_rate(workers: int, args: argparse.Namespace) -> dict:
     """Frames/s of ``workers`` collector processes (1 = the in-process Collector of train_rpt)."""
     from torchrl.collectors import Collector
 
-    from lares_rl.checkpoint import load_checkpoint, policy_from_checkpoint
+    from lares_rl.core.checkpoint import load_checkpoint, policy_from_checkpoint
     from lares_rl.data import DatasetConfig, load_dataset
-    from lares_rl.rewards import ndcg
-    from lares_rl.rpt import RPTConfig, rows_env
-    from lares_rl.rpt_collectors import multi_process_collector, sync_weights
-    from lares_rl.rpt_learner import build_learner
+    from lares_rl.rewards.builtin import ndcg
+    from lares_rl.rpt.collectors import multi_process_collector, sync_weights
+    from lares_rl.rpt.config import RPTConfig
+    from lares_rl.rpt.episodes import rows_env
+    from lares_rl.rpt.learner import build_learner
 
     payload = load_checkpoint(CHECKPOINT)
     data = load_dataset(DatasetConfig.from_mapping(payload["config"]["dataset"]))
     max_len = int(payload["dataset"]["max_len"])
     policy = policy_from_checkpoint(payload, "cpu")
-    cfg = RPTConfig(algorithm="latent_pg", exploration="gaussian", group_size=8, slate_size=100, histories_per_batch=args.histories, collector_workers=workers)
+    cfg = RPTConfig(
+        algorithm="latent_pg",
+        exploration="gaussian",
+        group_size=8,
+        slate_size=100,
+        histories_per_batch=args.histories,
+        collector_workers=workers,
+    )
     _, _, targets = data.train_rows(max_len)
     kept = torch.arange(len(targets))
     reward_fn = partial(ndcg, k=100)
     learner = build_learner(policy, cfg, device=torch.device("cpu"), eval_seed=0, seed=0)
     start = time.perf_counter()
     if workers == 1:
-        env = rows_env(data, kept, targets, histories=args.histories, cfg=cfg, reward_fn=reward_fn, max_len=max_len, seed=0, device=torch.device("cpu"))
-        collector = Collector(env, learner.actor, frames_per_batch=env.batch_size[0], total_frames=-1, device="cpu", auto_register_policy_transforms=False)
+        env = rows_env(
+            data, kept, targets, histories=args.histories, cfg=cfg, reward_fn=reward_fn, max_len=max_len, seed=0, device=torch.device("cpu")
+        )
+        collector = Collector(
+            env, learner.actor, frames_per_batch=env.batch_size[0], total_frames=-1, device="cpu", auto_register_policy_transforms=False
+        )
     else:
         import copy
 
-        collector = multi_process_collector(data=data, kept=kept, targets=targets, histories=args.histories, cfg=cfg, reward_fn=reward_fn, max_len=max_len,
-                                            seed=0, actor=learner.actor, policy=copy.deepcopy(policy), eval_seed=0)
+        collector = multi_process_collector(
+            data=data,
+            kept=kept,
+            targets=targets,
+            histories=args.histories,
+            cfg=cfg,
+            reward_fn=reward_fn,
+            max_len=max_len,
+            seed=0,
+            actor=learner.actor,
+            policy=copy.deepcopy(policy),
+            eval_seed=0,
+        )
     batches = iter(collector)
     next(batches)  # the first batch includes start-up (worker spawn, imports)
     startup = time.perf_counter() - start
@@ -105,9 +156,21 @@ def collection_rate(workers: int, args: argparse.Namespace) -> dict:
 
 def rpt_learner_run(workdir: Path, nproc: int, args: argparse.Namespace) -> dict:
     """One `lares-rl rpt` under torchrun with DDP learners; its losses, RPT summary and wall time."""
-    curves, summary, wall = torchrun_cli(workdir, nproc, "rpt", [
-        f"checkpoint={CHECKPOINT}", "device=cpu", "progress=false", "rpt=latent_pg", f"rpt.histories_per_batch={args.histories}",
-        f"rpt.batches_per_epoch={args.rpt_batches}", "rpt.epochs=1", f"rpt.probe_every={args.rpt_batches + 1}"])
+    curves, summary, wall = torchrun_cli(
+        workdir,
+        nproc,
+        "rpt",
+        [
+            f"checkpoint={CHECKPOINT}",
+            "device=cpu",
+            "progress=false",
+            "rpt=latent_pg",
+            f"rpt.histories_per_batch={args.histories}",
+            f"rpt.batches_per_epoch={args.rpt_batches}",
+            "rpt.epochs=1",
+            f"rpt.probe_every={args.rpt_batches + 1}",
+        ],
+    )
     keep = ("loop_frames_per_sec", "collect_frames_per_sec", "seconds_per_batch", "frames", "filter_seconds")
     return {"losses": curves["rpt/losses/total"], **{key: summary[key] for key in keep}, "wall_seconds": wall}
 
@@ -117,7 +180,13 @@ def drift(one: list[float], two: list[float]) -> dict[str, float]:
     and at the last step: the epoch's short last batch, which W processes cut to a multiple of W."""
     diffs = [abs(a - b) for a, b in zip(one, two)]
     last = len(diffs) - 1
-    spans = {"step 0": (0, 1), "steps 1-9": (1, 10), "steps 10-49": (10, 50), "steps 50 to last-1": (50, last), "last (short) batch": (last, last + 1)}
+    spans = {
+        "step 0": (0, 1),
+        "steps 1-9": (1, 10),
+        "steps 10-49": (10, 50),
+        "steps 50 to last-1": (50, last),
+        "last (short) batch": (last, last + 1),
+    }
     return {name: max(diffs[lo:hi]) for name, (lo, hi) in spans.items() if hi > lo}
 
 
@@ -139,7 +208,8 @@ def rpt_learner_record(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         runs = {n: rpt_learner_run(Path(tmp), n, args) for n in (1, 2)}
     return {
-        "histories_per_batch": args.histories, "batches": args.rpt_batches,
+        "histories_per_batch": args.histories,
+        "batches": args.rpt_batches,
         "max_abs_total_loss_difference": max(abs(a - b) for a, b in zip(runs[1]["losses"], runs[2]["losses"])),
         **{f"nproc{n}": {k: v for k, v in run.items() if k != "losses"} for n, run in runs.items()},
     }
@@ -155,13 +225,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "distributed.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    record: dict = json.loads(args.out.read_text()) if args.out.is_file() and len(args.parts) < 3 else {}  # a partial run keeps the other parts
+    record: dict = (
+        json.loads(args.out.read_text()) if args.out.is_file() and len(args.parts) < 3 else {}
+    )  # a partial run keeps the other parts
     record.update({"cpus": os.cpu_count(), "visible_cpus": len(os.sched_getaffinity(0))})
     command = "python benchmarks/distributed.py " + " ".join(sys.argv[1:])
     if "spt" in args.parts:
         record["spt"] = {"command": command, "load_before": os.getloadavg(), **spt_record(args)}
     if "collection" in args.parts:
-        record["collection"] = [{"command": command, "load_before": os.getloadavg(), **collection_rate(workers, args)} for workers in (1, 2)]
+        record["collection"] = [
+            {"command": command, "load_before": os.getloadavg(), **collection_rate(workers, args)} for workers in (1, 2)
+        ]
     if "rpt_learners" in args.parts:
         record["rpt_learners"] = {"command": command, "load_before": os.getloadavg(), **rpt_learner_record(args)}
     args.out.parent.mkdir(parents=True, exist_ok=True)

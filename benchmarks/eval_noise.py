@@ -16,13 +16,12 @@ import sys
 from pathlib import Path
 
 import torch
-
-from lares_rl.checkpoint import check_same_data, load_checkpoint, policy_from_checkpoint
-from lares_rl.errors import LaresError
-from lares_rl.evaluation import EvalConfig, evaluate_policy
-
 from benchmark_data import add_dataset_arguments, key_values, load_benchmark_dataset
 from results_io import machine_description, mean_std, publish
+
+from lares_rl.core.checkpoint import check_same_data, load_checkpoint, policy_from_checkpoint
+from lares_rl.core.errors import LaresError
+from lares_rl.eval.evaluation import EvalConfig, evaluate_policy
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,14 +47,21 @@ def main() -> None:
         by_seed = [evaluate_policy(policy, data, "test", max_len, EvalConfig(seed=s), cpu) for s in args.eval_seeds]
         by_batch = [evaluate_policy(policy, data, "test", max_len, EvalConfig(batch_size=b), cpu) for b in args.batch_sizes]
         rows.append((path, by_seed, by_batch))
-        print(f"[eval-noise] {path}: ndcg@10 over eval seeds {[round(m['ndcg@10'], 4) for m in by_seed]}, over batch sizes {[round(m['ndcg@10'], 4) for m in by_batch]}", flush=True)
+        print(
+            f"[eval-noise] {path}: ndcg@10 over eval seeds {[round(m['ndcg@10'], 4) for m in by_seed]}, over batch sizes {[round(m['ndcg@10'], 4) for m in by_batch]}",
+            flush=True,
+        )
 
     lines = [
-        f"# Evaluation noise on {args.dataset} (test split, full ranking)", "",
-        f"Command: `OMP_NUM_THREADS=1 python benchmarks/eval_noise.py {' '.join(sys.argv[1:])}`", "",
-        f"Machine: {machine_description(cpu)}", "",
+        f"# Evaluation noise on {args.dataset} (test split, full ranking)",
+        "",
+        f"Command: `OMP_NUM_THREADS=1 python benchmarks/eval_noise.py {' '.join(sys.argv[1:])}`",
+        "",
+        f"Machine: {machine_description(cpu)}",
+        "",
         f"Each checkpoint evaluated with eval seeds {args.eval_seeds} (batch size 1024) and with batch sizes {args.batch_sizes} (seed 0). "
-        "Spread is the sample standard deviation; range is max - min.", "",
+        "Spread is the sample standard deviation; range is max - min.",
+        "",
         "| checkpoint | NDCG@10 over eval seeds (mean ± sd) | Recall@10 over eval seeds (mean ± sd) | NDCG@10 range over batch sizes |",
         "|---|---:|---:|---:|",
     ]

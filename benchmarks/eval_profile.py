@@ -20,15 +20,14 @@ import time
 from collections import defaultdict
 
 import torch
-
-from lares_rl.checkpoint import check_same_data, load_checkpoint, policy_from_checkpoint
-from lares_rl.evaluation import EvalConfig, evaluate_policy
-from lares_rl.metrics import metrics_from_ranks, target_ranks
-import lares_rl.policies.reasoner as reasoner_module
-from lares_rl.tracking import progress_enabled
-
 from benchmark_data import ROOT, add_dataset_arguments, key_values, load_benchmark_dataset
 from results_io import command_line, machine_description, publish
+
+import lares_rl.policies.reasoner as reasoner_module
+from lares_rl.core.checkpoint import check_same_data, load_checkpoint, policy_from_checkpoint
+from lares_rl.core.tracking import progress_enabled
+from lares_rl.eval.evaluation import EvalConfig, evaluate_policy
+from lares_rl.metrics.ranking import metrics_from_ranks, target_ranks
 
 
 class Clock:
@@ -40,7 +39,9 @@ class Clock:
 
     def watch(self, module: torch.nn.Module, name: str) -> None:
         module.register_forward_pre_hook(lambda m, args: self._started.__setitem__(id(m), time.thread_time()))
-        module.register_forward_hook(lambda m, args, out: self.seconds.__setitem__(name, self.seconds[name] + time.thread_time() - self._started.pop(id(m))))
+        module.register_forward_hook(
+            lambda m, args, out: self.seconds.__setitem__(name, self.seconds[name] + time.thread_time() - self._started.pop(id(m)))
+        )
 
     def watch_method(self, module: torch.nn.Module, method: str, name: str) -> None:
         """Times a method that bypasses the hooks (``forward_at``, the final layer's read-position
@@ -100,7 +101,9 @@ def chunk_size_throughput(policy, data, max_len: int, args: argparse.Namespace, 
     try:
         for size in args.chunk_positions:
             reasoner_module.INFERENCE_CHUNK_POSITIONS = size or 10**12
-            passes = [timed(lambda: evaluate_policy(policy, data, args.split, max_len, cfg, torch.device("cpu"))) for _ in range(args.repeats + 1)]
+            passes = [
+                timed(lambda: evaluate_policy(policy, data, args.split, max_len, cfg, torch.device("cpu"))) for _ in range(args.repeats + 1)
+            ]
             results[size] = (users / statistics.median(seconds for seconds, _ in passes[1:]), passes[-1][1]["ndcg@10"])
     finally:
         reasoner_module.INFERENCE_CHUNK_POSITIONS = default
@@ -114,8 +117,13 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--split", default="test")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--chunk-positions", type=int, nargs="*", default=[0, 1024, 2048, 4096, 8192],
-                        help="also time whole passes with these inference chunk sizes (positions; 0: no chunks, one batch of 1024 at once)")
+    parser.add_argument(
+        "--chunk-positions",
+        type=int,
+        nargs="*",
+        default=[0, 1024, 2048, 4096, 8192],
+        help="also time whole passes with these inference chunk sizes (positions; 0: no chunks, one batch of 1024 at once)",
+    )
     parser.add_argument("--output", default=str(ROOT / "docs" / "eval_profile.md"))
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -134,26 +142,42 @@ def main() -> None:
     ours = users / total
     command = "OMP_NUM_THREADS=1 " + command_line("eval_profile.py", args, skip=("output",))
     lines = [
-        f"# Full-ranking evaluation profile ({args.dataset}, {args.split}, k = {args.k})", "",
-        f"Command: `{command}`", "", f"Machine: {machine_description()}. {users} users, {data.num_items} items, max_len {max_len}, batches of 1024 users that the model runs "
+        f"# Full-ranking evaluation profile ({args.dataset}, {args.split}, k = {args.k})",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Machine: {machine_description()}. {users} users, {data.num_items} items, max_len {max_len}, batches of 1024 users that the model runs "
         f"in row chunks of about {reasoner_module.INFERENCE_CHUNK_POSITIONS:,} positions, "
-        f"median of {args.repeats} passes after one warm-up; CPU time of the one torch thread.", "",
-        "| phase | ms per pass | share |", "|---|---:|---:|",
+        f"median of {args.repeats} passes after one warm-up; CPU time of the one torch thread.",
+        "",
+        "| phase | ms per pass | share |",
+        "|---|---:|---:|",
     ]
-    lines += [f"| {name} | {1e3 * seconds:.1f} | {100 * seconds / total:.1f}% |" for name, seconds in sorted(phases.items(), key=lambda item: -item[1])]
     lines += [
-        f"| **total** | **{1e3 * total:.1f}** | 100% |", "",
+        f"| {name} | {1e3 * seconds:.1f} | {100 * seconds / total:.1f}% |"
+        for name, seconds in sorted(phases.items(), key=lambda item: -item[1])
+    ]
+    lines += [
+        f"| **total** | **{1e3 * total:.1f}** | 100% |",
+        "",
         f"Throughput: **{ours:,.0f} users/s** (1 thread, full ranking, k = {args.k}). Against the official code, through the revision "
-        "issue 20 timed it against: [eval_speedup.md](eval_speedup.md).", "",
+        "issue 20 timed it against: [eval_speedup.md](eval_speedup.md).",
+        "",
     ]
     if by_chunk:
         lines += [
-            "## Inference chunk size", "",
+            "## Inference chunk size",
+            "",
             f"Whole passes (median of {args.repeats}) with `INFERENCE_CHUNK_POSITIONS` (policies/reasoner.py) set to each size; the model runs "
-            f"a batch in chunks of that many positions (rows x window, the window here {max_len}); the metrics are the same at every size.", "",
-            "| positions per chunk | rows per chunk | users/s | NDCG@10 |", "|---:|---:|---:|---:|",
+            f"a batch in chunks of that many positions (rows x window, the window here {max_len}); the metrics are the same at every size.",
+            "",
+            "| positions per chunk | rows per chunk | users/s | NDCG@10 |",
+            "|---:|---:|---:|---:|",
         ]
-        lines += [f"| {size or 'no chunks'} | {min(1024, size // max_len) if size else 1024} | {speed:,.0f} | {ndcg:.4f} |" for size, (speed, ndcg) in by_chunk.items()]
+        lines += [
+            f"| {size or 'no chunks'} | {min(1024, size // max_len) if size else 1024} | {speed:,.0f} | {ndcg:.4f} |"
+            for size, (speed, ndcg) in by_chunk.items()
+        ]
         lines.append("")
     publish("\n".join(lines), args.output)
 

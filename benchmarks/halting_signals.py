@@ -28,14 +28,13 @@ import sys
 from pathlib import Path
 
 import torch
-
-from lares_rl.atomic import atomic_write_json, atomic_write_text
-from lares_rl.checkpoint import check_same_data, load_checkpoint, policy_from_checkpoint
-from lares_rl.metrics import metrics_from_ranks, target_ranks
-from lares_rl.policies.actor import catalog_kl
-
 from benchmark_data import ROOT, add_dataset_arguments, key_values, load_benchmark_dataset
 from results_io import command_line, machine_description, mean_std
+
+from lares_rl.core.atomic import atomic_write_json, atomic_write_text
+from lares_rl.core.checkpoint import check_same_data, load_checkpoint, policy_from_checkpoint
+from lares_rl.metrics.ranking import metrics_from_ranks, target_ranks
+from lares_rl.policies.actor import catalog_kl
 
 SPLITS = ("valid", "test")
 THRESHOLDS = {
@@ -49,7 +48,7 @@ THRESHOLDS = {
 @torch.no_grad()
 def per_step(policy, data, split: str, max_len: int, k_max: int, seed: int = 0) -> dict[str, torch.Tensor]:
     """Per user and step (1..k_max): NDCG@10 of the target, the state, the top-10 and the log-softmax
-    summaries each rule reads. Ranks and NDCG@10 are evaluation's own (``lares_rl.metrics``), and the
+    summaries each rule reads. Ranks and NDCG@10 are evaluation's own (``lares_rl.metrics.ranking``), and the
     KL is the one RPT's probe logs (``catalog_kl``); ``policy.scores`` already puts padding at -inf."""
     seqs, lengths, targets = data.eval_inputs(split, max_len)
     policy.eval()
@@ -88,8 +87,10 @@ def halt(signals: dict[str, torch.Tensor], rule: str, threshold: float) -> tuple
     ndcg = signals["ndcg"]
     users, k_max = ndcg.shape
     fires = {
-        "state": lambda: signals["change"] < threshold, "kl": lambda: signals["kl"] < threshold,
-        "top10": lambda: signals["keep10"] >= threshold, "entropy": lambda: signals["entropy"] < threshold,
+        "state": lambda: signals["change"] < threshold,
+        "kl": lambda: signals["kl"] < threshold,
+        "top10": lambda: signals["keep10"] >= threshold,
+        "entropy": lambda: signals["entropy"] < threshold,
     }[rule]()
     fires[:, k_max - 1] = True  # k_max always stops
     first = fires.double().argmax(1)  # the first step that fires (0-based)
@@ -107,8 +108,14 @@ def measure(args: argparse.Namespace) -> dict:
         signals = {split: per_step(policy, data, split, max_len, args.k_max) for split in SPLITS}
         entropy_cut = {q: float(signals["valid"]["entropy"][:, 0].quantile(q)) for q in THRESHOLDS["entropy"]}
         for k in range(1, args.k_max + 1):
-            rows.append({"checkpoint": path, "rule": "fixed", "threshold": k,
-                         **{split: {"steps": float(k), "ndcg@10": float(signals[split]["ndcg"][:, k - 1].mean())} for split in SPLITS}})
+            rows.append(
+                {
+                    "checkpoint": path,
+                    "rule": "fixed",
+                    "threshold": k,
+                    **{split: {"steps": float(k), "ndcg@10": float(signals[split]["ndcg"][:, k - 1].mean())} for split in SPLITS},
+                }
+            )
         for rule, thresholds in THRESHOLDS.items():
             for threshold in thresholds:
                 cut = entropy_cut[threshold] if rule == "entropy" else threshold
@@ -118,8 +125,14 @@ def measure(args: argparse.Namespace) -> dict:
                     row[split] = {"steps": steps, "ndcg@10": ndcg}
                 rows.append(row)
         print(f"{path}: done", flush=True)
-    return {"dataset": args.dataset, "dataset_config": dataset_cfg, "checkpoints": args.checkpoints, "k_max": args.k_max,
-            "machine": machine_description(), "rows": rows}
+    return {
+        "dataset": args.dataset,
+        "dataset_config": dataset_cfg,
+        "checkpoints": args.checkpoints,
+        "k_max": args.k_max,
+        "machine": machine_description(),
+        "rows": rows,
+    }
 
 
 def summarise(record: dict, within: float) -> tuple[list[dict], list[dict]]:
@@ -128,7 +141,13 @@ def summarise(record: dict, within: float) -> tuple[list[dict], list[dict]]:
     summary = []
     for rule, threshold in keys:
         rows = [r for r in record["rows"] if (r["rule"], r["threshold"]) == (rule, threshold)]
-        summary.append({"rule": rule, "threshold": threshold, **{f"{split}_{key}": [r[split][key] for r in rows] for split in SPLITS for key in ("steps", "ndcg@10")}})
+        summary.append(
+            {
+                "rule": rule,
+                "threshold": threshold,
+                **{f"{split}_{key}": [r[split][key] for r in rows] for split in SPLITS for key in ("steps", "ndcg@10")},
+            }
+        )
     reference = next(s for s in summary if s["rule"] == "fixed" and s["threshold"] == record["k_max"])
     floor = (1 - within) * statistics.mean(reference["valid_ndcg@10"])
     chosen = []
@@ -158,27 +177,44 @@ def markdown(record: dict, summary: list[dict], chosen: list[dict], within: floa
         return "-"
 
     lines = [
-        f"# Halting signals on {record['dataset']}: which users could stop early?", "",
-        f"Command: `{record['command']}`", "", f"Machine: {record['machine']}. Checkpoints ({n}): " + ", ".join(f"`{c}`" for c in record["checkpoints"]) + ".", "",
+        f"# Halting signals on {record['dataset']}: which users could stop early?",
+        "",
+        f"Command: `{record['command']}`",
+        "",
+        f"Machine: {record['machine']}. Checkpoints ({n}): " + ", ".join(f"`{c}`" for c in record["checkpoints"]) + ".",
+        "",
         f"Each rule is simulated from the per-step states of one fixed k = {k_max} pass (eval seed 0); halting computes the same states and "
         "stops earlier (benchmarks/halting_signals.py says how each rule reads them). Thresholds of `entropy` are quantiles of the step-1 "
-        f"entropy on validation. Cells: mean ± sample std over the {n} checkpoint(s); change is test NDCG@10 against fixed k = {k_max}.", "",
-        "## Chosen on validation", "",
-        f"Per rule, the threshold with the fewest mean valid steps whose mean valid NDCG@10 is within {100 * within:.1f}% of fixed k = {k_max}.", "",
-        "| rule | threshold | mean steps (test) | test NDCG@10 | change | fixed k at those steps | valid NDCG@10 |", "|---|---:|---:|---:|---:|---:|---:|",
+        f"entropy on validation. Cells: mean ± sample std over the {n} checkpoint(s); change is test NDCG@10 against fixed k = {k_max}.",
+        "",
+        "## Chosen on validation",
+        "",
+        f"Per rule, the threshold with the fewest mean valid steps whose mean valid NDCG@10 is within {100 * within:.1f}% of fixed k = {k_max}.",
+        "",
+        "| rule | threshold | mean steps (test) | test NDCG@10 | change | fixed k at those steps | valid NDCG@10 |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for s in [reference] + chosen:
         steps = statistics.mean(s["test_steps"])
-        lines.append(f"| {s['rule']} | {s['threshold']:g} | {steps:.2f} | {mean_std(s['test_ndcg@10'])} | {change(s)} | {fixed_line(steps)} | {mean_std(s['valid_ndcg@10'])} |")
+        lines.append(
+            f"| {s['rule']} | {s['threshold']:g} | {steps:.2f} | {mean_std(s['test_ndcg@10'])} | {change(s)} | {fixed_line(steps)} | {mean_std(s['valid_ndcg@10'])} |"
+        )
     missing = [rule for rule in THRESHOLDS if rule not in {s["rule"] for s in chosen}]
     if missing:
         lines += ["", "No threshold of " + ", ".join(missing) + " stays within the validation bound."]
-    lines += ["", "## Every setting", "", "| rule | threshold | mean steps (valid) | valid NDCG@10 | mean steps (test) | test NDCG@10 | change | fixed k at those steps |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        "## Every setting",
+        "",
+        "| rule | threshold | mean steps (valid) | valid NDCG@10 | mean steps (test) | test NDCG@10 | change | fixed k at those steps |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for s in summary:
         steps = statistics.mean(s["test_steps"])
-        lines.append(f"| {s['rule']} | {s['threshold']:g} | {statistics.mean(s['valid_steps']):.2f} | {mean_std(s['valid_ndcg@10'])} | "
-                     f"{steps:.2f} | {mean_std(s['test_ndcg@10'])} | {change(s)} | {fixed_line(steps)} |")
+        lines.append(
+            f"| {s['rule']} | {s['threshold']:g} | {statistics.mean(s['valid_steps']):.2f} | {mean_std(s['valid_ndcg@10'])} | "
+            f"{steps:.2f} | {mean_std(s['test_ndcg@10'])} | {change(s)} | {fixed_line(steps)} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -44,11 +44,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from lares_rl.atomic import atomic_write_text
-from lares_rl.data import SequenceData
-
 from results_io import command_line, machine_description
+
+from lares_rl.core.atomic import atomic_write_text
+from lares_rl.data import SequenceData
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ("eval_full", "eval_chunked", "recommend_full", "recommend_chunked", "spt_full", "spt_sampled", "spt_in_batch")
@@ -64,17 +63,30 @@ def synthetic_catalog(users: int, items: int, seed: int = 0) -> SequenceData:
     ranked = np.searchsorted(cdf, rng.random(int(lengths.sum())), side="right").clip(max=items - 1)
     catalog = rng.permutation(items) + 1
     return SequenceData(
-        items=catalog[ranked].astype(np.int64), offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64), num_items=items,
-        user_ids=np.arange(users).astype(str), item_ids=np.concatenate([["<pad>"], np.arange(1, items + 1).astype(str)]),
-        item_titles=None, fingerprint=f"synthetic-{users}-{items}-{seed}", source="<synthetic>",
+        items=catalog[ranked].astype(np.int64),
+        offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        num_items=items,
+        user_ids=np.arange(users).astype(str),
+        item_ids=np.concatenate([["<pad>"], np.arange(1, items + 1).astype(str)]),
+        item_titles=None,
+        fingerprint=f"synthetic-{users}-{items}-{seed}",
+        source="<synthetic>",
     )
 
 
 def first_users(data: SequenceData, count: int) -> SequenceData:
     """The first ``count`` users, same catalog (evaluation is timed on them)."""
     stop = int(data.offsets[count])
-    return SequenceData(items=data.items[:stop], offsets=data.offsets[: count + 1], num_items=data.num_items, user_ids=data.user_ids[:count],
-                        item_ids=data.item_ids, item_titles=None, fingerprint=data.fingerprint + f"-first{count}", source=data.source)
+    return SequenceData(
+        items=data.items[:stop],
+        offsets=data.offsets[: count + 1],
+        num_items=data.num_items,
+        user_ids=data.user_ids[:count],
+        item_ids=data.item_ids,
+        item_titles=None,
+        fingerprint=data.fingerprint + f"-first{count}",
+        source=data.source,
+    )
 
 
 def _status_mb(field: str) -> float:
@@ -89,15 +101,19 @@ def reset_peak() -> float:
 
 def run_task(task: str, items: int, args: argparse.Namespace) -> dict:
     """Build, warm up, reset the peak, time ``task``; one catalog size, in this process."""
-    from lares_rl.evaluation import EvalConfig, evaluate_policy
+    from lares_rl.eval.evaluation import EvalConfig, evaluate_policy
     from lares_rl.policies.reasoner import LaresReasoner
-    from lares_rl.recommender import Recommender
-    from lares_rl.spt import SameTargetIndex, SPTConfig, spt_loss, total_loss
+    from lares_rl.serve.recommender import Recommender
+    from lares_rl.spt.batches import SameTargetIndex
+    from lares_rl.spt.config import SPTConfig
+    from lares_rl.spt.losses import spt_loss, total_loss
 
     torch.manual_seed(0)
     data = synthetic_catalog(args.users, items)
     # a constant depth: with the sampled one (k up to 12) a step's activations vary 2-3x from step to step
-    policy = LaresReasoner(items, MAX_LEN, d_model=args.d_model, n_heads=2, inner_size=2 * args.d_model, dropout=0.1, step_sampler="constant")
+    policy = LaresReasoner(
+        items, MAX_LEN, d_model=args.d_model, n_heads=2, inner_size=2 * args.d_model, dropout=0.1, step_sampler="constant"
+    )
     chunk = args.item_chunk if task.endswith("chunked") else None
     out: dict = {"task": task, "items": items, "users": args.users}
 
@@ -141,8 +157,15 @@ def run_task(task: str, items: int, args: argparse.Namespace) -> dict:
             step(rows)
         seconds, count, unit = time.perf_counter() - start, args.spt_batch * args.spt_steps, "rows/s"
     peak_mb = _status_mb("VmHWM")
-    out.update(setup_mb=start_mb, working_mb=peak_mb - start_mb, peak_mb=peak_mb, seconds=seconds, throughput=count / seconds, unit=unit,
-               item_table_mb=(items + 1) * args.d_model * 4 / 2**20)
+    out.update(
+        setup_mb=start_mb,
+        working_mb=peak_mb - start_mb,
+        peak_mb=peak_mb,
+        seconds=seconds,
+        throughput=count / seconds,
+        unit=unit,
+        item_table_mb=(items + 1) * args.d_model * 4 / 2**20,
+    )
     return out
 
 
@@ -152,10 +175,22 @@ def report(rows: list[dict], args: argparse.Namespace, command: str) -> str:
     head = "| task | " + " | ".join(f"{n:,} items" for n in sizes) + " |\n|---|" + "---:|" * len(sizes) + "\n"
 
     def table(field: str, fmt: str) -> str:
-        return head + "".join(f"| {t} | " + " | ".join(fmt.format(by[t, n][field]) if (t, n) in by else "-" for n in sizes) + " |\n" for t in TASKS if any((t, n) in by for n in sizes))
+        return head + "".join(
+            f"| {t} | " + " | ".join(fmt.format(by[t, n][field]) if (t, n) in by else "-" for n in sizes) + " |\n"
+            for t in TASKS
+            if any((t, n) in by for n in sizes)
+        )
 
-    same = all(by[("eval_full", n)]["ndcg@10"] == by[("eval_chunked", n)]["ndcg@10"] for n in sizes if ("eval_full", n) in by and ("eval_chunked", n) in by)
-    same_rec = all(by[("recommend_full", n)]["first_items"] == by[("recommend_chunked", n)]["first_items"] for n in sizes if ("recommend_full", n) in by and ("recommend_chunked", n) in by)
+    same = all(
+        by[("eval_full", n)]["ndcg@10"] == by[("eval_chunked", n)]["ndcg@10"]
+        for n in sizes
+        if ("eval_full", n) in by and ("eval_chunked", n) in by
+    )
+    same_rec = all(
+        by[("recommend_full", n)]["first_items"] == by[("recommend_chunked", n)]["first_items"]
+        for n in sizes
+        if ("recommend_full", n) in by and ("recommend_chunked", n) in by
+    )
     return f"""# Large catalogs: memory and throughput (synthetic, {args.users:,} users)
 
 Command: `{command}`
@@ -163,7 +198,7 @@ Command: `{command}`
 Machine: {machine_description()}. Each cell is its own process, with large blocks
 allocated as their own mappings so that resident memory follows live memory
 (`benchmarks/large_catalog.py` says what is built, measured and timed). Model: LARES, d_model {args.d_model}, 2 pre + 2 core layers, constant depth 4; item
-table {', '.join(f"{(n + 1) * args.d_model * 4 / 2**20:.0f} MB" for n in sizes)} for {', '.join(f"{n:,}" for n in sizes)} items.
+table {", ".join(f"{(n + 1) * args.d_model * 4 / 2**20:.0f} MB" for n in sizes)} for {", ".join(f"{n:,}" for n in sizes)} items.
 Evaluation and recommend: {args.eval_users:,} users in batches of {args.eval_batch}, chunks of
 {args.item_chunk:,} items. SPT: {args.spt_steps} steps of {args.spt_batch} training rows (rows mode, L_SPT with
 TLA and SLA, Adam); sampled: {args.negatives:,} popularity-drawn negatives per batch, log-Q corrected.
@@ -206,16 +241,27 @@ def main() -> None:
         return
     command = command_line("large_catalog.py", args, skip=("out", "json", "worker"))
     rows = []
-    passthrough = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k in ("users", "d_model", "eval_users", "eval_batch", "item_chunk", "spt_batch", "spt_steps", "negatives")]
+    passthrough = [
+        f"--{k.replace('_', '-')}={v}"
+        for k, v in vars(args).items()
+        if k in ("users", "d_model", "eval_users", "eval_batch", "item_chunk", "spt_batch", "spt_steps", "negatives")
+    ]
     for items in args.items:
         for task in args.tasks:
-            done = subprocess.run([sys.executable, __file__, "--worker", task, str(items), *passthrough], capture_output=True, text=True,
-                                  env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"})
+            done = subprocess.run(
+                [sys.executable, __file__, "--worker", task, str(items), *passthrough],
+                capture_output=True,
+                text=True,
+                env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"},
+            )
             if done.returncode != 0:
                 raise SystemExit(f"{task} at {items} items failed:\n{done.stderr}")
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
             r = rows[-1]
-            print(f"{task:18s} {items:>9,} items  working {r['working_mb']:8.1f} MB  setup {r['setup_mb']:8.1f} MB  {r['throughput']:9.1f} {r['unit']}", flush=True)
+            print(
+                f"{task:18s} {items:>9,} items  working {r['working_mb']:8.1f} MB  setup {r['setup_mb']:8.1f} MB  {r['throughput']:9.1f} {r['unit']}",
+                flush=True,
+            )
     atomic_write_text(Path(args.json), json.dumps({"command": command, "machine": machine_description(), "rows": rows}, indent=1) + "\n")
     atomic_write_text(Path(args.out), report(rows, args, command))
     print(f"wrote {args.out} and {args.json}")

@@ -20,11 +20,10 @@ import sys
 import time
 
 import torch
+from results_io import cpu_name, publish
 
 from lares_rl.policies.reasoner import LaresReasoner
-from lares_rl.recommender import Recommender
-
-from results_io import cpu_name, publish
+from lares_rl.serve.recommender import Recommender
 
 NUM_ITEMS, MAX_LEN = 1349, 20  # ML-100K after 5-core
 
@@ -88,7 +87,11 @@ def main() -> None:
         rec = _build(args, deterministic)
         rows["deterministic" if deterministic else "default (T0 noise)"] = (rec, measure(rec, args.calls, args.histories, args.top_k))
     rec = next(iter(rows.values()))[0]
-    model = f"checkpoint `{args.checkpoint}`" if args.checkpoint else "default `LaresReasoner` (d_model 64, 2 pre + 2 core layers), random weights"
+    model = (
+        f"checkpoint `{args.checkpoint}`"
+        if args.checkpoint
+        else "default `LaresReasoner` (d_model 64, 2 pre + 2 core layers), random weights"
+    )
     command = "OMP_NUM_THREADS=1 python " + " ".join(["benchmarks/latency.py", *sys.argv[1:]])
     lines = [
         "# Recommendation latency (CPU, one thread)",
@@ -106,7 +109,9 @@ def main() -> None:
         "|---|---:|---:|---:|---:|",
     ]
     for name, (_, result) in rows.items():
-        lines.append(f"| {name} | {result['p50_ms']:.2f} | {result['p99_ms']:.2f} | {result['mean_ms']:.2f} | {result['throughput']:,.0f} |")
+        lines.append(
+            f"| {name} | {result['p50_ms']:.2f} | {result['p99_ms']:.2f} | {result['mean_ms']:.2f} | {result['throughput']:,.0f} |"
+        )
     lines += ["", "Target: p50 under 10 ms for one history. The machine is shared, so p99 includes scheduling noise.", ""]
     publish("\n".join(lines), args.output)
 

@@ -21,14 +21,13 @@ import sys
 from pathlib import Path
 
 import torch
-
-from lares_rl.atomic import atomic_write_json, atomic_write_text
-from lares_rl.checkpoint import check_same_data, load_checkpoint, policy_from_checkpoint
-from lares_rl.evaluation import EvalConfig, evaluate_policy
-from lares_rl.metrics import metrics_from_ranks, policy_score_fn, target_ranks
-
 from benchmark_data import ROOT, add_dataset_arguments, key_values, load_benchmark_dataset
 from results_io import command_line, machine_description
+
+from lares_rl.core.atomic import atomic_write_json, atomic_write_text
+from lares_rl.core.checkpoint import check_same_data, load_checkpoint, policy_from_checkpoint
+from lares_rl.eval.evaluation import EvalConfig, evaluate_policy
+from lares_rl.metrics.ranking import metrics_from_ranks, policy_score_fn, target_ranks
 
 MEAN_ROW = "mean of the pairs above"
 
@@ -66,21 +65,34 @@ def paired_bootstrap(before: torch.Tensor, after: torch.Tensor, resamples: int, 
     index = torch.randint(users, (resamples, users), generator=generator)
     change = after[index].mean(1) / before[index].mean(1).clamp(min=1e-12) - 1
     low, high = torch.quantile(change, torch.tensor([0.025, 0.975], dtype=change.dtype)).tolist()
-    return {"before": float(before.mean()), "after": float(after.mean()), "change": float(after.mean() / before.mean() - 1),
-            "ci_low": low, "ci_high": high, "p_not_better": float((change <= 0).double().mean()), "users": users}
+    return {
+        "before": float(before.mean()),
+        "after": float(after.mean()),
+        "change": float(after.mean() / before.mean() - 1),
+        "ci_low": low,
+        "ci_high": high,
+        "p_not_better": float((change <= 0).double().mean()),
+        "users": users,
+    }
 
 
 def markdown(record: dict) -> str:
     lines = [
-        f"# Paired bootstrap on {record['dataset']} ({record['split']}, {record['metric']})", "",
-        f"Command: `{record['command']}`", "", f"Machine: {record['machine']}. {record['resamples']} resamples of the users, seed 0.", "",
+        f"# Paired bootstrap on {record['dataset']} ({record['split']}, {record['metric']})",
+        "",
+        f"Command: `{record['command']}`",
+        "",
+        f"Machine: {record['machine']}. {record['resamples']} resamples of the users, seed 0.",
+        "",
         f"| before | after | users | {record['metric']} before | after | change | 95% interval | resamples with no gain |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in record["pairs"]:
         before, after = (path if path == MEAN_ROW else f"`{path}`" for path in (row["before_path"], row["after_path"]))
-        lines.append(f"| {before} | {after} | {row['users']:,} | {row['before']:.4f} | {row['after']:.4f} | {100 * row['change']:+.1f}% "
-                     f"| {100 * row['ci_low']:+.1f}% .. {100 * row['ci_high']:+.1f}% | {100 * row['p_not_better']:.1f}% |")
+        lines.append(
+            f"| {before} | {after} | {row['users']:,} | {row['before']:.4f} | {row['after']:.4f} | {100 * row['change']:+.1f}% "
+            f"| {100 * row['ci_low']:+.1f}% .. {100 * row['ci_high']:+.1f}% | {100 * row['p_not_better']:.1f}% |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -107,10 +119,20 @@ def main() -> None:
         before, after = (torch.stack(side).mean(0) for side in zip(*values))
         pairs.append({"before_path": MEAN_ROW, "after_path": MEAN_ROW, **paired_bootstrap(before, after, args.resamples)})
     for row in pairs:
-        print(f"{row['before_path']} -> {row['after_path']}: {args.metric} {row['before']:.4f} -> {row['after']:.4f} ({100 * row['change']:+.1f}%, "
-              f"95% {100 * row['ci_low']:+.1f}% .. {100 * row['ci_high']:+.1f}%, no gain in {100 * row['p_not_better']:.1f}% of resamples)", flush=True)
-    record = {"dataset": args.dataset, "split": args.split, "metric": args.metric, "resamples": args.resamples, "pairs": pairs,
-              "machine": machine_description(), "command": "OMP_NUM_THREADS=1 " + command_line("paired_bootstrap.py", args, skip=("threads",))}
+        print(
+            f"{row['before_path']} -> {row['after_path']}: {args.metric} {row['before']:.4f} -> {row['after']:.4f} ({100 * row['change']:+.1f}%, "
+            f"95% {100 * row['ci_low']:+.1f}% .. {100 * row['ci_high']:+.1f}%, no gain in {100 * row['p_not_better']:.1f}% of resamples)",
+            flush=True,
+        )
+    record = {
+        "dataset": args.dataset,
+        "split": args.split,
+        "metric": args.metric,
+        "resamples": args.resamples,
+        "pairs": pairs,
+        "machine": machine_description(),
+        "command": "OMP_NUM_THREADS=1 " + command_line("paired_bootstrap.py", args, skip=("threads",)),
+    }
     if args.out:
         out = Path(args.out) if Path(args.out).is_absolute() else ROOT / args.out
         atomic_write_json(out.with_suffix(".json"), record)

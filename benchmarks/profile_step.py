@@ -23,15 +23,17 @@ import argparse
 import copy
 import statistics
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
+from benchmark_data import load_benchmark_dataset
 from torch.profiler import profile
 
-from benchmark_data import load_benchmark_dataset
 from lares_rl.policies.reasoner import LaresReasoner
-from lares_rl.spt import SameTargetIndex, SPTConfig, recommendation_loss, spt_loss, symmetric_info_nce, total_loss
+from lares_rl.spt.batches import SameTargetIndex
+from lares_rl.spt.config import SPTConfig
+from lares_rl.spt.losses import recommendation_loss, spt_loss, symmetric_info_nce, total_loss
 
 Batch = tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -94,7 +96,9 @@ def breakdown(model: LaresReasoner, batch_iter: Iterator[Batch], steps: int, cfg
     """Forward and backward ms of each pass of the three-pass step. The alignment losses join the
     anchor and positive graphs, so each side's backward is timed with the other side detached:
     the same gradient work as the joint backward, split by pass."""
-    times: dict[str, list[float]] = {name: [] for name in ("rec fwd", "rec bwd", "anchor fwd", "anchor bwd", "positive fwd", "positive bwd", "adam")}
+    times: dict[str, list[float]] = {
+        name: [] for name in ("rec fwd", "rec bwd", "anchor fwd", "anchor bwd", "positive fwd", "positive bwd", "adam")
+    }
     ks, kps = [], []
     optimizer = torch.optim.Adam(model.parameters(), 1e-3)
     for _ in range(steps):
@@ -140,7 +144,9 @@ def compare_anchor(model: LaresReasoner, batch_iter: Iterator[Batch], steps: int
             torch.manual_seed(index)  # all draw the same first k: the recommendation pass's (separate) or k' (shared)
             timed(lambda: train_step(m, optimizers[label], batch, c, "spt"), times[label])
     reference = statistics.mean(times[next(iter(runs))])
-    print(f"| setting | mean ms / step | median ms / step | training s / epoch ({per_epoch} steps) | speed-up (mean) |\n|---|---:|---:|---:|---:|")
+    print(
+        f"| setting | mean ms / step | median ms / step | training s / epoch ({per_epoch} steps) | speed-up (mean) |\n|---|---:|---:|---:|---:|"
+    )
     for label, values in times.items():
         mean = statistics.mean(values)
         print(f"| {label} | {mean:.0f} | {statistics.median(values):.0f} | {per_epoch * mean / 1000:.0f} | {reference / mean:.2f}x |")
@@ -152,7 +158,11 @@ def main() -> None:
     parser.add_argument("--step", choices=["rec", "spt"], default="rec")
     parser.add_argument("--separate-anchor", action="store_true", help="spt.shared_anchor=false (the reference's three passes)")
     parser.add_argument("--breakdown", action="store_true", help="per-pass forward/backward ms of the three-pass step")
-    parser.add_argument("--compare-anchor", action="store_true", help="whole-step ms: separate anchor, shared anchor, shared anchor with a positive pass without gradient")
+    parser.add_argument(
+        "--compare-anchor",
+        action="store_true",
+        help="whole-step ms: separate anchor, shared anchor, shared anchor with a positive pass without gradient",
+    )
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--max-len", type=int, default=20)
     parser.add_argument("--batch", type=int, default=1024)
@@ -174,7 +184,9 @@ def main() -> None:
     for _ in range(args.steps):
         timed(lambda: train_step(model, optimizer, next(batch_iter), cfg, args.step), times)
     anchor = "" if args.step == "rec" or args.policy == "sasrec" else (" separate anchor" if args.separate_anchor else " shared anchor")
-    print(f"{args.policy} {args.step}{anchor}{' compiled' if args.compile else ''}: {statistics.mean(times) / 1000:.3f} s per batch of {args.batch}")
+    print(
+        f"{args.policy} {args.step}{anchor}{' compiled' if args.compile else ''}: {statistics.mean(times) / 1000:.3f} s per batch of {args.batch}"
+    )
     with profile() as prof:
         for _ in range(3):
             train_step(model, optimizer, next(batch_iter), cfg, args.step)

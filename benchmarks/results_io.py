@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from lares_rl.atomic import atomic_write_json, atomic_write_text
+from lares_rl.core.atomic import atomic_write_json, atomic_write_text
 
 
 def cpu_name() -> str:
@@ -58,7 +58,9 @@ def _merged_base(out_path: Path, record: dict, same: tuple[str, ...], defaults: 
         merged[key], record[key] = {**values, **merged[key]}, {**values, **record[key]}
     for key in same:
         if merged[key] != record[key]:
-            raise SystemExit(f"error: {out_path} holds seeds with a different {key}; write this configuration to another file (--tag / --out)")
+            raise SystemExit(
+                f"error: {out_path} holds seeds with a different {key}; write this configuration to another file (--tag / --out)"
+            )
     return merged
 
 

@@ -23,19 +23,19 @@ import statistics
 from pathlib import Path
 
 import torch
-
-from lares_rl.atomic import atomic_write_text
-from lares_rl.checkpoint import build_policy, check_same_data, load_checkpoint, policy_from_checkpoint
-from lares_rl.config import section_from_mapping
-from lares_rl.evaluation import EvalConfig
-from lares_rl.rewards import describe_reward
-from lares_rl.rpt import RPTConfig
-from lares_rl.runtime import resolve_device, seed_everything
-from lares_rl.spt import SPTConfig, train_spt
-
 from benchmark_data import add_dataset_arguments, config_file, fresh_rpt_run, key_values, load_benchmark_dataset, rpt_reward
 from results_io import check_mergeable, command_line, machine_description, mean_std, merge_seed, seed_commands
 from seed_resume import interruption_names_resume, resumable
+
+from lares_rl.core.atomic import atomic_write_text
+from lares_rl.core.checkpoint import build_policy, check_same_data, load_checkpoint, policy_from_checkpoint
+from lares_rl.core.config import section_from_mapping
+from lares_rl.core.runtime import resolve_device, seed_everything
+from lares_rl.eval.evaluation import EvalConfig
+from lares_rl.rewards import describe_reward
+from lares_rl.rpt.config import RPTConfig
+from lares_rl.spt.config import SPTConfig
+from lares_rl.spt.train import train_spt
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOWN = ("ndcg@10", "recall@10")
@@ -49,8 +49,17 @@ def spt_checkpoint(seed: int, args, data, dataset_cfg: dict, policy_cfg: dict, m
     policy = build_policy(policy_cfg, data.num_items, max_len)
     spt_cfg = section_from_mapping(SPTConfig, {"epochs": args.spt_epochs}, "spt")
     summary = train_spt(
-        policy=policy, policy_config=policy_cfg, data=data, max_len=max_len, cfg=spt_cfg, eval_cfg=EvalConfig(), run_dir=run_root / f"spt_seed{seed}",
-        device=device, seed=seed, config={"dataset": dataset_cfg, "policy": policy_cfg}, progress=False,
+        policy=policy,
+        policy_config=policy_cfg,
+        data=data,
+        max_len=max_len,
+        cfg=spt_cfg,
+        eval_cfg=EvalConfig(),
+        run_dir=run_root / f"spt_seed{seed}",
+        device=device,
+        seed=seed,
+        config={"dataset": dataset_cfg, "policy": policy_cfg},
+        progress=False,
     )
     return summary["checkpoint"]
 
@@ -94,29 +103,61 @@ def learning_cells(summary: dict) -> str:
 
 def markdown(record: dict) -> str:
     rows = record["seeds"]
-    header = "| seed | " + " | ".join(f"{split} {m} SPT -> RPT" for split in ("valid", "test") for m in SHOWN) + " | kept rows | epochs to best | zero-adv groups | probe reward start -> end | collect frames/s | loop frames/s |"
+    header = (
+        "| seed | "
+        + " | ".join(f"{split} {m} SPT -> RPT" for split in ("valid", "test") for m in SHOWN)
+        + " | kept rows | epochs to best | zero-adv groups | probe reward start -> end | collect frames/s | loop frames/s |"
+    )
     lines = [
-        f"# RPT on {record['dataset']} ({record['rpt']['algorithm']}, reward {record['reward']})", "",
-        f"Command: `{seed_commands(record)}`", "", f"Machine: {record['machine']}", "",
-        "RPT settings: " + ", ".join(f"{k}={v}" for k, v in record["rpt"].items()), "",
-        header, "|---|" + "---:|" * (len(SHOWN) * 2 + 6),
+        f"# RPT on {record['dataset']} ({record['rpt']['algorithm']}, reward {record['reward']})",
+        "",
+        f"Command: `{seed_commands(record)}`",
+        "",
+        f"Machine: {record['machine']}",
+        "",
+        "RPT settings: " + ", ".join(f"{k}={v}" for k, v in record["rpt"].items()),
+        "",
+        header,
+        "|---|" + "---:|" * (len(SHOWN) * 2 + 6),
     ]
     for row in rows:
         cells = [f"{row['before'][split][m]:.4f} -> {row['after'][split][m]:.4f}" for split in ("valid", "test") for m in SHOWN]
-        lines.append(f"| {row['seed']} | " + " | ".join(cells) + f" | {row['rpt']['kept_rows']} ({row['rpt']['kept_fraction']:.1%}) | {row['rpt']['best_epoch'] + 1} | {learning_cells(row['rpt'])} | {row['rpt']['collect_frames_per_sec']:.0f} | {row['rpt']['loop_frames_per_sec']:.0f} |")
+        lines.append(
+            f"| {row['seed']} | "
+            + " | ".join(cells)
+            + f" | {row['rpt']['kept_rows']} ({row['rpt']['kept_fraction']:.1%}) | {row['rpt']['best_epoch'] + 1} | {learning_cells(row['rpt'])} | {row['rpt']['collect_frames_per_sec']:.0f} | {row['rpt']['loop_frames_per_sec']:.0f} |"
+        )
     if len(rows) > 1:
-        cells = [f"{mean_std([r['before'][s][m] for r in rows])} -> {mean_std([r['after'][s][m] for r in rows])}" for s in ("valid", "test") for m in SHOWN]
-        lines.append("| mean ± std | " + " | ".join(cells) + f" | | | | | {statistics.mean(r['rpt']['collect_frames_per_sec'] for r in rows):.0f} | {statistics.mean(r['rpt']['loop_frames_per_sec'] for r in rows):.0f} |")
+        cells = [
+            f"{mean_std([r['before'][s][m] for r in rows])} -> {mean_std([r['after'][s][m] for r in rows])}"
+            for s in ("valid", "test")
+            for m in SHOWN
+        ]
+        lines.append(
+            "| mean ± std | "
+            + " | ".join(cells)
+            + f" | | | | | {statistics.mean(r['rpt']['collect_frames_per_sec'] for r in rows):.0f} | {statistics.mean(r['rpt']['loop_frames_per_sec'] for r in rows):.0f} |"
+        )
     lines += [
-        "", "Frames = rollouts (one history x one of its G rollouts). *collect*: the TorchRL Collector alone (env + actor);",
+        "",
+        "Frames = rollouts (one history x one of its G rollouts). *collect*: the TorchRL Collector alone (env + actor);",
         "*loop*: collection + group advantage + frozen-reference pass + the gradient step. Validation time is excluded.",
         "*epochs to best* 0: no RPT epoch beat the SPT weights on validation NDCG@10, so RPT kept them.",
         "*zero-adv groups*: share of groups whose G rollouts all got the same reward (no gradient signal);",
         "*probe reward*: the evaluation-mode reward on a fixed set of kept training histories, before RPT and at the last probe.",
-        "", "Time per batch (collect / advantage + reference / update), seconds: "
-        + "; ".join(f"seed {r['seed']}: " + " / ".join(f"{r['rpt']['seconds_per_batch'][p]:.2f}" for p in ("collect", "prepare", "update")) for r in rows if "seconds_per_batch" in r["rpt"])
-        + ". Filter: " + ", ".join(f"{r['rpt']['filter_seconds']:.0f}s" for r in rows if "filter_seconds" in r["rpt"]) + " (0 when reused from the cache).",
-        "", f"![reward and validation per RPT epoch]({record['plot_name']})", "",
+        "",
+        "Time per batch (collect / advantage + reference / update), seconds: "
+        + "; ".join(
+            f"seed {r['seed']}: " + " / ".join(f"{r['rpt']['seconds_per_batch'][p]:.2f}" for p in ("collect", "prepare", "update"))
+            for r in rows
+            if "seconds_per_batch" in r["rpt"]
+        )
+        + ". Filter: "
+        + ", ".join(f"{r['rpt']['filter_seconds']:.0f}s" for r in rows if "filter_seconds" in r["rpt"])
+        + " (0 when reused from the cache).",
+        "",
+        f"![reward and validation per RPT epoch]({record['plot_name']})",
+        "",
     ]
     return "\n".join(lines)
 
@@ -136,9 +177,17 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None, help="markdown report path (default docs/rpt_<dataset>.md; JSON and PNG beside it)")
-    parser.add_argument("--resume", action="store_true", help="continue each seed's RPT run from its saved training state (checkpoints/rpt_last.pt under "
-                        "<runs-dir>/<--out's name>/rpt_seed<s>); seeds without one start fresh")
-    parser.add_argument("--runs-dir", default=str(ROOT / "benchmarks" / "runs"), help="SPT/RPT checkpoints and TensorBoard logs go under <runs-dir>/<--out's name, e.g. rpt_ml-100k__grpo>/")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue each seed's RPT run from its saved training state (checkpoints/rpt_last.pt under "
+        "<runs-dir>/<--out's name>/rpt_seed<s>); seeds without one start fresh",
+    )
+    parser.add_argument(
+        "--runs-dir",
+        default=str(ROOT / "benchmarks" / "runs"),
+        help="SPT/RPT checkpoints and TensorBoard logs go under <runs-dir>/<--out's name, e.g. rpt_ml-100k__grpo>/",
+    )
     args = parser.parse_args()
     if args.checkpoints and len(args.checkpoints) != len(args.seeds):
         parser.error(f"--checkpoints gives {len(args.checkpoints)} files for {len(args.seeds)} seeds")
@@ -155,10 +204,17 @@ def main() -> None:
     out = Path(args.out or ROOT / "docs" / f"rpt_{args.dataset}.md")
     run_root = Path(args.runs_dir) / out.stem  # one directory per results file: variants run side by side never share a seed's state
     record = {
-        "dataset": args.dataset, "reward": describe_reward(reward_fn), "rpt": vars(rpt_cfg), "machine": machine_description(device), "plot_name": out.with_suffix(".png").name,
+        "dataset": args.dataset,
+        "reward": describe_reward(reward_fn),
+        "rpt": vars(rpt_cfg),
+        "machine": machine_description(device),
+        "plot_name": out.with_suffix(".png").name,
         "command": command_line("rpt_benchmark.py", args, skip=("out", "runs_dir", "beauty_path")),
     }
-    merge_rule = {"same": ("dataset", "reward", "rpt"), "defaults": {"rpt": vars(RPTConfig())}}  # files from before a setting existed ran its default
+    merge_rule = {
+        "same": ("dataset", "reward", "rpt"),
+        "defaults": {"rpt": vars(RPTConfig())},
+    }  # files from before a setting existed ran its default
     check_mergeable(out.with_suffix(".json"), record, **merge_rule)
     for seed in args.seeds:
         checkpoint = spt_checkpoint(seed, args, data, dataset_cfg, policy_cfg, max_len, device, run_root)
@@ -169,12 +225,28 @@ def main() -> None:
         run_dir = run_root / f"rpt_seed{seed}"
         resume = resumable(args.resume, run_dir, "rpt_last.pt", f"RPT seed {seed}")
         with interruption_names_resume(f"RPT seed {seed}", seed, run_dir):
-            result = fresh_rpt_run(policy=policy, payload=payload, data=data, max_len=ckpt_len, cfg=rpt_cfg, reward_fn=reward_fn, eval_cfg=eval_cfg,
-                                   run_dir=run_dir, device=device, seed=seed, dataset_cfg=dataset_cfg, runs_dir=args.runs_dir, resume=resume)
+            result = fresh_rpt_run(
+                policy=policy,
+                payload=payload,
+                data=data,
+                max_len=ckpt_len,
+                cfg=rpt_cfg,
+                reward_fn=reward_fn,
+                eval_cfg=eval_cfg,
+                run_dir=run_dir,
+                device=device,
+                seed=seed,
+                dataset_cfg=dataset_cfg,
+                runs_dir=args.runs_dir,
+                resume=resume,
+            )
         before, after, summary = result["before"], result["after"], result["rpt"]
         merged = merge_seed(out.with_suffix(".json"), record, {"seed": seed, "spt_checkpoint": str(checkpoint), **result}, **merge_rule)
-        print(f"[bench] seed {seed}: test ndcg@10 {before['test']['ndcg@10']:.4f} -> {after['test']['ndcg@10']:.4f}, "
-              f"collect {summary['collect_frames_per_sec']:.0f} frames/s, loop {summary['loop_frames_per_sec']:.0f} frames/s", flush=True)
+        print(
+            f"[bench] seed {seed}: test ndcg@10 {before['test']['ndcg@10']:.4f} -> {after['test']['ndcg@10']:.4f}, "
+            f"collect {summary['collect_frames_per_sec']:.0f} frames/s, loop {summary['loop_frames_per_sec']:.0f} frames/s",
+            flush=True,
+        )
     write_plot(merged["seeds"], out.with_suffix(".png"))
     atomic_write_text(out, markdown(merged))
     print(markdown(merged))

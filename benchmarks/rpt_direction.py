@@ -6,7 +6,7 @@ histories it trains on?
 From one SPT checkpoint, for each algorithm (its ``configs/rpt/<name>.yaml`` plus ``--rpt-set``
 overrides): a fixed set of ``--histories`` training rows (the same rows for every algorithm),
 ``--updates`` rounds of fresh rollouts + the configured update on them, and the evaluation-mode
-reward and mean target rank of those rows after each round (lares_rl.rpt_direction). An objective
+reward and mean target rank of those rows after each round (lares_rl.rpt.direction). An objective
 that follows the reward raises its own reward and lowers the target's rank. The reward each
 algorithm trains on is its own (``reward.k`` follows its slate width); the target rank and
 NDCG@10 of the greedy top-10 are the common yardsticks. Writes docs/gradient_direction.md (+ .json, .png).
@@ -19,17 +19,16 @@ import time
 from pathlib import Path
 
 import torch
-
-from lares_rl.atomic import atomic_write_json, atomic_write_text
-from lares_rl.checkpoint import load_checkpoint, policy_from_checkpoint
-from lares_rl.config import section_from_mapping
-from lares_rl.rewards import make_reward
-from lares_rl.rpt import RPTConfig
-from lares_rl.rpt_direction import direction_check
-from lares_rl.rpt_probe import probe_metrics
-
 from benchmark_data import DEFAULT_BEAUTY_PATH, config_file, dataset_names, key_values, load_benchmark_dataset, rpt_reward
 from results_io import command_line, machine_description
+
+from lares_rl.core.atomic import atomic_write_json, atomic_write_text
+from lares_rl.core.checkpoint import load_checkpoint, policy_from_checkpoint
+from lares_rl.core.config import section_from_mapping
+from lares_rl.rewards import make_reward
+from lares_rl.rpt.config import RPTConfig
+from lares_rl.rpt.direction import direction_check
+from lares_rl.rpt.probe import probe_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,10 +68,21 @@ def main() -> None:
         curve = direction_check(policy, data, max_len, cfg, reward_fn, rows, updates=args.updates, device=device, seed=args.seed)
         after = probe_metrics(policy, spt_policy, fixed, ndcg10, 10, device)
         results[name] = {"settings": values, "curve": curve, "ndcg10_after": after["reward"], "seconds": time.perf_counter() - start}
-        print(f"[direction] {name}: own reward {curve['reward'][0]:.4f} -> {curve['reward'][-1]:.4f}, target rank {curve['target_rank'][0]:.1f} -> {curve['target_rank'][-1]:.1f}, "
-              f"{results[name]['seconds']:.0f}s", flush=True)
-    record = {"checkpoint": args.checkpoint, "dataset": args.dataset, "histories": args.histories, "updates": args.updates, "ndcg10_before": before,
-              "results": results, "machine": machine_description(device), "command": command_line("rpt_direction.py", args, skip=("out", "beauty_path"))}
+        print(
+            f"[direction] {name}: own reward {curve['reward'][0]:.4f} -> {curve['reward'][-1]:.4f}, target rank {curve['target_rank'][0]:.1f} -> {curve['target_rank'][-1]:.1f}, "
+            f"{results[name]['seconds']:.0f}s",
+            flush=True,
+        )
+    record = {
+        "checkpoint": args.checkpoint,
+        "dataset": args.dataset,
+        "histories": args.histories,
+        "updates": args.updates,
+        "ndcg10_before": before,
+        "results": results,
+        "machine": machine_description(device),
+        "command": command_line("rpt_direction.py", args, skip=("out", "beauty_path")),
+    }
     out = Path(args.out)
     atomic_write_json(out.with_suffix(".json"), record)
     write_plot(record, out.with_suffix(".png"))
@@ -82,17 +92,25 @@ def main() -> None:
 
 def markdown(record: dict, plot: str) -> str:
     lines = [
-        f"# Gradient-direction check on {record['dataset']}", "",
-        f"Command: `{record['command']}`", "", f"Machine: {record['machine']}", "",
+        f"# Gradient-direction check on {record['dataset']}",
+        "",
+        f"Command: `{record['command']}`",
+        "",
+        f"Machine: {record['machine']}",
+        "",
         f"{record['histories']} fixed training histories, {record['updates']} rounds of fresh rollouts + one update each, from one SPT checkpoint.",
         "*own reward*: the algorithm's training reward (its slate width sets the cut-off); *NDCG@10* and *target rank* (0-based, full catalog) are common to all.",
-        "*seconds*: wall time of the whole check on a machine shared with other runs, not a speed measurement.", "",
-        "| algorithm | own reward before -> after | NDCG@10 before -> after | mean target rank before -> after | seconds |", "|---|---:|---:|---:|---:|",
+        "*seconds*: wall time of the whole check on a machine shared with other runs, not a speed measurement.",
+        "",
+        "| algorithm | own reward before -> after | NDCG@10 before -> after | mean target rank before -> after | seconds |",
+        "|---|---:|---:|---:|---:|",
     ]
     for name, result in record["results"].items():
         curve = result["curve"]
-        lines.append(f"| {name} | {curve['reward'][0]:.4f} -> {curve['reward'][-1]:.4f} | {record['ndcg10_before']:.4f} -> {result['ndcg10_after']:.4f} | "
-                     f"{curve['target_rank'][0]:.1f} -> {curve['target_rank'][-1]:.1f} | {result['seconds']:.0f} |")
+        lines.append(
+            f"| {name} | {curve['reward'][0]:.4f} -> {curve['reward'][-1]:.4f} | {record['ndcg10_before']:.4f} -> {result['ndcg10_after']:.4f} | "
+            f"{curve['target_rank'][0]:.1f} -> {curve['target_rank'][-1]:.1f} | {result['seconds']:.0f} |"
+        )
     return "\n".join(lines + ["", f"![reward and target rank per update]({plot})", ""])
 
 

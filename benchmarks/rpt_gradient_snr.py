@@ -22,17 +22,18 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torchrl.envs.utils import ExplorationType, set_exploration_type
-
-from lares_rl.atomic import atomic_write_json, atomic_write_text
-from lares_rl.checkpoint import load_checkpoint, policy_from_checkpoint
-from lares_rl.config import section_from_mapping
-from lares_rl.rewards import describe_reward
-from lares_rl.rpt import RPTConfig, rows_env, set_dropout, total_loss
-from lares_rl.rpt_learner import build_learner
-
 from benchmark_data import DEFAULT_BEAUTY_PATH, config_file, dataset_names, key_values, load_benchmark_dataset, rpt_reward
 from results_io import command_line, machine_description
+from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+from lares_rl.core.atomic import atomic_write_json, atomic_write_text
+from lares_rl.core.checkpoint import load_checkpoint, policy_from_checkpoint
+from lares_rl.core.config import section_from_mapping
+from lares_rl.rewards import describe_reward
+from lares_rl.rpt.config import RPTConfig
+from lares_rl.rpt.episodes import rows_env
+from lares_rl.rpt.learner import build_learner, set_dropout
+from lares_rl.rpt.losses import total_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,7 +56,9 @@ def batch_gradients(policy, learner, data, rows, cfg, reward_fn, max_len, seed) 
     """(RPT loss gradient, CE gradient, mean reward) on one batch of training rows."""
     params = [p for p in learner.loss_module.parameters() if p.requires_grad]
     seqs, lengths, targets = data.train_rows(max_len)
-    env = rows_env(data, rows, targets, histories=len(rows), cfg=cfg, reward_fn=reward_fn, max_len=max_len, seed=seed, device=torch.device("cpu"))
+    env = rows_env(
+        data, rows, targets, histories=len(rows), cfg=cfg, reward_fn=reward_fn, max_len=max_len, seed=seed, device=torch.device("cpu")
+    )
     with torch.no_grad(), set_exploration_type(ExplorationType.RANDOM):
         batch = env.rollout(1, learner.actor, break_when_any_done=False).reshape(-1)
     learner.prepare(batch)
@@ -86,7 +89,9 @@ def markdown(record: dict) -> str:
             f"{row['ce']['snr_per_batch']:.3f} | {row['cos_rpt_ce']:.3f} | {row['seconds']:.0f} |"
         )
     lines += ["", f"Command: `{record['command']}` ({record['machine']})"]
-    lines += [f"\nRow `{name}`: `{row['command']}`" for name, row in record["algorithms"].items() if "command" in row]  # rows merged from another run
+    lines += [
+        f"\nRow `{name}`: `{row['command']}`" for name, row in record["algorithms"].items() if "command" in row
+    ]  # rows merged from another run
     lines.append("")
     return "\n".join(lines)
 
@@ -115,8 +120,15 @@ def main() -> None:
     num_rows = len(data.train_rows(max_len)[2])
     generator = torch.Generator().manual_seed(args.seed)
     batches = [torch.randperm(num_rows, generator=generator)[: args.histories].sort().values for _ in range(args.batches)]
-    record = {"checkpoint": args.checkpoint, "dataset": args.dataset, "batches": args.batches, "histories": args.histories, "algorithms": {},
-              "command": command_line("rpt_gradient_snr.py", args, skip=("out", "beauty_path")), "machine": machine_description()}
+    record = {
+        "checkpoint": args.checkpoint,
+        "dataset": args.dataset,
+        "batches": args.batches,
+        "histories": args.histories,
+        "algorithms": {},
+        "command": command_line("rpt_gradient_snr.py", args, skip=("out", "beauty_path")),
+        "machine": machine_description(),
+    }
     for name in args.algorithms:
         values = {**config_file("rpt", name), **key_values(args.rpt_set)}
         cfg = section_from_mapping(RPTConfig, values, "rpt")

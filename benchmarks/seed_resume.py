@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from lares_rl.resume import TrainingInterrupted
+from lares_rl.core.resume import TrainingInterrupted
 
 
 def resumable(requested: bool, run_dir: Path, state_file: str, who: str) -> bool:
@@ -26,4 +26,6 @@ def interruption_names_resume(who: str, seed: int, run_dir: Path) -> Iterator[No
     try:
         yield
     except TrainingInterrupted:
-        raise SystemExit(f"[bench] {who} interrupted; its training state is saved under {run_dir}. Continue it with the same command, --seeds {seed} and --resume") from None
+        raise SystemExit(
+            f"[bench] {who} interrupted; its training state is saved under {run_dir}. Continue it with the same command, --seeds {seed} and --resume"
+        ) from None

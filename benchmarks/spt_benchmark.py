@@ -22,17 +22,17 @@ import time
 from pathlib import Path
 
 import torch
-
-from lares_rl.checkpoint import build_policy
-from lares_rl.depth_sweep import sweep_depths
-from lares_rl.errors import LaresError
-from lares_rl.evaluation import EvalConfig, evaluate_policy
-from lares_rl.runtime import seed_everything
-from lares_rl.spt import SPTConfig, train_spt
-
 from benchmark_data import add_dataset_arguments, config_file, key_values, load_benchmark_dataset
 from results_io import check_mergeable, command_line, machine_description, merge_seed
 from seed_resume import interruption_names_resume, resumable
+
+from lares_rl.core.checkpoint import build_policy
+from lares_rl.core.errors import LaresError
+from lares_rl.core.runtime import seed_everything
+from lares_rl.eval.depth_sweep import sweep_depths
+from lares_rl.eval.evaluation import EvalConfig, evaluate_policy
+from lares_rl.spt.config import SPTConfig
+from lares_rl.spt.train import train_spt
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,24 +61,56 @@ def main() -> None:
     parser.add_argument("--gamma", type=float, default=0.5)
     parser.add_argument("--similarity", choices=["dot", "cosine"], default="dot", help="spt.similarity of the alignment losses")
     parser.add_argument("--temperature", type=float, default=None, help="spt.temperature; default: 1.0 for dot, 0.07 for cosine")
-    parser.add_argument("--reference-anchor", action="store_true", help="spt.shared_anchor=false: the reference's separate anchor pass (3 passes a step instead of 2)")
-    parser.add_argument("--bucket", action="store_true", help="spt.bucket_by_length: batch histories of similar length (short-history data)")
+    parser.add_argument(
+        "--reference-anchor",
+        action="store_true",
+        help="spt.shared_anchor=false: the reference's separate anchor pass (3 passes a step instead of 2)",
+    )
+    parser.add_argument(
+        "--bucket", action="store_true", help="spt.bucket_by_length: batch histories of similar length (short-history data)"
+    )
     parser.add_argument("--policy-set", nargs="*", default=[], help="policy overrides key=value, e.g. backbone=fmlp")
-    parser.add_argument("--spt-set", nargs="*", default=[], help="any other spt key=value, e.g. negatives=sampled num_negatives=128 (configs/spt/default.yaml)")
+    parser.add_argument(
+        "--spt-set",
+        nargs="*",
+        default=[],
+        help="any other spt key=value, e.g. negatives=sampled num_negatives=128 (configs/spt/default.yaml)",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--tag", default="")
-    parser.add_argument("--resume", action="store_true", help="continue each seed's run directory from its saved training state "
-                        "(after Ctrl-C or a crash); a seed with no saved state starts fresh; with a --max-epochs at or below the saved epoch it only evaluates the best checkpoint so far")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue each seed's run directory from its saved training state "
+        "(after Ctrl-C or a crash); a seed with no saved state starts fresh; with a --max-epochs at or below the saved epoch it only evaluates the best checkpoint so far",
+    )
     parser.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))
-    parser.add_argument("--runs-dir", default=str(ROOT / "benchmarks" / "runs"), help="checkpoints and TensorBoard logs, one folder per configuration and seed")
+    parser.add_argument(
+        "--runs-dir",
+        default=str(ROOT / "benchmarks" / "runs"),
+        help="checkpoints and TensorBoard logs, one folder per configuration and seed",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    data, dataset_cfg = load_benchmark_dataset(args.dataset, key_values(args.dataset_set) | ({"max_len": args.max_len} if args.max_len else {}), args.beauty_path)
+    data, dataset_cfg = load_benchmark_dataset(
+        args.dataset, key_values(args.dataset_set) | ({"max_len": args.max_len} if args.max_len else {}), args.beauty_path
+    )
     max_len = int(dataset_cfg["max_len"])
     policy_cfg = config_file("policy", args.policy, key_values(args.policy_set))
-    spt_cfg = SPTConfig(epochs=args.max_epochs, batch_size=args.batch_size, lr=args.lr, alpha=args.alpha, gamma=args.gamma, patience=args.patience, mode=args.mode, bucket_by_length=args.bucket,
-                        similarity=args.similarity, temperature=args.temperature, shared_anchor=not args.reference_anchor)
+    spt_cfg = SPTConfig(
+        epochs=args.max_epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        alpha=args.alpha,
+        gamma=args.gamma,
+        patience=args.patience,
+        mode=args.mode,
+        bucket_by_length=args.bucket,
+        similarity=args.similarity,
+        temperature=args.temperature,
+        shared_anchor=not args.reference_anchor,
+    )
     spt_cfg = spt_overrides(spt_cfg, key_values(args.spt_set))
     spt_cfg.validate()
     eval_cfg = EvalConfig()
@@ -86,11 +118,21 @@ def main() -> None:
     name = f"{args.dataset}__{args.policy}{args.tag}__{args.mode}{'-bucketed' if args.bucket else ''}__L{max_len}"
     out_path = Path(args.out_dir) / f"{name}.json"
     record = {
-        "name": name, "dataset": args.dataset, "policy": args.policy, "mode": args.mode, "max_len": max_len, "policy_config": policy_cfg,
-        "spt": vars(spt_cfg), "stats": data.stats(), "machine": machine_description(),
+        "name": name,
+        "dataset": args.dataset,
+        "policy": args.policy,
+        "mode": args.mode,
+        "max_len": max_len,
+        "policy_config": policy_cfg,
+        "spt": vars(spt_cfg),
+        "stats": data.stats(),
+        "machine": machine_description(),
         "command": command_line("spt_benchmark.py", args, skip=("out_dir", "runs_dir", "beauty_path")),
     }
-    merge_rule = {"same": ("policy_config", "spt", "max_len"), "defaults": {"spt": {**vars(SPTConfig()), "shared_anchor": False}}}  # files from before the switch ran 3 passes
+    merge_rule = {
+        "same": ("policy_config", "spt", "max_len"),
+        "defaults": {"spt": {**vars(SPTConfig()), "shared_anchor": False}},
+    }  # files from before the switch ran 3 passes
     check_mergeable(out_path, record, **merge_rule)
     for seed in args.seeds:
         seed_everything(seed)
@@ -101,16 +143,38 @@ def main() -> None:
             shutil.rmtree(run_dir, ignore_errors=True)
         with interruption_names_resume(f"{name} seed {seed}", seed, run_dir):
             summary = train_spt(
-                policy=policy, policy_config=policy_cfg, data=data, max_len=max_len, cfg=spt_cfg, eval_cfg=eval_cfg,
-                run_dir=run_dir, device=device, seed=seed, config={"dataset": dataset_cfg, "policy": policy_cfg}, progress=False, resume=resume,
+                policy=policy,
+                policy_config=policy_cfg,
+                data=data,
+                max_len=max_len,
+                cfg=spt_cfg,
+                eval_cfg=eval_cfg,
+                run_dir=run_dir,
+                device=device,
+                seed=seed,
+                config={"dataset": dataset_cfg, "policy": policy_cfg},
+                progress=False,
+                resume=resume,
             )
         start = time.perf_counter()
         test = evaluate_policy(policy, data, "test", max_len, eval_cfg, device)
         eval_seconds = time.perf_counter() - start
         masked = evaluate_policy(policy, data, "test", max_len, EvalConfig(exclude_history=True), device)
         depth = sweep_depths(policy, data, max_len, eval_cfg, device) if policy.recurrent else None
-        row = {"seed": seed, "checkpoint": summary["checkpoint"], "depth_sweep": depth, **{k: summary[k] for k in ("best_epoch", "epochs_run", "seconds_per_epoch", "samples_per_sec")}, "valid": summary["valid"], "test": test, "test_masked": masked, "eval_users_per_sec": data.num_users / eval_seconds}
-        print(f"[bench] {name} seed {seed}: {row['seconds_per_epoch']:.1f}s/epoch, best epoch {row['best_epoch']}, test ndcg@10 {test['ndcg@10']:.4f} (masked {masked['ndcg@10']:.4f})", flush=True)
+        row = {
+            "seed": seed,
+            "checkpoint": summary["checkpoint"],
+            "depth_sweep": depth,
+            **{k: summary[k] for k in ("best_epoch", "epochs_run", "seconds_per_epoch", "samples_per_sec")},
+            "valid": summary["valid"],
+            "test": test,
+            "test_masked": masked,
+            "eval_users_per_sec": data.num_users / eval_seconds,
+        }
+        print(
+            f"[bench] {name} seed {seed}: {row['seconds_per_epoch']:.1f}s/epoch, best epoch {row['best_epoch']}, test ndcg@10 {test['ndcg@10']:.4f} (masked {masked['ndcg@10']:.4f})",
+            flush=True,
+        )
         merge_seed(out_path, record, row, **merge_rule)
 
 

@@ -37,20 +37,20 @@ import time
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
-
-from lares_rl.atomic import atomic_write_json
-from lares_rl.checkpoint import build_policy
-from lares_rl.config import flatten_keys, nearest_keys, section_from_mapping
-from lares_rl.data import SequenceData
-from lares_rl.errors import LaresError
-from lares_rl.evaluation import EvalConfig
-from lares_rl.resume import TrainingInterrupted
-from lares_rl.runtime import seed_everything
-from lares_rl.spt import SPTConfig, train_spt
-
 from benchmark_data import add_dataset_arguments, config_file, key_values, load_benchmark_dataset
+from omegaconf import OmegaConf
 from results_io import command_line, machine_description
+
+from lares_rl.core.atomic import atomic_write_json
+from lares_rl.core.checkpoint import build_policy
+from lares_rl.core.config import flatten_keys, nearest_keys, section_from_mapping
+from lares_rl.core.errors import LaresError
+from lares_rl.core.resume import TrainingInterrupted
+from lares_rl.core.runtime import seed_everything
+from lares_rl.data import SequenceData
+from lares_rl.eval.evaluation import EvalConfig
+from lares_rl.spt.config import SPTConfig
+from lares_rl.spt.train import train_spt
 
 ROOT = Path(__file__).resolve().parents[1]
 SEARCH_CONTROLLED = {"epochs": "--rungs", "patience": "--rungs", "mode": "--mode"}  # spt keys the search itself sets
@@ -68,7 +68,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--keep", type=float, default=0.5, help="share of trials kept at each rung but the last, in (0, 1)")
     parser.add_argument("--seed", type=int, default=0, help="samples the trials and seeds every trial's training")
     parser.add_argument("--mode", choices=["rows", "dense"], default="dense")
-    parser.add_argument("--batch-size", type=int, default=None, help="spt.batch_size of every trial unless the space varies it; default: configs/spt/default.yaml's")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="spt.batch_size of every trial unless the space varies it; default: configs/spt/default.yaml's",
+    )
     parser.add_argument("--max-len", type=int, default=None, help="default: the dataset config's")
     parser.add_argument("--spt-set", nargs="*", default=[], help="fixed spt overrides key=value for every trial")
     parser.add_argument("--policy-set", nargs="*", default=[], help="fixed policy overrides key=value for every trial, e.g. d_model=32")
@@ -88,7 +93,9 @@ def parse_space(items: list[str]) -> dict[str, list]:
     if len(items) == 1 and "=" not in items[0]:
         path = Path(items[0])
         if not path.is_file():
-            raise SystemExit(f"error: --space {items[0]}: no such file; pass a YAML/JSON file or key=v1,v2 pairs such as spt.lr=0.001,0.002")
+            raise SystemExit(
+                f"error: --space {items[0]}: no such file; pass a YAML/JSON file or key=v1,v2 pairs such as spt.lr=0.001,0.002"
+            )
         loaded = OmegaConf.to_container(OmegaConf.load(path))
         if not isinstance(loaded, dict):
             raise SystemExit(f"error: --space {path}: must map keys such as spt.lr to value lists")
@@ -136,7 +143,9 @@ def check_schedule(trials: int, rungs: list[int], keep: float) -> None:
     if trials < 1:
         raise SystemExit(f"error: --trials must be >= 1, got {trials}")
     if rungs[0] < 1 or any(b <= a for a, b in zip(rungs, rungs[1:])):
-        raise SystemExit(f"error: --rungs must be strictly increasing epoch counts >= 1, got {' '.join(map(str, rungs))}; e.g. --rungs 2 6 18")
+        raise SystemExit(
+            f"error: --rungs must be strictly increasing epoch counts >= 1, got {' '.join(map(str, rungs))}; e.g. --rungs 2 6 18"
+        )
     if not 0.0 < keep < 1.0:
         raise SystemExit(f"error: --keep must lie strictly between 0 and 1, got {keep}; e.g. --keep 0.5")
 
@@ -174,7 +183,7 @@ def alive_at(trials: list[dict], rung_index: int, keep: float) -> list[int]:
     alive = list(range(len(trials)))
     for index in range(rung_index):
         ranked = sorted(alive, key=lambda t: (-trials[t]["rungs"][index][f"valid_{METRIC}"], t))
-        alive = sorted(ranked[:survivors(len(alive), keep)])
+        alive = sorted(ranked[: survivors(len(alive), keep)])
     return alive
 
 
@@ -210,7 +219,9 @@ def check_trials(trials: list[dict], base_spt: dict, base_policy: dict, data: Se
             _, policy_cfg = trial_configs(settings, base_spt, base_policy, rungs[-1], rungs[-1])
             build_policy(policy_cfg, data.num_items, max_len)
         except (LaresError, TypeError, ValueError) as err:
-            raise SystemExit(f"error: trial {index} ({settings}) is invalid: {err}; fix that value in --space, --spt-set or --policy-set") from None
+            raise SystemExit(
+                f"error: trial {index} ({settings}) is invalid: {err}; fix that value in --space, --spt-set or --policy-set"
+            ) from None
 
 
 def train_rung(trial: dict, epochs: int, context: SearchContext) -> dict:
@@ -226,14 +237,32 @@ def train_rung(trial: dict, epochs: int, context: SearchContext) -> dict:
     start = time.perf_counter()
     try:
         summary = train_spt(
-            policy=policy, policy_config=policy_cfg, data=context.data, max_len=context.max_len, cfg=spt_cfg, eval_cfg=EvalConfig(),
-            run_dir=run_dir, device=torch.device("cpu"), seed=context.seed, config={"dataset": context.dataset_cfg, "policy": policy_cfg},
-            progress=False, resume=resume,
+            policy=policy,
+            policy_config=policy_cfg,
+            data=context.data,
+            max_len=context.max_len,
+            cfg=spt_cfg,
+            eval_cfg=EvalConfig(),
+            run_dir=run_dir,
+            device=torch.device("cpu"),
+            seed=context.seed,
+            config={"dataset": context.dataset_cfg, "policy": policy_cfg},
+            progress=False,
+            resume=resume,
         )
     except TrainingInterrupted:
-        raise SystemExit(f"[search] interrupted in trial {trial['trial']}; its state is saved under {run_dir}. Continue with the same command and --resume") from None
-    return {"epochs": summary["epochs_run"], "best_epoch": summary["best_epoch"], f"valid_{METRIC}": summary["valid"][METRIC], "valid": summary["valid"],
-            "seconds": time.perf_counter() - start, "seconds_per_epoch": summary["seconds_per_epoch"], "checkpoint": summary["checkpoint"]}
+        raise SystemExit(
+            f"[search] interrupted in trial {trial['trial']}; its state is saved under {run_dir}. Continue with the same command and --resume"
+        ) from None
+    return {
+        "epochs": summary["epochs_run"],
+        "best_epoch": summary["best_epoch"],
+        f"valid_{METRIC}": summary["valid"][METRIC],
+        "valid": summary["valid"],
+        "seconds": time.perf_counter() - start,
+        "seconds_per_epoch": summary["seconds_per_epoch"],
+        "checkpoint": summary["checkpoint"],
+    }
 
 
 def run_search(record: dict, context: SearchContext, out_path: Path) -> None:
@@ -252,13 +281,21 @@ def run_search(record: dict, context: SearchContext, out_path: Path) -> None:
             if len(trial["rungs"]) > index:
                 continue
             trial["rungs"].append(train_rung(trial, epochs, context))
-            print(f"[search] trial {position} rung {index} ({epochs} epochs): valid {METRIC} {trial['rungs'][-1][f'valid_{METRIC}']:.4f}  {trial['settings']}", flush=True)
+            print(
+                f"[search] trial {position} rung {index} ({epochs} epochs): valid {METRIC} {trial['rungs'][-1][f'valid_{METRIC}']:.4f}  {trial['settings']}",
+                flush=True,
+            )
             save()
     finalists = alive_at(record["trials"], len(rungs) - 1, keep)
     best = max(finalists, key=lambda t: (record["trials"][t]["rungs"][-1][f"valid_{METRIC}"], -t))
     winner = record["trials"][best]
-    record["winner"] = {"trial": best, "settings": winner["settings"], f"valid_{METRIC}": winner["rungs"][-1][f"valid_{METRIC}"],
-                        "epochs": winner["rungs"][-1]["epochs"], "checkpoint": winner["rungs"][-1]["checkpoint"]}
+    record["winner"] = {
+        "trial": best,
+        "settings": winner["settings"],
+        f"valid_{METRIC}": winner["rungs"][-1][f"valid_{METRIC}"],
+        "epochs": winner["rungs"][-1]["epochs"],
+        "checkpoint": winner["rungs"][-1]["checkpoint"],
+    }
     record["finished"] = True
     save()
 
@@ -282,12 +319,25 @@ def markdown_table(record: dict) -> str:
     return "\n".join(lines) + footer
 
 
-def search_settings(args: argparse.Namespace, space: dict, trials: list[dict], base_spt: dict, base_policy: dict, dataset_cfg: dict, data: SequenceData) -> dict:
+def search_settings(
+    args: argparse.Namespace, space: dict, trials: list[dict], base_spt: dict, base_policy: dict, dataset_cfg: dict, data: SequenceData
+) -> dict:
     """Everything that decides which trials run and what they train on: a resumed search must match it."""
     return {
-        "dataset": args.dataset, "dataset_config": dataset_cfg, "data_fingerprint": data.fingerprint, "policy": args.policy,
-        "mode": args.mode, "max_len": int(dataset_cfg["max_len"]), "spt": base_spt, "policy_config": base_policy, "space": space,
-        "trials_requested": args.trials, "grid_size": math.prod(len(v) for v in space.values()), "rungs": args.rungs, "keep": args.keep, "seed": args.seed,
+        "dataset": args.dataset,
+        "dataset_config": dataset_cfg,
+        "data_fingerprint": data.fingerprint,
+        "policy": args.policy,
+        "mode": args.mode,
+        "max_len": int(dataset_cfg["max_len"]),
+        "spt": base_spt,
+        "policy_config": base_policy,
+        "space": space,
+        "trials_requested": args.trials,
+        "grid_size": math.prod(len(v) for v in space.values()),
+        "rungs": args.rungs,
+        "keep": args.keep,
+        "seed": args.seed,
         "planned_epochs": planned_epochs(len(trials), args.rungs, args.keep),
     }
 
@@ -298,11 +348,18 @@ def load_or_start(out_path: Path, settings: dict, trials: list[dict], runs_dir: 
         record = json.loads(out_path.read_text())
         changed = [key for key, value in settings.items() if record.get(key) != json.loads(json.dumps(value))]
         if changed:
-            raise SystemExit(f"error: --resume: {out_path} was searched with other settings ({', '.join(changed)}); pass the same flags, or a new --out to start another search")
+            raise SystemExit(
+                f"error: --resume: {out_path} was searched with other settings ({', '.join(changed)}); pass the same flags, or a new --out to start another search"
+            )
         return record | {"command": command, "finished": False}
     return settings | {
         "trials": [{"trial": i, "settings": s, "run_dir": str(runs_dir / f"trial{i:03d}"), "rungs": []} for i, s in enumerate(trials)],
-        "winner": None, "finished": False, "epochs_spent": 0, "wall_seconds": 0.0, "machine": machine_description(), "command": command,
+        "winner": None,
+        "finished": False,
+        "epochs_spent": 0,
+        "wall_seconds": 0.0,
+        "machine": machine_description(),
+        "command": command,
     }
 
 
@@ -315,12 +372,21 @@ def main() -> None:
     check_fixed(spt_set, policy_set, base_policy)
     space = parse_space(args.space)
     check_space(space, base_policy)
-    controlled = {"mode": args.mode, "epochs": args.rungs[-1], "patience": args.rungs[-1]}  # each rung lowers epochs; patience never cuts a trial
+    controlled = {
+        "mode": args.mode,
+        "epochs": args.rungs[-1],
+        "patience": args.rungs[-1],
+    }  # each rung lowers epochs; patience never cuts a trial
     base_spt = config_file("spt", "default", spt_set) | controlled | ({"batch_size": args.batch_size} if args.batch_size else {})
-    data, dataset_cfg = load_benchmark_dataset(args.dataset, key_values(args.dataset_set) | ({"max_len": args.max_len} if args.max_len else {}), args.beauty_path)
+    data, dataset_cfg = load_benchmark_dataset(
+        args.dataset, key_values(args.dataset_set) | ({"max_len": args.max_len} if args.max_len else {}), args.beauty_path
+    )
     trials = sample_trials(space, args.trials, args.seed)
     if len(trials) < args.trials:
-        print(f"[search] warning: the grid has only {len(trials)} points, fewer than --trials {args.trials}: this search is not equal-budget with one that runs {args.trials}", flush=True)
+        print(
+            f"[search] warning: the grid has only {len(trials)} points, fewer than --trials {args.trials}: this search is not equal-budget with one that runs {args.trials}",
+            flush=True,
+        )
     check_trials(trials, base_spt, base_policy, data, int(dataset_cfg["max_len"]), args.rungs)
 
     out_path = Path(args.out or ROOT / "benchmarks" / "results" / "search" / f"{args.dataset}__{args.policy}.json")
@@ -329,12 +395,20 @@ def main() -> None:
     resumed = args.resume and out_path.is_file()  # a fresh search never picks up stale trial directories
     if args.resume and not resumed:
         print(f"[search] no saved search at {out_path}; starting it fresh", flush=True)
-    record = load_or_start(out_path, search_settings(args, space, trials, base_spt, base_policy, dataset_cfg, data), trials, runs_dir, resumed, command)
-    print(f"[search] {args.policy} on {args.dataset}: {len(trials)} trials, rungs {args.rungs}, keep {args.keep}: {record['planned_epochs']} training epochs", flush=True)
+    record = load_or_start(
+        out_path, search_settings(args, space, trials, base_spt, base_policy, dataset_cfg, data), trials, runs_dir, resumed, command
+    )
+    print(
+        f"[search] {args.policy} on {args.dataset}: {len(trials)} trials, rungs {args.rungs}, keep {args.keep}: {record['planned_epochs']} training epochs",
+        flush=True,
+    )
     context = SearchContext(data, dataset_cfg, record["max_len"], base_spt, base_policy, args.rungs, args.seed, resumed)
     run_search(record, context, out_path)
     print(markdown_table(record))
-    print(f"[search] winner: trial {record['winner']['trial']} {record['winner']['settings']} (valid {METRIC} {record['winner'][f'valid_{METRIC}']:.4f}); written to {out_path}", flush=True)
+    print(
+        f"[search] winner: trial {record['winner']['trial']} {record['winner']['settings']} (valid {METRIC} {record['winner'][f'valid_{METRIC}']:.4f}); written to {out_path}",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

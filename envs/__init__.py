@@ -19,7 +19,7 @@ __all__ = ["GYM_ID", "Episodes", "NextItemEnv", "NextItemGymEnv", "episodes_from
 
 
 def __getattr__(name: str) -> type:
-    if name == "NextItemEnv":
+    if name == "NextItemEnv":  # lazily: the batched env needs TorchRL, the gymnasium env must not
         from lares_rl.envs.batched_env import NextItemEnv
 
         return NextItemEnv

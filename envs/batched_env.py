@@ -12,9 +12,9 @@ from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
 
+from lares_rl.core.errors import LaresError
 from lares_rl.envs.episodes import ArrayLike, check_positive_ints, end_flags, make_episodes
-from lares_rl.errors import LaresError
-from lares_rl.rewards import RewardFn, check_reward_fn, check_reward_output, make_reward
+from lares_rl.rewards.builtin import RewardFn, check_reward_fn, check_reward_output, make_reward
 
 SAMPLING = ("epoch", "uniform")
 
@@ -192,13 +192,10 @@ class NextItemEnv(EnvBase):
         seed: int | None = None,
         device: str | torch.device = "cpu",
     ) -> None:
-        check_positive_ints(
-            batch_size=batch_size, max_len=max_len, slate_size=slate_size, horizon=horizon, group_size=group_size
-        )
+        check_positive_ints(batch_size=batch_size, max_len=max_len, slate_size=slate_size, horizon=horizon, group_size=group_size)
         if batch_size % group_size:
             raise LaresError(
-                f"batch_size={batch_size} is not divisible by group_size={group_size}; "
-                "use batch_size = histories per batch * group_size"
+                f"batch_size={batch_size} is not divisible by group_size={group_size}; use batch_size = histories per batch * group_size"
             )
         if sampling not in SAMPLING:
             raise LaresError(f"sampling={sampling!r}; choose one of {SAMPLING}")
@@ -269,7 +266,14 @@ class NextItemEnv(EnvBase):
         """
         if before_last_reset and self._before_last_reset is not None:
             return dict(self._before_last_reset)
-        return {"sampling": self.sampling, "episodes": self.episodes_per_epoch, "rng": self.rng.get_state(), "perm": self._perm, "perm_pos": self._perm_pos, "epoch": self.epoch}
+        return {
+            "sampling": self.sampling,
+            "episodes": self.episodes_per_epoch,
+            "rng": self.rng.get_state(),
+            "perm": self._perm,
+            "perm_pos": self._perm_pos,
+            "epoch": self.epoch,
+        }
 
     def load_sampling_state(self, state: dict) -> None:
         """Continue the episode walk from a :meth:`sampling_state` of an env over the same episodes."""

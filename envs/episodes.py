@@ -15,13 +15,12 @@ target is ``items[t]``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-
 from typing import TypeVar
 
 import numpy as np
 import torch
 
-from lares_rl.errors import LaresError
+from lares_rl.core.errors import LaresError
 
 ArrayLike = np.ndarray | torch.Tensor
 Flag = TypeVar("Flag", bool, torch.Tensor)
@@ -92,9 +91,7 @@ def make_episodes(
             f"got {len(offsets)} entries from {offsets[:1].tolist()} to {offsets[-1:].tolist()}"
         )
     if not len(users) == len(starts) == len(stops):
-        raise LaresError(
-            f"users, starts and stops need one entry per episode; got {len(users)}, {len(starts)}, {len(stops)}"
-        )
+        raise LaresError(f"users, starts and stops need one entry per episode; got {len(users)}, {len(starts)}, {len(stops)}")
     if len(users) == 0:
         raise LaresError("no episodes: users, starts and stops are empty")
     num_users = len(offsets) - 1

@@ -13,9 +13,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from lares_rl.core.errors import LaresError
 from lares_rl.envs.episodes import ArrayLike, check_positive_ints, end_flags, episodes_from_rows, make_episodes
-from lares_rl.errors import LaresError
-from lares_rl.rewards import RewardFn, check_reward_fn, make_reward, target_rank
+from lares_rl.rewards.builtin import RewardFn, check_reward_fn, make_reward, target_rank
 
 
 class NextItemGymEnv(gym.Env):
@@ -80,7 +80,7 @@ class NextItemGymEnv(gym.Env):
         self._steps = 0
 
     @classmethod
-    def from_data(cls, data: Any, split: str = "train", **kwargs: Any) -> "NextItemGymEnv":
+    def from_data(cls, data: Any, split: str = "train", **kwargs: Any) -> NextItemGymEnv:
         """One episode per user of a processed data set (``lares_rl.data.load_dataset``), under
         the leave-one-out protocol: ``train`` walks each user's training part (first target = the
         2nd item; validation and test items are never revealed), ``valid`` / ``test`` is the one
@@ -100,9 +100,7 @@ class NextItemGymEnv(gym.Env):
         items[: len(history)] = history
         return {"items": items, "length": np.array(len(history), dtype=np.int64)}
 
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """Start an episode drawn uniformly, or the one given as ``options={"episode": e}``."""
         super().reset(seed=seed)
         episode = (options or {}).get("episode")

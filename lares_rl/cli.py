@@ -15,17 +15,51 @@ and group options.
 from __future__ import annotations
 
 import errno
+import json
 import os
+import shlex
 import sys
+import tempfile
 from dataclasses import replace
+from importlib.resources import files
 from pathlib import Path
 
 import hydra
+import torch
+import torch.distributed as dist
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from .config import section_from_mapping, to_plain
-from .errors import LaresError
+from lares_rl.core.atomic import atomic_write_json
+from lares_rl.core.checkpoint import build_policy, check_same_data, load_checkpoint, policy_from_checkpoint
+from lares_rl.core.config import config_keys, section_from_mapping, to_plain, unknown_key_hints
+from lares_rl.core.distributed import (
+    DISTRIBUTED_COMMANDS,
+    DistributedConfig,
+    init_distributed,
+    launch_command,
+    launched_by_torchrun,
+    shutdown,
+)
+from lares_rl.core.errors import LaresError
+from lares_rl.core.resume import TrainingInterrupted, load_training_state
+from lares_rl.core.runtime import resolve_device, seed_everything
+from lares_rl.core.tracking import Tracker, progress_enabled
+from lares_rl.data import DatasetConfig, format_stats, load_dataset
+from lares_rl.eval.adaptive_depth import check_halting_applies, format_histogram, steps_histogram
+from lares_rl.eval.depth_sweep import sweep_depths, write_sweep
+from lares_rl.eval.evaluation import EvalConfig, check_depth_applies, evaluate_policy
+from lares_rl.eval.exposure import build_item_context
+from lares_rl.eval.report import comparison_table, format_recommendations, results_table
+from lares_rl.rewards.build import instantiate_reward
+from lares_rl.rpt.config import RPTConfig
+from lares_rl.rpt.loop import train_rpt_with_test
+from lares_rl.serve.cli import main as recommend_main
+from lares_rl.serve.recommender import Recommender
+from lares_rl.spt.config import SPTConfig
+from lares_rl.spt.train import train_spt
 
 COMMANDS = ("run", "spt", "rpt", "eval", "sweep-k", "stats", "recommend")
 # Sections that must match between an interrupted run and its resumption, per command, and the
@@ -53,7 +87,6 @@ def _resume_dir(cfg: DictConfig, command: str = "spt") -> Path | None:
     (For ``rpt`` the SPT checkpoint itself is compared by weights when RPT resumes.)"""
     if not cfg.get("resume"):
         return None
-    from .resume import load_training_state
 
     run_dir = Path(str(cfg.resume))
     load_training_state(run_dir / "checkpoints" / RESUME_STATE[command])
@@ -62,7 +95,9 @@ def _resume_dir(cfg: DictConfig, command: str = "spt") -> Path | None:
         saved = OmegaConf.load(saved_path)
         saved_command = saved.get("command")
         if saved_command is not None and saved_command != command:
-            raise LaresError(f"cannot resume {run_dir} with `lares-rl {command}`: it is a `lares-rl {saved_command}` run; use lares-rl {saved_command} resume={run_dir} {_replayed_overrides(run_dir)}")
+            raise LaresError(
+                f"cannot resume {run_dir} with `lares-rl {command}`: it is a `lares-rl {saved_command}` run; use lares-rl {saved_command} resume={run_dir} {_replayed_overrides(run_dir)}"
+            )
 
         def comparable(node, key: str):  # spt.epochs may grow: extending a run that hit its cap is a resume
             plain = to_plain(node.get(key))
@@ -70,19 +105,19 @@ def _resume_dir(cfg: DictConfig, command: str = "spt") -> Path | None:
 
         changed = [key for key in RESUME_KEYS[command] if comparable(saved, key) != comparable(cfg, key)]
         if changed:
-            raise LaresError(f"cannot resume {run_dir}: the configuration differs in {', '.join(changed)}; pass the same overrides as the original run: {_replayed_overrides(run_dir)}")
+            raise LaresError(
+                f"cannot resume {run_dir}: the configuration differs in {', '.join(changed)}; pass the same overrides as the original run: {_replayed_overrides(run_dir)}"
+            )
     return run_dir
 
 
 def _load_data(cfg: DictConfig, dataset: dict | None = None):
     """The configured data set, or ``dataset`` (a plain dataset section) when given."""
-    from .data import DatasetConfig, load_dataset
 
     return load_dataset(DatasetConfig.from_mapping(dataset if dataset is not None else to_plain(cfg.dataset)), cfg.cache_dir)
 
 
 def _eval_config(cfg: DictConfig):
-    from .evaluation import EvalConfig
 
     return section_from_mapping(EvalConfig, cfg.eval, "eval")
 
@@ -90,7 +125,6 @@ def _eval_config(cfg: DictConfig):
 def _item_context(data, dataset: dict, policy, quiet: bool = False):
     """The run's item context (training popularity, categories, ``policy``'s item table): what
     beyond-accuracy rewards are bound to and what the beyond-accuracy columns are measured with."""
-    from .item_context import build_item_context
 
     context = build_item_context(data, dataset, policy)
     if not quiet:
@@ -99,7 +133,6 @@ def _item_context(data, dataset: dict, policy, quiet: bool = False):
 
 
 def command_stats(cfg: DictConfig) -> None:
-    from .data import format_stats
 
     print(format_stats(_load_data(cfg)))
 
@@ -109,7 +142,6 @@ def command_spt(cfg: DictConfig, with_test: bool = True, quiet: bool = False, co
 
     Under torchrun every rank trains its slice of each batch (DDP, spt_distributed); rank 0 alone
     reads the resumed state, writes the run directory and evaluates on test."""
-    from .distributed import DistributedConfig, init_distributed, shutdown
 
     ctx, device = init_distributed(str(cfg.device), section_from_mapping(DistributedConfig, cfg.distributed, "distributed"))
     finished = False
@@ -123,14 +155,6 @@ def command_spt(cfg: DictConfig, with_test: bool = True, quiet: bool = False, co
 
 
 def _spt_on_ranks(cfg: DictConfig, ctx, device, with_test: bool, quiet: bool, command: str) -> dict:
-    from .atomic import atomic_write_json
-    from .checkpoint import build_policy
-    from .evaluation import check_depth_applies, evaluate_policy
-    from .halting import check_halting_applies
-    from .report import results_table
-    from .runtime import seed_everything
-    from .distributed import launch_command
-    from .spt import SPTConfig, train_spt
 
     spt_cfg = section_from_mapping(SPTConfig, cfg.spt, "spt")
     eval_cfg = _eval_config(cfg)
@@ -145,22 +169,41 @@ def _spt_on_ranks(cfg: DictConfig, ctx, device, with_test: bool, quiet: bool, co
     run_dir = ctx.broadcast_object(resume_dir or _run_dir())  # rank 0's Hydra directory: the others' may carry another timestamp
     if ctx.is_main:
         ranks = f" on {ctx.world_size} processes" if ctx.active else ""
-        print(f"[lares-rl] {cfg.policy.name} on {cfg.dataset.name}{ranks}: {data.num_users} users, {data.num_items} items; run dir {run_dir}")
+        print(
+            f"[lares-rl] {cfg.policy.name} on {cfg.dataset.name}{ranks}: {data.num_users} users, {data.num_items} items; run dir {run_dir}"
+        )
     summary = train_spt(
-        policy=policy, policy_config=policy_config, data=data, max_len=max_len, cfg=spt_cfg, eval_cfg=eval_cfg,
-        run_dir=run_dir, device=device, seed=int(cfg.seed), config=to_plain(cfg), progress=bool(cfg.progress) and ctx.is_main, resume=resume_dir is not None,
-        resume_command=f"{launch_command(ctx)} {command} resume={run_dir} {_replayed_overrides()}", dist_ctx=ctx,
+        policy=policy,
+        policy_config=policy_config,
+        data=data,
+        max_len=max_len,
+        cfg=spt_cfg,
+        eval_cfg=eval_cfg,
+        run_dir=run_dir,
+        device=device,
+        seed=int(cfg.seed),
+        config=to_plain(cfg),
+        progress=bool(cfg.progress) and ctx.is_main,
+        resume=resume_dir is not None,
+        resume_command=f"{launch_command(ctx)} {command} resume={run_dir} {_replayed_overrides()}",
+        dist_ctx=ctx,
     )
     results = {"spt": summary}
     if not ctx.is_main:
         return results
     if with_test:
-        results["test"] = {"spt": evaluate_policy(policy, data, "test", max_len, eval_cfg, device, context=_item_context(data, to_plain(cfg.dataset), policy, quiet))}
+        results["test"] = {
+            "spt": evaluate_policy(
+                policy, data, "test", max_len, eval_cfg, device, context=_item_context(data, to_plain(cfg.dataset), policy, quiet)
+            )
+        }
         if quiet:
             return results
         print(results_table(results["test"], eval_cfg.ks))
     atomic_write_json(run_dir / "metrics.json", results)
-    print(f"[lares-rl] checkpoint {summary['checkpoint']}\n[lares-rl] metrics {run_dir / 'metrics.json'}\n[lares-rl] TensorBoard: tensorboard --logdir {run_dir / 'tb'}")
+    print(
+        f"[lares-rl] checkpoint {summary['checkpoint']}\n[lares-rl] metrics {run_dir / 'metrics.json'}\n[lares-rl] TensorBoard: tensorboard --logdir {run_dir / 'tb'}"
+    )
     return results
 
 
@@ -168,19 +211,22 @@ def _rpt_setup(cfg: DictConfig, num_items: int, recurrent: bool, context):
     """RPT config + reward (with the item ``context`` fields it asks for bound) + the reward's
     config node, validated against the data and the policy: every user error surfaces here,
     before any training (also before SPT in ``run``)."""
-    from .rpt import RPTConfig, instantiate_reward
 
     if int(cfg.rpt.slate_size) > num_items and not _overridden("rpt.slate_size"):
         # the configs' slate width (100 for latent_pg) cannot exceed a small catalog; reward.k follows
         # rpt.slate_size, so it shrinks with it. Only an explicit rpt.slate_size is an error. A copy:
         # the run's recorded config (what resume compares) stays as the user composed it.
-        print(f"[lares-rl] rpt.slate_size={cfg.rpt.slate_size} is wider than the catalog ({num_items} items): RPT uses slates of {num_items}")
+        print(
+            f"[lares-rl] rpt.slate_size={cfg.rpt.slate_size} is wider than the catalog ({num_items} items): RPT uses slates of {num_items}"
+        )
         cfg = OmegaConf.merge(cfg, {"rpt": {"slate_size": num_items}})
     rpt_cfg = section_from_mapping(RPTConfig, cfg.rpt, "rpt")
     if not recurrent and rpt_cfg.exploration == "latent" and not _overridden("rpt.exploration"):
         # latent exploration (the reference) varies k and T0, which a backbone without a core
         # block (SASRec) does not have; only an explicit rpt.exploration=latent is an error
-        print("[lares-rl] this policy has no reasoning core, so latent exploration cannot vary anything: RPT samples slates instead (rpt.exploration=plackett_luce)")
+        print(
+            "[lares-rl] this policy has no reasoning core, so latent exploration cannot vary anything: RPT samples slates instead (rpt.exploration=plackett_luce)"
+        )
         rpt_cfg = replace(rpt_cfg, exploration="plackett_luce")
     reward_fn = instantiate_reward(cfg.reward, num_items, context)
     rpt_cfg.check_compatible(num_items=num_items, reward_fn=reward_fn, recurrent=recurrent)
@@ -198,7 +244,6 @@ def _replayed_overrides(run_dir: Path | None = None) -> str:
     """The overrides to pass again when resuming, shell-quoted: this call's, or those saved in
     ``run_dir/.hydra/overrides.yaml``. ``resume=``, ``checkpoint=`` (the hints name them) and
     ``hydra.*`` (the run directory is the resumed one) are left out."""
-    import shlex
 
     if run_dir is not None:
         path = run_dir / ".hydra" / "overrides.yaml"
@@ -235,7 +280,6 @@ def _check_policy_overrides(cfg: DictConfig, payload, path) -> None:
 
 def _load_spt_checkpoint(path, data, device, payload=None):
     """(payload, policy) of an SPT checkpoint trained on exactly ``data`` (``payload``: already loaded)."""
-    from .checkpoint import check_same_data, load_checkpoint, policy_from_checkpoint
 
     payload = payload if payload is not None else load_checkpoint(path)
     check_same_data(payload, data, path)
@@ -249,7 +293,9 @@ def _checkpoint_dataset(cfg: DictConfig, payload) -> dict:
     saved = (payload.get("config") or {}).get("dataset")
     if not isinstance(saved, dict) or _overrides_under("dataset"):
         return to_plain(cfg.dataset)
-    print(f"[lares-rl] data set from the checkpoint's training config: {saved.get('name')} ({saved.get('path') or 'embedded'}); override dataset.* to use another")
+    print(
+        f"[lares-rl] data set from the checkpoint's training config: {saved.get('name')} ({saved.get('path') or 'embedded'}); override dataset.* to use another"
+    )
     return saved
 
 
@@ -258,10 +304,6 @@ def _checkpoint_inputs(cfg: DictConfig, command: str, device=None):
     ``config`` is the plain run config with the policy and data set actually used (the
     checkpoint's), which is what RPT records in its checkpoint and TensorBoard hparams.
     ``device``: this rank's under torchrun (default: ``cfg.device`` resolved)."""
-    from .checkpoint import load_checkpoint
-    from .evaluation import check_depth_applies
-    from .halting import check_halting_applies
-    from .runtime import resolve_device
 
     if cfg.checkpoint is None:
         raise LaresError(f"checkpoint is not set; run `lares-rl {command} checkpoint=<run dir>/checkpoints/spt_best.pt`")
@@ -277,18 +319,45 @@ def _checkpoint_inputs(cfg: DictConfig, command: str, device=None):
     return payload, policy, data, device, config
 
 
-def _rpt_with_before_after(cfg: DictConfig, payload, policy, data, rpt_cfg, reward_fn, eval_cfg, device, run_dir: Path, resume: bool, resume_command: str, config: dict, context, dist_ctx=None) -> dict:
+def _rpt_with_before_after(
+    cfg: DictConfig,
+    payload,
+    policy,
+    data,
+    rpt_cfg,
+    reward_fn,
+    eval_cfg,
+    device,
+    run_dir: Path,
+    resume: bool,
+    resume_command: str,
+    config: dict,
+    context,
+    dist_ctx=None,
+) -> dict:
     """Valid/test before, RPT (resumed from ``run_dir`` when ``resume``), valid/test after (the best
     RPT weights); ``config`` is what the RPT checkpoint and hparams record; ``context`` (the SPT
     model's) adds the beyond-accuracy measures to every evaluation."""
-    from .rpt import train_rpt_with_test
-    from .runtime import seed_everything
 
     seed_everything(int(cfg.seed))
     return train_rpt_with_test(
-        policy=policy, policy_config=payload["policy_config"], data=data, max_len=int(payload["dataset"]["max_len"]), cfg=rpt_cfg, reward_fn=reward_fn,
-        eval_cfg=eval_cfg, run_dir=run_dir, device=device, seed=int(cfg.seed), config=config, progress=bool(cfg.progress),
-        resume=resume, resume_command=resume_command, filter_cache_dir=Path(str(cfg.cache_dir)) / "rpt_filter", item_context=context, dist_ctx=dist_ctx,
+        policy=policy,
+        policy_config=payload["policy_config"],
+        data=data,
+        max_len=int(payload["dataset"]["max_len"]),
+        cfg=rpt_cfg,
+        reward_fn=reward_fn,
+        eval_cfg=eval_cfg,
+        run_dir=run_dir,
+        device=device,
+        seed=int(cfg.seed),
+        config=config,
+        progress=bool(cfg.progress),
+        resume=resume,
+        resume_command=resume_command,
+        filter_cache_dir=Path(str(cfg.cache_dir)) / "rpt_filter",
+        item_context=context,
+        dist_ctx=dist_ctx,
     )
 
 
@@ -299,7 +368,6 @@ def command_rpt(cfg: DictConfig) -> dict:
     Under torchrun every rank collects and trains on its share of each batch (DDP learners,
     rpt_distributed); rank 0 alone reads the resumed state, writes the run directory and
     evaluates on test."""
-    from .distributed import DistributedConfig, init_distributed, shutdown
 
     ctx, device = init_distributed(str(cfg.device), section_from_mapping(DistributedConfig, cfg.distributed, "distributed"))
     finished = False
@@ -313,9 +381,6 @@ def command_rpt(cfg: DictConfig) -> dict:
 
 
 def _rpt_on_ranks(cfg: DictConfig, ctx, device) -> dict:
-    from .atomic import atomic_write_json
-    from .distributed import launch_command
-    from .report import results_table
 
     eval_cfg = _eval_config(cfg)
     payload, policy, data, device, config = _checkpoint_inputs(cfg, "rpt", device)
@@ -325,21 +390,39 @@ def _rpt_on_ranks(cfg: DictConfig, ctx, device) -> dict:
     run_dir = ctx.broadcast_object(resume_dir or _run_dir())  # rank 0's Hydra directory: the others' may carry another timestamp
     if ctx.is_main:
         ranks = f" on {ctx.world_size} processes" if ctx.active else ""
-        print(f"[lares-rl] rpt ({rpt_cfg.algorithm}) from {cfg.checkpoint} on {data.name}{ranks}: {data.num_users} users, {data.num_items} items; run dir {run_dir}")
+        print(
+            f"[lares-rl] rpt ({rpt_cfg.algorithm}) from {cfg.checkpoint} on {data.name}{ranks}: {data.num_users} users, {data.num_items} items; run dir {run_dir}"
+        )
     hint = f"{launch_command(ctx)} rpt resume={run_dir} checkpoint={cfg.checkpoint} {_replayed_overrides()}"
-    outcome = _rpt_with_before_after(cfg, payload, policy, data, rpt_cfg, reward_fn, eval_cfg, device, run_dir, resume_dir is not None, hint, config, context, dist_ctx=ctx)
+    outcome = _rpt_with_before_after(
+        cfg,
+        payload,
+        policy,
+        data,
+        rpt_cfg,
+        reward_fn,
+        eval_cfg,
+        device,
+        run_dir,
+        resume_dir is not None,
+        hint,
+        config,
+        context,
+        dist_ctx=ctx,
+    )
     results = {"checkpoint": str(cfg.checkpoint), **outcome}
     if not ctx.is_main:
         return results
     print(results_table({"before rpt (test)": results["before"]["test"], "after rpt (test)": results["after"]["test"]}, eval_cfg.ks))
     atomic_write_json(run_dir / "metrics.json", results)
-    print(f"[lares-rl] checkpoint {results['rpt']['checkpoint']}\n[lares-rl] metrics {run_dir / 'metrics.json'}\n[lares-rl] TensorBoard: tensorboard --logdir {run_dir / 'tb'}")
+    print(
+        f"[lares-rl] checkpoint {results['rpt']['checkpoint']}\n[lares-rl] metrics {run_dir / 'metrics.json'}\n[lares-rl] TensorBoard: tensorboard --logdir {run_dir / 'tb'}"
+    )
     return results
 
 
 def _spt_finished(run_dir: Path, spt_epochs: int) -> bool:
     """Whether the SPT phase of ``run_dir`` ended (early stopping or its last epoch)."""
-    from .resume import load_training_state
 
     progress = load_training_state(run_dir / "checkpoints" / "spt_last.pt")["progress"]
     return bool(progress["finished"]) or progress["epoch"] >= spt_epochs
@@ -349,7 +432,6 @@ def _baseline_policy(cfg: DictConfig) -> dict | None:
     """The ``baseline=`` policy config (``configs/policy/<name>.yaml``) with the run's
     BASELINE_SHARED_KEYS, or None when there is none to train (``baseline=null``, or the run's
     policy is that baseline already)."""
-    from importlib.resources import files
 
     name = cfg.get("baseline")
     if name is None or name == cfg.policy.get("name"):
@@ -357,7 +439,9 @@ def _baseline_policy(cfg: DictConfig) -> dict | None:
     path = files("lares_rl.configs") / "policy" / f"{name}.yaml"
     if not path.is_file():
         choices = sorted(p.name.removesuffix(".yaml") for p in (files("lares_rl.configs") / "policy").iterdir() if p.name.endswith(".yaml"))
-        raise LaresError(f"baseline={name} names no file configs/policy/{name}.yaml; use one of {', '.join(choices)}, or baseline=null to skip the baseline")
+        raise LaresError(
+            f"baseline={name} names no file configs/policy/{name}.yaml; use one of {', '.join(choices)}, or baseline=null to skip the baseline"
+        )
     policy = to_plain(OmegaConf.load(str(path)))
     return {**policy, **{key: to_plain(cfg.policy[key]) for key in BASELINE_SHARED_KEYS if key in cfg.policy}}
 
@@ -366,13 +450,6 @@ def _train_baseline(cfg: DictConfig, data, eval_cfg, device, run_dir: Path, resu
     """SPT of the baseline policy with the run's ``spt`` settings on the same split, in
     ``<run dir>/baseline/``, plus its test metrics. Saved there, so a resumed run reuses a finished
     baseline and continues an interrupted one."""
-    import json
-
-    from .atomic import atomic_write_json
-    from .checkpoint import build_policy
-    from .evaluation import evaluate_policy
-    from .runtime import seed_everything
-    from .spt import SPTConfig, train_spt
 
     policy_config = _baseline_policy(cfg)
     if policy_config is None:
@@ -388,12 +465,26 @@ def _train_baseline(cfg: DictConfig, data, eval_cfg, device, run_dir: Path, resu
         eval_cfg = replace(eval_cfg, halt_tol=None, halt_k_max=None)
     print(f"[lares-rl] baseline {policy_config['name']} on the same split and SPT settings; run dir {out}", flush=True)
     summary = train_spt(
-        policy=policy, policy_config=policy_config, data=data, max_len=max_len, cfg=section_from_mapping(SPTConfig, cfg.spt, "spt"), eval_cfg=eval_cfg,
-        run_dir=out, device=device, seed=int(cfg.seed), config={**to_plain(cfg), "policy": policy_config}, progress=bool(cfg.progress),
-        resume=resuming and (out / "checkpoints" / "spt_last.pt").is_file(), resume_command=hint,
+        policy=policy,
+        policy_config=policy_config,
+        data=data,
+        max_len=max_len,
+        cfg=section_from_mapping(SPTConfig, cfg.spt, "spt"),
+        eval_cfg=eval_cfg,
+        run_dir=out,
+        device=device,
+        seed=int(cfg.seed),
+        config={**to_plain(cfg), "policy": policy_config},
+        progress=bool(cfg.progress),
+        resume=resuming and (out / "checkpoints" / "spt_last.pt").is_file(),
+        resume_command=hint,
     )
     context = _item_context(data, to_plain(cfg.dataset), policy, quiet=True)
-    results = {"name": policy_config["name"], "spt": summary, "test": evaluate_policy(policy, data, "test", max_len, eval_cfg, device, context=context)}
+    results = {
+        "name": policy_config["name"],
+        "spt": summary,
+        "test": evaluate_policy(policy, data, "test", max_len, eval_cfg, device, context=context),
+    }
     atomic_write_json(results_path, results)
     return results
 
@@ -401,7 +492,6 @@ def _train_baseline(cfg: DictConfig, data, eval_cfg, device, run_dir: Path, resu
 def _how_training_ended(state_path: Path, cap: int, best_epoch: int) -> str:
     """One phrase for the results table: converged (early stopping) or stopped by the epoch cap,
     read from the phase's saved training state."""
-    from .resume import load_training_state
 
     progress = load_training_state(state_path)["progress"]
     epochs = int(progress["epoch"])
@@ -415,15 +505,22 @@ def _how_training_ended(state_path: Path, cap: int, best_epoch: int) -> str:
 
 def _comparison(cfg: DictConfig, run_dir: Path, merged: dict, baseline: dict | None) -> str:
     """The run's results table (baseline, SPT, SPT+RPT) and where converged numbers come from."""
-    from .report import comparison_table
 
     name = DISPLAY_NAMES.get(str(cfg.policy.name), str(cfg.policy.name))
     rows = {}
     if baseline is not None:
-        ended = _how_training_ended(run_dir / "baseline" / "checkpoints" / "spt_last.pt", int(cfg.spt.epochs), baseline["spt"]["best_epoch"])
+        ended = _how_training_ended(
+            run_dir / "baseline" / "checkpoints" / "spt_last.pt", int(cfg.spt.epochs), baseline["spt"]["best_epoch"]
+        )
         rows[DISPLAY_NAMES.get(baseline["name"], baseline["name"])] = (baseline["test"], ended)
-    rows[f"{name}-SPT"] = (merged["test"]["spt"], _how_training_ended(run_dir / "checkpoints" / "spt_last.pt", int(cfg.spt.epochs), merged["spt"]["best_epoch"]))
-    rows[f"{name}-SPT+RPT"] = (merged["test"]["rpt"], _how_training_ended(run_dir / "checkpoints" / "rpt_last.pt", int(cfg.rpt.epochs), merged["rpt"]["best_epoch"]))
+    rows[f"{name}-SPT"] = (
+        merged["test"]["spt"],
+        _how_training_ended(run_dir / "checkpoints" / "spt_last.pt", int(cfg.spt.epochs), merged["spt"]["best_epoch"]),
+    )
+    rows[f"{name}-SPT+RPT"] = (
+        merged["test"]["rpt"],
+        _how_training_ended(run_dir / "checkpoints" / "rpt_last.pt", int(cfg.rpt.epochs), merged["rpt"]["best_epoch"]),
+    )
     return (
         comparison_table(rows)
         + "\nRows that hit the epoch cap are not converged: for converged numbers run `make run PRESET=paper` (the reference settings; slow on a CPU)"
@@ -439,14 +536,6 @@ def command_run(cfg: DictConfig) -> dict:
     runs; a finished SPT is not repeated (its results were saved) and RPT resumes from
     ``rpt_last.pt`` when it had started; a finished baseline is reused, an unfinished one resumed.
     """
-    import json
-
-    from .atomic import atomic_write_json
-    from .checkpoint import build_policy
-    from .recommender import Recommender
-    from .report import format_recommendations
-    from .rpt import instantiate_reward
-    from .runtime import resolve_device
 
     eval_cfg = _eval_config(cfg)
     device = resolve_device(cfg.device)
@@ -455,7 +544,9 @@ def command_run(cfg: DictConfig) -> dict:
     # RPT settings are checked before SPT starts, so a typo never costs a pre-training run.
     probe = build_policy(to_plain(cfg.policy), data.num_items, int(cfg.dataset.max_len))
     # the reward's context is checked now with the untrained item table and bound to the SPT one after SPT
-    rpt_cfg, _, reward_node = _rpt_setup(cfg, data.num_items, bool(getattr(probe, "recurrent", False)), _item_context(data, to_plain(cfg.dataset), probe, quiet=True))
+    rpt_cfg, _, reward_node = _rpt_setup(
+        cfg, data.num_items, bool(getattr(probe, "recurrent", False)), _item_context(data, to_plain(cfg.dataset), probe, quiet=True)
+    )
     del probe
     resume_dir = _resume_dir(cfg, "run")
     run_dir = resume_dir or _run_dir()
@@ -471,30 +562,43 @@ def command_run(cfg: DictConfig) -> dict:
     payload, policy = _load_spt_checkpoint(spt_results["spt"]["checkpoint"], data, device)
     context = _item_context(data, to_plain(cfg.dataset), policy)
     reward_fn = instantiate_reward(reward_node, data.num_items, context)
-    results = _rpt_with_before_after(cfg, payload, policy, data, rpt_cfg, reward_fn, eval_cfg, device, run_dir, rpt_resume, hint, to_plain(cfg), context)
-    merged = {"spt": spt_results["spt"], "rpt": results["rpt"], "valid": {"spt": results["before"]["valid"], "rpt": results["after"]["valid"]},
-              "test": {"spt": spt_results["test"]["spt"], "rpt": results["after"]["test"]}}
+    results = _rpt_with_before_after(
+        cfg, payload, policy, data, rpt_cfg, reward_fn, eval_cfg, device, run_dir, rpt_resume, hint, to_plain(cfg), context
+    )
+    merged = {
+        "spt": spt_results["spt"],
+        "rpt": results["rpt"],
+        "valid": {"spt": results["before"]["valid"], "rpt": results["after"]["valid"]},
+        "test": {"spt": spt_results["test"]["spt"], "rpt": results["after"]["test"]},
+    }
     baseline = _train_baseline(cfg, data, eval_cfg, device, run_dir, resume_dir is not None, hint)
     if baseline is not None:
         merged["baseline"] = baseline
     print(format_recommendations(Recommender.from_checkpoint(results["rpt"]["checkpoint"], device=str(device), deterministic=True), data))
     print(_comparison(cfg, run_dir, merged, baseline))
     atomic_write_json(run_dir / "metrics.json", merged)
-    print(f"[lares-rl] checkpoints {spt_results['spt']['checkpoint']} {results['rpt']['checkpoint']}\n[lares-rl] metrics {run_dir / 'metrics.json'}\n[lares-rl] TensorBoard: tensorboard --logdir {run_dir / 'tb'}")
+    print(
+        f"[lares-rl] checkpoints {spt_results['spt']['checkpoint']} {results['rpt']['checkpoint']}\n[lares-rl] metrics {run_dir / 'metrics.json'}\n[lares-rl] TensorBoard: tensorboard --logdir {run_dir / 'tb'}"
+    )
     return merged
 
 
 def command_eval(cfg: DictConfig) -> dict:
     """Evaluate ``checkpoint=...`` on ``eval.split`` of the configured data set."""
-    from .atomic import atomic_write_json
-    from .evaluation import evaluate_policy
-    from .report import results_table
 
     eval_cfg = _eval_config(cfg)
     payload, policy, data, device, config = _checkpoint_inputs(cfg, "eval")
     steps: list[int] = []
-    metrics = evaluate_policy(policy, data, eval_cfg.split, payload["dataset"]["max_len"], eval_cfg, device, steps_out=steps,
-                              context=_item_context(data, config["dataset"], policy))
+    metrics = evaluate_policy(
+        policy,
+        data,
+        eval_cfg.split,
+        payload["dataset"]["max_len"],
+        eval_cfg,
+        device,
+        steps_out=steps,
+        context=_item_context(data, config["dataset"], policy),
+    )
     print(results_table({f"{payload['phase']} ({eval_cfg.split})": metrics}, eval_cfg.ks))
     record = {"checkpoint": str(cfg.checkpoint), "split": eval_cfg.split, "metrics": metrics}
     if steps:
@@ -505,10 +609,6 @@ def command_eval(cfg: DictConfig) -> dict:
 
 def _log_steps(steps: list[int], split: str) -> dict[int, int]:
     """Adaptive depth: print the histogram of steps taken and log it to TensorBoard (``tb/eval``)."""
-    import torch
-
-    from .halting import format_histogram, steps_histogram
-    from .tracking import Tracker
 
     histogram = steps_histogram(steps)
     print(f"[lares-rl] {format_histogram(histogram)} (mean {sum(steps) / len(steps):.2f})")
@@ -520,18 +620,26 @@ def _log_steps(steps: list[int], split: str) -> dict[int, int]:
 
 def command_sweep_k(cfg: DictConfig) -> dict:
     """Metrics of a checkpoint at every reasoning depth in ``eval.sweep_ks``: JSON, markdown and PNG."""
-    from .depth_sweep import sweep_depths, write_sweep
 
     eval_cfg = _eval_config(cfg)
     payload, policy, data, device, _ = _checkpoint_inputs(cfg, "sweep-k")
     rows = sweep_depths(policy, data, payload["dataset"]["max_len"], eval_cfg, device)
-    paths = write_sweep(rows, _run_dir(), title=f"{payload['policy_config'].get('name', 'policy')} on {payload['dataset']['name']} ({eval_cfg.split})")
+    paths = write_sweep(
+        rows, _run_dir(), title=f"{payload['policy_config'].get('name', 'policy')} on {payload['dataset']['name']} ({eval_cfg.split})"
+    )
     print(paths["markdown"].read_text())
     print(f"[lares-rl] plot {paths['plot']}")
     return rows
 
 
-HANDLERS = {"run": command_run, "spt": command_spt, "rpt": command_rpt, "eval": command_eval, "sweep-k": command_sweep_k, "stats": command_stats}
+HANDLERS = {
+    "run": command_run,
+    "spt": command_spt,
+    "rpt": command_rpt,
+    "eval": command_eval,
+    "sweep-k": command_sweep_k,
+    "stats": command_stats,
+}
 
 
 @hydra.main(version_base="1.3", config_path="pkg://lares_rl.configs", config_name="config")
@@ -541,16 +649,12 @@ def hydra_entry(cfg: DictConfig) -> None:
 
 def dispatch(cfg: DictConfig) -> None:
     """Run ``cfg.command``; a user-fixable problem ends with one line on stderr and its exit status."""
-    from .resume import TrainingInterrupted
-    from .tracking import progress_enabled
-
-    import torch.distributed as dist
-
-    from .distributed import DISTRIBUTED_COMMANDS, launched_by_torchrun
 
     try:
         if launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) > 1 and cfg.command not in DISTRIBUTED_COMMANDS:
-            raise LaresError(f"`lares-rl {cfg.command}` does not run on several processes; under torchrun run `{' or '.join(DISTRIBUTED_COMMANDS)}`, or start `lares-rl {cfg.command}` without torchrun")
+            raise LaresError(
+                f"`lares-rl {cfg.command}` does not run on several processes; under torchrun run `{' or '.join(DISTRIBUTED_COMMANDS)}`, or start `lares-rl {cfg.command}` without torchrun"
+            )
         with progress_enabled(bool(cfg.get("progress", True))):
             HANDLERS[cfg.command](cfg)
     except TrainingInterrupted as err:
@@ -561,13 +665,19 @@ def dispatch(cfg: DictConfig) -> None:
         sys.exit(2)
     except dist.DistError as err:  # a peer died or a collective ran past distributed.timeout_s
         detail = " ".join(str(err).split())[:300]
-        print(f"error: rank {os.environ.get('RANK', '?')}: a collective with the other processes failed ({type(err).__name__}: {detail}); another rank died or stalled past distributed.timeout_s. "
-              "Resume from the last saved state with the same torchrun command plus resume=<run dir>", file=sys.stderr)
+        print(
+            f"error: rank {os.environ.get('RANK', '?')}: a collective with the other processes failed ({type(err).__name__}: {detail}); another rank died or stalled past distributed.timeout_s. "
+            "Resume from the last saved state with the same torchrun command plus resume=<run dir>",
+            file=sys.stderr,
+        )
         sys.exit(3)
     except OSError as err:  # e.g. TensorBoard or a library writing into a full or read-only run directory
         if err.errno not in WRITE_ERRNOS:
             raise
-        print(f"error: {err.strerror}: {err.filename or 'the run directory'}; free disk space or choose a writable output directory (hydra.run.dir=...)", file=sys.stderr)
+        print(
+            f"error: {err.strerror}: {err.filename or 'the run directory'}; free disk space or choose a writable output directory (hydra.run.dir=...)",
+            file=sys.stderr,
+        )
         sys.exit(2)
 
 
@@ -579,9 +689,6 @@ def _check_output_dir(argv: list[str]) -> None:
     """Hydra creates the run directory before any lares_rl code runs and reports a failure as a
     traceback. Check the fixed part of ``hydra.run.dir`` (``hydra.sweep.dir`` with ``-m``) first:
     create it as Hydra would and write a probe file; a failure is one ``error:`` line, exit 2."""
-    import os
-    import tempfile
-    from importlib.resources import files
 
     multirun = any(arg in ("-m", "--multirun") for arg in argv)
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
@@ -601,7 +708,10 @@ def _check_output_dir(argv: list[str]) -> None:
         os.close(handle)
         os.unlink(probe)
     except OSError as err:
-        print(f"error: cannot write the run directory {folder} ({key}={value}): {err.strerror or err}; choose a writable location", file=sys.stderr)
+        print(
+            f"error: cannot write the run directory {folder} ({key}={value}): {err.strerror or err}; choose a writable location",
+            file=sys.stderr,
+        )
         sys.exit(2)
 
 
@@ -613,13 +723,18 @@ def main() -> None:
         sys.path.insert(0, os.getcwd())
     argv = sys.argv[1:]
     if argv[:1] in (["-h"], ["--help"]):
-        print("usage: lares-rl <command> [key=value ...]   (Hydra overrides; `lares-rl <command> --help` shows the config)\n\n"
-              + __doc__.split("\n\n")[1].replace("``", "`"))
+        print(
+            "usage: lares-rl <command> [key=value ...]   (Hydra overrides; `lares-rl <command> --help` shows the config)\n\n"
+            + __doc__.split("\n\n")[1].replace("``", "`")
+        )
         return
     flags = [a for a in argv if a.startswith("--") and a.split("=", 1)[0] in ("--checkpoint", "--resume", "--dataset", "--policy")]
     if flags and (argv[:1] != ["recommend"]):
         name = flags[0].lstrip("-").split("=", 1)[0]
-        print(f"error: {flags[0]} is not an option here; write it as a Hydra override, {name}=<value> (only `lares-rl recommend` takes --checkpoint)", file=sys.stderr)
+        print(
+            f"error: {flags[0]} is not an option here; write it as a Hydra override, {name}=<value> (only `lares-rl recommend` takes --checkpoint)",
+            file=sys.stderr,
+        )
         sys.exit(2)
     command = "run"
     if argv and not argv[0].startswith("-") and "=" not in argv[0]:
@@ -628,11 +743,8 @@ def main() -> None:
         print(f"error: unknown command {command!r}; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
         sys.exit(2)
     if command == "recommend":  # a plain argparse tool: reads JSON lines, writes JSON lines, no run directory
-        from .recommend_cli import main as recommend_main
-
         sys.exit(recommend_main(argv))
     _check_output_dir(argv)
-    from .distributed import launched_by_torchrun
 
     quiet_rank = []
     if launched_by_torchrun() and os.environ["RANK"] != "0":
@@ -660,10 +772,6 @@ def main() -> None:
 def _unknown_key_hints(argv: list[str]) -> list[str]:
     """Hints for the overrides in ``argv`` that name no key of the config composed with the same
     group choices (a bad group choice itself is listed by Hydra, so it gives no hint here)."""
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-
-    from .config import config_keys, unknown_key_hints
 
     choices = [arg for arg in argv if arg.partition("=")[0] in CONFIG_GROUPS and "," not in arg]
     GlobalHydra.instance().clear()

@@ -45,7 +45,8 @@ from torch import nn
 from torchrl.envs.utils import ExplorationType, exploration_type
 from torchrl.modules import ProbabilisticActor
 
-from .halting import encode_until_settled
+from lares_rl.catalog.topk import chunked_top_k, item_scorer
+from lares_rl.policies.halting import encode_until_settled
 
 EXPLORATION = ("latent", "categorical", "plackett_luce", "gaussian")
 HISTORY_KEYS = (("history", "items"), ("history", "length"))
@@ -223,7 +224,13 @@ class RolloutScores(TensorDictModuleBase):
     out_keys = ["logits", "num_steps", "rollout_seed", "user_state"]
 
     def __init__(
-        self, policy: nn.Module, latent_noise: bool = True, eval_seed: int = 0, seed: int | None = None, dedupe: bool = False, halting: tuple[float, int] | None = None,
+        self,
+        policy: nn.Module,
+        latent_noise: bool = True,
+        eval_seed: int = 0,
+        seed: int | None = None,
+        dedupe: bool = False,
+        halting: tuple[float, int] | None = None,
         full_scores: bool = True,
     ) -> None:
         super().__init__()
@@ -235,7 +242,7 @@ class RolloutScores(TensorDictModuleBase):
         self.latent_noise = latent_noise
         self.dedupe = dedupe
         self.eval_seed = eval_seed
-        self.share: RowShare | None = None  # set by the DDP learners (lares_rl.rpt_distributed)
+        self.share: RowShare | None = None  # set by the DDP learners (lares_rl.rpt.distributed)
         self.generator = torch.Generator()
         if seed is None:
             self.generator.seed()
@@ -283,7 +290,9 @@ class RolloutScores(TensorDictModuleBase):
         else:
             num_steps = torch.full((batch,), self.eval_steps(), dtype=torch.int64, device=device)
             seeds = torch.full((batch,), -1 - self.eval_seed, dtype=torch.int64, device=device)
-        out = run_rollouts(self.policy, items, length, num_steps, seeds, dedupe=self.dedupe, halting=self.halting, full_scores=self.full_scores)
+        out = run_rollouts(
+            self.policy, items, length, num_steps, seeds, dedupe=self.dedupe, halting=self.halting, full_scores=self.full_scores
+        )
         if self.full_scores:
             tensordict.set("logits", out["final_scores"].reshape(*batch_shape, -1))
         tensordict.set("user_state", out["final_state"].reshape(*batch_shape, -1))
@@ -308,7 +317,7 @@ class GaussianLatentScores(TensorDictModuleBase):
     Unlike the reference's latent exploration (T0 noise, dropout and k, whose probability under the
     policy is not defined), ``log N(h; mu_theta, s^2)`` is an exact, differentiable log-prob of
     what was explored, so a REINFORCE/PPO update on it follows the gradient of the expected reward
-    (see :class:`lares_rl.rpt_losses.LatentPolicyGradientLoss`).
+    (see :class:`lares_rl.rpt.losses.LatentPolicyGradientLoss`).
 
     ``antithetic``: rows (2i, 2i + 1) get ``eps`` and ``-eps``; with an even group size each pair
     stays inside one history's group, and their advantages then act as a finite difference along
@@ -322,7 +331,9 @@ class GaussianLatentScores(TensorDictModuleBase):
     in_keys = ["user_state"]
     out_keys = ["logits", "latent_noise"]
 
-    def __init__(self, policy: nn.Module, sigma: float, generator: torch.Generator, antithetic: bool = False, full_scores: bool = True) -> None:
+    def __init__(
+        self, policy: nn.Module, sigma: float, generator: torch.Generator, antithetic: bool = False, full_scores: bool = True
+    ) -> None:
         super().__init__()
         if sigma <= 0:
             raise ValueError(f"sigma={sigma} must be > 0")
@@ -330,7 +341,7 @@ class GaussianLatentScores(TensorDictModuleBase):
         self.full_scores = full_scores  # False: write the perturbed state as "slate_state" for the chunked slate, no "logits"
         if not full_scores:
             self.out_keys = ["slate_state", "latent_noise"]
-        self.share: RowShare | None = None  # set by the DDP learners (lares_rl.rpt_distributed)
+        self.share: RowShare | None = None  # set by the DDP learners (lares_rl.rpt.distributed)
 
     def draw_noise(self, mu: torch.Tensor) -> torch.Tensor:
         """``eps`` for the rows of ``mu`` (with a :class:`RowShare`: drawn for the global batch,
@@ -447,14 +458,13 @@ class PlackettLuceSlate(_SlateDistribution):
 
 class ChunkedTopKSlate(TensorDictModuleBase):
     """The top-K slate of a state scored ``item_chunk`` items at a time with a running top-K
-    (:func:`lares_rl.catalog_topk.chunked_top_k`): the same slate as :class:`TopKSlate` over the
+    (:func:`lares_rl.catalog.topk.chunked_top_k`): the same slate as :class:`TopKSlate` over the
     full scores, without the [B, N + 1] matrix. For the explorations whose slate is the top-K of a
     latent state (``latent``, ``gaussian``); ``"action_log_prob"`` is 0, as for :class:`TopKSlate`."""
 
     out_keys = ["action", "action_log_prob"]
 
     def __init__(self, policy: nn.Module, slate_size: int, item_chunk: int, state_key: str) -> None:
-        from lares_rl.catalog_topk import item_scorer
 
         super().__init__()
         self.policy, self.slate_size, self.item_chunk, self.state_key = policy, slate_size, item_chunk, state_key
@@ -462,7 +472,6 @@ class ChunkedTopKSlate(TensorDictModuleBase):
         self.score_items = item_scorer(policy, "eval.item_chunk")
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
-        from lares_rl.catalog_topk import chunked_top_k
 
         state = tensordict.get(self.state_key)
         flat = state.reshape(-1, state.shape[-1])
@@ -522,12 +531,24 @@ def make_slate_actor(
     if num_items is not None and slate_size > num_items:
         raise ValueError(f"slate_size={slate_size} exceeds the catalog ({num_items} items)")
     chunked = item_chunk is not None and exploration in ("latent", "gaussian")
-    scores = RolloutScores(policy, latent_noise=latent_noise, eval_seed=eval_seed, seed=seed, dedupe=exploration == "gaussian", halting=halting, full_scores=not chunked)
+    scores = RolloutScores(
+        policy,
+        latent_noise=latent_noise,
+        eval_seed=eval_seed,
+        seed=seed,
+        dedupe=exploration == "gaussian",
+        halting=halting,
+        full_scores=not chunked,
+    )
     module = scores
     if exploration == "gaussian":
-        module = TensorDictSequential(scores, GaussianLatentScores(policy, latent_sigma, scores.generator, antithetic=antithetic, full_scores=not chunked))
+        module = TensorDictSequential(
+            scores, GaussianLatentScores(policy, latent_sigma, scores.generator, antithetic=antithetic, full_scores=not chunked)
+        )
     if chunked:
-        return TensorDictSequential(module, ChunkedTopKSlate(policy, slate_size, item_chunk, "slate_state" if exploration == "gaussian" else "user_state"))
+        return TensorDictSequential(
+            module, ChunkedTopKSlate(policy, slate_size, item_chunk, "slate_state" if exploration == "gaussian" else "user_state")
+        )
     return ProbabilisticActor(
         module=module,
         in_keys=["logits"],

@@ -17,12 +17,12 @@ position of a window at once, is only valid for causal backbones and refuses the
 from __future__ import annotations
 
 import importlib
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from .layers import BSARecLayer, FMLPLayer, TransformerLayer
+from lares_rl.policies.layers import BSARecLayer, FMLPLayer, TransformerLayer
 
 BackboneFactory = Callable[..., nn.Module]
 BACKBONES: dict[str, BackboneFactory] = {}
@@ -82,7 +82,16 @@ def fmlp_block(*, d_model: int, inner_size: int, dropout: float, max_len: int, n
 
 @register_backbone("bsarec")
 def bsarec_block(
-    *, d_model: int, n_heads: int, inner_size: int, dropout: float, max_len: int, n_layers: int, bsarec_alpha: float = 0.7, bsarec_c: int = 5, **_: object
+    *,
+    d_model: int,
+    n_heads: int,
+    inner_size: int,
+    dropout: float,
+    max_len: int,
+    n_layers: int,
+    bsarec_alpha: float = 0.7,
+    bsarec_c: int = 5,
+    **_: object,
 ) -> nn.Module:
     return LayerStack([BSARecLayer(d_model, n_heads, inner_size, dropout, max_len, bsarec_alpha, bsarec_c) for _ in range(n_layers)])
 

@@ -27,7 +27,7 @@ import math
 import torch
 from torch import nn
 
-from .reasoner import inference_chunk_rows, runs_inference
+from lares_rl.policies.reasoner import inference_chunk_rows, runs_inference
 
 _NORM_FLOOR = 1e-12
 
@@ -41,7 +41,9 @@ def check_halting_args(tol: float, k_max: int) -> None:
         raise ValueError(f"k_max must be an integer >= 1, got {k_max!r}")
 
 
-def encode_until_settled(policy: nn.Module, seq: torch.Tensor, lengths: torch.Tensor, tol: float, k_max: int) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_until_settled(
+    policy: nn.Module, seq: torch.Tensor, lengths: torch.Tensor, tol: float, k_max: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Final user states [B, d] and the number of core steps each user took, int64 [B].
 
     ``policy`` is a recurrent :class:`~lares_rl.policies.reasoner.LaresReasoner` (or any module
@@ -62,11 +64,16 @@ def encode_until_settled(policy: nn.Module, seq: torch.Tensor, lengths: torch.Te
         return _settle(policy, seq, lengths, None, tol, k_max)
     t0 = policy.initial_thought(next(policy.parameters()).new_empty((batch, width, policy.d_model)))
     seq = seq[:, :width]  # every chunk keeps the batch's width: the shapes (and rounding) of the unchunked pass
-    parts = [_settle(policy, seq[start : start + chunk], lengths[start : start + chunk], t0[start : start + chunk], tol, k_max) for start in range(0, batch, chunk)]
+    parts = [
+        _settle(policy, seq[start : start + chunk], lengths[start : start + chunk], t0[start : start + chunk], tol, k_max)
+        for start in range(0, batch, chunk)
+    ]
     return torch.cat([states for states, _ in parts]), torch.cat([steps for _, steps in parts])
 
 
-def _settle(policy: nn.Module, seq: torch.Tensor, lengths: torch.Tensor, t0: torch.Tensor | None, tol: float, k_max: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _settle(
+    policy: nn.Module, seq: torch.Tensor, lengths: torch.Tensor, t0: torch.Tensor | None, tol: float, k_max: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`encode_until_settled` on one chunk of rows, from the given T0 of the chunk's width
     (None: the whole batch, cut to its longest history, with T0 drawn here after the context,
     exactly as :meth:`~lares_rl.policies.reasoner.LaresReasoner.encode` draws it)."""

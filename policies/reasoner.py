@@ -20,9 +20,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .backbones import read_last, resolve_backbone
-from .layers import FastDropout
-from .steps import STEP_SAMPLERS, eval_steps, sample_steps
+from lares_rl.policies.backbones import read_last, resolve_backbone
+from lares_rl.policies.layers import FastDropout
+from lares_rl.policies.steps import STEP_SAMPLERS, eval_steps, sample_steps
 
 AGGREGATIONS = ("add", "concat", "gate")
 T0_INITS = ("normal", "zero", "normal_train_only")
@@ -108,7 +108,13 @@ class LaresReasoner(nn.Module):
         self.input_dropout = FastDropout(dropout)
         sizes = dict(d_model=d_model, n_heads=n_heads, inner_size=inner_size, dropout=dropout, max_len=max_len, **(backbone_options or {}))
         self.pre_block = resolve_backbone(backbone)(n_layers=n_pre_layers, **sizes) if n_pre_layers else None
-        self.core_block = resolve_backbone(core_backbone or backbone, "policy.core_backbone" if core_backbone else "policy.backbone")(n_layers=n_core_layers, **sizes) if n_core_layers else None
+        self.core_block = (
+            resolve_backbone(core_backbone or backbone, "policy.core_backbone" if core_backbone else "policy.backbone")(
+                n_layers=n_core_layers, **sizes
+            )
+            if n_core_layers
+            else None
+        )
         if self.core_block is not None:
             self.core_norm = nn.LayerNorm(d_model, eps=1e-12)
             if aggregation == "concat":
@@ -177,7 +183,9 @@ class LaresReasoner(nn.Module):
         adaptive halting (:mod:`lares_rl.policies.halting`) calls it on the still-active users only."""
         return self.core_block(self._core_input(thought, context), valid)
 
-    def core_step_at(self, thought: torch.Tensor, context: torch.Tensor, valid: torch.Tensor, rows: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+    def core_step_at(
+        self, thought: torch.Tensor, context: torch.Tensor, valid: torch.Tensor, rows: torch.Tensor, last: torch.Tensor
+    ) -> torch.Tensor:
         """``core_step(...)[rows, last]`` -> [B, d], computing only that position in the core
         block's final layer where the block allows it: for a step whose full state nobody reads."""
         return read_last(self.core_block, self._core_input(thought, context), valid, rows, last)
@@ -219,7 +227,14 @@ class LaresReasoner(nn.Module):
         if self.core_block is not None and t0 is None:
             t0 = self.initial_thought(self.item_embedding.weight.new_empty((*seq.shape, self.d_model)))
         parts = [
-            self._encode_window(seq[start : start + chunk], lengths[start : start + chunk], steps, None if t0 is None else t0[start : start + chunk], False, True)
+            self._encode_window(
+                seq[start : start + chunk],
+                lengths[start : start + chunk],
+                steps,
+                None if t0 is None else t0[start : start + chunk],
+                False,
+                True,
+            )
             for start in range(0, len(lengths), chunk)
         ]
         return torch.cat(parts)

@@ -3,6 +3,7 @@
 The same interaction list is written in each format so the loaders can be checked against one
 expected result; the references are deliberately naive loops, independent of the vectorised code.
 """
+
 from __future__ import annotations
 
 import random

@@ -157,7 +157,7 @@ def test_halting_rollouts_record_the_steps_taken_and_replay_exactly():
     """rpt.halt_tol: evaluation rollouts stop per row; the loss's replay halts the same way, so the
     Gaussian latent policy's ratio is exactly 1 on the first update."""
     from lares_rl.policies.actor import run_rollouts
-    from lares_rl.rpt_losses import LatentPolicyGradientLoss
+    from lares_rl.rpt.losses import LatentPolicyGradientLoss
 
     policy = tiny_policy(mean_recurrence=3)
     td = observation(batch=16)
@@ -167,7 +167,9 @@ def test_halting_rollouts_record_the_steps_taken_and_replay_exactly():
         out = actor(td.clone())
     steps = out["num_steps"]
     assert steps.min() >= 2 and steps.max() <= 6 and len(steps.unique()) > 1
-    replay = run_rollouts(policy, td["history", "items"], td["history", "length"], steps, out["rollout_seed"], dedupe=True, halting=(tol, 6))
+    replay = run_rollouts(
+        policy, td["history", "items"], td["history", "length"], steps, out["rollout_seed"], dedupe=True, halting=(tol, 6)
+    )
     assert torch.equal(replay["num_steps"], steps)
     torch.testing.assert_close(replay["final_state"], out["user_state"], rtol=0, atol=0)
     out.set("advantage", torch.randn(16, 1))
@@ -189,4 +191,6 @@ def test_halting_leaves_train_mode_rollouts_at_their_sampled_depth():
     halted = run_rollouts(policy, td["history", "items"], td["history", "length"], ks, seeds, halting=(10.0, 6))
     assert torch.equal(halted["num_steps"], ks) and torch.equal(halted["final_state"], fixed["final_state"])
     with pytest.raises(ValueError, match="final-step outputs only"):
-        run_rollouts(policy, td["history", "items"], td["history", "length"], ks, -1 - seeds, torch.ones(B, dtype=torch.int64), halting=(0.1, 4))
+        run_rollouts(
+            policy, td["history", "items"], td["history", "length"], ks, -1 - seeds, torch.ones(B, dtype=torch.int64), halting=(0.1, 4)
+        )

@@ -32,7 +32,9 @@ SCRIPT_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def run_script(script: str, *args: str) -> str:
-    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], cwd=ROOT, capture_output=True, text=True, timeout=600, env=SCRIPT_ENV)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *args], cwd=ROOT, capture_output=True, text=True, timeout=600, env=SCRIPT_ENV
+    )
     assert result.returncode == 0, f"{script} failed:\n{result.stderr[-3000:]}"
     return result.stdout
 
@@ -40,7 +42,14 @@ def run_script(script: str, *args: str) -> str:
 def interrupt_after_first_epoch(script: str, args: list[str], state: Path, poll_s: float) -> str:
     """Start ``script``, send Ctrl-C once its saved training state at ``state`` records a finished
     epoch, and return its stderr: it must exit 1 with one line and no traceback."""
-    process = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / script), *args], cwd=ROOT, env=SCRIPT_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "benchmarks" / script), *args],
+        cwd=ROOT,
+        env=SCRIPT_ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     wait_for_epoch(state, 1, process, deadline_s=300, poll_s=poll_s)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=120)
@@ -52,60 +61,216 @@ def test_spt_and_rpt_benchmarks_feed_the_report(tmp_path):
     log = write_sequential_csv(tmp_path / "log.csv")
     data = ["--dataset", "custom", "--dataset-set", f"path={log}", "user_col=uid", "item_col=sku", "time_col=ts", "max_len=8"]
     results, docs, runs = tmp_path / "results", tmp_path / "docs", tmp_path / "runs"
-    common = [*data, "--mode", "dense", "--max-epochs", "2", "--patience", "2", "--batch-size", "64", "--out-dir", str(results), "--runs-dir", str(runs), *TINY_POLICY]
+    common = [
+        *data,
+        "--mode",
+        "dense",
+        "--max-epochs",
+        "2",
+        "--patience",
+        "2",
+        "--batch-size",
+        "64",
+        "--out-dir",
+        str(results),
+        "--runs-dir",
+        str(runs),
+        *TINY_POLICY,
+    ]
     run_script("spt_benchmark.py", "--policy", "sasrec", "--seeds", "0", *common)
     run_script("spt_benchmark.py", "--policy", "lares", "--seeds", "0", "1", *common)
-    run_script("spt_benchmark.py", "--policy", "lares", "--seeds", "0", "--alpha", "0.0", "--tag", "_noTLA", "--spt-set", "negatives=in_batch", *common)
+    run_script(
+        "spt_benchmark.py",
+        "--policy",
+        "lares",
+        "--seeds",
+        "0",
+        "--alpha",
+        "0.0",
+        "--tag",
+        "_noTLA",
+        "--spt-set",
+        "negatives=in_batch",
+        *common,
+    )
 
     lares = json.loads((results / "custom__lares__dense__L8.json").read_text())
     assert [s["seed"] for s in lares["seeds"]] == [0, 1]
     assert [row["k"] for row in lares["seeds"][0]["depth_sweep"]] == [1, 2, 4, 8, 12, 16]
     assert lares["policy_config"]["d_model"] == 16 and lares["max_len"] == 8
     no_tla = json.loads((results / "custom__lares_noTLA__dense__L8.json").read_text())
-    assert "--alpha 0.0" in no_tla["command"] and "--spt-set negatives=in_batch" in no_tla["command"] and no_tla["spt"]["negatives"] == "in_batch"
+    assert (
+        "--alpha 0.0" in no_tla["command"]
+        and "--spt-set negatives=in_batch" in no_tla["command"]
+        and no_tla["spt"]["negatives"] == "in_batch"
+    )
 
     checkpoint = runs / "custom__lares__dense__L8" / "seed0" / "checkpoints" / "spt_best.pt"
-    run_script("rpt_benchmark.py", "--checkpoints", str(checkpoint), "--seeds", "0", *data, "--rpt-set", "epochs=1", "--out", str(docs / "rpt_custom.md"), "--runs-dir", str(runs))
+    run_script(
+        "rpt_benchmark.py",
+        "--checkpoints",
+        str(checkpoint),
+        "--seeds",
+        "0",
+        *data,
+        "--rpt-set",
+        "epochs=1",
+        "--out",
+        str(docs / "rpt_custom.md"),
+        "--runs-dir",
+        str(runs),
+    )
     rpt = json.loads((docs / "rpt_custom.json").read_text())
     assert rpt["seeds"][0]["spt_checkpoint"] == str(checkpoint)
     assert (docs / "rpt_custom.png").is_file()
-    run_script("paired_bootstrap.py", *data, "--pairs", str(checkpoint), str(runs / "rpt_custom" / "rpt_seed0" / "checkpoints" / "rpt_best.pt"),
-               "--resamples", "200", "--out", str(docs / "paired.md"))
+    run_script(
+        "paired_bootstrap.py",
+        *data,
+        "--pairs",
+        str(checkpoint),
+        str(runs / "rpt_custom" / "rpt_seed0" / "checkpoints" / "rpt_best.pt"),
+        "--resamples",
+        "200",
+        "--out",
+        str(docs / "paired.md"),
+    )
     pair = json.loads((docs / "paired.json").read_text())["pairs"][0]
-    assert pair["before"] == pytest.approx(rpt["seeds"][0]["before"]["test"]["ndcg@10"]) and pair["ci_low"] <= pair["change"] <= pair["ci_high"]
+    assert (
+        pair["before"] == pytest.approx(rpt["seeds"][0]["before"]["test"]["ndcg@10"])
+        and pair["ci_low"] <= pair["change"] <= pair["ci_high"]
+    )
 
-    run_script("beyond_accuracy.py", "--checkpoints", str(checkpoint), "--seeds", "0", *data, "--lambdas", "0.5", "--pop-strengths", "0.5", "--mmr-strengths", "0.3",
-               "--rpt-set", "epochs=1", "slate_size=20", "histories_per_batch=64", "--out", str(docs / "beyond_accuracy_custom"), "--runs-dir", str(runs))
+    run_script(
+        "beyond_accuracy.py",
+        "--checkpoints",
+        str(checkpoint),
+        "--seeds",
+        "0",
+        *data,
+        "--lambdas",
+        "0.5",
+        "--pop-strengths",
+        "0.5",
+        "--mmr-strengths",
+        "0.3",
+        "--rpt-set",
+        "epochs=1",
+        "slate_size=20",
+        "histories_per_batch=64",
+        "--out",
+        str(docs / "beyond_accuracy_custom"),
+        "--runs-dir",
+        str(runs),
+    )
     beyond = json.loads((docs / "beyond_accuracy_custom.json").read_text())["seeds"][0]
     assert beyond["ild_from"] == "SPT item embeddings" and [len(beyond[m]) for m in ("pop", "mmr", "rpt")] == [1, 1, 1]
     assert {"coverage@10", "novelty@10", "ild@10"} <= set(beyond["rpt"][0]["test"]) and (docs / "beyond_accuracy_custom.png").is_file()
 
-    run_script("eval_noise.py", "--checkpoints", str(checkpoint), *data, "--eval-seeds", "0", "1", "--batch-sizes", "8", "64", "--output", str(docs / "eval_noise.md"))
-    run_script("adaptive_depth.py", "--checkpoints", str(checkpoint), *data, "--fixed-ks", "1", "4", "--tols", "0.5", "--repeats", "1", "--calls", "5", "--out", str(docs))
+    run_script(
+        "eval_noise.py",
+        "--checkpoints",
+        str(checkpoint),
+        *data,
+        "--eval-seeds",
+        "0",
+        "1",
+        "--batch-sizes",
+        "8",
+        "64",
+        "--output",
+        str(docs / "eval_noise.md"),
+    )
+    run_script(
+        "adaptive_depth.py",
+        "--checkpoints",
+        str(checkpoint),
+        *data,
+        "--fixed-ks",
+        "1",
+        "4",
+        "--tols",
+        "0.5",
+        "--repeats",
+        "1",
+        "--calls",
+        "5",
+        "--out",
+        str(docs),
+    )
     adaptive = json.loads((docs / "adaptive_depth_custom.json").read_text())
     assert [row["setting"] for row in adaptive["rows"]] == ["fixed k=1", "fixed k=4", "halt tol=0.5, k_max=4"]
     assert 2 <= adaptive["rows"][2]["test"]["mean_steps"] <= 4 and (docs / "adaptive_depth_custom.png").is_file()
-    run_script("halting_signals.py", "--checkpoints", str(checkpoint), *data, "--k-max", "3", "--out", str(docs / "halting_signals_custom.md"))
+    run_script(
+        "halting_signals.py", "--checkpoints", str(checkpoint), *data, "--k-max", "3", "--out", str(docs / "halting_signals_custom.md")
+    )
     signals = json.loads((docs / "halting_signals_custom.json").read_text())["rows"]
     assert [(r["rule"], r["threshold"]) for r in signals[:3]] == [("fixed", 1), ("fixed", 2), ("fixed", 3)]
-    assert {r["rule"] for r in signals} == {"fixed", "state", "kl", "top10", "entropy"} and all(1 <= r["test"]["steps"] <= 3 for r in signals)
-    run_script("eval_profile.py", "--checkpoint", str(checkpoint), *data, "--repeats", "1", "--chunk-positions", "0", "64", "--output", str(docs / "eval_profile.md"))
+    assert {r["rule"] for r in signals} == {"fixed", "state", "kl", "top10", "entropy"} and all(
+        1 <= r["test"]["steps"] <= 3 for r in signals
+    )
+    run_script(
+        "eval_profile.py",
+        "--checkpoint",
+        str(checkpoint),
+        *data,
+        "--repeats",
+        "1",
+        "--chunk-positions",
+        "0",
+        "64",
+        "--output",
+        str(docs / "eval_profile.md"),
+    )
     chunk_rows = [line for line in (docs / "eval_profile.md").read_text().splitlines() if line.startswith(("| no chunks |", "| 64 |"))]
     assert len(chunk_rows) == 2 and len({line.rsplit("|", 2)[1] for line in chunk_rows}) == 1  # same NDCG@10 with and without chunks
-    run_script("eval_speedup.py", "--checkpoint", str(checkpoint), *data, "--baseline-rev", "HEAD", "--halt-tol", "0.5", "--rounds", "1", "--passes", "1",
-               "--output", str(docs / "eval_speedup.md"))
+    run_script(
+        "eval_speedup.py",
+        "--checkpoint",
+        str(checkpoint),
+        *data,
+        "--baseline-rev",
+        "HEAD",
+        "--halt-tol",
+        "0.5",
+        "--rounds",
+        "1",
+        "--passes",
+        "1",
+        "--output",
+        str(docs / "eval_speedup.md"),
+    )
     speedup = (docs / "eval_speedup.md").read_text()
-    assert "| revision HEAD, fixed k = 4 |" in speedup and "| this tree, halt tol = 0.5, k_max = 4 |" in speedup and "| 1.00x | - |" in speedup
+    assert (
+        "| revision HEAD, fixed k = 4 |" in speedup and "| this tree, halt tol = 0.5, k_max = 4 |" in speedup and "| 1.00x | - |" in speedup
+    )
     run_script("make_report.py", "--results", str(results), "--docs", str(docs))
     report = (docs / "RESULTS.md").read_text()
-    for heading in ("## Adaptive reasoning depth (per-user halting)", "### Evaluation throughput against revision HEAD (custom, test, full ranking)", "### custom: cost against accuracy", "#### Recommended default (chosen on validation)",
-                    "### Full-ranking evaluation profile (custom, test, k = 4)", "#### Inference chunk size", "### Halting signals on custom: which users could stop early?", "| reasoning steps: feed-forward sublayers |"):
+    for heading in (
+        "## Adaptive reasoning depth (per-user halting)",
+        "### Evaluation throughput against revision HEAD (custom, test, full ranking)",
+        "### custom: cost against accuracy",
+        "#### Recommended default (chosen on validation)",
+        "### Full-ranking evaluation profile (custom, test, k = 4)",
+        "#### Inference chunk size",
+        "### Halting signals on custom: which users could stop early?",
+        "| reasoning steps: feed-forward sublayers |",
+    ):
         assert heading in report, heading
     assert f"`python benchmarks/make_report.py --results {results} --docs {docs}` from `{results}/*.json`" in report
-    for row in ("| lares (dense, L=8) | 2 |", "| sasrec (dense, L=8) | 1 |", "| SASRec (baseline) | sasrec (dense, L=8) | 1 |",
-                "| no TLA (alpha = 0) | lares noTLA (dense, L=8) | 1 |", "| no SLA (gamma = 0) | not run | 0 |", "### custom: rpt_custom",
-                "lares (dense, L=8) vs sasrec (dense, L=8): test ndcg@10", "Not measured yet: run `python benchmarks/latency.py`.",
-                "## Evaluation noise", f"| `{checkpoint}` | ", "### custom: beyond_accuracy_custom", "| re-rank: popularity penalty |"):
+    for row in (
+        "| lares (dense, L=8) | 2 |",
+        "| sasrec (dense, L=8) | 1 |",
+        "| SASRec (baseline) | sasrec (dense, L=8) | 1 |",
+        "| no TLA (alpha = 0) | lares noTLA (dense, L=8) | 1 |",
+        "| no SLA (gamma = 0) | not run | 0 |",
+        "### custom: rpt_custom",
+        "lares (dense, L=8) vs sasrec (dense, L=8): test ndcg@10",
+        "Not measured yet: run `python benchmarks/latency.py`.",
+        "## Evaluation noise",
+        f"| `{checkpoint}` | ",
+        "### custom: beyond_accuracy_custom",
+        "| re-rank: popularity penalty |",
+    ):
         assert row in report
     full_method = next(line for line in report.splitlines() if line.startswith("| LARES-SPT+RPT"))
     assert "from custom__lares__dense__L8/seed0 | 1 |" in full_method
@@ -118,15 +283,38 @@ def test_ctrl_c_in_spt_benchmark_names_the_resume_flags_and_resume_finishes_the_
     the seeds that have none."""
     log = write_sequential_csv(tmp_path / "log.csv")
     results, runs = tmp_path / "results", tmp_path / "runs"
-    args = ["--dataset", "custom", "--dataset-set", f"path={log}", "user_col=uid", "item_col=sku", "time_col=ts",
-            "max_len=8", "--policy", "lares", "--seeds", "0", "--mode", "dense", "--batch-size", "64", "--out-dir", str(results), "--runs-dir", str(runs), *TINY_POLICY]
+    args = [
+        "--dataset",
+        "custom",
+        "--dataset-set",
+        f"path={log}",
+        "user_col=uid",
+        "item_col=sku",
+        "time_col=ts",
+        "max_len=8",
+        "--policy",
+        "lares",
+        "--seeds",
+        "0",
+        "--mode",
+        "dense",
+        "--batch-size",
+        "64",
+        "--out-dir",
+        str(results),
+        "--runs-dir",
+        str(runs),
+        *TINY_POLICY,
+    ]
     state = runs / "custom__lares__dense__L8" / "seed0" / "checkpoints" / "spt_last.pt"
     err = interrupt_after_first_epoch("spt_benchmark.py", [*args, "--max-epochs", "500", "--patience", "500"], state, poll_s=0.2)
-    assert err.startswith("[bench] custom__lares__dense__L8 seed 0 interrupted; its training state is saved under") and err.rstrip().endswith("--seeds 0 and --resume"), err
+    assert err.startswith(
+        "[bench] custom__lares__dense__L8 seed 0 interrupted; its training state is saved under"
+    ) and err.rstrip().endswith("--seeds 0 and --resume"), err
     assert not (results / "custom__lares__dense__L8.json").exists()
     saved_epochs = torch.load(state, weights_only=False)["progress"]["epoch"]
     seeds_at = args.index("--seeds") + 1
-    both_seeds = [*args[:seeds_at], "0", "1", *args[seeds_at + 1:]]
+    both_seeds = [*args[:seeds_at], "0", "1", *args[seeds_at + 1 :]]
     out = run_script("spt_benchmark.py", *both_seeds, "--max-epochs", str(saved_epochs + 1), "--patience", "500", "--resume")
     assert f"at epoch {saved_epochs}, batch" in out
     assert "seed 1: no saved training state under" in out and "starting it fresh" in out  # --resume over seeds that never started
@@ -140,14 +328,47 @@ def test_ctrl_c_in_rpt_benchmark_names_the_resume_flags_and_resume_finishes_the_
     log = write_sequential_csv(tmp_path / "log.csv")
     data = ["--dataset", "custom", "--dataset-set", f"path={log}", "user_col=uid", "item_col=sku", "time_col=ts", "max_len=8"]
     runs, docs = tmp_path / "runs", tmp_path / "docs"
-    run_script("spt_benchmark.py", "--policy", "lares", "--seeds", "0", *data, "--mode", "dense", "--max-epochs", "1", "--batch-size", "64",
-               "--out-dir", str(tmp_path / "results"), "--runs-dir", str(runs), *TINY_POLICY)
+    run_script(
+        "spt_benchmark.py",
+        "--policy",
+        "lares",
+        "--seeds",
+        "0",
+        *data,
+        "--mode",
+        "dense",
+        "--max-epochs",
+        "1",
+        "--batch-size",
+        "64",
+        "--out-dir",
+        str(tmp_path / "results"),
+        "--runs-dir",
+        str(runs),
+        *TINY_POLICY,
+    )
     checkpoint = runs / "custom__lares__dense__L8" / "seed0" / "checkpoints" / "spt_best.pt"
-    args = ["--checkpoints", str(checkpoint), "--seeds", "0", *data,
-            "--rpt-set", "epochs=40", "patience=40", "batches_per_epoch=2", "histories_per_batch=32", "--out", str(docs / "rpt_custom.md"), "--runs-dir", str(runs)]
+    args = [
+        "--checkpoints",
+        str(checkpoint),
+        "--seeds",
+        "0",
+        *data,
+        "--rpt-set",
+        "epochs=40",
+        "patience=40",
+        "batches_per_epoch=2",
+        "histories_per_batch=32",
+        "--out",
+        str(docs / "rpt_custom.md"),
+        "--runs-dir",
+        str(runs),
+    ]
     state = runs / "rpt_custom" / "rpt_seed0" / "checkpoints" / "rpt_last.pt"
     err = interrupt_after_first_epoch("rpt_benchmark.py", args, state, poll_s=0.1)
-    assert err.startswith("[bench] RPT seed 0 interrupted; its training state is saved under") and err.rstrip().endswith("--seeds 0 and --resume"), err
+    assert err.startswith("[bench] RPT seed 0 interrupted; its training state is saved under") and err.rstrip().endswith(
+        "--seeds 0 and --resume"
+    ), err
     assert not (docs / "rpt_custom.json").exists()
     saved_epoch = torch.load(state, weights_only=False)["progress"]["epoch"]
     assert 1 <= saved_epoch < 40
@@ -162,13 +383,26 @@ def test_validation_selection_picks_each_models_best_validation_run_and_never_lo
     from make_report import validation_selection_lines
 
     def run(policy: str, tag: str, valid: float, test: float, seeds: int = 3) -> dict:
-        return {"policy": policy, "name": f"d__{policy}{tag}__dense__L20", "max_len": 20, "mode": "dense", "spt": {},
-                "seeds": [{"valid": {"ndcg@10": valid}, "test": {"ndcg@10": test}}] * seeds}
+        return {
+            "policy": policy,
+            "name": f"d__{policy}{tag}__dense__L20",
+            "max_len": 20,
+            "mode": "dense",
+            "spt": {},
+            "seeds": [{"valid": {"ndcg@10": valid}, "test": {"ndcg@10": test}}] * seeds,
+        }
 
-    runs = [run("lares", "", 0.050, 0.030), run("lares", "_b", 0.052, 0.020), run("lares", "_c", 0.060, 0.090, seeds=1),
-            run("sasrec", "", 0.049, 0.040), run("sasrec", "_t", 0.048, 0.010)]
+    runs = [
+        run("lares", "", 0.050, 0.030),
+        run("lares", "_b", 0.052, 0.020),
+        run("lares", "_c", 0.060, 0.090, seeds=1),
+        run("sasrec", "", 0.049, 0.040),
+        run("sasrec", "_t", 0.048, 0.010),
+    ]
     [line] = validation_selection_lines(runs)
-    assert "lares b (dense, L=20) of 2 LARES runs" in line and "sasrec (dense, L=20) of 2 SASRec runs" in line  # the 1-seed run is no candidate
+    assert (
+        "lares b (dense, L=20) of 2 LARES runs" in line and "sasrec (dense, L=20) of 2 SASRec runs" in line
+    )  # the 1-seed run is no candidate
     assert "test NDCG@10 0.0200 vs 0.0400, -50.0%" in line
     assert validation_selection_lines([run("lares", "", 0.05, 0.03)]) == []  # nothing to compare against
 
@@ -181,7 +415,10 @@ def test_merge_seed_replaces_a_rerun_seed_and_refuses_another_configuration(tmp_
     merge_seed(out, record, {"seed": 1, "ndcg": 0.1}, same=("spt",))
     merge_seed(out, {**record, "command": "python benchmarks/x.py --seeds 0"}, {"seed": 0, "ndcg": 0.2}, same=("spt",))
     merged = merge_seed(out, record, {"seed": 1, "ndcg": 0.3}, same=("spt",))
-    assert [(row["seed"], row["ndcg"], row["command"]) for row in merged["seeds"]] == [(0, 0.2, "python benchmarks/x.py --seeds 0"), (1, 0.3, "python benchmarks/x.py --seeds 1")]
+    assert [(row["seed"], row["ndcg"], row["command"]) for row in merged["seeds"]] == [
+        (0, 0.2, "python benchmarks/x.py --seeds 0"),
+        (1, 0.3, "python benchmarks/x.py --seeds 1"),
+    ]
     assert seed_commands(merged) == "python benchmarks/x.py --seeds 0 1"
     with pytest.raises(SystemExit, match="different spt"):
         merge_seed(out, {**record, "spt": {"alpha": 0.0}}, {"seed": 2, "ndcg": 0.0}, same=("spt",))
@@ -210,26 +447,39 @@ def test_seed_commands_name_the_command_of_each_seed_row():
     before rows had a command are read from the " ; "-joined record command: the last part
     naming a seed made it, and lists aligned with --seeds are narrowed with it."""
     base = "python benchmarks/x.py --dataset d --seeds {} --lr 0.001"
-    rows = [{"seed": 0, "command": base.format("0 1") + " --resume"}, {"seed": 1, "command": base.format("0 1")}, {"seed": 2, "command": base.format(2).replace("0.001", "0.01")}]
+    rows = [
+        {"seed": 0, "command": base.format("0 1") + " --resume"},
+        {"seed": 1, "command": base.format("0 1")},
+        {"seed": 2, "command": base.format(2).replace("0.001", "0.01")},
+    ]
     assert seed_commands({"seeds": rows}) == base.format("0 1") + " ; " + base.format(2).replace("0.001", "0.01")
     legacy = {
         "command": "python benchmarks/r.py --checkpoints a.pt b.pt --seeds 0 1 --epochs 4 ; python benchmarks/r.py --checkpoints c.pt --seeds 1 --epochs 4",
         "seeds": [{"seed": 0}, {"seed": 1}],
     }
-    assert seed_commands(legacy) == "python benchmarks/r.py --checkpoints a.pt --seeds 0 --epochs 4 ; python benchmarks/r.py --checkpoints c.pt --seeds 1 --epochs 4"
+    assert (
+        seed_commands(legacy)
+        == "python benchmarks/r.py --checkpoints a.pt --seeds 0 --epochs 4 ; python benchmarks/r.py --checkpoints c.pt --seeds 1 --epochs 4"
+    )
 
 
 def test_command_line_keeps_zero_settings_and_drops_unset_ones():
     """The recorded command must rerun the same configuration: ``--gamma 0.0`` (no SLA) is a
     setting, not an unset flag."""
-    args = argparse.Namespace(dataset="ml-100k", seeds=[0, 1], gamma=0.0, patience=0, bucket=False, resume=True, tag="", policy_set=[], max_len=None, out_dir="x")
-    assert command_line("spt_benchmark.py", args, skip=("out_dir",)) == "python benchmarks/spt_benchmark.py --dataset ml-100k --seeds 0 1 --gamma 0.0 --patience 0 --resume"
+    args = argparse.Namespace(
+        dataset="ml-100k", seeds=[0, 1], gamma=0.0, patience=0, bucket=False, resume=True, tag="", policy_set=[], max_len=None, out_dir="x"
+    )
+    assert (
+        command_line("spt_benchmark.py", args, skip=("out_dir",))
+        == "python benchmarks/spt_benchmark.py --dataset ml-100k --seeds 0 1 --gamma 0.0 --patience 0 --resume"
+    )
 
 
 def test_spt_set_overrides_any_spt_key_and_names_an_unknown_one():
-    from lares_rl.errors import LaresError
-    from lares_rl.spt import SPTConfig
     from spt_benchmark import spt_overrides
+
+    from lares_rl.core.errors import LaresError
+    from lares_rl.spt.config import SPTConfig
 
     cfg = spt_overrides(SPTConfig(lr=0.002), {"negatives": "sampled", "num_negatives": 128})
     assert (cfg.lr, cfg.negatives, cfg.num_negatives) == (0.002, "sampled", 128)
@@ -258,6 +508,8 @@ def test_paired_bootstrap_interval_covers_the_change_and_shrinks_with_more_users
     small = paired_bootstrap(before, after, resamples=500)
     assert small["ci_low"] <= small["change"] <= small["ci_high"] and small["change"] > 0
     large = paired_bootstrap(before.repeat(16), after.repeat(16), resamples=500)
-    assert large["ci_high"] - large["ci_low"] < 0.5 * (small["ci_high"] - small["ci_low"]) and large["p_not_better"] <= small["p_not_better"]
+    assert (
+        large["ci_high"] - large["ci_low"] < 0.5 * (small["ci_high"] - small["ci_low"]) and large["p_not_better"] <= small["p_not_better"]
+    )
     same = paired_bootstrap(before, before, resamples=100)
     assert same["change"] == same["ci_low"] == same["ci_high"] == 0.0 and same["p_not_better"] == 1.0

@@ -5,12 +5,12 @@ import math
 import pytest
 import torch
 
-from lares_rl.beyond_metrics import BeyondAccuracy, gini, intra_list_distance, self_information
-from lares_rl.evaluation import EvalConfig, evaluate_policy
-from lares_rl.item_context import ItemContext
-from lares_rl.report import results_table
 from lares_rl.data import SequenceData
+from lares_rl.eval.evaluation import EvalConfig, evaluate_policy
+from lares_rl.eval.report import results_table
+from lares_rl.metrics.beyond import BeyondAccuracy, gini, intra_list_distance, self_information
 from lares_rl.policies.reasoner import LaresReasoner
+from lares_rl.rewards.context import ItemContext
 
 
 def tiny_policy_and_data(items: int = 25):
@@ -18,6 +18,7 @@ def tiny_policy_and_data(items: int = 25):
     sequences = [torch.randint(1, items + 1, (8,), generator=generator).tolist() for _ in range(30)]
     torch.manual_seed(0)
     return LaresReasoner(items, max_len=8, d_model=16, n_heads=2, inner_size=32), SequenceData.from_sequences(sequences, num_items=items)
+
 
 POPULARITY = torch.tensor([0.0, 6.0, 2.0, 0.0, 0.0])  # items 1..4; C = 8, N = 4
 CATEGORIES = torch.tensor([[0.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
@@ -70,5 +71,7 @@ def test_evaluation_adds_the_measures_only_with_a_context():
     table = results_table({"spt": full}, [10])
     assert "coverage@10 | novelty@10 | popularity@10 | gini@10 | ild@10 |" in table
     assert "coverage@10" not in results_table({"spt": plain}, [10])
-    no_vectors = evaluate_policy(policy, data, "test", 8, EvalConfig(), torch.device("cpu"), context=ItemContext(popularity=torch.ones(data.num_items + 1)))
+    no_vectors = evaluate_policy(
+        policy, data, "test", 8, EvalConfig(), torch.device("cpu"), context=ItemContext(popularity=torch.ones(data.num_items + 1))
+    )
     assert "coverage@10" in no_vectors and "ild@10" not in no_vectors  # a policy without an item table on data without categories

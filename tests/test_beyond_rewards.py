@@ -8,10 +8,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from lares_rl.errors import LaresError
-from lares_rl.item_context import ItemContext, build_item_context, context_needs, item_categories, top_k_exposure
+from lares_rl.core.errors import LaresError
+from lares_rl.eval.exposure import build_item_context, top_k_exposure
 from lares_rl.rewards import REWARDS, diversity, embedding_diversity, long_tail, ndcg, novelty, unexposed
-from lares_rl.rpt import RPTConfig, instantiate_reward
+from lares_rl.rewards.build import instantiate_reward
+from lares_rl.rewards.context import ItemContext, context_needs, item_categories
+from lares_rl.rpt.config import RPTConfig
 from tests.fixtures_data import write_atomic
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -20,7 +22,9 @@ CATEGORIES = torch.tensor([[0.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0,
 SLATE = torch.tensor([[1, 2, 3], [3, 4, 1]])
 TARGET = torch.tensor([2, 2])
 EXPOSURE = torch.tensor([0.0, 5.0, 0.0, 2.0, 0.0])  # items 2 and 4 are in nobody's top 10
-CONTEXT = ItemContext(popularity=POPULARITY, categories=CATEGORIES, item_embeddings=CATEGORIES + 0.5, dataset="tiny", exposure_source=lambda: EXPOSURE)
+CONTEXT = ItemContext(
+    popularity=POPULARITY, categories=CATEGORIES, item_embeddings=CATEGORIES + 0.5, dataset="tiny", exposure_source=lambda: EXPOSURE
+)
 
 
 def needs_popularity(slate, target, popularity, k=2):
@@ -106,7 +110,13 @@ def test_weighted_config_is_ndcg_plus_lambda_times_the_term(name):
     root = OmegaConf.create({"rpt": {"slate_size": 3}, "reward": OmegaConf.load(CONFIG_DIR / "reward" / f"{name}.yaml")})
     root.reward.weights[name] = 0.5
     fn = instantiate_reward(root.reward, 4, CONTEXT)
-    field = {"novelty": "popularity", "long_tail": "popularity", "diversity": "categories", "embedding_diversity": "item_embeddings", "unexposed": "exposure"}[name]
+    field = {
+        "novelty": "popularity",
+        "long_tail": "popularity",
+        "diversity": "categories",
+        "embedding_diversity": "item_embeddings",
+        "unexposed": "exposure",
+    }[name]
     expected = ndcg(SLATE, TARGET, k=3) + 0.5 * REWARDS[name](SLATE, TARGET, getattr(CONTEXT, field), k=10)
     torch.testing.assert_close(fn(SLATE, TARGET), expected)
 
@@ -121,13 +131,19 @@ def test_weighted_terms_and_weights_must_match():
 def test_item_categories_come_from_the_class_column(tmp_path):
     from lares_rl.data import DatasetConfig, load_dataset
 
-    data = load_dataset(DatasetConfig(name="tiny", path=str(write_atomic(tmp_path / "log.inter")), user_core=1, item_core=1), tmp_path / "cache")
+    data = load_dataset(
+        DatasetConfig(name="tiny", path=str(write_atomic(tmp_path / "log.inter")), user_core=1, item_core=1), tmp_path / "cache"
+    )
     item_file = tmp_path / "log.item"
     item_file.write_text("item_id:token\ttitle:token_seq\tclass:token_seq\n3\tA\tDrama Comedy\n7\tB\tDrama\n99\tC\tHorror\n")
     categories = item_categories(data, {"item_file": str(item_file), "item_col": "item_id"})
     index = {str(original): i for i, original in enumerate(data.item_ids)}
     assert categories.shape == (data.num_items + 1, 2)  # Comedy, Drama (item 99 is not in the data)
-    assert categories[index["3"]].tolist() == [1.0, 1.0] and categories[index["7"]].tolist() == [0.0, 1.0] and categories[index["5"]].sum() == 0
+    assert (
+        categories[index["3"]].tolist() == [1.0, 1.0]
+        and categories[index["7"]].tolist() == [0.0, 1.0]
+        and categories[index["5"]].sum() == 0
+    )
     (tmp_path / "plain.item").write_text("item_id:token\ttitle:token_seq\n3\tA\n")
     assert item_categories(data, {"item_file": str(tmp_path / "plain.item")}) is None
     context = build_item_context(data, {"item_file": str(tmp_path / "plain.item")})

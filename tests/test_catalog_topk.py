@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from lares_rl.catalog_topk import check_chunk, chunked_target_ranks, chunked_top_k, evaluate_chunked, item_scorer
+from lares_rl.catalog.topk import check_chunk, chunked_target_ranks, chunked_top_k, evaluate_chunked, item_scorer
+from lares_rl.core.errors import LaresError
 from lares_rl.data.synthetic import successor_log
-from lares_rl.errors import LaresError
-from lares_rl.evaluation import EvalConfig, evaluate_policy
-from lares_rl.metrics import target_ranks
+from lares_rl.eval.evaluation import EvalConfig, evaluate_policy
+from lares_rl.metrics.ranking import target_ranks
 from lares_rl.policies.reasoner import LaresReasoner
 
 
@@ -50,7 +50,9 @@ def test_top_k_matches_full_topk_and_masks_history_but_never_the_target(chunk):
     history = (torch.arange(users + 1), best)  # each row has seen its best item
     targets = best.clone()
     targets[0] = (best[0] % items) + 1  # row 0's best item is history, not its target
-    masked_values, masked_ids, target_scores = chunked_top_k(states, _table_scorer(table), items, 4, chunk, history=history, targets=targets)
+    masked_values, masked_ids, target_scores = chunked_top_k(
+        states, _table_scorer(table), items, 4, chunk, history=history, targets=targets
+    )
     assert best[0] not in masked_ids[0]
     assert all(best[r] == masked_ids[r, 0] for r in range(1, users))  # seen but the target: stays
     assert torch.equal(target_scores, table.gather(1, targets.view(-1, 1)).squeeze(1))
@@ -70,7 +72,9 @@ def test_chunked_evaluation_gives_exactly_todays_metrics(exclude_history):
     policy, data = _model_and_data()
     full = evaluate_policy(policy, data, "test", 10, EvalConfig(exclude_history=exclude_history, batch_size=16), torch.device("cpu"))
     for chunk in (1, 7, 64):
-        chunked = evaluate_policy(policy, data, "test", 10, EvalConfig(exclude_history=exclude_history, batch_size=16, item_chunk=chunk), torch.device("cpu"))
+        chunked = evaluate_policy(
+            policy, data, "test", 10, EvalConfig(exclude_history=exclude_history, batch_size=16, item_chunk=chunk), torch.device("cpu")
+        )
         assert chunked == full, chunk
 
 
@@ -78,7 +82,7 @@ def test_evaluate_chunked_refuses_zero_users():
     policy, _ = _model_and_data()
     empty = torch.zeros(0, 3, dtype=torch.long)
     with pytest.raises(ValueError, match="zero users"):
-        evaluate_chunked(lambda s, l: s, policy.item_scores, 60, empty, empty[:, 0], empty[:, 0], ks=[10], chunk=4)
+        evaluate_chunked(lambda s, lengths: s, policy.item_scores, 60, empty, empty[:, 0], empty[:, 0], ks=[10], chunk=4)
 
 
 @pytest.mark.parametrize("bad", [0, -5, 2.5, True])
@@ -95,9 +99,9 @@ def test_a_policy_without_item_scores_is_refused_by_name():
 
 
 def test_rpt_filter_and_greedy_slate_from_chunked_top_k_match_the_full_catalog():
-    from lares_rl.rewards import ndcg
-    from lares_rl.rpt import greedy_reward
-    from lares_rl.rpt_filter import top_k_filter
+    from lares_rl.rewards.builtin import ndcg
+    from lares_rl.rpt.filter import top_k_filter
+    from lares_rl.rpt.probe import greedy_reward
 
     policy, data = _model_and_data()
     seqs, lengths, targets = data.train_rows(10)
@@ -107,30 +111,44 @@ def test_rpt_filter_and_greedy_slate_from_chunked_top_k_match_the_full_catalog()
         assert torch.equal(top_k_filter(policy, seqs, lengths, targets, top=5, passes=2, batch_size=64, item_chunk=chunk), full)
         reward = lambda slate, target: ndcg(slate, target, k=10)  # noqa: E731
         cpu = torch.device("cpu")
-        assert greedy_reward(policy, seqs, lengths, targets, reward, 10, cpu, item_chunk=chunk) == greedy_reward(policy, seqs, lengths, targets, reward, 10, cpu)
+        assert greedy_reward(policy, seqs, lengths, targets, reward, 10, cpu, item_chunk=chunk) == greedy_reward(
+            policy, seqs, lengths, targets, reward, 10, cpu
+        )
 
 
 def test_recommend_with_item_chunk_gives_the_same_lists(tmp_path, capsys):
     import json
 
-    from lares_rl.checkpoint import save_checkpoint
-    from lares_rl.recommend_cli import main
-    from lares_rl.recommender import Recommender
+    from lares_rl.core.checkpoint import save_checkpoint
+    from lares_rl.serve.cli import main
+    from lares_rl.serve.recommender import Recommender
 
     policy, data = _model_and_data()
     histories = [[data.item_ids[int(i)] for i in data.items[data.offsets[u] : data.offsets[u + 1]][:6]] for u in range(8)]
     full = Recommender(policy, data.item_ids, 10, deterministic=True).recommend(histories, top_k=10)
     for exclude_seen in (True, False):
         want = Recommender(policy, data.item_ids, 10, deterministic=True).recommend(histories, top_k=10, exclude_seen=exclude_seen)
-        got = Recommender(policy, data.item_ids, 10, deterministic=True, item_chunk=7).recommend(histories, top_k=10, exclude_seen=exclude_seen)
+        got = Recommender(policy, data.item_ids, 10, deterministic=True, item_chunk=7).recommend(
+            histories, top_k=10, exclude_seen=exclude_seen
+        )
         assert [r.items for r in got] == [r.items for r in want]
     assert all(not set(h) & set(r.items) for h, r in zip(histories, full))
     with pytest.raises(LaresError, match="item_chunk"):
         Recommender(policy, data.item_ids, 10, item_chunk=0)
 
     path = tmp_path / "ckpt.pt"
-    save_checkpoint(path, policy=policy, policy_config={"_target_": "lares_rl.policies.reasoner.LaresReasoner", **POLICY}, data=data, max_len=10,
-                    dataset_name="synthetic", phase="spt", epoch=0, metrics={}, config={})
+    save_checkpoint(
+        path,
+        policy=policy,
+        policy_config={"_target_": "lares_rl.policies.reasoner.LaresReasoner", **POLICY},
+        data=data,
+        max_len=10,
+        dataset_name="synthetic",
+        phase="spt",
+        epoch=0,
+        metrics={},
+        config={},
+    )
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps(h) + "\n" for h in histories))
     assert main(["--checkpoint", str(path), "--input", str(src), "--deterministic", "--top-k", "10", "--item-chunk", "7"]) == 0

@@ -23,14 +23,33 @@ def run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
 
 def tiny_data_args(tmp_path: Path) -> list[str]:
     path = write_sequential_csv(tmp_path / "log.csv")
-    return ["dataset=custom", f"dataset.path={path}", "dataset.user_col=uid", "dataset.item_col=sku", "dataset.time_col=ts", "dataset.max_len=8", "progress=false"]
+    return [
+        "dataset=custom",
+        f"dataset.path={path}",
+        "dataset.user_col=uid",
+        "dataset.item_col=sku",
+        "dataset.time_col=ts",
+        "dataset.max_len=8",
+        "progress=false",
+    ]
 
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("cli")
     args = tiny_data_args(tmp_path)
-    result = run_cli(tmp_path, "run", *args, "spt.epochs=3", "spt.batch_size=64", "policy.d_model=16", "policy.inner_size=32", "rpt.epochs=1", "rpt.histories_per_batch=64", "hydra.run.dir=run1")
+    result = run_cli(
+        tmp_path,
+        "run",
+        *args,
+        "spt.epochs=3",
+        "spt.batch_size=64",
+        "policy.d_model=16",
+        "policy.inner_size=32",
+        "rpt.epochs=1",
+        "rpt.histories_per_batch=64",
+        "hydra.run.dir=run1",
+    )
     assert result.returncode == 0, result.stderr
     return tmp_path, args, result
 
@@ -46,10 +65,19 @@ def test_run_writes_metrics_checkpoint_and_tensorboard(trained_run):
     events = EventAccumulator(str(run_dir / "tb" / "spt"))
     events.Reload()
     tags = events.Tags()["scalars"]
-    for tag in ("spt/losses/rec", "spt/losses/tla", "spt/eval/ndcg@10", "spt/charts/learning_rate", "spt/charts/samples_per_sec", "spt/diag/k"):
+    for tag in (
+        "spt/losses/rec",
+        "spt/losses/tla",
+        "spt/eval/ndcg@10",
+        "spt/charts/learning_rate",
+        "spt/charts/samples_per_sec",
+        "spt/diag/k",
+    ):
         assert tag in tags, tag
     assert "| LARES-SPT |" in result.stdout and "| SASRec |" in result.stdout
-    assert set(metrics["baseline"]["test"]) == set(metrics["test"]["spt"]) and (run_dir / "baseline" / "checkpoints" / "spt_best.pt").is_file()
+    assert (
+        set(metrics["baseline"]["test"]) == set(metrics["test"]["spt"]) and (run_dir / "baseline" / "checkpoints" / "spt_best.pt").is_file()
+    )
 
 
 def test_eval_and_sweep_k_on_checkpoint(trained_run):
@@ -77,7 +105,9 @@ def test_eval_and_sweep_k_with_adaptive_depth(trained_run):
     events = EventAccumulator(str(tmp_path / "halt1" / "tb" / "eval"))
     events.Reload()
     assert "eval/test/steps" in events.Tags()["histograms"]
-    result = run_cli(tmp_path, "sweep-k", *args, f"checkpoint={checkpoint}", "eval.sweep_ks=[2,4]", "eval.halt_tol=0.3", "hydra.run.dir=halt2")
+    result = run_cli(
+        tmp_path, "sweep-k", *args, f"checkpoint={checkpoint}", "eval.sweep_ks=[2,4]", "eval.halt_tol=0.3", "hydra.run.dir=halt2"
+    )
     assert result.returncode == 0, result.stderr
     rows = json.loads((tmp_path / "halt2" / "sweep_k.json").read_text())
     assert [r["k"] for r in rows] == [2, 4] and rows[0]["mean_steps"] == 2.0 and 2.0 <= rows[1]["mean_steps"] <= 4.0
@@ -89,7 +119,17 @@ def test_eval_and_sweep_k_with_adaptive_depth(trained_run):
 def test_rpt_rollouts_with_adaptive_depth_log_the_steps_taken(trained_run):
     tmp_path, args, _ = trained_run
     checkpoint = tmp_path / "run1" / "checkpoints" / "spt_best.pt"
-    result = run_cli(tmp_path, "rpt", *args, f"checkpoint={checkpoint}", "rpt.epochs=1", "rpt.histories_per_batch=64", "rpt.halt_tol=0.3", "rpt.halt_k_max=6", "hydra.run.dir=halt_rpt")
+    result = run_cli(
+        tmp_path,
+        "rpt",
+        *args,
+        f"checkpoint={checkpoint}",
+        "rpt.epochs=1",
+        "rpt.histories_per_batch=64",
+        "rpt.halt_tol=0.3",
+        "rpt.halt_k_max=6",
+        "hydra.run.dir=halt_rpt",
+    )
     assert result.returncode == 0, result.stderr
     events = EventAccumulator(str(tmp_path / "halt_rpt" / "tb" / "rpt"))
     events.Reload()
@@ -108,7 +148,10 @@ def test_bad_inputs_fail_with_one_clear_line(trained_run, tmp_path):
         (["eval", *args, "checkpoint=nothing.pt"], "nothing.pt"),
         (["run", *args, "spt.lrr=1"], "spt.lrr"),
         (["run", *args, "policy=doesnotexist"], "policy"),
-        (["run", *args, "baseline=nope"], "baseline=nope names no file configs/policy/nope.yaml; use one of lares, sasrec, or baseline=null"),
+        (
+            ["run", *args, "baseline=nope"],
+            "baseline=nope names no file configs/policy/nope.yaml; use one of lares, sasrec, or baseline=null",
+        ),
         (["eval", "--checkpoint", "x.pt"], "write it as a Hydra override, checkpoint=<value>"),
     ]
     (tmp_path / "corrupt.pt").write_bytes(b"not a checkpoint")
@@ -134,7 +177,9 @@ def test_policy_overrides_that_would_be_ignored_by_a_checkpoint_are_refused(trai
     same = run_cli(base, "eval", *args, f"checkpoint={checkpoint}", "policy.d_model=16", "hydra.run.dir=eval_same")
     assert same.returncode == 0, same.stderr
     changed = run_cli(base, "eval", *args, f"checkpoint={checkpoint}", "policy.mean_recurrence=8", "hydra.run.dir=eval_changed")
-    assert changed.returncode == 2 and "policy.mean_recurrence=8 cannot change checkpoint" in changed.stderr and "eval.k=N" in changed.stderr, changed.stderr
+    assert (
+        changed.returncode == 2 and "policy.mean_recurrence=8 cannot change checkpoint" in changed.stderr and "eval.k=N" in changed.stderr
+    ), changed.stderr
 
 
 def test_checkpoint_from_other_data_is_refused(trained_run, tmp_path):
@@ -150,8 +195,17 @@ def test_ablation_multirun_from_the_command_line(tmp_path):
     """`-m` sweeps the ablation switches; each job gets its own directory with its own metrics."""
     args = tiny_data_args(tmp_path)
     result = run_cli(
-        tmp_path, "spt", "-m", *args, "spt.alpha=0,0.1", "policy.t0_init=zero", "spt.epochs=1", "spt.batch_size=64",
-        "policy.d_model=16", "policy.inner_size=32", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        tmp_path,
+        "spt",
+        "-m",
+        *args,
+        "spt.alpha=0,0.1",
+        "policy.t0_init=zero",
+        "spt.epochs=1",
+        "spt.batch_size=64",
+        "policy.d_model=16",
+        "policy.inner_size=32",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
     )
     assert result.returncode == 0, result.stderr
     metrics = sorted((tmp_path / "sweep").glob("*/metrics.json"))
@@ -174,7 +228,16 @@ def test_run_with_sasrec_explores_by_sampling_slates(tmp_path):
     which SASRec has too, and ``rpt=latent_pg`` perturbs its final state (its 100-wide slate is
     capped to the 40-item catalog); the reference's latent exploration has nothing to vary without
     a reasoning core, so ``rpt=grpo`` samples slates instead, and asking for latent explicitly is an error."""
-    args = [*tiny_data_args(tmp_path), "policy=sasrec", "policy.d_model=16", "policy.inner_size=32", "spt.epochs=1", "spt.batch_size=64", "rpt.epochs=1", "rpt.histories_per_batch=64"]
+    args = [
+        *tiny_data_args(tmp_path),
+        "policy=sasrec",
+        "policy.d_model=16",
+        "policy.inner_size=32",
+        "spt.epochs=1",
+        "spt.batch_size=64",
+        "rpt.epochs=1",
+        "rpt.histories_per_batch=64",
+    ]
     result = run_cli(tmp_path, "run", *args, "hydra.run.dir=sasrec")
     assert result.returncode == 0 and "samples slates instead" not in result.stdout, result.stderr
     assert json.loads((tmp_path / "sasrec" / "metrics.json").read_text())["test"]["rpt"]["ndcg@10"] >= 0.0
@@ -194,8 +257,14 @@ def test_console_script_imports_user_code_from_the_current_directory(tmp_path):
     if not script.is_file():
         pytest.skip("lares-rl console script not installed in this environment")
     (tmp_path / "my_rewards.py").write_text((Path(__file__).parent / "plugins" / "my_rewards.py").read_text())
-    result = subprocess.run([str(script), "run", *tiny_data_args(tmp_path), "reward._target_=my_rewards.top1_bonus", "rpt.slate_size=100000"],
-                            cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [str(script), "run", *tiny_data_args(tmp_path), "reward._target_=my_rewards.top1_bonus", "rpt.slate_size=100000"],
+        cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2 and "rpt.slate_size" in result.stderr and "my_rewards" not in result.stderr, result.stderr
 
 

@@ -3,28 +3,31 @@ the key, including fields whose default is null or a list (they used to pass unc
 
 import pytest
 
-from lares_rl.config import section_from_mapping
-from lares_rl.errors import LaresError
-from lares_rl.evaluation import EvalConfig
-from lares_rl.rpt import RPTConfig
-from lares_rl.spt import SPTConfig
+from lares_rl.core.config import section_from_mapping
+from lares_rl.core.errors import LaresError
+from lares_rl.eval.evaluation import EvalConfig
+from lares_rl.rpt.config import RPTConfig
+from lares_rl.spt.config import SPTConfig
 
 
-@pytest.mark.parametrize("cls, key, values, message", [
-    (EvalConfig, "eval", {"k": "abc"}, "eval.k must be a number"),
-    (EvalConfig, "eval", {"k": 2.5}, "eval.k must be an integer"),
-    (EvalConfig, "eval", {"ks": 5}, "eval.ks must be a list"),
-    (EvalConfig, "eval", {"ks": ["a", 10]}, r"eval.ks\[0\] must be a number"),
-    (EvalConfig, "eval", {"ks": [5]}, "includes 10"),
-    (EvalConfig, "eval", {"sweep_ks": [0, 1]}, "eval.sweep_ks"),
-    (EvalConfig, "eval", {"sweep_ks": []}, "eval.sweep_ks"),
-    (EvalConfig, "eval", {"split": 1}, "eval.split must be a string"),
-    (EvalConfig, "eval", {"exclude_history": "yes"}, "eval.exclude_history must be true or false"),
-    (RPTConfig, "rpt", {"batches_per_epoch": "abc"}, "rpt.batches_per_epoch must be a number"),
-    (RPTConfig, "rpt", {"batches_per_epoch": 0}, "rpt.batches_per_epoch"),
-    (SPTConfig, "spt", {"dense_stride": [1]}, "spt.dense_stride must be a number"),
-    (SPTConfig, "spt", {"lrr": 1}, "unknown config key"),
-])
+@pytest.mark.parametrize(
+    "cls, key, values, message",
+    [
+        (EvalConfig, "eval", {"k": "abc"}, "eval.k must be a number"),
+        (EvalConfig, "eval", {"k": 2.5}, "eval.k must be an integer"),
+        (EvalConfig, "eval", {"ks": 5}, "eval.ks must be a list"),
+        (EvalConfig, "eval", {"ks": ["a", 10]}, r"eval.ks\[0\] must be a number"),
+        (EvalConfig, "eval", {"ks": [5]}, "includes 10"),
+        (EvalConfig, "eval", {"sweep_ks": [0, 1]}, "eval.sweep_ks"),
+        (EvalConfig, "eval", {"sweep_ks": []}, "eval.sweep_ks"),
+        (EvalConfig, "eval", {"split": 1}, "eval.split must be a string"),
+        (EvalConfig, "eval", {"exclude_history": "yes"}, "eval.exclude_history must be true or false"),
+        (RPTConfig, "rpt", {"batches_per_epoch": "abc"}, "rpt.batches_per_epoch must be a number"),
+        (RPTConfig, "rpt", {"batches_per_epoch": 0}, "rpt.batches_per_epoch"),
+        (SPTConfig, "spt", {"dense_stride": [1]}, "spt.dense_stride must be a number"),
+        (SPTConfig, "spt", {"lrr": 1}, "unknown config key"),
+    ],
+)
 def test_bad_values_name_their_key(cls, key, values, message):
     with pytest.raises(LaresError, match=message):
         section_from_mapping(cls, values, key)
@@ -43,10 +46,12 @@ def test_spt_temperature_defaults_to_the_design_value_of_the_similarity():
 
 
 def test_a_misspelled_key_gets_the_nearest_valid_names():
-    from lares_rl.config import unknown_key_hints
+    from lares_rl.core.config import unknown_key_hints
 
     valid = ["seed", "spt", "spt.lr", "spt.alpha", "rpt", "rpt.lr", "policy", "policy.d_model", "eval", "eval.k"]
-    hints = unknown_key_hints(["spt.lrr=1", "policy.dmodel=3", "lr=5e-4", "zzz=1", "spt.lr=1", "+spt.new=1", "hydra.run.dir=x", "-m"], valid)
+    hints = unknown_key_hints(
+        ["spt.lrr=1", "policy.dmodel=3", "lr=5e-4", "zzz=1", "spt.lr=1", "+spt.new=1", "hydra.run.dir=x", "-m"], valid
+    )
     assert hints[0].startswith("hint: spt.lrr is not a config key; did you mean spt.lr? ")
     assert "did you mean policy.d_model?" in hints[1]
     assert "did you mean rpt.lr or spt.lr?" in hints[2]

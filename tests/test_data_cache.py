@@ -1,4 +1,5 @@
 """Cache: hits skip parsing, damage and stale settings force a rebuild, writes are atomic."""
+
 from __future__ import annotations
 
 import logging
@@ -7,8 +8,7 @@ import numpy as np
 import pytest
 from fixtures_data import EXPECTED, ROWS, as_original, tiny_cfg, write_atomic
 
-from lares_rl.data import cache, load_dataset
-from lares_rl.data import pipeline
+from lares_rl.data import cache, load_dataset, pipeline
 
 
 def _only_cache_file(cache_dir):
@@ -108,7 +108,7 @@ def test_changed_content_or_settings_change_fingerprint(tmp_path):
 def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
     import errno
 
-    import lares_rl.atomic as atomic_mod
+    import lares_rl.core.atomic as atomic_mod
 
     def disk_full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")

@@ -1,4 +1,5 @@
 """Loaders: every format gives the same sequences; bad files and configs give clear LaresErrors."""
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -20,8 +21,8 @@ from fixtures_data import (
 )
 from omegaconf import OmegaConf
 
+from lares_rl.core.errors import LaresError
 from lares_rl.data import DatasetConfig, embedded_ml100k_path, load_dataset
-from lares_rl.errors import LaresError
 
 CUSTOM = dict(user_col="uid", item_col="iid", time_col="ts")
 

@@ -1,4 +1,5 @@
 """k-core, remapping, leave-one-out views: checked against naive pure-Python references."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,9 +15,9 @@ from fixtures_data import (
     write_atomic,
 )
 
+from lares_rl.core.errors import LaresError
 from lares_rl.data import SequenceData, format_stats, load_dataset
 from lares_rl.data.filters import kcore_mask
-from lares_rl.errors import LaresError
 
 
 def brute_force_kcore(rows: list[tuple], user_core: int, item_core: int) -> list[tuple]:

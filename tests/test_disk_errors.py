@@ -2,7 +2,7 @@
 file intact, no temporary file left behind, and no traceback from the CLI.
 
 Tests run as root, for whom chmod does not block writes, so the failures are injected by
-monkeypatching the calls lares_rl.atomic makes."""
+monkeypatching the calls lares_rl.core.atomic makes."""
 
 import errno
 import os
@@ -14,9 +14,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from lares_rl import atomic, cli
-from lares_rl.errors import LaresError
-from lares_rl.resume import load_training_state, save_training_state
+from lares_rl import cli
+from lares_rl.core import atomic
+from lares_rl.core.errors import LaresError
+from lares_rl.core.resume import load_training_state, save_training_state
 
 ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
@@ -74,7 +75,11 @@ def test_cli_reports_other_write_errors_without_a_traceback_and_keeps_bugs_loud(
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(tmp_path / "tb"))
 
     code, err = _dispatch(monkeypatch, capsys, read_only)
-    assert code == 2 and err == f"error: Read-only file system: {tmp_path / 'tb'}; free disk space or choose a writable output directory (hydra.run.dir=...)\n"
+    assert (
+        code == 2
+        and err
+        == f"error: Read-only file system: {tmp_path / 'tb'}; free disk space or choose a writable output directory (hydra.run.dir=...)\n"
+    )
 
     def bug(cfg):
         raise OSError(errno.EBADF, os.strerror(errno.EBADF))

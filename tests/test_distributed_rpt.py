@@ -12,11 +12,12 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lares_rl.distributed import DistContext
-from lares_rl.errors import LaresError
-from lares_rl.evaluation import EvalConfig
-from lares_rl.rpt import RPTConfig, read_rpt_state, train_rpt
-from lares_rl.resume import save_training_state
+from lares_rl.core.distributed import DistContext
+from lares_rl.core.errors import LaresError
+from lares_rl.core.resume import save_training_state
+from lares_rl.eval.evaluation import EvalConfig
+from lares_rl.rpt.config import RPTConfig
+from lares_rl.rpt.loop import read_rpt_state, train_rpt
 from tests.synthetic import write_sequential_csv
 from tests.test_cli import run_cli
 from tests.test_distributed_spt import kill_rank_one_after_epoch_one
@@ -39,8 +40,27 @@ def spt_checkpoint(tmp_path_factory) -> tuple[Path, list[str]]:
     """A tiny deterministic SPT checkpoint (plain run) and the data overrides RPT needs."""
     tmp_path = tmp_path_factory.mktemp("rpt_ddp")
     path = write_sequential_csv(tmp_path / "log.csv", users=40, items=30, length=10, seed=0)
-    data = ["dataset=custom", f"dataset.path={path}", "dataset.user_col=uid", "dataset.item_col=sku", "dataset.time_col=ts", "dataset.max_len=8", "progress=false", "device=cpu"]
-    result = run_cli(tmp_path, "spt", *data, "policy.d_model=16", "policy.inner_size=32", "spt.epochs=2", "spt.batch_size=64", *DETERMINISTIC_SPT, "hydra.run.dir=spt")
+    data = [
+        "dataset=custom",
+        f"dataset.path={path}",
+        "dataset.user_col=uid",
+        "dataset.item_col=sku",
+        "dataset.time_col=ts",
+        "dataset.max_len=8",
+        "progress=false",
+        "device=cpu",
+    ]
+    result = run_cli(
+        tmp_path,
+        "spt",
+        *data,
+        "policy.d_model=16",
+        "policy.inner_size=32",
+        "spt.epochs=2",
+        "spt.batch_size=64",
+        *DETERMINISTIC_SPT,
+        "hydra.run.dir=spt",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return tmp_path, [*data, f"checkpoint={tmp_path / 'spt' / 'checkpoints' / 'spt_best.pt'}"]
 
@@ -118,8 +138,14 @@ def test_sigkill_of_one_rank_then_resume_ends_like_an_uninterrupted_run(spt_chec
     longer = [*args, *RPT, "rpt=grpo", "rpt.epochs=4", "rpt.batches_per_epoch=15", "rpt.patience=5"]
     assert _torchrun(tmp_path, 2, *longer, "hydra.run.dir=full").returncode == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    kill_rank_one_after_epoch_one([*TORCHRUN, "--nproc-per-node=2", "-m", "lares_rl.cli", "rpt", *longer, "hydra.run.dir=killed"],
-                                  tmp_path, env, tmp_path / "killed" / "checkpoints" / "rpt_last.pt", deadline_s=120, poll_s=0.02)
+    kill_rank_one_after_epoch_one(
+        [*TORCHRUN, "--nproc-per-node=2", "-m", "lares_rl.cli", "rpt", *longer, "hydra.run.dir=killed"],
+        tmp_path,
+        env,
+        tmp_path / "killed" / "checkpoints" / "rpt_last.pt",
+        deadline_s=120,
+        poll_s=0.02,
+    )
     resumed = _torchrun(tmp_path, 2, *longer, f"resume={tmp_path / 'killed'}", "hydra.run.dir=resumed")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     full, killed = _scalars(tmp_path / "full"), _scalars(tmp_path / "killed")
@@ -133,22 +159,58 @@ def test_sigkill_of_one_rank_then_resume_ends_like_an_uninterrupted_run(spt_chec
 
 def test_a_world_size_that_does_not_divide_histories_per_batch_is_an_error_naming_the_key(tmp_path):
     ctx = DistContext(rank=0, world_size=3, active=True)  # the check comes before any collective
-    with pytest.raises(LaresError, match=r"rpt.histories_per_batch=40 is the global batch and must be divisible by the number of processes \(3\).*rpt.histories_per_batch=39"):
-        train_rpt(policy=torch.nn.Linear(1, 1), policy_config={}, data=None, max_len=6, cfg=RPTConfig(histories_per_batch=40), reward_fn=None, eval_cfg=EvalConfig(),
-                  run_dir=tmp_path, device=torch.device("cpu"), seed=0, config={}, dist_ctx=ctx)
+    with pytest.raises(
+        LaresError,
+        match=r"rpt.histories_per_batch=40 is the global batch and must be divisible by the number of processes \(3\).*rpt.histories_per_batch=39",
+    ):
+        train_rpt(
+            policy=torch.nn.Linear(1, 1),
+            policy_config={},
+            data=None,
+            max_len=6,
+            cfg=RPTConfig(histories_per_batch=40),
+            reward_fn=None,
+            eval_cfg=EvalConfig(),
+            run_dir=tmp_path,
+            device=torch.device("cpu"),
+            seed=0,
+            config={},
+            dist_ctx=ctx,
+        )
 
 
 def test_collector_workers_with_ddp_learners_is_an_error_naming_both(tmp_path):
     ctx = DistContext(rank=0, world_size=2, active=True)
-    with pytest.raises(LaresError, match=r"rpt.collector_workers=2 cannot be combined with 2 torchrun processes.*rpt.collector_workers=1 under torchrun"):
-        train_rpt(policy=torch.nn.Linear(1, 1), policy_config={}, data=None, max_len=6, cfg=RPTConfig(histories_per_batch=40, collector_workers=2), reward_fn=None,
-                  eval_cfg=EvalConfig(), run_dir=tmp_path, device=torch.device("cpu"), seed=0, config={}, dist_ctx=ctx)
+    with pytest.raises(
+        LaresError, match=r"rpt.collector_workers=2 cannot be combined with 2 torchrun processes.*rpt.collector_workers=1 under torchrun"
+    ):
+        train_rpt(
+            policy=torch.nn.Linear(1, 1),
+            policy_config={},
+            data=None,
+            max_len=6,
+            cfg=RPTConfig(histories_per_batch=40, collector_workers=2),
+            reward_fn=None,
+            eval_cfg=EvalConfig(),
+            run_dir=tmp_path,
+            device=torch.device("cpu"),
+            seed=0,
+            config={},
+            dist_ctx=ctx,
+        )
 
 
-@pytest.mark.parametrize("saved, ctx, expected", [
-    ({"world_size": 2, "distributed": True}, DistContext(world_size=4, active=True), r"saved by torchrun with 2 process\(es\), this is torchrun with 4.*rpt_best.pt"),
-    ({}, DistContext(world_size=2, active=True), r"saved by a plain run \(no torchrun\).*resume it without torchrun"),
-])
+@pytest.mark.parametrize(
+    "saved, ctx, expected",
+    [
+        (
+            {"world_size": 2, "distributed": True},
+            DistContext(world_size=4, active=True),
+            r"saved by torchrun with 2 process\(es\), this is torchrun with 4.*rpt_best.pt",
+        ),
+        ({}, DistContext(world_size=2, active=True), r"saved by a plain run \(no torchrun\).*resume it without torchrun"),
+    ],
+)
 def test_an_rpt_state_from_another_world_size_is_refused(tmp_path, saved, ctx, expected):
     save_training_state(tmp_path / "rpt_last.pt", {"phase": "rpt", **saved})
     with pytest.raises(LaresError, match=expected):

@@ -14,10 +14,11 @@ import torch
 import torch.multiprocessing as mp
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lares_rl.distributed import DistContext, DistributedConfig
-from lares_rl.errors import LaresError
-from lares_rl.evaluation import EvalConfig
-from lares_rl.spt import SPTConfig, check_world_size, train_spt
+from lares_rl.core.distributed import DistContext, DistributedConfig
+from lares_rl.core.errors import LaresError
+from lares_rl.eval.evaluation import EvalConfig
+from lares_rl.spt.config import SPTConfig
+from lares_rl.spt.train import check_world_size, train_spt
 from tests.cli_process import wait_for_epoch
 from tests.synthetic import write_sequential_csv
 
@@ -35,8 +36,20 @@ def _torchrun(tmp_path: Path, nproc: int, *args: str, timeout: float = 240) -> s
 
 def _data_args(tmp_path: Path) -> list[str]:
     path = write_sequential_csv(tmp_path / "log.csv")
-    return ["dataset=custom", f"dataset.path={path}", "dataset.user_col=uid", "dataset.item_col=sku", "dataset.time_col=ts", "dataset.max_len=8",
-            "progress=false", "device=cpu", "policy.d_model=16", "policy.inner_size=32", "spt.batch_size=64", *DETERMINISTIC]
+    return [
+        "dataset=custom",
+        f"dataset.path={path}",
+        "dataset.user_col=uid",
+        "dataset.item_col=sku",
+        "dataset.time_col=ts",
+        "dataset.max_len=8",
+        "progress=false",
+        "device=cpu",
+        "policy.d_model=16",
+        "policy.inner_size=32",
+        "spt.batch_size=64",
+        *DETERMINISTIC,
+    ]
 
 
 def _losses(run_dir: Path) -> dict[str, list[float]]:
@@ -59,7 +72,9 @@ def test_two_processes_follow_the_one_process_loss_curve(tmp_path):
         assert len(values) == len(curves_two[tag]) > 5
         assert torch.allclose(torch.tensor(values), torch.tensor(curves_two[tag]), rtol=1e-5, atol=1e-5), tag
     valid = [line for line in two.stdout.splitlines() if line.startswith("[spt] epoch")]
-    assert [line.split("s  ", 1)[1] for line in valid] == [line.split("s  ", 1)[1] for line in one.stdout.splitlines() if line.startswith("[spt] epoch")]
+    assert [line.split("s  ", 1)[1] for line in valid] == [
+        line.split("s  ", 1)[1] for line in one.stdout.splitlines() if line.startswith("[spt] epoch")
+    ]
     assert "on 2 processes" in two.stdout and two.stdout.count("[spt] epoch") == 1  # rank 0 prints, rank 1 does not
     # rank 1 wrote nothing: no run directory of its own, and the one run directory is rank 0's
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith(".")) == ["one", "two"]
@@ -72,8 +87,14 @@ def test_sigkill_of_one_rank_then_resume_finishes_like_an_uninterrupted_run(tmp_
     timeout is the backstop), and `resume=` with the same world size ends where an uninterrupted run ends."""
     args = [*_data_args(tmp_path), "spt.epochs=4", "spt.batch_size=16"]
     assert _torchrun(tmp_path, 2, *args, "hydra.run.dir=full").returncode == 0
-    kill_rank_one_after_epoch_one([*TORCHRUN, "--standalone", "--nproc-per-node=2", "-m", "lares_rl.cli", "spt", *args, "hydra.run.dir=killed"],
-                                  tmp_path, {**os.environ, "OMP_NUM_THREADS": "1"}, tmp_path / "killed" / "checkpoints" / "spt_last.pt", deadline_s=180, poll_s=0.05)
+    kill_rank_one_after_epoch_one(
+        [*TORCHRUN, "--standalone", "--nproc-per-node=2", "-m", "lares_rl.cli", "spt", *args, "hydra.run.dir=killed"],
+        tmp_path,
+        {**os.environ, "OMP_NUM_THREADS": "1"},
+        tmp_path / "killed" / "checkpoints" / "spt_last.pt",
+        deadline_s=180,
+        poll_s=0.05,
+    )
     resumed = _torchrun(tmp_path, 2, *args, f"resume={tmp_path / 'killed'}", "hydra.run.dir=resumed")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     full, killed = _losses(tmp_path / "full"), _losses(tmp_path / "killed")
@@ -120,16 +141,36 @@ def _ancestors(pid: int) -> list[int]:
 
 def test_a_world_size_that_does_not_divide_the_batch_is_an_error_naming_the_key(tmp_path):
     ctx = DistContext(rank=0, world_size=3, active=True)  # the check comes before any collective
-    with pytest.raises(LaresError, match=r"spt.batch_size=64 is the global batch and must be divisible by the number of processes \(3\).*spt.batch_size=63"):
-        train_spt(policy=torch.nn.Linear(1, 1), policy_config={}, data=None, max_len=6, cfg=SPTConfig(batch_size=64), eval_cfg=EvalConfig(),
-                  run_dir=tmp_path, device=torch.device("cpu"), seed=0, config={}, dist_ctx=ctx)
+    with pytest.raises(
+        LaresError, match=r"spt.batch_size=64 is the global batch and must be divisible by the number of processes \(3\).*spt.batch_size=63"
+    ):
+        train_spt(
+            policy=torch.nn.Linear(1, 1),
+            policy_config={},
+            data=None,
+            max_len=6,
+            cfg=SPTConfig(batch_size=64),
+            eval_cfg=EvalConfig(),
+            run_dir=tmp_path,
+            device=torch.device("cpu"),
+            seed=0,
+            config={},
+            dist_ctx=ctx,
+        )
 
 
-@pytest.mark.parametrize("saved, ctx, expected", [
-    ({"world_size": 2, "distributed": True}, DistContext(world_size=4, active=True), "saved by torchrun with 2 process\\(es\\), this is torchrun with 4"),
-    ({}, DistContext(world_size=2, active=True), "saved by a plain run \\(no torchrun\\).*resume it without torchrun"),
-    ({"world_size": 2, "distributed": True}, DistContext(), "this is a plain run.*under torchrun with a world size of 2"),
-])
+@pytest.mark.parametrize(
+    "saved, ctx, expected",
+    [
+        (
+            {"world_size": 2, "distributed": True},
+            DistContext(world_size=4, active=True),
+            "saved by torchrun with 2 process\\(es\\), this is torchrun with 4",
+        ),
+        ({}, DistContext(world_size=2, active=True), "saved by a plain run \\(no torchrun\\).*resume it without torchrun"),
+        ({"world_size": 2, "distributed": True}, DistContext(), "this is a plain run.*under torchrun with a world size of 2"),
+    ],
+)
 def test_a_training_state_from_another_world_size_is_refused(tmp_path, saved, ctx, expected):
     with pytest.raises(LaresError, match=expected):
         check_world_size(saved, ctx, tmp_path)

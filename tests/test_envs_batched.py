@@ -5,8 +5,9 @@ import pytest
 import torch
 from torchrl.envs.utils import check_env_specs
 
-from lares_rl.envs import NextItemEnv, NextItemGymEnv
-from lares_rl.errors import LaresError
+from lares_rl.core.errors import LaresError
+from lares_rl.envs import NextItemGymEnv
+from lares_rl.envs.batched_env import NextItemEnv
 from lares_rl.rewards import make_reward
 
 LENGTHS = [5, 6, 7, 8, 6, 8]

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from lares_rl.core.errors import LaresError
 from lares_rl.envs import episodes_from_rows, make_episodes
 from lares_rl.envs.episodes import end_flags
-from lares_rl.errors import LaresError
 
 LENGTHS = [5, 6, 7, 8, 6, 8]
 OFFSETS = np.concatenate([[0], np.cumsum(LENGTHS)])

@@ -8,8 +8,8 @@ import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
 
+from lares_rl.core.errors import LaresError
 from lares_rl.envs import GYM_ID, NextItemGymEnv
-from lares_rl.errors import LaresError
 from lares_rl.rewards import make_reward
 
 LENGTHS = [5, 6, 7, 8, 6, 8]

@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 
+from lares_rl.core.errors import LaresError
 from lares_rl.data.synthetic import successor_log
-from lares_rl.errors import LaresError
-from lares_rl.evaluation import EvalConfig, evaluate_policy
-from lares_rl.halting import check_halting, check_halting_applies, format_histogram, steps_histogram
+from lares_rl.eval.adaptive_depth import check_halting, check_halting_applies, format_histogram, steps_histogram
+from lares_rl.eval.evaluation import EvalConfig, evaluate_policy
 from lares_rl.policies.halting import encode_until_settled
 from lares_rl.policies.reasoner import LaresReasoner
 from tests.synthetic import random_histories, tiny_reasoner

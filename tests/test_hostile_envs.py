@@ -8,6 +8,7 @@ allowed) is rewarded exactly ``reward_fn(slate, target)``, a number in [0, 1].
 Decision pinned here: float slates are refused even when every value is integral (``[1.0, 2.0]``),
 because a float slate is most often a policy output that was never rounded or gathered.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,10 +20,11 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lares_rl.envs import NextItemEnv, NextItemGymEnv
-from lares_rl.errors import LaresError
-from lares_rl.item_context import context_needs
+from lares_rl.core.errors import LaresError
+from lares_rl.envs import NextItemGymEnv
+from lares_rl.envs.batched_env import NextItemEnv
 from lares_rl.rewards import REWARDS, make_reward
+from lares_rl.rewards.context import context_needs
 
 EXAMPLES: Counter = Counter()
 SCALE = float(os.environ.get("LARES_HOSTILE_SCALE", "1"))  # e.g. 20 for a long bug hunt
@@ -54,7 +56,11 @@ def logged_data(draw):
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     items = np.array(draw(st.lists(st.integers(1, num_items), min_size=int(offsets[-1]), max_size=int(offsets[-1]))), dtype=np.int64)
     return dict(
-        items=items, offsets=offsets, users=np.arange(len(lengths)), starts=offsets[:-1] + 1, stops=offsets[1:] - 2,
+        items=items,
+        offsets=offsets,
+        users=np.arange(len(lengths)),
+        starts=offsets[:-1] + 1,
+        stops=offsets[1:] - 2,
         num_items=num_items,
     )
 
@@ -92,7 +98,9 @@ def bad_gym_actions(draw, n: int, k: int):
     if kind == "string":
         return kind, draw(st.sampled_from([[str(v) for v in valid], " ".join(map(str, valid)), "", str(valid[0])]))
     if kind == "object":
-        return kind, draw(st.sampled_from([{"a": 1}, {int(v) for v in valid}, [None] * k, object(), [1, "2"] + [3] * (k - 2) if k > 1 else ["1"]]))
+        return kind, draw(
+            st.sampled_from([{"a": 1}, {int(v) for v in valid}, [None] * k, object(), [1, "2"] + [3] * (k - 2) if k > 1 else ["1"]])
+        )
     if kind == "ragged":
         return kind, [[1, 2], [3]] if k != 2 else [[1], [2, 3]]
     if kind == "none":
@@ -252,7 +260,10 @@ def test_batched_valid_slates_score_exactly_the_reward_function(data, k, reward,
 @given(
     data=logged_data(),
     episode=st.one_of(
-        st.integers(-(10**30), 10**30), st.floats(allow_nan=True), st.booleans(), st.text(max_size=3),
+        st.integers(-(10**30), 10**30),
+        st.floats(allow_nan=True),
+        st.booleans(),
+        st.text(max_size=3),
         st.sampled_from([[1], (0,), np.int64(0), np.float64(0.0), np.int32(1)]),
     ),
 )

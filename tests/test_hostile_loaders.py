@@ -14,6 +14,7 @@ wrong result. Decisions the properties pin down (also stated in the loader docst
 For valid logs the result is compared with a naive pure-Python reference (k-core loop, stable
 sort by time, sorted remapping).
 """
+
 from __future__ import annotations
 
 import os
@@ -27,8 +28,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from lares_rl.core.errors import LaresError
 from lares_rl.data import DatasetConfig, load_dataset
-from lares_rl.errors import LaresError
 
 EXAMPLES: Counter = Counter()  # examples run per property, reported at module teardown
 SCALE = float(os.environ.get("LARES_HOSTILE_SCALE", "1"))  # e.g. 20 for a long bug hunt
@@ -118,8 +119,31 @@ def _check_structure(data) -> None:
 # ------------------------------------------------------------------ valid logs vs a reference
 
 TRICKY_TOKENS = [
-    "0", "007", "7", "-2", "-0", "+5", "3.5", "1e3", "nan", "NaN", "NULL", "None", "NA", "#x", "é", "中文",
-    "x" * 300, str(10**30), str(10**30 + 1), "1_000", "٣", "a:b", "a,b", 'q"q', "a b",
+    "0",
+    "007",
+    "7",
+    "-2",
+    "-0",
+    "+5",
+    "3.5",
+    "1e3",
+    "nan",
+    "NaN",
+    "NULL",
+    "None",
+    "NA",
+    "#x",
+    "é",
+    "中文",
+    "x" * 300,
+    str(10**30),
+    str(10**30 + 1),
+    "1_000",
+    "٣",
+    "a:b",
+    "a,b",
+    'q"q',
+    "a b",
 ]
 token = st.one_of(
     st.sampled_from(TRICKY_TOKENS),
@@ -129,9 +153,7 @@ token = st.one_of(
 
 
 def _token_ok(tok: str, fmt: str) -> bool:
-    return bool(tok.strip()) and tok == tok.strip() and not any(c in FORBIDDEN[fmt] for c in tok) and not any(
-        c.isspace() for c in tok
-    )
+    return bool(tok.strip()) and tok == tok.strip() and not any(c in FORBIDDEN[fmt] for c in tok) and not any(c.isspace() for c in tok)
 
 
 @st.composite
@@ -140,10 +162,10 @@ def logs(draw, fmt: str):
     items = draw(st.lists(token.filter(lambda t: _token_ok(t, fmt)), min_size=1, max_size=8, unique=True))
     # ns timestamps (> 2**53) are only exact in an all-integer column, so they get a log of their own
     ns = st.integers(0, 300).map(lambda x: 1_700_000_000_000_000_000 + x)
-    time = draw(st.sampled_from([ns, st.one_of(st.integers(-5, 5), st.integers(-10**9, 10**9), st.integers(-20, 20).map(lambda x: x / 2))]))
-    rows = draw(
-        st.lists(st.tuples(st.sampled_from(users), st.sampled_from(items), time), min_size=1, max_size=40)
+    time = draw(
+        st.sampled_from([ns, st.one_of(st.integers(-5, 5), st.integers(-(10**9), 10**9), st.integers(-20, 20).map(lambda x: x / 2))])
     )
+    rows = draw(st.lists(st.tuples(st.sampled_from(users), st.sampled_from(items), time), min_size=1, max_size=40))
     return rows
 
 
@@ -274,18 +296,47 @@ def _decoded(raw: bytes, encoding: str) -> str:
 
 # Pieces that break parsers: separators, quotes, line breaks, BOMs, NUL, invalid UTF-8, Parquet magic.
 PIECES = [
-    "\t", ",", ";", ":", "::", '"', "'", "\n", "\r", "\r\n", " ", "\ufeff", "#", "\\", "user_id:token", "item_id:token",
-    "timestamp:float", "uid", "iid", "ts", "nan", "inf", "-inf", "", "1e400", "3.5", "-2", str(10**30), "é", "\u2028",
-    "\x85", "\x0c",
+    "\t",
+    ",",
+    ";",
+    ":",
+    "::",
+    '"',
+    "'",
+    "\n",
+    "\r",
+    "\r\n",
+    " ",
+    "\ufeff",
+    "#",
+    "\\",
+    "user_id:token",
+    "item_id:token",
+    "timestamp:float",
+    "uid",
+    "iid",
+    "ts",
+    "nan",
+    "inf",
+    "-inf",
+    "",
+    "1e400",
+    "3.5",
+    "-2",
+    str(10**30),
+    "é",
+    "\u2028",
+    "\x85",
+    "\x0c",
 ]
 hostile_bytes = st.one_of(
     st.binary(min_size=1, max_size=300),
     st.lists(st.one_of(st.sampled_from(PIECES), st.text(max_size=4)), min_size=1, max_size=60).map(
         lambda parts: "".join(parts).encode("utf-8", errors="surrogatepass")
     ),
-    st.tuples(st.binary(max_size=8), st.sampled_from([b"PAR1", b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff", b"\x80"]), st.binary(max_size=40)).map(
-        lambda t: t[0] + t[1] + t[2]
-    ),
+    st.tuples(
+        st.binary(max_size=8), st.sampled_from([b"PAR1", b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff", b"\x80"]), st.binary(max_size=40)
+    ).map(lambda t: t[0] + t[1] + t[2]),
 )
 
 

@@ -11,6 +11,7 @@ Decisions pinned here: ids are strings or integers (``50`` and ``"50"`` are one 
 and ``np.str_`` too); floats, bools, None, bytes, containers and tensors inside a history are
 refused, and so are histories without a time order (sets, dicts) or that are not 1-D.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,11 +28,11 @@ import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lares_rl.checkpoint import save_checkpoint
+from lares_rl.core.checkpoint import save_checkpoint
+from lares_rl.core.errors import LaresError
 from lares_rl.data import SequenceData
-from lares_rl.errors import LaresError
 from lares_rl.policies.reasoner import LaresReasoner
-from lares_rl.recommender import HistoryTruncatedWarning, InvalidHistoryError, Recommender
+from lares_rl.serve.recommender import HistoryTruncatedWarning, InvalidHistoryError, Recommender
 
 N, MAX_LEN = 12, 5
 POLICY_KWARGS = dict(d_model=16, n_heads=2, inner_size=32, dropout=0.1, n_pre_layers=1, n_core_layers=1, mean_recurrence=2)
@@ -77,8 +78,16 @@ def recommenders(tmp_path_factory):
         optimizer.step()
     path = tmp_path_factory.mktemp("hostile_ckpt") / "tiny.pt"
     save_checkpoint(
-        path, policy=policy, policy_config={"_target_": "lares_rl.policies.reasoner.LaresReasoner", **POLICY_KWARGS}, data=data,
-        max_len=MAX_LEN, dataset_name="tiny", phase="spt", epoch=0, metrics={}, config={},
+        path,
+        policy=policy,
+        policy_config={"_target_": "lares_rl.policies.reasoner.LaresReasoner", **POLICY_KWARGS},
+        data=data,
+        max_len=MAX_LEN,
+        dataset_name="tiny",
+        phase="spt",
+        epoch=0,
+        metrics={},
+        config={},
     )
     named = Recommender.from_checkpoint(path, device="cpu", deterministic=True)
     numeric = Recommender(named.policy, ["<pad>", *NUMERIC_IDS], MAX_LEN, device="cpu", deterministic=True)
@@ -87,8 +96,27 @@ def recommenders(tmp_path_factory):
 
 # ------------------------------------------------------------------ strategies and reference
 
-BAD_ELEMENTS = [None, 1.0, 3.5, float("nan"), float("inf"), True, False, np.bool_(True), np.float64(2.0), b"i1", bytearray(b"i1"),
-                ["i1"], ("i1",), {"i1": 1}, {"i1"}, Decimal(1), 1j, torch.tensor(1), np.array(["i1"])]
+BAD_ELEMENTS = [
+    None,
+    1.0,
+    3.5,
+    float("nan"),
+    float("inf"),
+    True,
+    False,
+    np.bool_(True),
+    np.float64(2.0),
+    b"i1",
+    bytearray(b"i1"),
+    ["i1"],
+    ("i1",),
+    {"i1": 1},
+    {"i1"},
+    Decimal(1),
+    1j,
+    torch.tensor(1),
+    np.array(["i1"]),
+]
 
 
 def element(catalog: list[str]):
@@ -123,7 +151,10 @@ def history(draw, catalog: list[str], max_size: int = 12):
 
 
 top_ks = st.one_of(
-    st.integers(1, N), st.integers(1, N), st.integers(1, N), st.integers(-3, N + 3),
+    st.integers(1, N),
+    st.integers(1, N),
+    st.integers(1, N),
+    st.integers(-3, N + 3),
     st.sampled_from([3.0, "3", None, True, False, np.int64(3), np.int32(0), 2.5, 10**30]),
 )
 
@@ -177,7 +208,10 @@ def check_result(rec: Recommender, hist, result, top_k: int, exclude_seen: bool)
 
 @settings(max_examples=_n(200), **SETTINGS)
 @given(
-    data=st.data(), catalog=st.sampled_from(["named", "numeric"]), top_k=top_ks, exclude_seen=st.booleans(),
+    data=st.data(),
+    catalog=st.sampled_from(["named", "numeric"]),
+    top_k=top_ks,
+    exclude_seen=st.booleans(),
     batch_size=st.integers(1, 4),
 )
 def test_histories_give_correct_top_k_or_a_clear_error(recommenders, data, catalog, top_k, exclude_seen, batch_size):
@@ -235,7 +269,9 @@ def test_record_mode_answers_every_good_history_and_flags_every_bad_one(recommen
 
 @settings(max_examples=_n(12), **SETTINGS)
 @given(
-    data=st.data(), top_k=st.integers(1, N), exclude_seen=st.booleans(),
+    data=st.data(),
+    top_k=st.integers(1, N),
+    exclude_seen=st.booleans(),
     unknown_share=st.sampled_from([0.0, 0.5, 0.999]),
 )
 def test_huge_histories(recommenders, data, top_k, exclude_seen, unknown_share):
@@ -253,12 +289,31 @@ def test_huge_histories(recommenders, data, top_k, exclude_seen, unknown_share):
     assert sum(issubclass(w.category, HistoryTruncatedWarning) for w in caught) == int(result.truncated)
 
 
-HOSTILE_CONTAINERS = [None, 5, "i1", b"i1", {"a": ["i1"]}, {("i1",)}, 3.5, object(), [None], ["i1"], [np.array("i1")],
-                      [np.array([["i1", "i2"]])], [{"i1", "i2"}], [{"i1": 1}], [bytearray(b"i1")], [iter(["i1"])], []]
+HOSTILE_CONTAINERS = [
+    None,
+    5,
+    "i1",
+    b"i1",
+    {"a": ["i1"]},
+    {("i1",)},
+    3.5,
+    object(),
+    [None],
+    ["i1"],
+    [np.array("i1")],
+    [np.array([["i1", "i2"]])],
+    [{"i1", "i2"}],
+    [{"i1": 1}],
+    [bytearray(b"i1")],
+    [iter(["i1"])],
+    [],
+]
 
 
 @settings(max_examples=_n(40), **SETTINGS)
-@given(histories=st.sampled_from(range(len(HOSTILE_CONTAINERS))), exclude_seen=st.sampled_from([True, False, np.bool_(True), None, "no", 1, 0]))
+@given(
+    histories=st.sampled_from(range(len(HOSTILE_CONTAINERS))), exclude_seen=st.sampled_from([True, False, np.bool_(True), None, "no", 1, 0])
+)
 def test_hostile_containers_and_flags(recommenders, histories, exclude_seen):
     """Whatever is passed as ``histories`` (or ``exclude_seen``): results or a LaresError, never a TypeError."""
     EXAMPLES["containers"] += 1

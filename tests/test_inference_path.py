@@ -88,11 +88,14 @@ def test_training_pass_is_unchanged_by_the_inference_path():
     assert all(p.grad is not None for p in policy.core_block.parameters())
 
 
-@pytest.mark.parametrize("layers", [
-    [TransformerLayer(16, 2, 32, 0.0), TransformerLayer(16, 2, 32, 0.0)],
-    [TransformerLayer(16, 2, 32, 0.0), FMLPLayer(16, 32, 0.0, L)],  # no forward_at: full pass, then gather
-    [],
-])
+@pytest.mark.parametrize(
+    "layers",
+    [
+        [TransformerLayer(16, 2, 32, 0.0), TransformerLayer(16, 2, 32, 0.0)],
+        [TransformerLayer(16, 2, 32, 0.0), FMLPLayer(16, 32, 0.0, L)],  # no forward_at: full pass, then gather
+        [],
+    ],
+)
 def test_layer_stack_forward_at_reads_what_forward_computes(layers):
     torch.manual_seed(4)
     stack = LayerStack(layers).eval()

@@ -15,7 +15,9 @@ def test_every_task_runs_and_the_report_shows_the_paths_agree():
     args = argparse.Namespace(users=120, d_model=8, eval_users=64, eval_batch=32, item_chunk=50, spt_batch=16, spt_steps=2, negatives=20)
     rows = [large_catalog.run_task(task, items, args) for items in (200, 400) for task in large_catalog.TASKS]
     assert all(row["throughput"] > 0 and row["setup_mb"] > 0 for row in rows)
-    text = large_catalog.report(rows, argparse.Namespace(**vars(args), items=[200, 400]), "python benchmarks/large_catalog.py --items 200 400")
+    text = large_catalog.report(
+        rows, argparse.Namespace(**vars(args), items=[200, 400]), "python benchmarks/large_catalog.py --items 200 400"
+    )
     assert "gave the same NDCG@10 at every size" in text and "recommend the same top items" in text
     assert "| spt_in_batch | " in text and "400 items" in text
 

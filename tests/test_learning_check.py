@@ -26,13 +26,14 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from lares_rl.checkpoint import build_policy
-from lares_rl.config import section_from_mapping
+from lares_rl.core.checkpoint import build_policy
+from lares_rl.core.config import section_from_mapping
 from lares_rl.data import SequenceData
 from lares_rl.data.synthetic import successor_log
-from lares_rl.evaluation import EvalConfig
-from lares_rl.metrics import evaluate_scores
-from lares_rl.spt import SPTConfig, train_spt
+from lares_rl.eval.evaluation import EvalConfig
+from lares_rl.metrics.ranking import evaluate_scores
+from lares_rl.spt.config import SPTConfig
+from lares_rl.spt.train import train_spt
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 MAX_LEN = 10
@@ -93,8 +94,19 @@ def trained_ndcg(data: SequenceData, policy_config: dict, cfg: SPTConfig, run_di
     """Best validation NDCG@10 of a tiny policy trained by the real SPT entry point."""
     torch.manual_seed(0)
     policy = build_policy(policy_config, data.num_items, MAX_LEN)
-    summary = train_spt(policy=policy, policy_config=policy_config, data=data, max_len=MAX_LEN, cfg=cfg, eval_cfg=EvalConfig(),
-                        run_dir=run_dir, device=torch.device("cpu"), seed=0, config={"dataset": {"name": "synthetic"}}, progress=False)
+    summary = train_spt(
+        policy=policy,
+        policy_config=policy_config,
+        data=data,
+        max_len=MAX_LEN,
+        cfg=cfg,
+        eval_cfg=EvalConfig(),
+        run_dir=run_dir,
+        device=torch.device("cpu"),
+        seed=0,
+        config={"dataset": {"name": "synthetic"}},
+        progress=False,
+    )
     return summary["valid"]["ndcg@10"]
 
 

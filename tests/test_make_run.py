@@ -14,7 +14,9 @@ from tests.synthetic import write_sequential_csv
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.skipif(shutil.which("make") is None or not (ROOT / ".venv" / ".installed").exists(), reason="needs the venv that `make` builds")
+@pytest.mark.skipif(
+    shutil.which("make") is None or not (ROOT / ".venv" / ".installed").exists(), reason="needs the venv that `make` builds"
+)
 def test_make_run_quick_preset_runs_the_whole_pipeline(tmp_path):
     data = write_sequential_csv(tmp_path / "log.csv")
     args = (
@@ -22,7 +24,11 @@ def test_make_run_quick_preset_runs_the_whole_pipeline(tmp_path):
         f"progress=false hydra.run.dir={tmp_path / 'run'} cache_dir={tmp_path / 'cache'}"
     )
     result = subprocess.run(
-        ["make", "-s", "run", "PRESET=quick", f"ARGS={args}"], cwd=ROOT, capture_output=True, text=True, timeout=600,
+        ["make", "-s", "run", "PRESET=quick", f"ARGS={args}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from lares_rl.metrics import evaluate_scores, mask_history, metrics_from_ranks, target_ranks
+from lares_rl.metrics.ranking import evaluate_scores, mask_history, metrics_from_ranks, target_ranks
 
 
 def brute_force(scores: torch.Tensor, targets: torch.Tensor, ks) -> dict[str, float]:
@@ -87,5 +87,7 @@ def test_a_repeated_target_is_not_masked_as_history():
         return table.clone()
 
     history = (torch.tensor([0, 2]), torch.tensor([1, 2]))  # seen: items 1 and 2
-    got = evaluate_scores(score_fn, torch.zeros(1, 1, dtype=torch.long), torch.ones(1, dtype=torch.long), torch.tensor([1]), ks=(1,), history=history)
+    got = evaluate_scores(
+        score_fn, torch.zeros(1, 1, dtype=torch.long), torch.ones(1, dtype=torch.long), torch.tensor([1]), ks=(1,), history=history
+    )
     assert got["recall@1"] == 1.0

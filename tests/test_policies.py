@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from lares_rl.checkpoint import build_policy
-from lares_rl.errors import LaresError
+from lares_rl.core.checkpoint import build_policy
+from lares_rl.core.errors import LaresError
 from lares_rl.policies.reasoner import LaresReasoner
 from lares_rl.policies.steps import sample_steps
 
@@ -113,12 +113,15 @@ def test_user_backbone_by_dotted_path():
     assert model.causal
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"dropout": 1.5}, r"policy: dropout must be in \[0, 1\), got 1.5; check the keys under `policy`"),
-    ({"d_model": 16, "n_heads": 3}, "policy: d_model=16 must be divisible by n_heads=3"),
-    ({"core_backbone": "nope"}, "policy.core_backbone='nope' is unknown"),
-    ({"backbone": "nope"}, "policy.backbone='nope' is unknown"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"dropout": 1.5}, r"policy: dropout must be in \[0, 1\), got 1.5; check the keys under `policy`"),
+        ({"d_model": 16, "n_heads": 3}, "policy: d_model=16 must be divisible by n_heads=3"),
+        ({"core_backbone": "nope"}, "policy.core_backbone='nope' is unknown"),
+        ({"backbone": "nope"}, "policy.backbone='nope' is unknown"),
+    ],
+)
 def test_bad_policy_config_names_the_policy_section(options, message):
     with pytest.raises(LaresError, match=message):
         build_policy(options, 10, 5)

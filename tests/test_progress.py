@@ -6,12 +6,12 @@ import sys
 
 import torch
 
-from lares_rl import tracking
+from lares_rl.core import tracking
+from lares_rl.core.tracking import progress, progress_enabled
 from lares_rl.data import DatasetConfig, load_dataset
-from lares_rl.evaluation import EvalConfig, evaluate_policy
+from lares_rl.eval.evaluation import EvalConfig, evaluate_policy
 from lares_rl.policies.reasoner import LaresReasoner
-from lares_rl.rpt_filter import top_k_filter
-from lares_rl.tracking import progress, progress_enabled
+from lares_rl.rpt.filter import top_k_filter
 from tests.synthetic import write_sequential_csv
 
 
@@ -43,20 +43,27 @@ def test_a_terminal_gets_a_bar_and_progress_false_hides_everything(capsys, monke
 
 def _tiny_policy(num_items: int, max_len: int) -> LaresReasoner:
     torch.manual_seed(0)
-    return LaresReasoner(num_items=num_items, max_len=max_len, d_model=8, n_heads=2, inner_size=16, n_pre_layers=1, n_core_layers=1, mean_recurrence=2)
+    return LaresReasoner(
+        num_items=num_items, max_len=max_len, d_model=8, n_heads=2, inner_size=16, n_pre_layers=1, n_core_layers=1, mean_recurrence=2
+    )
 
 
 def test_filter_evaluation_and_data_processing_report_progress(tmp_path, capsys, monkeypatch):
     """The steps the trainers call without a flag (filter, evaluation) and data processing all end
     with their closing line in a log once they run longer than the threshold (0 here)."""
     monkeypatch.setattr(tracking, "CLOSING_LINE_AFTER_S", 0.0)
-    data = load_dataset(DatasetConfig(name="custom", path=str(write_sequential_csv(tmp_path / "log.csv")), user_col="uid", item_col="sku", time_col="ts"), tmp_path / "cache")
+    data = load_dataset(
+        DatasetConfig(name="custom", path=str(write_sequential_csv(tmp_path / "log.csv")), user_col="uid", item_col="sku", time_col="ts"),
+        tmp_path / "cache",
+    )
     policy = _tiny_policy(data.num_items, 8)
     seqs, lengths, targets = data.train_rows(8)
     top_k_filter(policy, seqs, lengths, targets, top=5, passes=2, batch_size=256)
     evaluate_policy(policy, data, "valid", 8, EvalConfig(batch_size=16), torch.device("cpu"))
     lines = capsys.readouterr().err.splitlines()
     assert any(line.startswith("processing custom") and "done in" in line for line in lines), lines
-    assert any(line.startswith("rpt filter (top-5, 2 passes): done in") and "of 6)" in line for line in lines), lines  # 2 passes x 3 batches
+    assert any(line.startswith("rpt filter (top-5, 2 passes): done in") and "of 6)" in line for line in lines), (
+        lines
+    )  # 2 passes x 3 batches
     assert any(line.startswith("eval valid: done in") for line in lines), lines
     assert not any("\r" in line for line in lines)

@@ -14,12 +14,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lares_rl.checkpoint import save_checkpoint
+from lares_rl.core.checkpoint import save_checkpoint
+from lares_rl.core.errors import LaresError
 from lares_rl.data import SequenceData
-from lares_rl.errors import LaresError
 from lares_rl.policies.reasoner import LaresReasoner
-from lares_rl.recommend_cli import main
-from lares_rl.recommender import HistoryTruncatedWarning, Recommendation, Recommender
+from lares_rl.serve.cli import main
+from lares_rl.serve.recommender import HistoryTruncatedWarning, Recommendation, Recommender
 
 N, MAX_LEN = 12, 5
 POLICY_KWARGS = dict(d_model=16, n_heads=2, inner_size=32, dropout=0.1, n_pre_layers=1, n_core_layers=1, mean_recurrence=2)
@@ -32,7 +32,10 @@ def checkpoint(tmp_path_factory):
     sequences = [[(u + j) % N + 1 for j in range(6)] for u in range(N)]
     data = SequenceData.from_sequences(sequences, num_items=N)
     data = dataclasses.replace(
-        data, item_ids=np.array(["<pad>", *IDS]), item_titles=np.array(["", *[f"Title {i}" for i in range(1, N + 1)]]), fingerprint="tiny-fp"
+        data,
+        item_ids=np.array(["<pad>", *IDS]),
+        item_titles=np.array(["", *[f"Title {i}" for i in range(1, N + 1)]]),
+        fingerprint="tiny-fp",
     )
     policy = LaresReasoner(num_items=N, max_len=MAX_LEN, **POLICY_KWARGS)
     optimizer = torch.optim.Adam(policy.parameters(), 1e-2)
@@ -46,8 +49,16 @@ def checkpoint(tmp_path_factory):
         optimizer.step()
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
     save_checkpoint(
-        path, policy=policy, policy_config={"_target_": "lares_rl.policies.reasoner.LaresReasoner", **POLICY_KWARGS}, data=data,
-        max_len=MAX_LEN, dataset_name="tiny", phase="spt", epoch=0, metrics={}, config={},
+        path,
+        policy=policy,
+        policy_config={"_target_": "lares_rl.policies.reasoner.LaresReasoner", **POLICY_KWARGS},
+        data=data,
+        max_len=MAX_LEN,
+        dataset_name="tiny",
+        phase="spt",
+        epoch=0,
+        metrics={},
+        config={},
     )
     return path
 
@@ -115,7 +126,7 @@ def test_record_mode_answers_the_rest_and_cold_start_gives_training_popularity(r
     cold = rec.recommend([[], ["x"], ["i1"]], top_k=3, cold_start=True)
     assert [r.cold_start for r in cold] == [True, True, False] and cold[0].items == cold[1].items and cold[1].unknown_items == ["x"]
     # popularity is counted over the training part only: each user's last two items are held out
-    from lares_rl.checkpoint import training_item_counts
+    from lares_rl.core.checkpoint import training_item_counts
 
     assert training_item_counts(SequenceData.from_sequences([[1, 2, 3, 3], [2, 1, 3]], num_items=3)).tolist() == [0, 1, 2, 0]
     assert len(rec.item_counts) == N + 1 and rec.item_counts.sum() == N * 4  # 12 users with 6 items, 4 of them training
@@ -209,7 +220,23 @@ def test_cli_stdin_to_stdout(checkpoint, monkeypatch, capsys):
 def test_cli_file_to_file_matches_api(checkpoint, rec, tmp_path, capsys):
     src, dst = tmp_path / "in.jsonl", tmp_path / "out" / "recs.jsonl"
     src.write_text('{"user": 1, "history": ["i1", "i2", "i3"]}\n["i4"]\n')
-    assert main(["--checkpoint", str(checkpoint), "--input", str(src), "--output", str(dst), "--deterministic", "--include-seen", "--top-k", "2"]) == 0
+    assert (
+        main(
+            [
+                "--checkpoint",
+                str(checkpoint),
+                "--input",
+                str(src),
+                "--output",
+                str(dst),
+                "--deterministic",
+                "--include-seen",
+                "--top-k",
+                "2",
+            ]
+        )
+        == 0
+    )
     rows = _rows(dst.read_text())
     expected = rec.recommend([["i1", "i2", "i3"], ["i4"]], top_k=2, exclude_seen=False)
     assert [r["items"] for r in rows] == [e.items for e in expected] and rows[0]["user"] == 1
@@ -218,7 +245,9 @@ def test_cli_file_to_file_matches_api(checkpoint, rec, tmp_path, capsys):
 def test_cli_answers_the_good_lines_and_records_each_bad_one(checkpoint, tmp_path, capsys):
     """A service-style batch: every bad line is an error record with its line number (exit 1)."""
     src, dst = tmp_path / "in.jsonl", tmp_path / "recs.jsonl"
-    src.write_text('["i1"]\n{"user": 2, "history": [\n\n{"user": 3, "history": []}\n["zzz", "yyy"]\n{"user": 5}\n"i1"\n[["i1"]]\n{"user": 8, "history": ["i2"]}\n')
+    src.write_text(
+        '["i1"]\n{"user": 2, "history": [\n\n{"user": 3, "history": []}\n["zzz", "yyy"]\n{"user": 5}\n"i1"\n[["i1"]]\n{"user": 8, "history": ["i2"]}\n'
+    )
     assert main(["--checkpoint", str(checkpoint), "--input", str(src), "--output", str(dst), "--top-k", "2"]) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err and "6 of 8 lines could not be answered (line 2, 4, 5, 6, 7, 8)" in err, err
@@ -228,7 +257,11 @@ def test_cli_answers_the_good_lines_and_records_each_bad_one(checkpoint, tmp_pat
     assert rows[2]["error"].startswith("not valid JSON") and rows[2]["user"] is None
     assert rows[4]["error"].startswith("the history is empty") and "--cold-start" in rows[4]["error"] and rows[4]["user"] == 3
     assert rows[5]["error"].startswith("the history has no item id known") and "'zzz'" in rows[5]["error"]
-    assert 'without a "history" key' in rows[6]["error"] and "must be a JSON list" in rows[7]["error"] and "item ids must be strings" in rows[8]["error"]
+    assert (
+        'without a "history" key' in rows[6]["error"]
+        and "must be a JSON list" in rows[7]["error"]
+        and "item ids must be strings" in rows[8]["error"]
+    )
     assert all(set(rows[n]) == {"line", "user", "error"} for n in (2, 4, 5, 6, 7, 8))
 
 
@@ -256,7 +289,12 @@ def test_cli_errors_that_concern_the_whole_batch_exit_2(checkpoint, tmp_path, ca
     assert "does not exist" in capsys.readouterr().err
     assert main(["--checkpoint", str(checkpoint), "--input", str(src), "--top-k", "99"]) == 2
     assert "--top-k 99 is larger than the catalog" in capsys.readouterr().err
-    for flags, needle in ((["--top-k", "0"], "--top-k 0"), (["--k", "0"], "--k 0"), (["--batch-size", "0"], "--batch-size 0"), (["--device", "tpu"], "--device tpu")):
+    for flags, needle in (
+        (["--top-k", "0"], "--top-k 0"),
+        (["--k", "0"], "--k 0"),
+        (["--batch-size", "0"], "--batch-size 0"),
+        (["--device", "tpu"], "--device tpu"),
+    ):
         assert main(["--checkpoint", str(checkpoint), "--input", str(src), *flags]) == 2
         assert capsys.readouterr().err.startswith(f"error: {needle}")
     assert main(["--checkpoint", str(tmp_path), "--input", str(src)]) == 2
@@ -264,7 +302,10 @@ def test_cli_errors_that_concern_the_whole_batch_exit_2(checkpoint, tmp_path, ca
     state = tmp_path / "spt_last.pt"
     torch.save({"format": "lares_rl.training_state/1"}, state)
     assert main(["--checkpoint", str(state), "--input", str(src)]) == 2
-    assert f"is a training state (for resume=<run dir>), not a model checkpoint; pass {tmp_path / 'spt_best.pt'} instead" in capsys.readouterr().err
+    assert (
+        f"is a training state (for resume=<run dir>), not a model checkpoint; pass {tmp_path / 'spt_best.pt'} instead"
+        in capsys.readouterr().err
+    )
 
 
 def test_cli_reads_its_own_output_bom_and_line_separators(checkpoint, tmp_path, capsys):
@@ -292,8 +333,11 @@ def test_cli_default_output_is_reproducible_and_seed_changes_the_noise(checkpoin
 
 def test_python_dash_m_entry(checkpoint):
     done = subprocess.run(
-        [sys.executable, "-m", "lares_rl.recommend_cli", "--checkpoint", str(checkpoint), "--deterministic", "--top-k", "2"],
-        input='["i1"]\n', capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "lares_rl.serve.cli", "--checkpoint", str(checkpoint), "--deterministic", "--top-k", "2"],
+        input='["i1"]\n',
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     assert len(_rows(done.stdout)[0]["items"]) == 2
@@ -303,7 +347,9 @@ def test_depth_on_a_policy_without_reasoning_core_is_an_error():
     """SASRec has no depth: a k would be ignored silently, so it is refused."""
     from lares_rl.policies.reasoner import LaresReasoner
 
-    sasrec = LaresReasoner(5, max_len=4, d_model=8, n_heads=2, inner_size=16, n_core_layers=0, step_sampler="none", t0_init="zero", mean_recurrence=1)
+    sasrec = LaresReasoner(
+        5, max_len=4, d_model=8, n_heads=2, inner_size=16, n_core_layers=0, step_sampler="none", t0_init="zero", mean_recurrence=1
+    )
     ids = ["<pad>", "a", "b", "c", "d", "e"]
     with pytest.raises(LaresError, match="k=2 has no effect: this policy has no reasoning core"):
         Recommender(sasrec, ids, 4, k=2)
@@ -315,7 +361,9 @@ def test_adaptive_depth_reports_the_steps_each_history_took(checkpoint, rec):
     assert [r.steps for r in rec.recommend(histories, top_k=3)] == [2, 2, 2]  # the fixed depth (mean_recurrence=2)
     # a tolerance every state meets stops all at step 2, the first step with a change to measure:
     # the same answers as the fixed depth k=2, at most k_max=4 steps
-    settled = Recommender.from_checkpoint(checkpoint, device="cpu", deterministic=True, halt_tol=10.0, k_max=4).recommend(histories, top_k=3)
+    settled = Recommender.from_checkpoint(checkpoint, device="cpu", deterministic=True, halt_tol=10.0, k_max=4).recommend(
+        histories, top_k=3
+    )
     assert [r.steps for r in settled] == [2, 2, 2] and [r.items for r in settled] == [r.items for r in rec.recommend(histories, top_k=3)]
     never = Recommender.from_checkpoint(checkpoint, device="cpu", deterministic=True, halt_tol=1e-30, k_max=4)
     fixed4 = Recommender.from_checkpoint(checkpoint, device="cpu", deterministic=True, k=4)
@@ -325,11 +373,17 @@ def test_adaptive_depth_reports_the_steps_each_history_took(checkpoint, rec):
 
 
 def test_adaptive_depth_bad_input_names_the_argument(checkpoint):
-    for kwargs, needle in (({"halt_tol": 0.0}, "halt_tol=0.0 is invalid"), ({"halt_tol": float("nan")}, "halt_tol=nan is invalid"),
-                           ({"halt_tol": 0.1, "k_max": 0}, "k_max=0 is invalid"), ({"k_max": 3}, "k_max=3 has no effect without halt_tol")):
+    for kwargs, needle in (
+        ({"halt_tol": 0.0}, "halt_tol=0.0 is invalid"),
+        ({"halt_tol": float("nan")}, "halt_tol=nan is invalid"),
+        ({"halt_tol": 0.1, "k_max": 0}, "k_max=0 is invalid"),
+        ({"k_max": 3}, "k_max=3 has no effect without halt_tol"),
+    ):
         with pytest.raises(LaresError, match=needle):
             Recommender.from_checkpoint(checkpoint, device="cpu", **kwargs)
-    sasrec = LaresReasoner(5, max_len=4, d_model=8, n_heads=2, inner_size=16, n_core_layers=0, step_sampler="none", t0_init="zero", mean_recurrence=1)
+    sasrec = LaresReasoner(
+        5, max_len=4, d_model=8, n_heads=2, inner_size=16, n_core_layers=0, step_sampler="none", t0_init="zero", mean_recurrence=1
+    )
     with pytest.raises(LaresError, match="halt_tol=0.1 needs a policy with a reasoning core"):
         Recommender(sasrec, ["<pad>", "a", "b", "c", "d", "e"], 4, halt_tol=0.1)
     assert Recommender(sasrec, ["<pad>", "a", "b", "c", "d", "e"], 4).recommend([["a"]], top_k=2)[0].steps is None
@@ -342,7 +396,11 @@ def test_cli_halting_adds_steps_to_each_answer(checkpoint, tmp_path, capsys):
     assert all("steps" not in row for row in _rows(capsys.readouterr().out))  # default output unchanged
     assert main(["--checkpoint", str(checkpoint), "--input", str(src), "--deterministic", "--halt-tol", "10", "--k-max", "3"]) == 0
     assert [row["steps"] for row in _rows(capsys.readouterr().out)] == [2, 2]
-    for flags, needle in ((["--halt-tol", "0"], "--halt-tol=0.0 is invalid"), (["--halt-tol", "nan"], "--halt-tol=nan is invalid"),
-                          (["--halt-tol", "0.1", "--k-max", "0"], "--k-max=0 is invalid"), (["--k-max", "2"], "--k-max=2 has no effect")):
+    for flags, needle in (
+        (["--halt-tol", "0"], "--halt-tol=0.0 is invalid"),
+        (["--halt-tol", "nan"], "--halt-tol=nan is invalid"),
+        (["--halt-tol", "0.1", "--k-max", "0"], "--k-max=0 is invalid"),
+        (["--k-max", "2"], "--k-max=2 has no effect"),
+    ):
         assert main(["--checkpoint", str(checkpoint), "--input", str(src), *flags]) == 2
         assert capsys.readouterr().err.startswith(f"error: {needle}")

@@ -3,13 +3,15 @@ intended way, and only the candidates are re-ordered (above every other item).""
 
 import torch
 
-from lares_rl.rerank import mmr, popularity_penalty, reranked
+from lares_rl.eval.rerank import mmr, popularity_penalty, reranked
 
 # one user, items 1..6 scored in decreasing order; item 1 and 2 are very popular, 5 and 6 rare
 SCORES = torch.tensor([[float("-inf"), 6.0, 5.0, 4.0, 3.0, 2.0, 1.0]])
 POPULARITY = torch.tensor([0.0, 1000.0, 900.0, 50.0, 40.0, 1.0, 0.0])
 # items 1, 2, 3 share one category, 4 and 5 another, 6 a third
-FEATURES = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+FEATURES = torch.tensor(
+    [[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+)
 
 
 def order(scores: torch.Tensor) -> list[int]:

@@ -16,9 +16,20 @@ from tests.synthetic import write_sequential_csv
 def _args(tmp_path: Path) -> list[str]:
     path = write_sequential_csv(tmp_path / "log.csv", users=40, length=12)
     return [
-        "spt", "dataset=custom", f"dataset.path={path}", "dataset.user_col=uid", "dataset.item_col=sku", "dataset.time_col=ts",
-        "dataset.max_len=8", "progress=false", "spt.epochs=5", "spt.patience=100", "spt.batch_size=16",
-        "policy.d_model=16", "policy.inner_size=32", f"cache_dir={tmp_path / 'cache'}",
+        "spt",
+        "dataset=custom",
+        f"dataset.path={path}",
+        "dataset.user_col=uid",
+        "dataset.item_col=sku",
+        "dataset.time_col=ts",
+        "dataset.max_len=8",
+        "progress=false",
+        "spt.epochs=5",
+        "spt.patience=100",
+        "spt.batch_size=16",
+        "policy.d_model=16",
+        "policy.inner_size=32",
+        f"cache_dir={tmp_path / 'cache'}",
     ]
 
 
@@ -78,7 +89,9 @@ def test_ctrl_c_saves_state_and_says_how_to_resume(tmp_path):
     # the printed command, with the epoch cap changed (the one setting a resume may change), finishes the run
     printed = shlex.split(err.split("Resume with: ", 1)[1].strip())[1:]
     done = state["progress"]["epoch"] + 1
-    code, out, err = _finish(_start(tmp_path, *[f"spt.epochs={done}" if a == "spt.epochs=200" else a for a in printed], "hydra.run.dir=finish"))
+    code, out, err = _finish(
+        _start(tmp_path, *[f"spt.epochs={done}" if a == "spt.epochs=200" else a for a in printed], "hydra.run.dir=finish")
+    )
     assert code == 0 and "resuming" in out, err
     assert json.loads((tmp_path / "interrupted" / "metrics.json").read_text())["spt"]["epochs_run"] == done
 

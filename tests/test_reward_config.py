@@ -4,8 +4,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_module
 
-from lares_rl.errors import LaresError
-from lares_rl.rpt import instantiate_reward
+from lares_rl.core.errors import LaresError
+from lares_rl.rewards.build import instantiate_reward
 
 SLATE = torch.tensor([[5, 3, 9], [1, 2, 3], [7, 8, 4]])
 TARGET = torch.tensor([5, 3, 6])
@@ -34,6 +34,13 @@ def test_unimportable_user_reward_is_a_clear_error():
 
 
 def test_a_reward_without_k_is_told_how_to_take_or_drop_it():
-    with pytest.raises(LaresError, match=r"keyword arguments \(k=\d+\): accept them, e\.g\. def fn\(slate, target, k=\.\.\.\), or drop them with ~reward\.k"):
+    with pytest.raises(
+        LaresError,
+        match=r"keyword arguments \(k=\d+\): accept them, e\.g\. def fn\(slate, target, k=\.\.\.\), or drop them with ~reward\.k",
+    ):
         reward_from_overrides("reward._target_=tests.plugins.two_arg_reward.top1")
-    assert reward_from_overrides("reward._target_=tests.plugins.two_arg_reward.top1", "~reward.k")(SLATE, TARGET).tolist() == [1.0, 0.0, 0.0]
+    assert reward_from_overrides("reward._target_=tests.plugins.two_arg_reward.top1", "~reward.k")(SLATE, TARGET).tolist() == [
+        1.0,
+        0.0,
+        0.0,
+    ]

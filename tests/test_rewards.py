@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from lares_rl.errors import LaresError
+from lares_rl.core.errors import LaresError
 from lares_rl.rewards import REWARDS, check_reward_fn, make_reward, register_reward, target_rank
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"

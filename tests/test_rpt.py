@@ -9,15 +9,17 @@ from tensordict import TensorDict
 from torchrl.collectors import Collector
 from torchrl.objectives import ClipPPOLoss
 
+from lares_rl.core.errors import LaresError
 from lares_rl.data.sequences import SequenceData
-from lares_rl.envs import NextItemEnv
-from lares_rl.errors import LaresError
+from lares_rl.envs.batched_env import NextItemEnv
 from lares_rl.policies.actor import make_slate_actor, replay_step_log_probs
 from lares_rl.policies.reasoner import LaresReasoner
 from lares_rl.rewards import make_reward
-from lares_rl.rpt import RPTConfig, instantiate_reward, reference_log_probs, training_row_positions
-from lares_rl.rpt_filter import top_k_filter
-from lares_rl.rpt_losses import GroupAdvantage, GroupRelativeLoss, make_value_head
+from lares_rl.rewards.build import instantiate_reward
+from lares_rl.rpt.config import RPTConfig
+from lares_rl.rpt.episodes import training_row_positions
+from lares_rl.rpt.filter import top_k_filter
+from lares_rl.rpt.losses import GroupAdvantage, GroupRelativeLoss, make_value_head, reference_log_probs
 
 N, L, G = 25, 6, 4
 
@@ -34,13 +36,28 @@ def tiny_data() -> SequenceData:
 
 def make_env(data: SequenceData, histories: int = 3, slate: int = 5) -> NextItemEnv:
     users, target_pos = training_row_positions(data)
-    return NextItemEnv(data.items, data.offsets, users, target_pos, target_pos + 1, N, batch_size=histories * G, max_len=L, slate_size=slate, group_size=G, reward_fn=make_reward("recall", k=slate), seed=0)
+    return NextItemEnv(
+        data.items,
+        data.offsets,
+        users,
+        target_pos,
+        target_pos + 1,
+        N,
+        batch_size=histories * G,
+        max_len=L,
+        slate_size=slate,
+        group_size=G,
+        reward_fn=make_reward("recall", k=slate),
+        seed=0,
+    )
 
 
 def collected_batch(policy, exploration: str = "latent", histories: int = 3) -> TensorDict:
     """One real collected batch (env + actor through a Collector), flattened to [B]."""
     actor = make_slate_actor(policy, 5, exploration, seed=0)
-    collector = Collector(make_env(tiny_data(), histories), actor, frames_per_batch=histories * G, total_frames=-1, auto_register_policy_transforms=False)
+    collector = Collector(
+        make_env(tiny_data(), histories), actor, frames_per_batch=histories * G, total_frames=-1, auto_register_policy_transforms=False
+    )
     batch = next(iter(collector)).reshape(-1)
     collector.shutdown()
     return batch
@@ -62,7 +79,14 @@ def direct_objective(lp, mask, advantage, ref, beta):
     """The DESIGN formula written out row by row and step by step."""
     rows = []
     for g in range(lp.shape[0]):
-        terms = [-(torch.exp(lp[g, j] - lp[g, j].detach()) * advantage[g] - beta * (torch.exp(ref[g, j] - lp[g, j]) - (ref[g, j] - lp[g, j]) - 1)) for j in range(lp.shape[1]) if mask[g, j]]
+        terms = [
+            -(
+                torch.exp(lp[g, j] - lp[g, j].detach()) * advantage[g]
+                - beta * (torch.exp(ref[g, j] - lp[g, j]) - (ref[g, j] - lp[g, j]) - 1)
+            )
+            for j in range(lp.shape[1])
+            if mask[g, j]
+        ]
         rows.append(torch.stack(terms).mean())
     return torch.stack(rows).mean()
 
@@ -211,5 +235,7 @@ def test_rollout_halting_config_names_its_key():
     with pytest.raises(LaresError, match=r"^rpt\.halt_tol: halts evaluation-mode rollouts"):
         RPTConfig(halt_tol=0.1).validate()  # grpo: latent exploration samples k
     with pytest.raises(LaresError, match=r"^rpt\.halt_tol: 0\.1 needs a policy with a reasoning core"):
-        RPTConfig(exploration="plackett_luce", latent_noise=False, halt_tol=0.1).check_compatible(num_items=N, reward_fn=make_reward("ndcg", k=10), recurrent=False)
+        RPTConfig(exploration="plackett_luce", latent_noise=False, halt_tol=0.1).check_compatible(
+            num_items=N, reward_fn=make_reward("ndcg", k=10), recurrent=False
+        )
     RPTConfig(algorithm="latent_pg", exploration="gaussian", latent_noise=False, halt_tol=0.1).validate()

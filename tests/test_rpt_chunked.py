@@ -27,7 +27,10 @@ def _observation() -> TensorDict:
     return TensorDict({"history": {"items": items, "length": length}}, batch_size=[B])
 
 
-@pytest.mark.parametrize("exploration, options", [("latent", {}), ("gaussian", {"latent_noise": False, "antithetic": True}), ("gaussian", {"latent_noise": True})])
+@pytest.mark.parametrize(
+    "exploration, options",
+    [("latent", {}), ("gaussian", {"latent_noise": False, "antithetic": True}), ("gaussian", {"latent_noise": True})],
+)
 @pytest.mark.parametrize("chunk", [1, 7, 64])
 def test_chunked_slates_and_rewards_equal_the_full_catalog_ones(exploration, options, chunk):
     policy, td = _policy(), _observation()
@@ -61,9 +64,26 @@ def test_an_rpt_run_with_item_chunks_is_the_full_catalog_run(tmp_path):
     from tests.test_cli import run_cli
 
     path = write_sequential_csv(tmp_path / "log.csv", users=40, items=30, length=10, seed=0)
-    data = ["dataset=custom", f"dataset.path={path}", "dataset.user_col=uid", "dataset.item_col=sku", "dataset.time_col=ts", "dataset.max_len=8", "progress=false", "device=cpu"]
+    data = [
+        "dataset=custom",
+        f"dataset.path={path}",
+        "dataset.user_col=uid",
+        "dataset.item_col=sku",
+        "dataset.time_col=ts",
+        "dataset.max_len=8",
+        "progress=false",
+        "device=cpu",
+    ]
     assert run_cli(tmp_path, "spt", *data, "policy.d_model=16", "policy.inner_size=32", "spt.epochs=1", "hydra.run.dir=spt").returncode == 0
-    rpt = [*data, f"checkpoint={tmp_path / 'spt' / 'checkpoints' / 'spt_best.pt'}", "rpt.histories_per_batch=40", "rpt.epochs=1", "rpt.batches_per_epoch=2", "rpt.slate_size=10", "cache_dir=none"]
+    rpt = [
+        *data,
+        f"checkpoint={tmp_path / 'spt' / 'checkpoints' / 'spt_best.pt'}",
+        "rpt.histories_per_batch=40",
+        "rpt.epochs=1",
+        "rpt.batches_per_epoch=2",
+        "rpt.slate_size=10",
+        "cache_dir=none",
+    ]
     for name, chunk in (("full", "null"), ("chunked", "7")):
         result = run_cli(tmp_path, "rpt", *rpt, f"eval.item_chunk={chunk}", f"hydra.run.dir={name}")
         assert result.returncode == 0, result.stderr[-3000:]
@@ -71,7 +91,13 @@ def test_an_rpt_run_with_item_chunks_is_the_full_catalog_run(tmp_path):
     for name in ("full", "chunked"):
         events = EventAccumulator(str(tmp_path / name / "tb" / "rpt"))
         events.Reload()
-        curves[name] = {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"] if "/losses/" in tag or tag.endswith("reward_mean")}
+        curves[name] = {
+            tag: [e.value for e in events.Scalars(tag)]
+            for tag in events.Tags()["scalars"]
+            if "/losses/" in tag or tag.endswith("reward_mean")
+        }
     assert curves["full"] and curves["full"] == curves["chunked"]
-    weights = [torch.load(tmp_path / name / "checkpoints" / "rpt_last.pt", weights_only=False)["policy_state"] for name in ("full", "chunked")]
+    weights = [
+        torch.load(tmp_path / name / "checkpoints" / "rpt_last.pt", weights_only=False)["policy_state"] for name in ("full", "chunked")
+    ]
     assert all(torch.equal(value, weights[1][key]) for key, value in weights[0].items())

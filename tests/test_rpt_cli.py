@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lares_rl.checkpoint import load_checkpoint
+from lares_rl.core.checkpoint import load_checkpoint
 from tests.synthetic import write_sequential_csv
 from tests.test_cli import run_cli
 
@@ -17,14 +17,32 @@ SMALL = ["policy.d_model=16", "policy.inner_size=32", "progress=false"]
 
 def data_args(tmp_path: Path, name: str = "log.csv", seed: int = 0) -> list[str]:
     path = write_sequential_csv(tmp_path / name, users=40, items=30, length=10, seed=seed)
-    return ["dataset=custom", f"dataset.path={path}", "dataset.user_col=uid", "dataset.item_col=sku", "dataset.time_col=ts", "dataset.max_len=8"]
+    return [
+        "dataset=custom",
+        f"dataset.path={path}",
+        "dataset.user_col=uid",
+        "dataset.item_col=sku",
+        "dataset.time_col=ts",
+        "dataset.max_len=8",
+    ]
 
 
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("rpt_cli")
     args = data_args(tmp_path) + SMALL
-    result = run_cli(tmp_path, "run", *args, "spt.epochs=6", "spt.batch_size=64", "rpt.epochs=1", "rpt.histories_per_batch=140", "rpt.probe_every=1", "baseline=null", "hydra.run.dir=run1")
+    result = run_cli(
+        tmp_path,
+        "run",
+        *args,
+        "spt.epochs=6",
+        "spt.batch_size=64",
+        "rpt.epochs=1",
+        "rpt.histories_per_batch=140",
+        "rpt.probe_every=1",
+        "baseline=null",
+        "hydra.run.dir=run1",
+    )
     assert result.returncode == 0, result.stderr
     return tmp_path, args, result
 
@@ -40,9 +58,25 @@ def test_run_is_spt_then_rpt_then_test(full_run):
     events = EventAccumulator(str(run_dir / "tb" / "rpt"), size_guidance={"histograms": 0})
     events.Reload()
     tags = events.Tags()["scalars"] + EventAccumulator(str(run_dir / "tb" / "spt")).Reload().Tags()["scalars"]
-    for tag in ("rpt/charts/reward_mean", "rpt/charts/reward_std", "rpt/charts/k_mean", "rpt/charts/frames_per_sec", "rpt/charts/learning_rate",
-                "rpt/losses/policy", "rpt/diag/expected_reward", "rpt/diag/target_log_prob", "rpt/diag/entropy", "rpt/diag/grad_norm_policy",
-                "rpt/probe/reward", "rpt/probe/target_rank", "rpt/probe/kl_to_ref", "rpt/eval/ndcg@10", "rpt/time/collect", "rpt/time/update", "spt/losses/rec"):
+    for tag in (
+        "rpt/charts/reward_mean",
+        "rpt/charts/reward_std",
+        "rpt/charts/k_mean",
+        "rpt/charts/frames_per_sec",
+        "rpt/charts/learning_rate",
+        "rpt/losses/policy",
+        "rpt/diag/expected_reward",
+        "rpt/diag/target_log_prob",
+        "rpt/diag/entropy",
+        "rpt/diag/grad_norm_policy",
+        "rpt/probe/reward",
+        "rpt/probe/target_rank",
+        "rpt/probe/kl_to_ref",
+        "rpt/eval/ndcg@10",
+        "rpt/time/collect",
+        "rpt/time/update",
+        "spt/losses/rec",
+    ):
         assert tag in tags, tag
     assert "rpt/charts/k" in events.Tags()["histograms"]
 
@@ -56,7 +90,17 @@ def test_rpt_command_raises_the_training_reward(full_run):
     depend on the parameters)."""
     tmp_path, args, _ = full_run
     checkpoint = tmp_path / "run1" / "checkpoints" / "spt_best.pt"
-    result = run_cli(tmp_path, "rpt", *args, f"checkpoint={checkpoint}", "rpt=ppo", "rpt.epochs=3", "rpt.histories_per_batch=70", "rpt.lr=5e-3", "hydra.run.dir=rpt1")
+    result = run_cli(
+        tmp_path,
+        "rpt",
+        *args,
+        f"checkpoint={checkpoint}",
+        "rpt=ppo",
+        "rpt.epochs=3",
+        "rpt.histories_per_batch=70",
+        "rpt.lr=5e-3",
+        "hydra.run.dir=rpt1",
+    )
     assert result.returncode == 0, result.stderr
     metrics = json.loads((tmp_path / "rpt1" / "metrics.json").read_text())
     assert set(metrics["before"]) == set(metrics["after"]) == {"valid", "test"}
@@ -90,22 +134,59 @@ def test_rpt_with_a_beyond_accuracy_reward_chosen_in_the_config(full_run):
     measures, and TensorBoard shows them per validation pass."""
     tmp_path, args, _ = full_run
     checkpoint = tmp_path / "run1" / "checkpoints" / "spt_best.pt"
-    result = run_cli(tmp_path, "rpt", *args, f"checkpoint={checkpoint}", "reward=novelty", "reward.weights.novelty=2.0", "rpt.epochs=2",
-                     "rpt.histories_per_batch=70", "rpt.select_metric=coverage@10", "rpt.select_tolerance=0.5", "hydra.run.dir=rpt_novelty")
+    result = run_cli(
+        tmp_path,
+        "rpt",
+        *args,
+        f"checkpoint={checkpoint}",
+        "reward=novelty",
+        "reward.weights.novelty=2.0",
+        "rpt.epochs=2",
+        "rpt.histories_per_batch=70",
+        "rpt.select_metric=coverage@10",
+        "rpt.select_tolerance=0.5",
+        "hydra.run.dir=rpt_novelty",
+    )
     assert result.returncode == 0, result.stderr
-    assert "ild@K from SPT item embeddings" in result.stdout and "coverage@10 | novelty@10 | popularity@10 | gini@10 | ild@10 |" in result.stdout
+    assert (
+        "ild@K from SPT item embeddings" in result.stdout
+        and "coverage@10 | novelty@10 | popularity@10 | gini@10 | ild@10 |" in result.stdout
+    )
     metrics = json.loads((tmp_path / "rpt_novelty" / "metrics.json").read_text())
     for side in ("before", "after"):
-        assert {"coverage@10", "novelty@20", "ild@5", "gini@10", "popularity@10"} <= set(metrics[side]["test"]) <= set(metrics[side]["valid"]) | set(metrics[side]["test"])
+        assert (
+            {"coverage@10", "novelty@20", "ild@5", "gini@10", "popularity@10"}
+            <= set(metrics[side]["test"])
+            <= set(metrics[side]["valid"]) | set(metrics[side]["test"])
+        )
     assert len(metrics["rpt"]["valid_selection_per_epoch"]) == 2
     events = EventAccumulator(str(tmp_path / "rpt_novelty" / "tb" / "rpt"))
     events.Reload()
     assert {"rpt/eval/coverage@10", "rpt/eval/novelty@10", "rpt/eval/ild@10"} <= set(events.Tags()["scalars"])
 
-    user = run_cli(tmp_path, "rpt", *args, f"checkpoint={checkpoint}", "reward._target_=tests.plugins.my_rewards.rare_hit", "rpt.epochs=1", "rpt.histories_per_batch=70", "hydra.run.dir=rpt_rare")
+    user = run_cli(
+        tmp_path,
+        "rpt",
+        *args,
+        f"checkpoint={checkpoint}",
+        "reward._target_=tests.plugins.my_rewards.rare_hit",
+        "rpt.epochs=1",
+        "rpt.histories_per_batch=70",
+        "hydra.run.dir=rpt_rare",
+    )
     assert user.returncode == 0, user.stderr
 
-    missing = run_cli(tmp_path, "rpt", *args, f"checkpoint={checkpoint}", "reward._target_=tests.plugins.my_rewards.genre_spread", "hydra.run.dir=rpt_genres")
+    missing = run_cli(
+        tmp_path,
+        "rpt",
+        *args,
+        f"checkpoint={checkpoint}",
+        "reward._target_=tests.plugins.my_rewards.genre_spread",
+        "hydra.run.dir=rpt_genres",
+    )
     assert missing.returncode == 2
-    assert re.match(r"error: reward tests\.plugins\.my_rewards\.genre_spread\(k=\d+\) asks for 'categories', which data set 'custom' does not have.*embedding_diversity", missing.stderr.strip().splitlines()[-1])
+    assert re.match(
+        r"error: reward tests\.plugins\.my_rewards\.genre_spread\(k=\d+\) asks for 'categories', which data set 'custom' does not have.*embedding_diversity",
+        missing.stderr.strip().splitlines()[-1],
+    )
     assert not (tmp_path / "rpt_genres" / "checkpoints").exists()  # refused before the filter or any training

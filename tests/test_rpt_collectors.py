@@ -8,14 +8,15 @@ from functools import partial
 import pytest
 import torch
 
+from lares_rl.core.checkpoint import build_policy
+from lares_rl.core.errors import LaresError
 from lares_rl.data.synthetic import successor_log
-from lares_rl.errors import LaresError
 from lares_rl.policies.actor import run_rollouts
 from lares_rl.rewards import ndcg
-from lares_rl.rpt import RPTConfig, training_row_positions
-from lares_rl.rpt_collectors import multi_process_collector, sync_weights
-from lares_rl.rpt_learner import build_learner
-from lares_rl.checkpoint import build_policy
+from lares_rl.rpt.collectors import multi_process_collector, sync_weights
+from lares_rl.rpt.config import RPTConfig
+from lares_rl.rpt.episodes import training_row_positions
+from lares_rl.rpt.learner import build_learner
 
 G, L = 4, 10
 
@@ -34,8 +35,19 @@ def test_two_workers_collect_equal_shares_with_the_learners_weights():
     _, _, targets = data.train_rows(L)
     kept = torch.arange(len(targets))
     learner = build_learner(policy, cfg, device=torch.device("cpu"), eval_seed=0, seed=0)
-    collector = multi_process_collector(data=data, kept=kept, targets=targets, histories=8, cfg=cfg, reward_fn=partial(ndcg, k=10), max_len=L,
-                                        seed=0, actor=learner.actor, policy=copy.deepcopy(policy), eval_seed=0)
+    collector = multi_process_collector(
+        data=data,
+        kept=kept,
+        targets=targets,
+        histories=8,
+        cfg=cfg,
+        reward_fn=partial(ndcg, k=10),
+        max_len=L,
+        seed=0,
+        actor=learner.actor,
+        policy=copy.deepcopy(policy),
+        eval_seed=0,
+    )
     try:
         batches = iter(collector)
         first = next(batches).reshape(-1)

@@ -8,16 +8,19 @@ import pytest
 import torch
 from tensordict import TensorDict
 
+from lares_rl.core.errors import LaresError
 from lares_rl.data.synthetic import successor_log
-from lares_rl.errors import LaresError
-from lares_rl.evaluation import EvalConfig
-from lares_rl.item_context import ItemContext, bind_context, build_item_context
+from lares_rl.eval.evaluation import EvalConfig
+from lares_rl.eval.exposure import build_item_context
 from lares_rl.policies.reasoner import LaresReasoner
 from lares_rl.rewards import make_reward, weighted
-from lares_rl.rpt import RPTConfig, train_rpt, weight_average
-from lares_rl.rpt_direction import direction_check
-from lares_rl.rpt_losses import ExpectedRewardLoss, check_item_reward_signal, one_item_rewards
-from lares_rl.spt import SPTConfig, train_spt
+from lares_rl.rewards.context import ItemContext, bind_context
+from lares_rl.rpt.config import RPTConfig
+from lares_rl.rpt.direction import direction_check
+from lares_rl.rpt.loop import train_rpt, weight_average
+from lares_rl.rpt.losses import ExpectedRewardLoss, check_item_reward_signal, one_item_rewards
+from lares_rl.spt.config import SPTConfig
+from lares_rl.spt.train import train_spt
 
 L = 12
 EXPECTED = dict(algorithm="expected_pg", exploration="categorical", latent_noise=False, group_size=1)
@@ -28,8 +31,19 @@ def trained(tmp_path_factory):
     data = successor_log(users=200, items=100, min_len=8, max_len=20, seed=0).data
     torch.manual_seed(0)
     policy = LaresReasoner(data.num_items, max_len=L, d_model=32, n_heads=2, inner_size=64, dropout=0.2)
-    train_spt(policy=policy, policy_config={}, data=data, max_len=L, cfg=SPTConfig(epochs=2, batch_size=64, mode="dense", similarity="cosine"),
-              eval_cfg=EvalConfig(), run_dir=tmp_path_factory.mktemp("spt"), device=torch.device("cpu"), seed=0, config={"dataset": {"name": "successor"}}, progress=False)
+    train_spt(
+        policy=policy,
+        policy_config={},
+        data=data,
+        max_len=L,
+        cfg=SPTConfig(epochs=2, batch_size=64, mode="dense", similarity="cosine"),
+        eval_cfg=EvalConfig(),
+        run_dir=tmp_path_factory.mktemp("spt"),
+        device=torch.device("cpu"),
+        seed=0,
+        config={"dataset": {"name": "successor"}},
+        progress=False,
+    )
     return data, policy
 
 
@@ -44,9 +58,12 @@ def test_one_item_rewards_are_the_target_indicator_for_accuracy_rewards():
 def test_one_item_rewards_add_each_items_own_long_tail_term():
     popularity = torch.tensor([0.0, 50, 30, 5, 3, 2, 1])  # item 1 (and 2) form the head
     tail = bind_context(make_reward("long_tail", k=10), ItemContext(popularity=popularity))
-    mix = lambda slate, target: weighted(slate, target, {"ndcg": make_reward("ndcg", k=10), "tail": tail}, {"ndcg": 1.0, "tail": 0.5})
+
+    def mix(slate, target):
+        return weighted(slate, target, {"ndcg": make_reward("ndcg", k=10), "tail": tail}, {"ndcg": 1.0, "tail": 0.5})
+
     table = one_item_rewards(mix, torch.tensor([1]), num_items=6)
-    head = (table[0, 1:] == 1.0)  # item 1 is the target (1 + 0 for the head)
+    head = table[0, 1:] == 1.0  # item 1 is the target (1 + 0 for the head)
     assert table[0, 1] == 1.0 and torch.all(table[0, 3:] == 0.5) and head.sum() == 1
 
 
@@ -55,8 +72,15 @@ def test_expected_reward_gradient_matches_the_brute_force_expectation():
     policy = LaresReasoner(num_items=9, max_len=5, d_model=8, n_heads=2, inner_size=16)
     items, length = torch.tensor([[2, 4, 6, 0, 0], [1, 3, 0, 0, 0]]), torch.tensor([3, 2])
     target = torch.tensor([7, 5])
-    td = TensorDict({"history": {"items": items, "length": length}, "num_steps": torch.tensor([2, 2]), "rollout_seed": torch.tensor([-1, -1]),
-                     "next": {"target": target}}, [2])
+    td = TensorDict(
+        {
+            "history": {"items": items, "length": length},
+            "num_steps": torch.tensor([2, 2]),
+            "rollout_seed": torch.tensor([-1, -1]),
+            "next": {"target": target},
+        },
+        [2],
+    )
     reward = make_reward("ndcg", k=10)
     out = ExpectedRewardLoss(policy, reward, num_items=9)(td)
     grad = torch.autograd.grad(out["loss_policy"], policy.item_embedding.weight)[0]
@@ -72,8 +96,15 @@ def test_log_objective_with_an_accuracy_reward_is_cross_entropy():
     torch.manual_seed(0)
     policy = LaresReasoner(num_items=9, max_len=5, d_model=8, n_heads=2, inner_size=16)
     items, length, target = torch.tensor([[2, 4, 6, 0, 0], [1, 3, 0, 0, 0]]), torch.tensor([3, 2]), torch.tensor([7, 5])
-    td = TensorDict({"history": {"items": items, "length": length}, "num_steps": torch.tensor([2, 2]), "rollout_seed": torch.tensor([-1, -1]),
-                     "next": {"target": target}}, [2])
+    td = TensorDict(
+        {
+            "history": {"items": items, "length": length},
+            "num_steps": torch.tensor([2, 2]),
+            "rollout_seed": torch.tensor([-1, -1]),
+            "next": {"target": target},
+        },
+        [2],
+    )
     out = ExpectedRewardLoss(policy, make_reward("hit", k=10), num_items=9, log_objective=True)(td)
     from lares_rl.policies.actor import run_rollouts
 
@@ -86,7 +117,9 @@ def test_expected_pg_updates_on_fixed_histories_raise_their_reward(trained):
     cfg = RPTConfig(**EXPECTED, slate_size=10, lr=2e-3)
     cfg.validate()
     rows = torch.arange(0, len(data.train_rows(L)[2]), 11)[:96]
-    curve = direction_check(copy.deepcopy(spt_policy), data, L, cfg, make_reward("ndcg", k=10), rows, updates=12, device=torch.device("cpu"))
+    curve = direction_check(
+        copy.deepcopy(spt_policy), data, L, cfg, make_reward("ndcg", k=10), rows, updates=12, device=torch.device("cpu")
+    )
     assert curve["reward"][-1] > curve["reward"][0] * 1.05, curve["reward"]
 
 
@@ -94,8 +127,20 @@ def test_expected_pg_trains_with_one_rollout_per_history(trained, tmp_path):
     data, spt_policy = trained
     cfg = RPTConfig(**EXPECTED, histories_per_batch=32, slate_size=10, epochs=1, batches_per_epoch=3, filter_top=50, beta=0.1)
     cfg.validate()
-    summary = train_rpt(policy=copy.deepcopy(spt_policy), policy_config={}, data=data, max_len=L, cfg=cfg, reward_fn=make_reward("ndcg", k=10), eval_cfg=EvalConfig(),
-                        run_dir=tmp_path, device=torch.device("cpu"), seed=0, config={"dataset": {"name": "successor"}}, progress=False)
+    summary = train_rpt(
+        policy=copy.deepcopy(spt_policy),
+        policy_config={},
+        data=data,
+        max_len=L,
+        cfg=cfg,
+        reward_fn=make_reward("ndcg", k=10),
+        eval_cfg=EvalConfig(),
+        run_dir=tmp_path,
+        device=torch.device("cpu"),
+        seed=0,
+        config={"dataset": {"name": "successor"}},
+        progress=False,
+    )
     assert summary["frames"] == 3 * 32 and summary["zero_adv_group_fraction"] is None
     assert len(summary["probe_curve"]) >= 1 and (tmp_path / "checkpoints" / "rpt_best.pt").is_file()
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -125,8 +170,20 @@ def test_weight_average_starts_at_the_spt_weights_and_follows_the_updates_by_dec
 def test_with_ema_the_kept_and_probed_weights_are_the_average_not_the_last_update(trained, tmp_path):
     data, spt_policy = trained
     cfg = RPTConfig(**EXPECTED, histories_per_batch=32, slate_size=10, epochs=2, batches_per_epoch=2, filter_top=50, lr=5e-3, ema_decay=0.6)
-    summary = train_rpt(policy=copy.deepcopy(spt_policy), policy_config={}, data=data, max_len=L, cfg=cfg, reward_fn=make_reward("ndcg", k=10), eval_cfg=EvalConfig(),
-                        run_dir=tmp_path, device=torch.device("cpu"), seed=0, config={"dataset": {"name": "successor"}}, progress=False)
+    summary = train_rpt(
+        policy=copy.deepcopy(spt_policy),
+        policy_config={},
+        data=data,
+        max_len=L,
+        cfg=cfg,
+        reward_fn=make_reward("ndcg", k=10),
+        eval_cfg=EvalConfig(),
+        run_dir=tmp_path,
+        device=torch.device("cpu"),
+        seed=0,
+        config={"dataset": {"name": "successor"}},
+        progress=False,
+    )
     state = torch.load(tmp_path / "checkpoints" / "rpt_last.pt", weights_only=False)
     averaged = {name.removeprefix("module."): value for name, value in state["averaged_state"].items() if name != "n_averaged"}
     trained_now, spt = state["policy_state"], spt_policy.state_dict()
@@ -154,9 +211,24 @@ def test_reward_that_turns_nan_inside_the_loss_names_the_batch_and_keeps_the_sta
         return out
 
     cfg = RPTConfig(**EXPECTED, histories_per_batch=32, slate_size=10, epochs=1, batches_per_epoch=3, filter_top=50)
-    with pytest.raises(LaresError, match=r"reward .*nan_on_single_items_later.* non-finite .* \(RPT epoch 0, batch [23]/3\); training stopped before this update\. The last good state is kept: .*rpt_last\.pt"):
-        train_rpt(policy=copy.deepcopy(spt_policy), policy_config={}, data=data, max_len=L, cfg=cfg, reward_fn=nan_on_single_items_later, eval_cfg=EvalConfig(),
-                  run_dir=tmp_path, device=torch.device("cpu"), seed=0, config={"dataset": {"name": "successor"}}, progress=False)
+    with pytest.raises(
+        LaresError,
+        match=r"reward .*nan_on_single_items_later.* non-finite .* \(RPT epoch 0, batch [23]/3\); training stopped before this update\. The last good state is kept: .*rpt_last\.pt",
+    ):
+        train_rpt(
+            policy=copy.deepcopy(spt_policy),
+            policy_config={},
+            data=data,
+            max_len=L,
+            cfg=cfg,
+            reward_fn=nan_on_single_items_later,
+            eval_cfg=EvalConfig(),
+            run_dir=tmp_path,
+            device=torch.device("cpu"),
+            seed=0,
+            config={"dataset": {"name": "successor"}},
+            progress=False,
+        )
     assert (tmp_path / "checkpoints" / "rpt_last.pt").is_file() and (tmp_path / "checkpoints" / "rpt_best.pt").is_file()
 
 

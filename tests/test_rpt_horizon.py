@@ -8,13 +8,15 @@ import pytest
 import torch
 from tensordict import TensorDict
 
+from lares_rl.core.errors import LaresError
 from lares_rl.data.synthetic import successor_log
-from lares_rl.errors import LaresError
-from lares_rl.evaluation import EvalConfig
+from lares_rl.eval.evaluation import EvalConfig
 from lares_rl.policies.reasoner import LaresReasoner
 from lares_rl.rewards import make_reward
-from lares_rl.rpt import RPTConfig, decisions, episode_starts, rows_env, train_rpt, training_row_positions
-from lares_rl.rpt_learner import freeze_parameters
+from lares_rl.rpt.config import RPTConfig
+from lares_rl.rpt.episodes import decisions, episode_starts, rows_env, training_row_positions
+from lares_rl.rpt.learner import freeze_parameters
+from lares_rl.rpt.loop import train_rpt
 
 L = 12
 
@@ -43,7 +45,18 @@ def test_episode_starts_leave_room_for_the_whole_horizon(data):
 def test_an_episode_replays_consecutive_logged_steps_and_never_reaches_validation(data):
     rows = episode_starts(data, torch.arange(len(data.train_rows(L)[2])), 3)
     cfg = RPTConfig(group_size=2, slate_size=5)
-    env = rows_env(data, rows, data.train_rows(L)[2], histories=4, cfg=cfg, reward_fn=make_reward("ndcg", k=5), max_len=L, seed=0, device=torch.device("cpu"), horizon=3)
+    env = rows_env(
+        data,
+        rows,
+        data.train_rows(L)[2],
+        histories=4,
+        cfg=cfg,
+        reward_fn=make_reward("ndcg", k=5),
+        max_len=L,
+        seed=0,
+        device=torch.device("cpu"),
+        horizon=3,
+    )
     td = env.reset()
     cursor0 = td["cursor"].clone()
     for step in range(3):
@@ -66,13 +79,38 @@ def test_decisions_are_time_major_so_groups_stay_contiguous():
 
 
 def run(data, tmp_path, **settings):
-    cfg = RPTConfig(algorithm="latent_pg", exploration="gaussian", latent_noise=False, group_size=4, histories_per_batch=16, slate_size=10,
-                    epochs=1, batches_per_epoch=3, filter_top=60, probe_size=50, probe_every=2, **settings)
+    cfg = RPTConfig(
+        algorithm="latent_pg",
+        exploration="gaussian",
+        latent_noise=False,
+        group_size=4,
+        histories_per_batch=16,
+        slate_size=10,
+        epochs=1,
+        batches_per_epoch=3,
+        filter_top=60,
+        probe_size=50,
+        probe_every=2,
+        **settings,
+    )
     cfg.validate()
     policy = policy_for(data)
     start = copy.deepcopy(policy.state_dict())
-    summary = train_rpt(policy=policy, policy_config={}, data=data, max_len=L, cfg=cfg, reward_fn=make_reward("ndcg", k=10), eval_cfg=EvalConfig(),
-                        run_dir=tmp_path, device=torch.device("cpu"), seed=0, config={"dataset": {"name": "successor"}}, progress=False, resume=False)
+    summary = train_rpt(
+        policy=policy,
+        policy_config={},
+        data=data,
+        max_len=L,
+        cfg=cfg,
+        reward_fn=make_reward("ndcg", k=10),
+        eval_cfg=EvalConfig(),
+        run_dir=tmp_path,
+        device=torch.device("cpu"),
+        seed=0,
+        config={"dataset": {"name": "successor"}},
+        progress=False,
+        resume=False,
+    )
     return summary, start, policy, cfg
 
 

@@ -3,24 +3,25 @@ check on a log with a known sequential signal, the probe diagnostics, and the ba
 would leave RPT without a learning signal or poison it mid-run."""
 
 import copy
-from pathlib import Path
 
 import pytest
 import torch
 from tensordict import TensorDict
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
+from lares_rl.core.errors import LaresError
 from lares_rl.data.synthetic import successor_log
-from lares_rl.errors import LaresError
-from lares_rl.evaluation import EvalConfig
+from lares_rl.eval.evaluation import EvalConfig
 from lares_rl.policies.actor import latent_scale, make_slate_actor
 from lares_rl.policies.reasoner import LaresReasoner
 from lares_rl.rewards import make_reward
-from lares_rl.rpt import RPTConfig, train_rpt
-from lares_rl.rpt_direction import direction_check
-from lares_rl.rpt_losses import GroupAdvantage, LatentPolicyGradientLoss
-from lares_rl.rpt_probe import check_learning_signal, probe_metrics
-from lares_rl.spt import SPTConfig, train_spt
+from lares_rl.rpt.config import RPTConfig
+from lares_rl.rpt.direction import direction_check
+from lares_rl.rpt.loop import train_rpt
+from lares_rl.rpt.losses import GroupAdvantage, LatentPolicyGradientLoss
+from lares_rl.rpt.probe import check_learning_signal, probe_metrics
+from lares_rl.spt.config import SPTConfig
+from lares_rl.spt.train import train_spt
 
 L = 12
 
@@ -36,8 +37,19 @@ def trained(tmp_path_factory):
     varies across rollouts, far from converged (so a working update has room to raise it)."""
     data = successor_log(users=200, items=100, min_len=8, max_len=20, seed=0).data
     policy = tiny_policy(data.num_items)
-    train_spt(policy=policy, policy_config={}, data=data, max_len=L, cfg=SPTConfig(epochs=2, batch_size=64, mode="dense", similarity="cosine"),
-              eval_cfg=EvalConfig(), run_dir=tmp_path_factory.mktemp("spt"), device=torch.device("cpu"), seed=0, config={"dataset": {"name": "successor"}}, progress=False)
+    train_spt(
+        policy=policy,
+        policy_config={},
+        data=data,
+        max_len=L,
+        cfg=SPTConfig(epochs=2, batch_size=64, mode="dense", similarity="cosine"),
+        eval_cfg=EvalConfig(),
+        run_dir=tmp_path_factory.mktemp("spt"),
+        device=torch.device("cpu"),
+        seed=0,
+        config={"dataset": {"name": "successor"}},
+        progress=False,
+    )
     return data, policy
 
 
@@ -117,14 +129,18 @@ def test_repeated_updates_on_fixed_histories_raise_their_reward(trained, algorit
     cfg = RPTConfig(**settings)
     cfg.validate()
     rows = torch.arange(0, len(data.train_rows(L)[2]), 11)[:96]
-    curve = direction_check(copy.deepcopy(spt_policy), data, L, cfg, make_reward("ndcg", k=cfg.slate_size), rows, updates=12, device=torch.device("cpu"))
+    curve = direction_check(
+        copy.deepcopy(spt_policy), data, L, cfg, make_reward("ndcg", k=cfg.slate_size), rows, updates=12, device=torch.device("cpu")
+    )
     assert curve["reward"][-1] > curve["reward"][0] * 1.05, curve["reward"]
 
 
 def test_probe_metrics_start_at_zero_kl_and_report_rank(trained):
     data, policy = trained
     seqs, lengths, targets = data.train_rows(L)
-    point = probe_metrics(policy, copy.deepcopy(policy), (seqs[:50], lengths[:50], targets[:50]), make_reward("ndcg", k=10), 10, torch.device("cpu"))
+    point = probe_metrics(
+        policy, copy.deepcopy(policy), (seqs[:50], lengths[:50], targets[:50]), make_reward("ndcg", k=10), 10, torch.device("cpu")
+    )
     assert point["kl_to_ref"] == pytest.approx(0.0, abs=1e-6)
     assert 0 <= point["target_rank"] < data.num_items and point["rewards"].shape == (50,)
 
@@ -150,16 +166,41 @@ def nan_after_first_batch(env_batch: int):
 
 def test_reward_that_turns_nan_mid_run_names_reward_and_batch_and_keeps_the_state(trained, tmp_path):
     data, spt_policy = trained
-    cfg = RPTConfig(algorithm="latent_pg", exploration="gaussian", latent_noise=False, group_size=4, histories_per_batch=32, slate_size=10, epochs=1, batches_per_epoch=3, filter_top=50)
+    cfg = RPTConfig(
+        algorithm="latent_pg",
+        exploration="gaussian",
+        latent_noise=False,
+        group_size=4,
+        histories_per_batch=32,
+        slate_size=10,
+        epochs=1,
+        batches_per_epoch=3,
+        filter_top=50,
+    )
     cfg.validate()
-    with pytest.raises(LaresError, match=r"reward .*nan_after_first_batch.* non-finite .* \(RPT epoch 0, batch 2/3\); training stopped before this update\. The last good state is kept: .*rpt_last\.pt"):
-        train_rpt(policy=copy.deepcopy(spt_policy), policy_config={}, data=data, max_len=L, cfg=cfg, reward_fn=nan_after_first_batch(32 * 4), eval_cfg=EvalConfig(),
-                  run_dir=tmp_path, device=torch.device("cpu"), seed=0, config={"dataset": {"name": "successor"}}, progress=False)
+    with pytest.raises(
+        LaresError,
+        match=r"reward .*nan_after_first_batch.* non-finite .* \(RPT epoch 0, batch 2/3\); training stopped before this update\. The last good state is kept: .*rpt_last\.pt",
+    ):
+        train_rpt(
+            policy=copy.deepcopy(spt_policy),
+            policy_config={},
+            data=data,
+            max_len=L,
+            cfg=cfg,
+            reward_fn=nan_after_first_batch(32 * 4),
+            eval_cfg=EvalConfig(),
+            run_dir=tmp_path,
+            device=torch.device("cpu"),
+            seed=0,
+            config={"dataset": {"name": "successor"}},
+            progress=False,
+        )
     assert (tmp_path / "checkpoints" / "rpt_last.pt").is_file() and (tmp_path / "checkpoints" / "rpt_best.pt").is_file()
 
 
 def test_reward_of_the_wrong_shape_mid_run_is_named():
-    from lares_rl.rewards import check_reward_output
+    from lares_rl.rewards.builtin import check_reward_output
 
     with pytest.raises(LaresError, match=r"reward .* returned a torch.int64 tensor of shape \(4,\) for 4 slates"):
         check_reward_output(make_reward("ndcg", k=3), torch.zeros(4, dtype=torch.long), 4)
@@ -168,7 +209,7 @@ def test_reward_of_the_wrong_shape_mid_run_is_named():
 
 
 def test_filter_cache_computes_once_per_key(tmp_path):
-    from lares_rl.rpt import cached_filter
+    from lares_rl.rpt.filter import cached_filter
 
     calls = []
 

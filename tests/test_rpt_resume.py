@@ -17,17 +17,19 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torchrl.collectors import Collector
 
-from lares_rl import rpt, rpt_losses
-from lares_rl.checkpoint import load_checkpoint
+from lares_rl.core.checkpoint import load_checkpoint
+from lares_rl.core.errors import LaresError
+from lares_rl.core.resume import TrainingInterrupted, load_training_state, save_training_state, weights_digest
+from lares_rl.core.runtime import seed_everything
 from lares_rl.data.sequences import SequenceData
-from lares_rl.errors import LaresError
-from lares_rl.evaluation import EvalConfig, evaluate_policy
+from lares_rl.eval.evaluation import EvalConfig, evaluate_policy
 from lares_rl.policies.actor import make_slate_actor
 from lares_rl.policies.reasoner import LaresReasoner
-from lares_rl.resume import TrainingInterrupted, load_training_state, save_training_state, weights_digest
 from lares_rl.rewards import make_reward
-from lares_rl.rpt import RPTConfig, train_rpt, train_rpt_with_test
-from lares_rl.runtime import seed_everything
+from lares_rl.rpt import loop as rpt
+from lares_rl.rpt import losses as rpt_losses
+from lares_rl.rpt.config import RPTConfig
+from lares_rl.rpt.loop import train_rpt, train_rpt_with_test
 from tests.cli_process import finish, start, wait_for_epoch
 from tests.synthetic import write_sequential_csv
 from tests.test_rpt import make_env, tiny_data, tiny_policy
@@ -35,10 +37,42 @@ from tests.test_rpt import make_env, tiny_data, tiny_policy
 N, L = 25, 6
 TIMING = ("collect_frames_per_sec", "loop_frames_per_sec", "seconds_per_epoch", "samples_per_sec", "seconds_per_batch", "filter_seconds")
 GRPO = RPTConfig(histories_per_batch=7, batches_per_epoch=3, epochs=2, patience=10, slate_size=5)
-PPO = RPTConfig(algorithm="ppo", exploration="plackett_luce", advantage="value", value_hidden=8, histories_per_batch=7, batches_per_epoch=3, epochs=2, patience=10, slate_size=5)
-EXPECTED_EMA = RPTConfig(algorithm="expected_pg", exploration="categorical", latent_noise=False, group_size=1, beta=0.1, ema_decay=0.5, histories_per_batch=7, batches_per_epoch=3,
-                         epochs=2, patience=10, slate_size=5)
-LATENT_H2 = RPTConfig(algorithm="latent_pg", exploration="gaussian", latent_noise=False, antithetic=True, horizon=2, histories_per_batch=7, batches_per_epoch=3, epochs=2, patience=10, slate_size=5)
+PPO = RPTConfig(
+    algorithm="ppo",
+    exploration="plackett_luce",
+    advantage="value",
+    value_hidden=8,
+    histories_per_batch=7,
+    batches_per_epoch=3,
+    epochs=2,
+    patience=10,
+    slate_size=5,
+)
+EXPECTED_EMA = RPTConfig(
+    algorithm="expected_pg",
+    exploration="categorical",
+    latent_noise=False,
+    group_size=1,
+    beta=0.1,
+    ema_decay=0.5,
+    histories_per_batch=7,
+    batches_per_epoch=3,
+    epochs=2,
+    patience=10,
+    slate_size=5,
+)
+LATENT_H2 = RPTConfig(
+    algorithm="latent_pg",
+    exploration="gaussian",
+    latent_noise=False,
+    antithetic=True,
+    horizon=2,
+    histories_per_batch=7,
+    batches_per_epoch=3,
+    epochs=2,
+    patience=10,
+    slate_size=5,
+)
 
 
 def without_timing(value, drop=("checkpoint",)):
@@ -64,8 +98,19 @@ def spt_policy(seed: int = 0) -> LaresReasoner:
 def run_rpt(run_dir: Path, cfg: RPTConfig, resume: bool = False, policy_seed: int = 0, reward_fn=None) -> dict:
     seed_everything(0)  # what the CLI does before RPT; a resume must not depend on it
     return train_rpt(
-        policy=spt_policy(policy_seed), policy_config={}, data=rpt_data(), max_len=L, cfg=cfg, reward_fn=reward_fn or make_reward("ndcg", k=5),
-        eval_cfg=EvalConfig(ks=[5, 10]), run_dir=run_dir, device=torch.device("cpu"), seed=0, config={}, progress=False, resume=resume,
+        policy=spt_policy(policy_seed),
+        policy_config={},
+        data=rpt_data(),
+        max_len=L,
+        cfg=cfg,
+        reward_fn=reward_fn or make_reward("ndcg", k=5),
+        eval_cfg=EvalConfig(ks=[5, 10]),
+        run_dir=run_dir,
+        device=torch.device("cpu"),
+        seed=0,
+        config={},
+        progress=False,
+        resume=resume,
     )
 
 
@@ -87,7 +132,9 @@ def test_env_sampling_state_before_the_pending_reset_lets_a_new_collector_contin
         env = make_env(tiny_data(), histories=3)
         if state is not None:
             env.load_sampling_state(state)
-        collector = Collector(env, make_slate_actor(tiny_policy(), 5, seed=0), frames_per_batch=12, total_frames=-1, auto_register_policy_transforms=False)
+        collector = Collector(
+            env, make_slate_actor(tiny_policy(), 5, seed=0), frames_per_batch=12, total_frames=-1, auto_register_policy_transforms=False
+        )
         stream = iter(collector)
         drawn = [next(stream)["group_id"][::4].tolist() for _ in range(batches)]
         state = env.sampling_state(before_last_reset=True)
@@ -191,15 +238,29 @@ def test_train_rpt_with_test_takes_validation_from_the_rpt_summary(tmp_path, uni
     start_test = evaluate_policy(policy, data, "test", L, eval_cfg, cpu)
     seed_everything(0)
     result = train_rpt_with_test(
-        policy=policy, policy_config={}, data=data, max_len=L, cfg=GRPO, reward_fn=make_reward("ndcg", k=5),
-        eval_cfg=eval_cfg, run_dir=tmp_path, device=cpu, seed=0, config={}, progress=False,
+        policy=policy,
+        policy_config={},
+        data=data,
+        max_len=L,
+        cfg=GRPO,
+        reward_fn=make_reward("ndcg", k=5),
+        eval_cfg=eval_cfg,
+        run_dir=tmp_path,
+        device=cpu,
+        seed=0,
+        config={},
+        progress=False,
     )
     assert result["before"] == {"valid": start_valid, "test": start_test}
-    assert result["after"] == {"valid": evaluate_policy(policy, data, "valid", L, eval_cfg, cpu), "test": evaluate_policy(policy, data, "test", L, eval_cfg, cpu)}
+    assert result["after"] == {
+        "valid": evaluate_policy(policy, data, "valid", L, eval_cfg, cpu),
+        "test": evaluate_policy(policy, data, "test", L, eval_cfg, cpu),
+    }
     assert without_timing(result["rpt"]) == without_timing(uninterrupted(GRPO))
 
 
 # ----------------------------------------------------------------------------- the console script
+
 
 def _start(cwd: Path, *args: str) -> subprocess.Popen:
     return start(cwd, *args)
@@ -219,8 +280,17 @@ def full_run(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("rpt_resume_cli")
     path = write_sequential_csv(tmp_path / "log.csv", users=40, items=30, length=10)
     args = [
-        "preset=quick", "dataset=custom", f"dataset.path={path}", "dataset.user_col=uid", "dataset.item_col=sku", "dataset.time_col=ts",
-        "dataset.max_len=8", "progress=false", "rpt.epochs=3", "rpt.patience=100", f"cache_dir={tmp_path / 'cache'}",
+        "preset=quick",
+        "dataset=custom",
+        f"dataset.path={path}",
+        "dataset.user_col=uid",
+        "dataset.item_col=sku",
+        "dataset.time_col=ts",
+        "dataset.max_len=8",
+        "progress=false",
+        "rpt.epochs=3",
+        "rpt.patience=100",
+        f"cache_dir={tmp_path / 'cache'}",
     ]
     code, _, err = _finish(_start(tmp_path, "run", *args, "hydra.run.dir=full"))
     assert code == 0, err

@@ -7,10 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lares_rl.errors import LaresError
+from lares_rl.catalog.sampled_softmax import SampledSoftmax
+from lares_rl.core.errors import LaresError
 from lares_rl.policies.reasoner import LaresReasoner
-from lares_rl.sampled_softmax import SampledSoftmax
-from lares_rl.spt import SPTConfig, recommendation_loss
+from lares_rl.spt.config import SPTConfig
+from lares_rl.spt.losses import recommendation_loss
 from tests.test_cli import run_cli, tiny_data_args
 
 ITEMS, D = 30, 8
@@ -97,7 +98,9 @@ def test_recommendation_loss_uses_the_candidate_softmax_in_dense_mode_too():
     assert torch.isclose(loss, F.cross_entropy(states @ model.item_embedding.weight[unique].T, label), atol=1e-6)
 
 
-@pytest.mark.parametrize("key,value", [("negatives", "softmax"), ("num_negatives", 0), ("negative_proposal", "zipf"), ("logq_correction", "yes")])
+@pytest.mark.parametrize(
+    "key,value", [("negatives", "softmax"), ("num_negatives", 0), ("negative_proposal", "zipf"), ("logq_correction", "yes")]
+)
 def test_bad_settings_name_the_key(key, value):
     with pytest.raises(LaresError, match=f"spt.{key}"):
         SPTConfig(**{key: value}).validate()
@@ -113,8 +116,20 @@ def test_more_negatives_than_items_is_refused_by_name():
 @pytest.mark.parametrize("negatives", ["sampled", "in_batch"])
 def test_spt_cli_trains_with_candidate_softmax_and_chunked_evaluation(tmp_path, negatives):
     args = tiny_data_args(tmp_path)
-    result = run_cli(tmp_path, "spt", *args, "spt.epochs=2", "spt.batch_size=64", "spt.mode=dense", "policy.d_model=16", "policy.inner_size=32",
-                     f"spt.negatives={negatives}", "spt.num_negatives=16", "eval.item_chunk=7", "hydra.run.dir=run")
+    result = run_cli(
+        tmp_path,
+        "spt",
+        *args,
+        "spt.epochs=2",
+        "spt.batch_size=64",
+        "spt.mode=dense",
+        "policy.d_model=16",
+        "policy.inner_size=32",
+        f"spt.negatives={negatives}",
+        "spt.num_negatives=16",
+        "eval.item_chunk=7",
+        "hydra.run.dir=run",
+    )
     assert result.returncode == 0, result.stderr
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert math.isfinite(metrics["test"]["spt"]["ndcg@10"])

@@ -7,14 +7,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lares_rl import spt
-from lares_rl.checkpoint import load_checkpoint
+from lares_rl.core.checkpoint import load_checkpoint
+from lares_rl.core.errors import LaresError
+from lares_rl.core.resume import TrainingInterrupted, load_training_state, save_training_state, weights_digest
 from lares_rl.data import SequenceData
-from lares_rl.errors import LaresError
-from lares_rl.evaluation import EvalConfig
-from lares_rl.resume import TrainingInterrupted, load_training_state, save_training_state, weights_digest
-from lares_rl.spt import SameTargetIndex, SPTConfig, epoch_order, info_nce, recommendation_loss, spt_loss, train_spt
+from lares_rl.eval.evaluation import EvalConfig
 from lares_rl.policies.reasoner import LaresReasoner
+from lares_rl.spt import train as spt
+from lares_rl.spt.batches import SameTargetIndex, epoch_order
+from lares_rl.spt.config import SPTConfig
+from lares_rl.spt.losses import info_nce, recommendation_loss, spt_loss, symmetric_info_nce
+from lares_rl.spt.train import train_spt
 
 
 def test_info_nce_matches_direct_formula():
@@ -97,7 +100,11 @@ def test_positive_without_gradient_keeps_the_loss_and_stops_only_the_positive_pa
     """``positive_gradient=false``: the same loss values, the positive pass runs without autograd,
     and the gradient is exactly the one with h_p detached (the anchor keeps both TLA directions)."""
     model = _tiny_model(dropout=0.0, t0_init="zero", step_sampler="constant", mean_recurrence=3)
-    batch = (torch.tensor([[1, 2, 3, 4, 0, 0], [5, 6, 7, 0, 0, 0], [8, 9, 10, 11, 12, 0]]), torch.tensor([4, 3, 5]), torch.tensor([5, 8, 13]))
+    batch = (
+        torch.tensor([[1, 2, 3, 4, 0, 0], [5, 6, 7, 0, 0, 0], [8, 9, 10, 11, 12, 0]]),
+        torch.tensor([4, 3, 5]),
+        torch.tensor([5, 8, 13]),
+    )
     positive = (torch.tensor([[2, 3, 4, 0, 0, 0], [6, 7, 0, 0, 0, 0], [9, 10, 11, 12, 0, 0]]), torch.tensor([3, 2, 4]))
     original = model.encode
     grad_enabled = _watch_encode_calls(monkeypatch, model, observe=lambda _: torch.is_grad_enabled())
@@ -105,11 +112,17 @@ def test_positive_without_gradient_keeps_the_loss_and_stops_only_the_positive_pa
     stopped = spt_loss(model, batch, positive, SPTConfig(alpha=0.1, gamma=0.0, positive_gradient=False))
     assert grad_enabled == [True, True, True, False]
     assert torch.isclose(full["loss_tla"], stopped["loss_tla"]) and torch.isclose(full["loss_rec"], stopped["loss_rec"])
-    grads = lambda loss: [p.clone() for p in torch.autograd.grad(loss, list(model.parameters()), allow_unused=True, materialize_grads=True, retain_graph=True)]  # noqa: E731
+
+    def grads(loss):
+        return [
+            p.clone()
+            for p in torch.autograd.grad(loss, list(model.parameters()), allow_unused=True, materialize_grads=True, retain_graph=True)
+        ]
+
     anchor = original(batch[0], batch[1], k=3)[:, -1]
     target = original(positive[0], positive[1], k=3)[:, -1].detach()
     rec = F.cross_entropy((anchor @ model.item_embedding.weight.T)[:, 1:], batch[2] - 1)
-    detached = rec + 0.1 * spt.symmetric_info_nce(anchor, target, "dot", 1.0)
+    detached = rec + 0.1 * symmetric_info_nce(anchor, target, "dot", 1.0)
     for got, want in zip(grads(stopped["loss_rec"] + stopped["loss_tla"]), grads(detached)):
         assert torch.allclose(got, want, atol=1e-6)
     reference = zip(grads(full["loss_rec"] + full["loss_tla"]), grads(detached))
@@ -139,7 +152,10 @@ def test_shared_anchor_in_dense_mode_is_the_window_last_target_state():
 def test_ablations_drop_terms_and_sasrec_trains_on_rec_only():
     batch = (torch.tensor([[1, 2, 0, 0, 0, 0]] * 2), torch.tensor([2, 2]), torch.tensor([3, 4]))
     positive = batch[:2]
-    assert set(k for k in spt_loss(_tiny_model(), batch, positive, SPTConfig(alpha=0.0)) if k.startswith("loss_")) <= {"loss_rec", "loss_sla"}
+    assert set(k for k in spt_loss(_tiny_model(), batch, positive, SPTConfig(alpha=0.0)) if k.startswith("loss_")) <= {
+        "loss_rec",
+        "loss_sla",
+    }
     no_sla = spt_loss(_tiny_model(), batch, positive, SPTConfig(gamma=0.0))
     assert "loss_sla" not in no_sla and "loss_tla" in no_sla
     sasrec = _tiny_model(n_core_layers=0, step_sampler="none", t0_init="zero")
@@ -153,7 +169,15 @@ def test_dense_windows_give_the_same_loss_as_rows(core_layers, max_len, stride):
     the window gives each target the same context as its row (stride 1, or one window per user)."""
     sequences = [[1, 2, 3, 4, 5, 6, 7, 8, 9], [3, 5, 7, 9, 11, 13], [2, 4, 6, 8, 10, 12, 14, 16, 18, 19, 20]]
     data = SequenceData.from_sequences(sequences, num_items=20)
-    model = LaresReasoner(20, max_len, d_model=16, inner_size=32, n_core_layers=core_layers, t0_init="zero", step_sampler="constant" if core_layers else "none").eval()
+    model = LaresReasoner(
+        20,
+        max_len,
+        d_model=16,
+        inner_size=32,
+        n_core_layers=core_layers,
+        t0_init="zero",
+        step_sampler="constant" if core_layers else "none",
+    ).eval()
     rows = data.train_rows(max_len)
     windows = data.train_windows(max_len, stride)
     row_loss, _ = recommendation_loss(model, *rows)
@@ -176,12 +200,29 @@ def test_bucketed_epoch_order_covers_every_row_once_and_tightens_batch_widths():
 
 def _tiny_data() -> SequenceData:
     g = torch.Generator().manual_seed(0)
-    return SequenceData.from_sequences([torch.randint(1, 21, (int(n),), generator=g).tolist() for n in torch.randint(5, 9, (20,), generator=g)], num_items=20)
+    return SequenceData.from_sequences(
+        [torch.randint(1, 21, (int(n),), generator=g).tolist() for n in torch.randint(5, 9, (20,), generator=g)], num_items=20
+    )
 
 
 def _train(run_dir, cfg: SPTConfig, resume: bool, **changes) -> dict:
-    kwargs = dict(policy=_tiny_model(), policy_config={"d_model": 16}, data=_tiny_data(), max_len=6, cfg=cfg, eval_cfg=EvalConfig(),
-                  run_dir=run_dir, device=torch.device("cpu"), seed=0, config={"dataset": {"name": "tiny"}}, progress=False, resume=resume) | changes
+    kwargs = (
+        dict(
+            policy=_tiny_model(),
+            policy_config={"d_model": 16},
+            data=_tiny_data(),
+            max_len=6,
+            cfg=cfg,
+            eval_cfg=EvalConfig(),
+            run_dir=run_dir,
+            device=torch.device("cpu"),
+            seed=0,
+            config={"dataset": {"name": "tiny"}},
+            progress=False,
+            resume=resume,
+        )
+        | changes
+    )
     return train_spt(**kwargs)
 
 
@@ -190,9 +231,12 @@ def test_resume_refuses_other_settings_except_more_epochs(tmp_path, capsys):
     win, another batch size would re-cut the saved epoch order. Only spt.epochs may grow."""
     base = SPTConfig(epochs=1, batch_size=16, patience=5)
     _train(tmp_path, base, resume=False)
-    for cfg, changes, named in ((SPTConfig(epochs=1, batch_size=8, patience=5), {}, "spt.batch_size=16 (not 8)"),
-                                (SPTConfig(epochs=1, batch_size=16, patience=5, lr=0.01), {}, f"spt.lr={base.lr} (not 0.01)"),
-                                (base, {"seed": 1}, "seed=0 (not 1)"), (base, {"policy_config": {"d_model": 32}}, "policy")):
+    for cfg, changes, named in (
+        (SPTConfig(epochs=1, batch_size=8, patience=5), {}, "spt.batch_size=16 (not 8)"),
+        (SPTConfig(epochs=1, batch_size=16, patience=5, lr=0.01), {}, f"spt.lr={base.lr} (not 0.01)"),
+        (base, {"seed": 1}, "seed=0 (not 1)"),
+        (base, {"policy_config": {"d_model": 32}}, "policy"),
+    ):
         with pytest.raises(LaresError, match=f"pass the saved ones: {re.escape(named)} \\(only spt.epochs"):
             _train(tmp_path, cfg, resume=True, **changes)
     assert _train(tmp_path, SPTConfig(epochs=2, batch_size=16, patience=5), resume=True)["epochs_run"] == 2
@@ -240,4 +284,5 @@ def test_ctrl_c_mid_epoch_then_resume_is_bit_identical(tmp_path, monkeypatch, mo
     resumed = _train(tmp_path / "cut", cfg, resume=True)
     assert resumed["valid"] == full["valid"] and resumed["best_epoch"] == full["best_epoch"]
     assert weights_digest(load_checkpoint(tmp_path / "cut" / "checkpoints" / "spt_best.pt")["policy_state"]) == weights_digest(
-        load_checkpoint(tmp_path / "full" / "checkpoints" / "spt_best.pt")["policy_state"])
+        load_checkpoint(tmp_path / "full" / "checkpoints" / "spt_best.pt")["policy_state"]
+    )

@@ -18,8 +18,14 @@ import spt_search  # noqa: E402
 
 
 def run_search(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / "spt_search.py"), *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "spt_search.py"), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
 
 
 def write_log(path: Path) -> Path:
@@ -27,7 +33,7 @@ def write_log(path: Path) -> Path:
     data = successor_log(users=120, items=60, min_len=8, max_len=16).data
     lines = ["uid,sku,ts"]
     for user in range(data.num_users):
-        items = data.items[data.offsets[user]:data.offsets[user + 1]]
+        items = data.items[data.offsets[user] : data.offsets[user + 1]]
         lines += [f"u{user},i{item},{step}" for step, item in enumerate(items)]
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -44,9 +50,37 @@ def keys_of(node) -> set[str]:
 def test_search_halves_on_validation_and_resume_retrains_nothing(tmp_path):
     log = write_log(tmp_path / "log.csv")
     out, runs = tmp_path / "search.json", tmp_path / "runs"
-    argv = ["--dataset", "custom", "--dataset-set", f"path={log}", "user_col=uid", "item_col=sku", "time_col=ts", "max_len=8",
-            "--policy", "lares", "--policy-set", "d_model=16", "inner_size=32", "--space", "spt.lr=0.001,0.01", "policy.dropout=0.1,0.5",
-            "--trials", "3", "--rungs", "1", "2", "--keep", "0.7", "--batch-size", "64", "--out", str(out), "--runs-dir", str(runs)]
+    argv = [
+        "--dataset",
+        "custom",
+        "--dataset-set",
+        f"path={log}",
+        "user_col=uid",
+        "item_col=sku",
+        "time_col=ts",
+        "max_len=8",
+        "--policy",
+        "lares",
+        "--policy-set",
+        "d_model=16",
+        "inner_size=32",
+        "--space",
+        "spt.lr=0.001,0.01",
+        "policy.dropout=0.1,0.5",
+        "--trials",
+        "3",
+        "--rungs",
+        "1",
+        "2",
+        "--keep",
+        "0.7",
+        "--batch-size",
+        "64",
+        "--out",
+        str(out),
+        "--runs-dir",
+        str(runs),
+    ]
     result = run_search(*argv)
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads(out.read_text())
@@ -55,7 +89,7 @@ def test_search_halves_on_validation_and_resume_retrains_nothing(tmp_path):
     trials = record["trials"]
     assert len(trials) == 3 and len({json.dumps(t["settings"], sort_keys=True) for t in trials}) == 3
     assert sorted(len(t["rungs"]) for t in trials) == [1, 2, 2]  # floor(3 * 0.7) = 2 trials go on to epoch 2
-    assert all([r["epochs"] for r in t["rungs"]] == [1, 2][:len(t["rungs"])] for t in trials)
+    assert all([r["epochs"] for r in t["rungs"]] == [1, 2][: len(t["rungs"])] for t in trials)
     cut = next(t for t in trials if len(t["rungs"]) == 1)
     assert all(cut["rungs"][0]["valid_ndcg@10"] <= t["rungs"][0]["valid_ndcg@10"] for t in trials)
     finalists = [t for t in trials if len(t["rungs"]) == 2]
@@ -77,14 +111,17 @@ def test_bad_space_key_names_the_flag_and_the_nearest_key():
     assert result.returncode != 0 and result.stderr.startswith("error: --space spt.lrr: unknown key; did you mean spt.lr"), result.stderr
 
 
-@pytest.mark.parametrize(("check", "message"), [
-    (lambda: spt_search.check_space({"spt.lr": []}, {"dropout": 0.5}), "error: --space spt.lr: empty value list"),
-    (lambda: spt_search.check_space(spt_search.parse_space(["spt.lr=0.001,"]), {}), "error: --space spt.lr: empty value list"),
-    (lambda: spt_search.check_space({"spt.epochs": [5]}, {}), "error: --space spt.epochs: the search sets it (use --rungs)"),
-    (lambda: spt_search.check_schedule(4, [2, 2, 6], 0.5), "error: --rungs must be strictly increasing"),
-    (lambda: spt_search.check_schedule(4, [2, 6], 1.0), "error: --keep must lie strictly between 0 and 1"),
-    (lambda: spt_search.check_fixed({"lrr": 1}, {}, {}), "error: --spt-set lrr: unknown"),
-])
+@pytest.mark.parametrize(
+    ("check", "message"),
+    [
+        (lambda: spt_search.check_space({"spt.lr": []}, {"dropout": 0.5}), "error: --space spt.lr: empty value list"),
+        (lambda: spt_search.check_space(spt_search.parse_space(["spt.lr=0.001,"]), {}), "error: --space spt.lr: empty value list"),
+        (lambda: spt_search.check_space({"spt.epochs": [5]}, {}), "error: --space spt.epochs: the search sets it (use --rungs)"),
+        (lambda: spt_search.check_schedule(4, [2, 2, 6], 0.5), "error: --rungs must be strictly increasing"),
+        (lambda: spt_search.check_schedule(4, [2, 6], 1.0), "error: --keep must lie strictly between 0 and 1"),
+        (lambda: spt_search.check_fixed({"lrr": 1}, {}, {}), "error: --spt-set lrr: unknown"),
+    ],
+)
 def test_bad_input_stops_with_one_message(check, message):
     with pytest.raises(SystemExit, match="^" + message.replace("(", r"\(").replace(")", r"\)")):
         check()
@@ -94,4 +131,6 @@ def test_the_budget_depends_only_on_trials_rungs_and_keep():
     assert spt_search.planned_epochs(16, [2, 6, 18], 0.5) == 16 * 2 + 8 * 4 + 4 * 12
     small, large = {"a.x": [1, 2, 3]}, {"a.x": [1, 2, 3], "a.y": [4, 5, 6]}
     assert len(spt_search.sample_trials(small, 16, 0)) == 3  # the whole grid when it is smaller
-    assert spt_search.sample_trials(large, 4, 7) == spt_search.sample_trials(large, 4, 7) and len(spt_search.sample_trials(large, 4, 7)) == 4
+    assert (
+        spt_search.sample_trials(large, 4, 7) == spt_search.sample_trials(large, 4, 7) and len(spt_search.sample_trials(large, 4, 7)) == 4
+    )

@@ -5,6 +5,7 @@ integer), so the mapping depends only on which ids survive filtering, not on row
 file; ``1..N`` are items and ``0`` stays free for padding. Duplicated rows are kept: each is one
 interaction (a re-watch or re-purchase counts towards the cores and appears twice in the sequence).
 """
+
 from __future__ import annotations
 
 import logging
@@ -13,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lares_rl.core.errors import LaresError
 from lares_rl.data.filters import counts, kcore_mask
 from lares_rl.data.loaders import RawInteractions
 from lares_rl.data.sequences import PAD_TOKEN, SequenceData
-from lares_rl.errors import LaresError
 
 logger = logging.getLogger("lares_rl.data")
 

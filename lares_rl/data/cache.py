@@ -6,6 +6,7 @@ truncated or damaged file is detected and rebuilt instead of trusted. Writes go 
 file in the same directory, are fsynced, then ``os.replace``d: a crash never leaves a
 half-written cache under the real name.
 """
+
 from __future__ import annotations
 
 import functools
@@ -16,8 +17,9 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pandas
 
-from lares_rl.atomic import atomic_write_bytes
+from lares_rl.core.atomic import atomic_write_bytes
 from lares_rl.data.sequences import SequenceData
 
 # Part of every data fingerprint, hence of every checkpoint's check that it meets its own data:
@@ -34,7 +36,6 @@ def processing_code_version() -> str:
 
     A cache built by other processing code is rebuilt. (A hand-bumped version number was
     forgotten once: parsing fixes went out while old caches kept being served.)"""
-    import pandas
 
     digest = hashlib.sha256(f"pandas {pandas.__version__} numpy {np.__version__}".encode())
     for source in sorted(Path(__file__).parent.glob("*.py")):
@@ -64,7 +65,7 @@ def cache_path(cache_dir: Path, name: str, fp: str) -> Path:
 
 
 def save_cache(path: Path, data: SequenceData) -> None:
-    """Write ``data`` atomically (see :mod:`lares_rl.atomic`)."""
+    """Write ``data`` atomically (see :mod:`lares_rl.core.atomic`)."""
     arrays = {
         "items": data.items,
         "offsets": data.offsets,

@@ -3,13 +3,15 @@
 Every check names the config key (``dataset.<field>``) so a bad Hydra override is fixed from the
 message alone instead of surfacing later as a confusing shape or parser error.
 """
+
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
-from lares_rl.errors import LaresError
+from lares_rl.core.errors import LaresError
 
 FORMATS = ("auto", "atomic", "movielens", "ordered_lines", "csv", "tsv", "parquet")
 
@@ -32,7 +34,7 @@ class DatasetConfig:
     title_col: str = "movie_title"
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any]) -> "DatasetConfig":
+    def from_mapping(cls, values: Mapping[str, Any]) -> DatasetConfig:
         """Build from a plain mapping (e.g. ``OmegaConf.to_container(cfg.dataset)``).
 
         A typo in a key would otherwise be a bare ``TypeError`` from ``__init__``; here it is a
@@ -41,10 +43,7 @@ class DatasetConfig:
         valid = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(str(k) for k in values if k not in valid)
         if unknown:
-            raise LaresError(
-                f"unknown config key(s) {', '.join('dataset.' + k for k in unknown)}; "
-                f"valid keys are: {', '.join(valid)}"
-            )
+            raise LaresError(f"unknown config key(s) {', '.join('dataset.' + k for k in unknown)}; valid keys are: {', '.join(valid)}")
         cfg = cls(**dict(values))
         cfg.validate()
         return cfg
@@ -64,15 +63,12 @@ class DatasetConfig:
             if not isinstance(value, str) or not value:
                 raise LaresError(f"dataset.{key} must be a non-empty column name (got {value!r})")
         if self.format not in FORMATS:
-            raise LaresError(
-                f"dataset.format={self.format!r} is not a known format; use one of: {', '.join(FORMATS)}"
-            )
+            raise LaresError(f"dataset.format={self.format!r} is not a known format; use one of: {', '.join(FORMATS)}")
         for key in ("user_core", "item_core", "max_len"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise LaresError(f"dataset.{key} must be an integer >= 1 (got {value!r})")
         if self.sep is not None and (not isinstance(self.sep, str) or len(self.sep) != 1):
             raise LaresError(
-                f"dataset.sep must be a single character or null (got {self.sep!r}); "
-                "for MovieLens '::' files use dataset.format=movielens"
+                f"dataset.sep must be a single character or null (got {self.sep!r}); for MovieLens '::' files use dataset.format=movielens"
             )

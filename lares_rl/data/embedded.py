@@ -4,12 +4,13 @@ Only the wheel's data files are used: importing recbole would pull in its whole 
 (and its pinned dependencies) just to find two text files, so the files are found through the
 installed distribution's file list instead.
 """
+
 from __future__ import annotations
 
 import importlib.metadata
 from pathlib import Path
 
-from lares_rl.errors import LaresError
+from lares_rl.core.errors import LaresError
 
 _EXAMPLE_DIR = "recbole/dataset_example/ml-100k"
 _INSTALL_HINT = "run `pip install --no-deps recbole==1.2.1` (only its data files are used)"

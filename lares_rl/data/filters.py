@@ -4,6 +4,7 @@ Dropping a user can push an item below its threshold and vice versa, so one pass
 the filter repeats until nothing changes. The result is the unique largest sub-dataset in which
 every user and item meets its threshold, whatever order the drops happen in.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -11,6 +11,7 @@ number are distinct items, never parsed as numbers, and spaces inside a delimite
 of the token. Text must be UTF-8 (a leading BOM is ignored). In csv/tsv/atomic files the
 configured columns are read by header position; fields past the header's width are ignored.
 """
+
 from __future__ import annotations
 
 import csv
@@ -20,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lares_rl.core.errors import LaresError
 from lares_rl.data.config import FORMATS, DatasetConfig
-from lares_rl.errors import LaresError
 
 _EXTENSIONS = {
     ".inter": "atomic",
@@ -76,9 +77,7 @@ def read_interactions(path: Path, fmt: str, cfg: DatasetConfig) -> RawInteractio
     except UnicodeDecodeError as exc:
         raise LaresError(f"{path}: not UTF-8 text ({exc.reason}); check dataset.path and dataset.format") from exc
     except (pd.errors.ParserError, ValueError) as exc:
-        raise LaresError(
-            f"{path}: could not be parsed as dataset.format={fmt} ({exc}); check dataset.format and dataset.sep"
-        ) from exc
+        raise LaresError(f"{path}: could not be parsed as dataset.format={fmt} ({exc}); check dataset.format and dataset.sep") from exc
     if len(raw.users) == 0:
         raise LaresError(f"{path}: contains no interactions; check dataset.path and dataset.format={fmt}")
     return raw
@@ -93,8 +92,14 @@ def read_item_titles(path: Path, item_col: str, title_col: str) -> dict[str, str
             _require_column(path, columns, _strip_type(col), key)
             wanted.append(columns[_strip_type(col)])
         frame = pd.read_csv(
-            path, sep="\t", dtype=str, engine="c", na_filter=False, quoting=csv.QUOTE_NONE,
-            usecols=wanted, encoding="utf-8",
+            path,
+            sep="\t",
+            dtype=str,
+            engine="c",
+            na_filter=False,
+            quoting=csv.QUOTE_NONE,
+            usecols=wanted,
+            encoding="utf-8",
         )
     except (pd.errors.ParserError, ValueError) as exc:
         raise LaresError(f"{path}: could not be read as a RecBole .item file ({exc}); check dataset.item_file") from exc
@@ -139,8 +144,7 @@ def _require_column(path: Path, columns: dict[str, str], col: str, key: str) -> 
         if len(columns) == 1:
             extra += " (only one column was found: check dataset.sep and dataset.format)"
         raise LaresError(
-            f"{path}: column {col!r} ({key}) not found; columns found: {list(columns)}. "
-            f"Set {key} to the right column name{extra}"
+            f"{path}: column {col!r} ({key}) not found; columns found: {list(columns)}. Set {key} to the right column name{extra}"
         )
 
 
@@ -156,8 +160,14 @@ def _read_delimited(path: Path, cfg: DatasetConfig, sep: str, strip_types: bool)
         _require_column(path, columns, col, key)
         mapped.append(columns[col])
     frame = pd.read_csv(
-        path, sep=sep, dtype=str, engine="c", na_filter=False, usecols=mapped,
-        quoting=_quoting(strip_types), encoding="utf-8",
+        path,
+        sep=sep,
+        dtype=str,
+        engine="c",
+        na_filter=False,
+        usecols=mapped,
+        quoting=_quoting(strip_types),
+        encoding="utf-8",
     )
     users = _ids(path, frame[mapped[0]], cfg.user_col)
     items = _ids(path, frame[mapped[1]], cfg.item_col)
@@ -177,7 +187,14 @@ def _read_movielens(path: Path, cfg: DatasetConfig) -> RawInteractions:
     sep, cols = (":", [0, 2, 6]) if double_colon else ("\t", [0, 1, 3])
     width = 7 if double_colon else 4
     frame = pd.read_csv(
-        path, sep=sep, header=None, dtype=str, engine="c", na_filter=False, quoting=csv.QUOTE_NONE, encoding="utf-8",
+        path,
+        sep=sep,
+        header=None,
+        dtype=str,
+        engine="c",
+        na_filter=False,
+        quoting=csv.QUOTE_NONE,
+        encoding="utf-8",
     )
     if frame.shape[1] != width:
         found = (
@@ -218,7 +235,7 @@ def _read_ordered_lines(path: Path) -> RawInteractions:
 
 
 def _read_parquet(path: Path, cfg: DatasetConfig) -> RawInteractions:
-    import pyarrow.lib
+    import pyarrow.lib  # lazily: only parquet files need pyarrow, and it is slow to import
     import pyarrow.parquet as pq
 
     try:

@@ -4,19 +4,20 @@ Re-runs must start instantly, so the processed result is cached under a fingerpr
 bytes and every setting that changes it; the raw file is still hashed on each call, because a
 cache keyed on paths or modification times would silently serve stale data after an edit.
 """
+
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
+from lares_rl.core.errors import LaresError
+from lares_rl.core.tracking import progress
 from lares_rl.data.build import build_sequences
 from lares_rl.data.cache import cache_path, file_sha256, fingerprint, load_cache, save_cache
 from lares_rl.data.config import DatasetConfig
 from lares_rl.data.embedded import embedded_ml100k_item_path, embedded_ml100k_path
 from lares_rl.data.loaders import check_readable, read_interactions, read_item_titles, resolve_format
 from lares_rl.data.sequences import SequenceData
-from lares_rl.errors import LaresError
-from lares_rl.tracking import progress
 
 logger = logging.getLogger("lares_rl.data")
 
@@ -60,7 +61,13 @@ def load_dataset(cfg: DatasetConfig, cache_dir: str | Path = ".lares_cache") -> 
         "read": lambda: read_interactions(path, fmt, cfg),
         "titles": lambda: read_item_titles(item_file, cfg.item_col, cfg.title_col) if item_file is not None else None,
         "build": lambda: build_sequences(
-            built["read"], user_core=cfg.user_core, item_core=cfg.item_core, titles=built["titles"], fingerprint=fp, source=path, name=cfg.name
+            built["read"],
+            user_core=cfg.user_core,
+            item_core=cfg.item_core,
+            titles=built["titles"],
+            fingerprint=fp,
+            source=path,
+            name=cfg.name,
         ),
     }
     for name in progress(steps, len(steps), f"processing {cfg.name} (read, titles, k-core and split)", unit="step", every=5.0):

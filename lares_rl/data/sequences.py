@@ -9,16 +9,17 @@ target, the first n - 2 items are the training part. Histories are LEFT-aligned 
 ``[rows, max_len]`` int64 matrix (history in ``seqs[r, :length]``, padding item 0 after it) and
 keep the most recent ``max_len`` items.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Sequence
 
 import numpy as np
 import torch
 
-from lares_rl.errors import LaresError
+from lares_rl.core.errors import LaresError
 
 PAD_TOKEN = "<pad>"
 # How many trailing items of each user a split holds out: its target and everything after it.
@@ -57,7 +58,7 @@ class SequenceData:
             raise ValueError("SequenceData.item_titles must have num_items + 1 entries")
 
     @classmethod
-    def from_sequences(cls, sequences: Sequence[Sequence[int]], num_items: int | None = None) -> "SequenceData":
+    def from_sequences(cls, sequences: Sequence[Sequence[int]], num_items: int | None = None) -> SequenceData:
         """In-memory data from already remapped sequences (ids 1..N): for tests and examples."""
         lengths = np.array([len(s) for s in sequences], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)

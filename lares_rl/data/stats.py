@@ -1,4 +1,5 @@
 """Human-readable dataset summary printed by ``lares-rl stats``."""
+
 from __future__ import annotations
 
 from lares_rl.data.sequences import SequenceData
@@ -28,7 +29,4 @@ def format_stats(data: SequenceData) -> str:
 
 
 def _counts(log: dict, stage: str) -> str:
-    return (
-        f"{log[stage + '_users']:,} users / {log[stage + '_items']:,} items / "
-        f"{log[stage + '_interactions']:,} interactions"
-    )
+    return f"{log[stage + '_users']:,} users / {log[stage + '_items']:,} items / {log[stage + '_interactions']:,} interactions"

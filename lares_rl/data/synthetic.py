@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .sequences import SequenceData
+from lares_rl.data.sequences import SequenceData
 
 
 @dataclass(frozen=True)
@@ -26,8 +26,9 @@ class SuccessorLog:
     follow: float
 
 
-def successor_log(users: int = 300, items: int = 150, min_len: int = 10, max_len: int = 30, follow: float = 0.55,
-                  zipf: float = 0.6, seed: int = 0) -> SuccessorLog:
+def successor_log(
+    users: int = 300, items: int = 150, min_len: int = 10, max_len: int = 30, follow: float = 0.55, zipf: float = 0.6, seed: int = 0
+) -> SuccessorLog:
     """Sequences of ``users`` users over ``items`` items (ids 1..items), lengths uniform in
     [min_len, max_len]; deterministic for ``seed``. Popularity weights are 1 / rank**zipf over a
     random ranking of the items, so the popular fallback is not aligned with the successor map."""

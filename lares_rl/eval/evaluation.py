@@ -1,0 +1,159 @@
+"""Evaluation settings and the one evaluation routine every phase and command uses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from lares_rl.catalog.topk import check_chunk, evaluate_chunked, item_scorer
+from lares_rl.core.errors import LaresError
+from lares_rl.core.tracking import progress
+from lares_rl.eval.adaptive_depth import SettledScores, check_halting, default_depth
+from lares_rl.metrics.beyond import BeyondAccuracy
+from lares_rl.metrics.ranking import ScoreFn, evaluate_scores, policy_score_fn
+from lares_rl.policies.halting import encode_until_settled
+from lares_rl.rewards.context import ItemContext
+
+
+@dataclass
+class EvalConfig:
+    """``eval`` section. ``k`` None = the policy's fixed evaluation depth (mean_recurrence).
+    ``seed`` fixes the T0 noise drawn at evaluation, so a checkpoint always gets the same numbers.
+    ``item_chunk``: score the catalog this many items at a time with a running top-K (memory
+    independent of the catalog, same metrics); None scores the whole catalog at once.
+
+    ``halt_tol`` switches on adaptive depth (each user stops once its state has settled, see
+    :mod:`lares_rl.policies.halting`) with at most ``halt_k_max`` steps (None: ``k``, else the
+    policy's depth); None keeps the fixed depth."""
+
+    split: str = "test"
+    ks: list[int] = field(default_factory=lambda: [5, 10, 20])
+    exclude_history: bool = False
+    batch_size: int = 1024
+    k: int | None = None
+    sweep_ks: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 12, 16])
+    seed: int = 0
+    item_chunk: int | None = None
+    halt_tol: float | None = None
+    halt_k_max: int | None = None
+
+    def validate(self) -> None:
+        if self.split not in ("valid", "test"):
+            raise LaresError(f"eval.split={self.split!r} must be 'valid' or 'test'")
+        if not self.ks or any(k < 1 for k in self.ks) or 10 not in self.ks:
+            raise LaresError(
+                f"eval.ks={self.ks} must be a list of positive cut-offs that includes 10 (early stopping, model selection and the reports read NDCG@10 and Recall@10), e.g. eval.ks=[5,10,20]"
+            )
+        if not self.sweep_ks or any(k < 1 for k in self.sweep_ks):
+            raise LaresError(
+                f"eval.sweep_ks={self.sweep_ks} must be a non-empty list of reasoning depths >= 1, e.g. eval.sweep_ks=[1,2,4,8]"
+            )
+        if self.batch_size < 1:
+            raise LaresError(f"eval.batch_size={self.batch_size} must be >= 1")
+        if self.k is not None and self.k < 1:
+            raise LaresError(f"eval.k={self.k} must be >= 1 (or null for the policy's default)")
+        check_chunk(self.item_chunk, "eval.item_chunk")
+        check_halting(self.halt_tol, self.halt_k_max, "eval.halt_tol", "eval.halt_k_max")
+
+
+def check_depth_applies(policy: nn.Module, k: int | None, key: str) -> None:
+    """A reasoning depth ``key=k`` on a policy without a core (SASRec) would be silently ignored."""
+    if k is not None and not getattr(policy, "recurrent", True):
+        raise LaresError(
+            f"{key}={k} has no effect: this policy has no reasoning core (e.g. SASRec), so it has no depth to set; leave {key} unset"
+        )
+
+
+@torch.no_grad()
+def evaluate_policy(
+    policy: nn.Module,
+    data,
+    split: str,
+    max_len: int,
+    cfg: EvalConfig,
+    device: torch.device,
+    k: int | None = None,
+    steps_out: list | None = None,
+    context: ItemContext | None = None,
+    score_fn: ScoreFn | None = None,
+) -> dict[str, float]:
+    """Full-ranking metrics of ``policy`` on one split, in eval mode, with reproducible T0 noise.
+
+    The RNG is forked, so evaluating never shifts the training run's random stream. On large data
+    a pass takes minutes, so it shows progress (``progress=false`` in the CLI hides it).
+
+    With ``cfg.halt_tol`` each user stops when its state has settled, at most ``k`` steps (else
+    ``cfg.halt_k_max``, ``cfg.k``, the policy's depth); the metrics then include ``mean_steps``,
+    and ``steps_out`` (a list) receives the steps of every user, in row order.
+
+    With an item ``context`` the beyond-accuracy measures of the same top-K lists are added
+    (coverage@K, novelty@K, popularity@K, gini@K, ild@K; lares_rl/beyond_metrics.py).
+    ``score_fn`` replaces the policy's own scores (e.g. a re-ranking of them) under the same noise.
+    ``score_fn`` is not combined with halting (a re-ranking scores the fixed-depth states), and
+    with ``cfg.item_chunk`` the beyond-accuracy measures are left out (the full score rows they
+    read are what chunking avoids).
+    """
+    seqs, lengths, targets = data.eval_inputs(split, max_len)
+    desc = f"eval {split}" + ("" if k is None else f" k={k}")
+    if score_fn is not None and cfg.item_chunk is not None:
+        raise LaresError(
+            "eval.item_chunk: a re-ranked score function needs the full score rows that chunking avoids; unset eval.item_chunk for re-ranking"
+        )
+    if score_fn is None:
+        score_fn = policy_score_fn(policy, cfg.k if k is None else k)
+        if cfg.halt_tol is not None:
+            score_fn = SettledScores(policy, cfg.halt_tol, k or cfg.halt_k_max or cfg.k or default_depth(policy))
+    beyond = BeyondAccuracy(context.popularity, context.features()[0], cfg.ks) if context is not None and cfg.item_chunk is None else None
+    history = data.history_csr(split) if cfg.exclude_history else None
+    was_training = policy.training
+    policy.eval()
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(cfg.seed)
+            if cfg.item_chunk is not None:
+                depth = cfg.k if k is None else k
+
+                def states(seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+                    if not isinstance(score_fn, SettledScores):
+                        return policy.encode(seq, lengths, depth)[:, -1]
+                    settled, steps = encode_until_settled(policy, seq, lengths, score_fn.tol, score_fn.k_max)
+                    score_fn.steps.append(steps.cpu())
+                    return settled
+
+                metrics = evaluate_chunked(
+                    states,
+                    item_scorer(policy, "eval.item_chunk"),
+                    policy.num_items,
+                    seqs,
+                    lengths,
+                    targets,
+                    ks=cfg.ks,
+                    chunk=cfg.item_chunk,
+                    history=history,
+                    batch_size=cfg.batch_size,
+                    device=device,
+                    batches=lambda starts: progress(starts, len(starts), desc, unit="batch"),
+                )
+            else:
+                metrics = evaluate_scores(
+                    score_fn,
+                    seqs,
+                    lengths,
+                    targets,
+                    ks=cfg.ks,
+                    history=history,
+                    batch_size=cfg.batch_size,
+                    device=device,
+                    batches=lambda starts: progress(starts, len(starts), desc, unit="batch"),
+                    observe=beyond.observe if beyond is not None else None,
+                )
+    finally:
+        policy.train(was_training)
+    if isinstance(score_fn, SettledScores):
+        steps = score_fn.all_steps()
+        metrics["mean_steps"] = float(steps.double().mean())
+        if steps_out is not None:
+            steps_out.extend(steps.tolist())
+    return metrics | (beyond.result() if beyond is not None else {})

@@ -1,0 +1,87 @@
+"""RPT's training-row filter (DESIGN section 3): keep the rows the SPT model can already reach.
+
+A row (history, target v*) is kept when v* is in the model's top-``top`` (default 100) in at least
+one of ``passes`` (default 3) stochastic passes. A pass is a training-mode forward as in the
+reference: one k drawn from the policy's sampler per batch, fresh T0 noise, dropout on. Rows
+whose target is far out of reach give GRPO groups of all-zero rewards (no signal), so dropping
+them spends the rollout budget where the advantage is informative.
+
+Ranks are pessimistic (ties count against the target, :func:`lares_rl.metrics.ranking.target_ranks`).
+With ``item_chunk`` the catalog is scored in chunks with a running top-``top`` list
+(:mod:`lares_rl.catalog.topk`), which decides "rank < top" exactly as the full ranking does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lares_rl.catalog.topk import chunked_target_ranks, item_scorer
+from lares_rl.core.atomic import atomic_torch_save
+from lares_rl.core.tracking import progress
+from lares_rl.metrics.ranking import target_ranks
+
+
+@torch.no_grad()
+def top_k_filter(
+    policy: nn.Module,
+    seqs: torch.Tensor,
+    lengths: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    top: int = 100,
+    passes: int = 3,
+    batch_size: int = 1024,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    item_chunk: int | None = None,
+) -> torch.Tensor:
+    """Bool [R]: rows whose target ranks < ``top`` in at least one of ``passes`` train-mode passes.
+
+    The global RNG is forked and seeded, so the filter is reproducible and leaves the caller's
+    random stream untouched. The policy's train/eval mode is restored afterwards. It runs for
+    minutes on ML-100K on a CPU, so it shows progress over all passes' batches.
+    """
+    if top < 1 or passes < 1:
+        raise ValueError(f"top={top} and passes={passes} must be >= 1")
+    keep = torch.zeros(len(targets), dtype=torch.bool)
+    if top >= getattr(policy, "num_items", top + 1):
+        return keep | True
+    device = torch.device(device)
+    score_items = None if item_chunk is None else item_scorer(policy, "eval.item_chunk")
+    was_training = policy.training
+    policy.train()
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            starts = [start for _ in range(passes) for start in range(0, len(targets), batch_size)]
+            for start in progress(starts, len(starts), f"rpt filter (top-{top}, {passes} passes)"):
+                rows = slice(start, start + batch_size)
+                states = policy.encode(seqs[rows].to(device), lengths[rows].to(device))[:, -1]
+                if score_items is None:
+                    ranks = target_ranks(policy.scores(states), targets[rows].to(device))
+                else:
+                    ranks = chunked_target_ranks(states, score_items, policy.num_items, targets[rows].to(device), top, item_chunk)
+                keep[rows] |= (ranks < top).cpu()
+    finally:
+        policy.train(was_training)
+    return keep
+
+
+def cached_filter(cache_dir: Path | None, key: str, compute) -> torch.Tensor:
+    """``compute()`` (the filter's bool mask), read from / written to ``cache_dir/<key>.pt`` when a
+    directory is given. The key names the weights digest and the filter's settings, so a hit is the
+    same computation; the write is atomic, so an interrupted run never leaves a partial mask."""
+
+    if cache_dir is None:
+        return compute()
+    path = Path(cache_dir) / f"{key}.pt"
+    if path.is_file():
+        print(f"[rpt] filter: reusing {path}", flush=True)
+        return torch.load(path, weights_only=True)
+    keep = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_torch_save(path, keep)
+    return keep

@@ -4,6 +4,9 @@
 import ast
 from pathlib import Path
 
+from lares_rl.core.checkpoint import FORMAT
+from lares_rl.core.resume import TRAINING_STATE_FORMAT
+
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = sorted([*ROOT.glob("lares_rl/**/*.py"), *ROOT.glob("envs/*.py"), *ROOT.glob("policies/*.py")])
 # lazy on purpose: the gymnasium env must not import TorchRL (envs/__init__.py's NextItemEnv)
@@ -31,3 +34,8 @@ def test_stage_packages_exist():
     for package in ["core", "metrics", "data", "catalog", "rewards", "eval", "spt", "rpt", "serve"]:
         assert (ROOT / "lares_rl" / package / "__init__.py").is_file(), package
     assert (ROOT / "envs" / "__init__.py").is_file() and (ROOT / "policies" / "__init__.py").is_file()
+
+
+def test_checkpoint_and_state_format_tags_survive_the_move():
+    """Files written before the package move carry these tags; renaming them would refuse every old checkpoint."""
+    assert FORMAT == "lares_rl.checkpoint/1" and TRAINING_STATE_FORMAT == "lares_rl.training_state/1"

@@ -21,7 +21,7 @@ from lares_rl.core.atomic import atomic_torch_save
 from lares_rl.core.errors import LaresError
 from lares_rl.core.resume import TRAINING_STATE_FORMAT
 
-FORMAT = "lares_rl.core.checkpoint/1"
+FORMAT = "lares_rl.checkpoint/1"
 DEFAULT_POLICY = "lares_rl.policies.reasoner.LaresReasoner"
 
 

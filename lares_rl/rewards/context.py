@@ -135,7 +135,7 @@ def bind_context(fn: RewardFn, context: ItemContext | None) -> RewardFn:
     who = f"reward {describe_reward(fn)}"
     if context is None:
         raise LaresError(
-            f"{who} asks for {', '.join(needs)}, but no item context was built for this run; build one with lares_rl.rewards.context.build_item_context"
+            f"{who} asks for {', '.join(needs)}, but no item context was built for this run; build one with lares_rl.eval.exposure.build_item_context"
         )
     return functools.partial(fn, **{name: context.require(name, who) for name in needs})
 

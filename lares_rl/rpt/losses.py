@@ -199,7 +199,7 @@ class GroupRelativeLoss(LossModule):
         if value is None:
             writer = {
                 "advantage": "GroupAdvantage",
-                "ref_step_log_prob": "the trainer's reference pass (lares_rl.rpt.loop.reference_log_probs)",
+                "ref_step_log_prob": "the trainer's reference pass (lares_rl.rpt.losses.reference_log_probs)",
                 "old_step_log_prob": "the trainer after collection",
                 "target": "the env step",
             }.get(name, "the actor")

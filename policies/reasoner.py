@@ -6,6 +6,7 @@ Recommendation", arXiv 2505.16865), DESIGN section 1.
     T0  = omega * TruncNormal(0, sigma, [-3 sigma, 3 sigma])          (or zeros)
     T_i = CoreBlock(LN2(f(T_{i-1}, H)))   for i = 1..k, core weights shared across steps
     h_i = T_i[length - 1];  s_i = h_i @ E^T (tied, full catalog, padding column at -inf)
+          or with ``score_similarity=cosine``: s_i = cos(h_i, E) / tau (both L2-normalised)
 
 SASRec is this class with ``n_core_layers = 0``: no core block, the single user state is
 H[length - 1]. Both share every line of code below, which keeps the baseline honest.
@@ -13,19 +14,26 @@ H[length - 1]. Both share every line of code below, which keeps the baseline hon
 NOTE (departure from the authors' code): the core block sees a validity mask so that non-causal
 backbones (FFT filters) zero padded positions; with the default causal SASRec layers this is a
 no-op because padding sits to the right of every real item.
+
+The authors' later RecBole 3.0 port scores with cosine / tau (tau 0.07) and uses pre-LN layers;
+both are options here (``score_similarity``, ``score_temperature``, ``layer_norm``) whose defaults
+(dot, 1, post) are the original code's. Its zeroed padding embedding is what this class always does
+(``padding_idx=0``: the row starts at zero and never receives a gradient).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lares_rl.policies.backbones import read_last, resolve_backbone
-from lares_rl.policies.layers import FastDropout
+from lares_rl.policies.layers import LAYER_NORMS, FastDropout
 from lares_rl.policies.steps import STEP_SAMPLERS, eval_steps, sample_steps
 
 AGGREGATIONS = ("add", "concat", "gate")
 T0_INITS = ("normal", "zero", "normal_train_only")
+SCORE_SIMILARITIES = ("dot", "cosine")
 # Inference runs the layers on row chunks of about this many positions (rows x width): at d = 64 a
 # chunk's largest activation (the 256-wide feed-forward input) then stays near a core's 2 MB L2
 # cache instead of streaming a 1024-history batch through memory layer by layer
@@ -64,6 +72,10 @@ class LaresReasoner(nn.Module):
         t0_init, t0_sigma, t0_omega: initial thought (``normal`` keeps noise at evaluation too).
         step_sampler, mean_recurrence, lognormal_s: the distribution of k during training.
         backbone_options: extra keyword arguments for the backbone factories (e.g. ``bsarec_alpha``).
+        layer_norm: ``post`` (LayerNorm after each residual, SASRec and the reference) or ``pre``
+            (before each sublayer, a final LayerNorm per block; the authors' RecBole 3.0 port).
+        score_similarity, score_temperature: item scores are ``dot(h, e) / tau`` or
+            ``cos(h, e) / tau`` (the port: cosine, 0.07); ``dot`` and 1 are the reference's.
     """
 
     def __init__(
@@ -86,27 +98,45 @@ class LaresReasoner(nn.Module):
         mean_recurrence: int = 4,
         lognormal_s: float = 0.5,
         backbone_options: dict | None = None,
+        layer_norm: str = "post",
+        score_similarity: str = "dot",
+        score_temperature: float = 1.0,
     ) -> None:
         super().__init__()
         checks = {
             "policy.aggregation": (aggregation, AGGREGATIONS),
             "policy.t0_init": (t0_init, T0_INITS),
             "policy.step_sampler": (step_sampler, STEP_SAMPLERS),
+            "policy.layer_norm": (layer_norm, LAYER_NORMS),
+            "policy.score_similarity": (score_similarity, SCORE_SIMILARITIES),
         }
         for key, (value, allowed) in checks.items():
             if value not in allowed:
                 raise ValueError(f"{key}={value!r} is unknown; choose one of {allowed}")
         if num_items < 1 or max_len < 1 or mean_recurrence < 1 or n_pre_layers < 0 or n_core_layers < 0:
             raise ValueError("num_items, max_len and policy.mean_recurrence must be >= 1, layer counts >= 0")
+        if isinstance(score_temperature, bool) or not isinstance(score_temperature, (int, float)) or not score_temperature > 0:
+            raise ValueError(
+                f"policy.score_temperature={score_temperature!r} must be a number > 0 (1.0: plain scores; the port's cosine uses 0.07)"
+            )
         self.num_items, self.max_len, self.d_model = num_items, max_len, d_model
         self.aggregation, self.t0_init, self.t0_sigma, self.t0_omega = aggregation, t0_init, t0_sigma, t0_omega
         self.step_sampler, self.mean_recurrence, self.lognormal_s = step_sampler, mean_recurrence, lognormal_s
+        self.score_similarity, self.score_temperature = score_similarity, float(score_temperature)
 
         self.item_embedding = nn.Embedding(num_items + 1, d_model, padding_idx=0)
         self.position_embedding = nn.Embedding(max_len, d_model)
         self.input_norm = nn.LayerNorm(d_model, eps=1e-12)
         self.input_dropout = FastDropout(dropout)
-        sizes = dict(d_model=d_model, n_heads=n_heads, inner_size=inner_size, dropout=dropout, max_len=max_len, **(backbone_options or {}))
+        sizes = dict(
+            d_model=d_model,
+            n_heads=n_heads,
+            inner_size=inner_size,
+            dropout=dropout,
+            max_len=max_len,
+            layer_norm=layer_norm,
+            **(backbone_options or {}),
+        )
         self.pre_block = resolve_backbone(backbone)(n_layers=n_pre_layers, **sizes) if n_pre_layers else None
         self.core_block = (
             resolve_backbone(core_backbone or backbone, "policy.core_backbone" if core_backbone else "policy.backbone")(
@@ -269,16 +299,32 @@ class LaresReasoner(nn.Module):
             step_states.append(kept(thought))
         return torch.stack(step_states, dim=1)
 
+    def score_operands(self, states: torch.Tensor, items: slice | torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(queries [..., d], item table [n, d]) whose product ``queries @ table.T`` is the item
+        scores: the one place the scoring options act, so the full, chunked, sampled and fused
+        scorers all score alike. ``items``: the rows of the tied table to return (a slice or 1-D
+        tensor of ids); None: all N + 1 rows, row 0 being padding, which every scorer of the whole
+        table must mask (as :meth:`scores` does). Cosine L2-normalises both sides; the temperature
+        divides the queries. The defaults (dot, 1) return ``states`` and the table untouched."""
+        table = self.item_embedding.weight if items is None else self.item_embedding.weight[items]
+        if self.score_similarity == "cosine":
+            states, table = F.normalize(states, dim=-1), F.normalize(table, dim=-1)
+        if self.score_temperature != 1.0:
+            states = states / self.score_temperature
+        return states, table
+
     def scores(self, states: torch.Tensor) -> torch.Tensor:
-        """[..., d] -> [..., N + 1] dot-product scores against the tied item table; padding at -inf."""
-        logits = states @ self.item_embedding.weight.T
+        """[..., d] -> [..., N + 1] scores against the tied item table (:meth:`score_operands`); padding at -inf."""
+        queries, table = self.score_operands(states)
+        logits = queries @ table.T
         logits[..., 0] = float("-inf")
         return logits
 
     def item_scores(self, states: torch.Tensor, items: slice | torch.Tensor) -> torch.Tensor:
         """[..., d] -> [..., n]: scores against the given items only (a slice or 1-D tensor of ids
         >= 1). Chunked top-K and sampled softmax use it so that no [..., N + 1] matrix is built."""
-        return states @ self.item_embedding.weight[items].T
+        queries, table = self.score_operands(states, items)
+        return queries @ table.T
 
     def forward(self, seq: torch.Tensor, lengths: torch.Tensor, k: int | None = None) -> torch.Tensor:
         """Full-catalog scores of the final step, [B, N + 1]."""

@@ -18,9 +18,10 @@ $(STAMP): pyproject.toml
 	# torch first and pinned: unpinned torch pulls a multi-GB CUDA build. The CPU wheel comes from
 	# PIP_FIND_LINKS where the machine provides one; elsewhere pass TORCH_INDEX=https://download.pytorch.org/whl/cpu.
 	$(PY) -m pip install torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	# MovieLens-100K ships inside this wheel; --no-deps keeps recbole's heavy deps out (it is never imported).
-	$(PY) -m pip install --no-deps recbole==1.2.1
 	$(PY) -m pip install -e ".[dev]"
+	# MovieLens-100K ships inside this wheel; --no-deps keeps recbole's heavy deps out (it is never
+	# imported). Last, so that no later install reports recbole's deliberately missing dependencies.
+	$(PY) -m pip install --no-deps recbole==1.2.1
 	touch $(STAMP)
 
 run: $(STAMP)

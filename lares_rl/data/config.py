@@ -16,6 +16,11 @@ from lares_rl.core.errors import LaresError
 FORMATS = ("auto", "atomic", "movielens", "ordered_lines", "csv", "tsv", "parquet")
 
 
+def origin_note(origin: str | None) -> str:
+    """`` (<where the data comes from>)`` for an error about a missing file, or nothing."""
+    return f" (the data: {origin})" if origin else ""
+
+
 @dataclass
 class DatasetConfig:
     """Where the interactions live, how to read them, and how to filter them."""
@@ -32,6 +37,7 @@ class DatasetConfig:
     max_len: int = 20
     item_file: str | None = None
     title_col: str = "movie_title"
+    origin: str | None = None  # where the file comes from; the errors for a missing dataset.path quote it
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> DatasetConfig:
@@ -53,8 +59,10 @@ class DatasetConfig:
         if not isinstance(self.name, str) or not self.name:
             raise LaresError(f"dataset.name must be a non-empty string (got {self.name!r})")
         if self.path == "???":  # OmegaConf's mark for a mandatory value nobody set
-            raise LaresError(f"dataset.path is required for dataset={self.name}: pass dataset.path=<your interactions file>")
-        for key in ("path", "item_file", "time_col"):
+            raise LaresError(
+                f"dataset.path is required for dataset={self.name}: pass dataset.path=<your interactions file>{origin_note(self.origin)}"
+            )
+        for key in ("path", "item_file", "time_col", "origin"):
             value = getattr(self, key)
             if value is not None and (not isinstance(value, str) or not value):
                 raise LaresError(f"dataset.{key} must be a non-empty string or null (got {value!r})")

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from lares_rl.core.errors import LaresError
-from lares_rl.data.config import FORMATS, DatasetConfig
+from lares_rl.data.config import FORMATS, DatasetConfig, origin_note
 
 _EXTENSIONS = {
     ".inter": "atomic",
@@ -106,10 +106,11 @@ def read_item_titles(path: Path, item_col: str, title_col: str) -> dict[str, str
     return dict(zip(frame[wanted[0]], frame[wanted[1]]))
 
 
-def check_readable(path: Path, fmt: str, key: str = "dataset.path") -> None:
-    """Fail early and clearly on a missing, empty or binary file instead of a parser traceback."""
+def check_readable(path: Path, fmt: str, key: str = "dataset.path", origin: str | None = None) -> None:
+    """Fail early and clearly on a missing, empty or binary file instead of a parser traceback;
+    ``origin`` (``dataset.origin``) says where a missing file comes from."""
     if not path.is_file():
-        raise LaresError(f"{path}: file not found; set {key} to an existing file")
+        raise LaresError(f"{path}: file not found; set {key} to an existing file{origin_note(origin)}")
     if path.stat().st_size == 0:
         raise LaresError(f"{path}: file is empty; set {key} to a file with data")
     with open(path, "rb") as fh:

@@ -29,7 +29,7 @@ def load_dataset(cfg: DatasetConfig, cache_dir: str | Path = ".lares_cache") -> 
     cfg.validate()
     path, item_file = _resolve_paths(cfg)
     fmt = resolve_format(path, cfg.format)
-    check_readable(path, fmt)
+    check_readable(path, fmt, origin=cfg.origin)
     if item_file is not None:
         check_readable(item_file, "atomic", key="dataset.item_file")
 

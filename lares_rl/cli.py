@@ -8,8 +8,8 @@ for JSON-lines histories; ``lares-rl recommend --help``). ``resume=<run dir>`` c
 interrupted ``spt``, ``rpt`` (with the same ``checkpoint=``) or ``run`` exactly, in place.
 Every run writes its composed config (``.hydra/``), checkpoints, ``metrics.json`` and TensorBoard
 logs (``tb/``) into the Hydra run directory. A user mistake ends with one ``error:`` line and
-exit status 2; Hydra itself reports unknown keys (followed by a hint with the nearest valid keys)
-and group options.
+exit status 2 (a misspelled key names the nearest valid ones); Hydra itself reports a bad group
+option or a mistyped value.
 """
 
 from __future__ import annotations
@@ -27,14 +27,14 @@ from pathlib import Path
 import hydra
 import torch
 import torch.distributed as dist
-from hydra import compose, initialize_config_module
-from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from lares_rl.commands.overrides import unknown_key_errors
+from lares_rl.commands.schemas import SCHEMAS, register_schemas, schema_node
 from lares_rl.core.atomic import atomic_write_json
 from lares_rl.core.checkpoint import build_policy, check_same_data, load_checkpoint, policy_from_checkpoint
-from lares_rl.core.config import config_keys, section_from_mapping, to_plain, unknown_key_hints
+from lares_rl.core.config import section_from_mapping, to_plain
 from lares_rl.core.distributed import (
     DISTRIBUTED_COMMANDS,
     DistributedConfig,
@@ -73,8 +73,6 @@ RESUME_STATE = {"spt": "spt_last.pt", "rpt": "rpt_last.pt", "run": "spt_last.pt"
 # Policy keys the baseline takes from the run's policy, so both models have the same width and blocks.
 BASELINE_SHARED_KEYS = ("backbone", "backbone_options", "d_model", "n_heads", "inner_size", "dropout", "n_pre_layers")
 DISPLAY_NAMES = {"lares": "LARES", "sasrec": "SASRec"}
-# Hydra config groups: a misspelled key is looked up in the config composed with the same choices.
-CONFIG_GROUPS = ("dataset", "policy", "spt", "rpt", "reward", "preset")
 
 
 def _run_dir() -> Path:
@@ -101,6 +99,8 @@ def _resume_dir(cfg: DictConfig, command: str = "spt") -> Path | None:
 
         def comparable(node, key: str):  # spt.epochs may grow: extending a run that hit its cap is a resume
             plain = to_plain(node.get(key))
+            if key in SCHEMAS and isinstance(plain, dict):  # a run saved before its option listed a key ran with the default
+                plain = {**to_plain(schema_node(key)), **plain}
             return {k: v for k, v in plain.items() if k != "epochs"} if key == "spt" and isinstance(plain, dict) else plain
 
         changed = [key for key in RESUME_KEYS[command] if comparable(saved, key) != comparable(cfg, key)]
@@ -744,6 +744,11 @@ def main() -> None:
         sys.exit(2)
     if command == "recommend":  # a plain argparse tool: reads JSON lines, writes JSON lines, no run directory
         sys.exit(recommend_main(argv))
+    register_schemas()
+    errors = unknown_key_errors(argv)
+    if errors:
+        print("\n".join(f"error: {line}" for line in errors), file=sys.stderr)
+        sys.exit(2)
     _check_output_dir(argv)
 
     quiet_rank = []
@@ -752,13 +757,7 @@ def main() -> None:
         quiet_rank = ["hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled", "hydra.run.dir=."]
     # appended last: Hydra's parser wants its flags (-m, --cfg ...) before the first override
     sys.argv = [sys.argv[0], *argv, *quiet_rank, f"command={command}"]
-    try:
-        hydra_entry()
-    except SystemExit as exit_:
-        if exit_.code == 1:  # Hydra's own error (already printed): add the nearest key for a misspelled one
-            for hint in _unknown_key_hints(argv):
-                print(hint, file=sys.stderr)
-        raise
+    hydra_entry()
     if launched_by_torchrun():
         # The work is done and written (every rank passed the final barrier). Skip interpreter
         # teardown: under load, a rank's C++ destructors raced the gloo / collector threads still
@@ -767,21 +766,6 @@ def main() -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
-
-
-def _unknown_key_hints(argv: list[str]) -> list[str]:
-    """Hints for the overrides in ``argv`` that name no key of the config composed with the same
-    group choices (a bad group choice itself is listed by Hydra, so it gives no hint here)."""
-
-    choices = [arg for arg in argv if arg.partition("=")[0] in CONFIG_GROUPS and "," not in arg]
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_module("lares_rl.configs", version_base="1.3"):
-            cfg = compose("config", overrides=choices)
-    except Exception:  # noqa: BLE001 - the group choice is what is wrong, and Hydra said so
-        return []
-    overrides = [arg for arg in argv if "=" in arg and arg.partition("=")[0] not in CONFIG_GROUPS]
-    return unknown_key_hints(overrides, config_keys(cfg))
 
 
 if __name__ == "__main__":  # `python -m lares_rl.cli ...`, the form torchrun starts

@@ -50,12 +50,24 @@ def test_a_misspelled_key_gets_the_nearest_valid_names():
 
     valid = ["seed", "spt", "spt.lr", "spt.alpha", "rpt", "rpt.lr", "policy", "policy.d_model", "eval", "eval.k"]
     hints = unknown_key_hints(
-        ["spt.lrr=1", "policy.dmodel=3", "lr=5e-4", "zzz=1", "spt.lr=1", "+spt.new=1", "hydra.run.dir=x", "-m"], valid
+        [
+            "spt.lrr=1",
+            "policy.dmodel=3",
+            "lr=5e-4",
+            "zzz=1",
+            "spt.lr=1",
+            "+spt.new=1",
+            "hydra.run.dir=x",
+            "-m",
+            "hydra/job_logging=disabled",
+            "--config-dir=x",
+        ],
+        valid,
     )
-    assert hints[0].startswith("hint: spt.lrr is not a config key; did you mean spt.lr? ")
+    assert hints[0].startswith("spt.lrr is not a config key; did you mean spt.lr? ")
     assert "did you mean policy.d_model?" in hints[1]
     assert "did you mean rpt.lr or spt.lr?" in hints[2]
     assert "the keys at the top level are: eval, policy, rpt, seed, spt" in hints[3]
-    assert len(hints) == 4  # valid keys, deliberate +appends, hydra.* and flags pass
+    assert len(hints) == 4  # valid keys, deliberate +appends, hydra.*, group paths and flags pass
     with pytest.raises(LaresError, match=r"spt.lrr \(did you mean spt.lr\?\)"):
         section_from_mapping(SPTConfig, {"lrr": 1}, "spt")

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-from hydra import compose, initialize_config_module
 
+from lares_rl.commands.schemas import compose_config
 from lares_rl.core.errors import LaresError
 from lares_rl.rewards.build import instantiate_reward
 
@@ -12,9 +12,7 @@ TARGET = torch.tensor([5, 3, 6])
 
 
 def reward_from_overrides(*overrides: str):
-    with initialize_config_module(config_module="lares_rl.configs", version_base="1.3"):
-        cfg = compose(config_name="config", overrides=list(overrides))
-    return instantiate_reward(cfg.reward, num_items=10)
+    return instantiate_reward(compose_config(list(overrides)).reward, num_items=10)
 
 
 def test_builtin_reward_options():

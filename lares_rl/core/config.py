@@ -113,15 +113,25 @@ def config_keys(node: Any, prefix: str = "") -> list[str]:
     return keys
 
 
+def settable_key(override: str) -> str | None:
+    """The key of a plain ``key=value`` override, None for what is left to Hydra: ``+key``/``~key``
+    (appending and deleting are deliberate), ``hydra.*``, group paths (``hydra/job_logging=...``)
+    and flags."""
+    key, sep, _ = override.partition("=")
+    if not sep or key.startswith(("+", "~", "-", "hydra.")) or "/" in key:
+        return None
+    return key
+
+
 def unknown_key_hints(overrides: Iterable[str], valid: Iterable[str]) -> list[str]:
-    """One line for each ``key=value`` override whose key is not in ``valid``, naming the nearest
-    valid keys (or, when none is close, the keys of its section). ``+key``/``~key`` and ``hydra.*``
-    are left to Hydra: appending and deleting are deliberate."""
+    """One line for each plain ``key=value`` override (:func:`settable_key`) whose key is not in
+    ``valid``, naming the nearest valid keys (or, when none is close, the keys of its section).
+    Hydra's own message for a typo suggests ``+key=``, a key nothing would read."""
     valid = set(valid)
     hints = []
     for override in overrides:
-        key, sep, _ = override.partition("=")
-        if not sep or key.startswith(("+", "~", "hydra.")) or key in valid:
+        key = settable_key(override)
+        if key is None or key in valid:
             continue
         section, _, leaf = key.rpartition(".")
         same_section = sorted(k.rpartition(".")[2] for k in valid if k.rpartition(".")[0] == section)
@@ -136,5 +146,5 @@ def unknown_key_hints(overrides: Iterable[str], valid: Iterable[str]) -> list[st
             if guesses
             else f"the keys {f'under {section}' if section else 'at the top level'} are: {', '.join(same_section)}"
         )
-        hints.append(f"hint: {key} is not a config key; {fix} (a +{key}=... would add a key that nothing reads)")
+        hints.append(f"{key} is not a config key; {fix} (a +{key}=... would add a key that nothing reads)")
     return hints

@@ -28,16 +28,16 @@ class EvalConfig:
     :mod:`lares_rl.policies.halting`) with at most ``halt_k_max`` steps (None: ``k``, else the
     policy's depth); None keeps the fixed depth."""
 
-    split: str = "test"
-    ks: list[int] = field(default_factory=lambda: [5, 10, 20])
-    exclude_history: bool = False
-    batch_size: int = 1024
-    k: int | None = None
-    sweep_ks: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 12, 16])
-    seed: int = 0
-    item_chunk: int | None = None
-    halt_tol: float | None = None
-    halt_k_max: int | None = None
+    split: str = "test"  # the eval command's split: valid | test
+    ks: list[int] = field(default_factory=lambda: [5, 10, 20])  # cut-offs of every metric (10 is required: selection reads NDCG@10)
+    exclude_history: bool = False  # true masks every item the user has already seen
+    batch_size: int = 1024  # users per evaluation batch (memory = batch x catalog, or batch x item_chunk)
+    k: int | None = None  # reasoning depth at evaluation; null = policy.mean_recurrence
+    sweep_ks: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 12, 16])  # the depths sweep-k measures
+    seed: int = 0  # fixes the T0 noise drawn at evaluation
+    item_chunk: int | None = None  # items scored at a time with a running top-K (memory independent of the catalog); null = all at once
+    halt_tol: float | None = None  # adaptive depth: a user stops once its state moves less than this per step (relative); null = fixed k
+    halt_k_max: int | None = None  # most steps with halting; null = eval.k, else policy.mean_recurrence
 
     def validate(self) -> None:
         if self.split not in ("valid", "test"):

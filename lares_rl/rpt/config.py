@@ -25,7 +25,13 @@ OBJECTIVES = ("reward", "log_reward")
 
 @dataclass
 class RPTConfig:
-    """``rpt`` section; defaults are the reference's (``configs/rpt/grpo.yaml``)."""
+    """``rpt`` section. Its defaults are the reference objective (GRPO, DESIGN section 3), on
+    purpose not the project's default algorithm: ``RPTConfig()`` is what tests, benchmarks and the
+    reader of a saved state older than a setting (:func:`lares_rl.rpt.loop.read_rpt_state`) start
+    from, and the reference is the fixed point the other algorithms are described against. Which
+    algorithm a run uses is a config choice: configs/config.yaml picks ``rpt: expected_pg``, and
+    each configs/rpt/<algorithm>.yaml lists only what it changes from these defaults (Hydra composes
+    it over this dataclass, registered as ``schema/rpt``), so ``configs/rpt/grpo.yaml`` is empty."""
 
     algorithm: str = "grpo"  # grpo (reference GroupRelativeLoss) | ppo (TorchRL ClipPPOLoss) | latent_pg (LatentPolicyGradientLoss) | expected_pg (ExpectedRewardLoss)
     group_size: int = 4  # G rollouts per history (expected_pg: 1 is enough, its gradient does not sample)

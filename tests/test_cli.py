@@ -150,7 +150,7 @@ def test_bad_inputs_fail_with_one_clear_line(trained_run, tmp_path):
         (["run", *args, "policy=doesnotexist"], "policy"),
         (
             ["run", *args, "baseline=nope"],
-            "baseline=nope names no file configs/policy/nope.yaml; use one of lares, sasrec, or baseline=null",
+            "baseline=nope names no file configs/policy/nope.yaml; use one of lares, mostpop, sasrec, or baseline=null",
         ),
         (["eval", "--checkpoint", "x.pt"], "write it as a Hydra override, checkpoint=<value>"),
     ]

@@ -6,8 +6,25 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
 from hypothesis import settings  # noqa: E402
+
+from tests.synthetic import dataset_overrides, write_sequential_csv  # noqa: E402
 
 # the same examples on every run: a property test that fails in CI fails again locally
 settings.register_profile("lares", derandomize=True, deadline=None)
 settings.load_profile("lares")
+
+
+@pytest.fixture
+def sequential_csv(tmp_path: Path) -> Path:
+    """``tmp_path/log.csv``: 60 users walking a 40-item ring (write_sequential_csv's defaults)."""
+    return write_sequential_csv(tmp_path / "log.csv")
+
+
+@pytest.fixture
+def custom_data_args(sequential_csv: Path) -> list[str]:
+    """CLI overrides that read ``sequential_csv`` as the custom data set (max_len 8), without progress bars."""
+    return [*dataset_overrides(sequential_csv), "progress=false"]

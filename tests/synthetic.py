@@ -10,9 +10,9 @@ from lares_rl.policies.reasoner import LaresReasoner
 
 
 def tiny_reasoner(num_items: int, max_len: int, **kwargs) -> LaresReasoner:
-    """A 16-wide reasoner with seeded weights, in eval mode."""
+    """A reasoner with seeded weights, in eval mode: 16 wide with 2 heads unless ``kwargs`` say otherwise."""
     torch.manual_seed(0)
-    return LaresReasoner(num_items=num_items, max_len=max_len, d_model=16, n_heads=2, inner_size=32, **kwargs).eval()
+    return LaresReasoner(num_items=num_items, max_len=max_len, **({"d_model": 16, "n_heads": 2, "inner_size": 32} | kwargs)).eval()
 
 
 def random_histories(batch: int, num_items: int, max_len: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -22,6 +22,10 @@ def random_histories(batch: int, num_items: int, max_len: int, seed: int) -> tup
     seq = torch.randint(1, num_items + 1, (batch, max_len), generator=generator)
     seq[torch.arange(max_len)[None] >= lengths[:, None]] = 0
     return seq, lengths
+
+
+# the columns write_sequential_csv writes, as the custom data set names them
+CSV_COLUMNS = {"user_col": "uid", "item_col": "sku", "time_col": "ts"}
 
 
 def write_sequential_csv(path: Path, users: int = 60, items: int = 40, length: int = 14, seed: int = 0) -> Path:
@@ -35,3 +39,25 @@ def write_sequential_csv(path: Path, users: int = 60, items: int = 40, length: i
             item = (item + (1 if rng.random() < 0.85 else int(rng.integers(items)))) % items
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def dataset_overrides(path: Path, max_len: int = 8) -> list[str]:
+    """The command-line overrides that read the uid,sku,ts CSV at ``path`` as the ``custom`` data set."""
+    return [
+        "dataset=custom",
+        f"dataset.path={path}",
+        *(f"dataset.{key}={col}" for key, col in CSV_COLUMNS.items()),
+        f"dataset.max_len={max_len}",
+    ]
+
+
+def benchmark_dataset_flags(path: Path, max_len: int = 8) -> list[str]:
+    """The benchmark scripts' flags that read the uid,sku,ts CSV at ``path`` as the ``custom`` data set."""
+    return [
+        "--dataset",
+        "custom",
+        "--dataset-set",
+        f"path={path}",
+        *(f"{key}={col}" for key, col in CSV_COLUMNS.items()),
+        f"max_len={max_len}",
+    ]

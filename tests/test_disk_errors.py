@@ -6,8 +6,6 @@ monkeypatching the calls lares_rl.core.atomic makes."""
 
 import errno
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +16,7 @@ from lares_rl import cli
 from lares_rl.core import atomic
 from lares_rl.core.errors import LaresError
 from lares_rl.core.resume import load_training_state, save_training_state
+from tests.cli_process import run_cli
 
 ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
@@ -91,11 +90,9 @@ def test_cli_reports_other_write_errors_without_a_traceback_and_keeps_bugs_loud(
 
 def test_an_unwritable_run_directory_is_one_error_line_before_hydra_starts(tmp_path):
     (tmp_path / "a_file").write_text("")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    argv = [sys.executable, "-c", "from lares_rl.cli import main; main()", "stats"]
     for run_dir, key in (("/proc/lares", "hydra.run.dir"), ("a_file/${now:%H}", "hydra.run.dir"), ("/proc/lares_sweep", "hydra.sweep.dir")):
         extra = ["-m"] if key == "hydra.sweep.dir" else []
-        result = subprocess.run([*argv, *extra, f"{key}={run_dir}"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        result = run_cli(tmp_path, "stats", *extra, f"{key}={run_dir}", timeout=120)
         assert result.returncode == 2, result.stderr
         assert result.stderr.startswith("error: cannot write the run directory") and f"({key}={run_dir})" in result.stderr, result.stderr
         assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr

@@ -3,9 +3,9 @@ that the chunked and full paths agree (a break here would otherwise show up ten 
 
 import argparse
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.cli_process import ROOT
+
 sys.path.insert(0, str(ROOT / "benchmarks"))  # the scripts import their helpers as top-level modules
 
 import large_catalog  # noqa: E402

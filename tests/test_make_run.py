@@ -2,34 +2,26 @@
 method next to its SASRec baseline in one table."""
 
 import json
-import os
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
-from tests.synthetic import write_sequential_csv
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.cli_process import ROOT, child_env
 
 
 @pytest.mark.skipif(
     shutil.which("make") is None or not (ROOT / ".venv" / ".installed").exists(), reason="needs the venv that `make` builds"
 )
-def test_make_run_quick_preset_runs_the_whole_pipeline(tmp_path):
-    data = write_sequential_csv(tmp_path / "log.csv")
-    args = (
-        f"dataset=custom dataset.path={data} dataset.user_col=uid dataset.item_col=sku dataset.time_col=ts dataset.max_len=8 "
-        f"progress=false hydra.run.dir={tmp_path / 'run'} cache_dir={tmp_path / 'cache'}"
-    )
+def test_make_run_quick_preset_runs_the_whole_pipeline(tmp_path, custom_data_args):
+    args = " ".join([*custom_data_args, f"hydra.run.dir={tmp_path / 'run'}", f"cache_dir={tmp_path / 'cache'}"])
     result = subprocess.run(
         ["make", "-s", "run", "PRESET=quick", f"ARGS={args}"],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=600,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        env=child_env(),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     table = [line for line in result.stdout.splitlines() if line.startswith("| ")]

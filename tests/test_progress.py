@@ -10,9 +10,8 @@ from lares_rl.core import tracking
 from lares_rl.core.tracking import progress, progress_enabled
 from lares_rl.data import DatasetConfig, load_dataset
 from lares_rl.eval.evaluation import EvalConfig, evaluate_policy
-from lares_rl.policies.reasoner import LaresReasoner
 from lares_rl.rpt.filter import top_k_filter
-from tests.synthetic import write_sequential_csv
+from tests.synthetic import CSV_COLUMNS, tiny_reasoner
 
 
 def test_a_log_gets_plain_lines_per_step_and_one_closing_line(capsys, monkeypatch):
@@ -41,22 +40,12 @@ def test_a_terminal_gets_a_bar_and_progress_false_hides_everything(capsys, monke
     assert tracking._enabled  # the switch is restored on exit
 
 
-def _tiny_policy(num_items: int, max_len: int) -> LaresReasoner:
-    torch.manual_seed(0)
-    return LaresReasoner(
-        num_items=num_items, max_len=max_len, d_model=8, n_heads=2, inner_size=16, n_pre_layers=1, n_core_layers=1, mean_recurrence=2
-    )
-
-
-def test_filter_evaluation_and_data_processing_report_progress(tmp_path, capsys, monkeypatch):
+def test_filter_evaluation_and_data_processing_report_progress(tmp_path, sequential_csv, capsys, monkeypatch):
     """The steps the trainers call without a flag (filter, evaluation) and data processing all end
     with their closing line in a log once they run longer than the threshold (0 here)."""
     monkeypatch.setattr(tracking, "CLOSING_LINE_AFTER_S", 0.0)
-    data = load_dataset(
-        DatasetConfig(name="custom", path=str(write_sequential_csv(tmp_path / "log.csv")), user_col="uid", item_col="sku", time_col="ts"),
-        tmp_path / "cache",
-    )
-    policy = _tiny_policy(data.num_items, 8)
+    data = load_dataset(DatasetConfig(name="custom", path=str(sequential_csv), **CSV_COLUMNS), tmp_path / "cache")
+    policy = tiny_reasoner(data.num_items, 8, d_model=8, inner_size=16, n_pre_layers=1, n_core_layers=1, mean_recurrence=2)
     seqs, lengths, targets = data.train_rows(8)
     top_k_filter(policy, seqs, lengths, targets, top=5, passes=2, batch_size=256)
     evaluate_policy(policy, data, "valid", 8, EvalConfig(batch_size=16), torch.device("cpu"))

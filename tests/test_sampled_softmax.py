@@ -12,7 +12,7 @@ from lares_rl.core.errors import LaresError
 from lares_rl.policies.reasoner import LaresReasoner
 from lares_rl.spt.config import SPTConfig
 from lares_rl.spt.losses import recommendation_loss
-from tests.test_cli import run_cli, tiny_data_args
+from tests.cli_process import run_cli
 
 ITEMS, D = 30, 8
 
@@ -114,12 +114,11 @@ def test_more_negatives_than_items_is_refused_by_name():
 
 
 @pytest.mark.parametrize("negatives", ["sampled", "in_batch"])
-def test_spt_cli_trains_with_candidate_softmax_and_chunked_evaluation(tmp_path, negatives):
-    args = tiny_data_args(tmp_path)
+def test_spt_cli_trains_with_candidate_softmax_and_chunked_evaluation(tmp_path, custom_data_args, negatives):
     result = run_cli(
         tmp_path,
         "spt",
-        *args,
+        *custom_data_args,
         "spt.epochs=2",
         "spt.batch_size=64",
         "spt.mode=dense",

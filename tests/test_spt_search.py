@@ -2,7 +2,6 @@
 resume without retraining, and one clear message for each kind of bad input."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,22 +9,16 @@ from pathlib import Path
 import pytest
 
 from lares_rl.data.synthetic import successor_log
+from tests.cli_process import ROOT, run_benchmark
+from tests.synthetic import benchmark_dataset_flags
 
-ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))  # the scripts import their helpers as top-level modules
 
 import spt_search  # noqa: E402
 
 
 def run_search(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "spt_search.py"), *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    return run_benchmark("spt_search.py", *args, timeout=300)
 
 
 def write_log(path: Path) -> Path:
@@ -51,14 +44,7 @@ def test_search_halves_on_validation_and_resume_retrains_nothing(tmp_path):
     log = write_log(tmp_path / "log.csv")
     out, runs = tmp_path / "search.json", tmp_path / "runs"
     argv = [
-        "--dataset",
-        "custom",
-        "--dataset-set",
-        f"path={log}",
-        "user_col=uid",
-        "item_col=sku",
-        "time_col=ts",
-        "max_len=8",
+        *benchmark_dataset_flags(log),
         "--policy",
         "lares",
         "--policy-set",

@@ -9,13 +9,14 @@ from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from lares_rl.policies.actor import CategoricalSlate, PlackettLuceSlate, final_entropy, make_slate_actor, replay_step_log_probs
 from lares_rl.policies.reasoner import LaresReasoner
+from tests.synthetic import tiny_reasoner
 
 N, L, B, K = 30, 6, 12, 4
 
 
 def tiny_policy(**kwargs) -> LaresReasoner:
-    torch.manual_seed(0)
-    return LaresReasoner(N, max_len=L, d_model=16, n_heads=2, inner_size=32, **({"dropout": 0.3} | kwargs))
+    """In training mode, dropout 0.3 unless told otherwise: the actor explores as during RPT."""
+    return tiny_reasoner(N, L, **({"dropout": 0.3} | kwargs)).train()
 
 
 def observation(batch: int = B, seed: int = 1) -> TensorDict:

@@ -9,15 +9,14 @@ from lares_rl.data import SequenceData
 from lares_rl.eval.evaluation import EvalConfig, evaluate_policy
 from lares_rl.eval.report import results_table
 from lares_rl.metrics.beyond import BeyondAccuracy, gini, intra_list_distance, self_information
-from lares_rl.policies.reasoner import LaresReasoner
 from lares_rl.rewards.context import ItemContext
+from tests.synthetic import tiny_reasoner
 
 
 def tiny_policy_and_data(items: int = 25):
     generator = torch.Generator().manual_seed(0)
     sequences = [torch.randint(1, items + 1, (8,), generator=generator).tolist() for _ in range(30)]
-    torch.manual_seed(0)
-    return LaresReasoner(items, max_len=8, d_model=16, n_heads=2, inner_size=32), SequenceData.from_sequences(sequences, num_items=items)
+    return tiny_reasoner(items, 8), SequenceData.from_sequences(sequences, num_items=items)
 
 
 POPULARITY = torch.tensor([0.0, 6.0, 2.0, 0.0, 0.0])  # items 1..4; C = 8, N = 4

@@ -9,12 +9,14 @@ import torch
 from omegaconf import OmegaConf
 
 from lares_rl.core.errors import LaresError
+from lares_rl.data import SequenceData
 from lares_rl.eval.exposure import build_item_context, top_k_exposure
 from lares_rl.rewards import REWARDS, diversity, embedding_diversity, long_tail, ndcg, novelty, unexposed
 from lares_rl.rewards.build import instantiate_reward
 from lares_rl.rewards.context import ItemContext, context_needs, item_categories
 from lares_rl.rpt.config import RPTConfig
 from tests.fixtures_data import write_atomic
+from tests.synthetic import tiny_reasoner
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 POPULARITY = torch.tensor([0.0, 6.0, 2.0, 1.0, 1.0])  # C = 10, N = 4
@@ -59,12 +61,8 @@ def test_unexposed_is_the_share_of_items_nobody_is_shown():
 
 
 def test_exposure_counts_each_users_evaluation_top_k_once_and_is_computed_on_first_use():
-    from lares_rl.data.sequences import SequenceData
-    from lares_rl.policies.reasoner import LaresReasoner
-
     data = SequenceData.from_sequences([[1, 2, 3, 4, 5, 6], [2, 3, 4, 5, 6, 7], [7, 6, 5, 4, 3, 2]], num_items=9)
-    torch.manual_seed(0)
-    policy = LaresReasoner(9, max_len=5, d_model=8, n_heads=2, inner_size=16)
+    policy = tiny_reasoner(9, 5, d_model=8, inner_size=16)
     counts = top_k_exposure(policy, data, max_len=5, k=3)
     assert counts.sum() == 3 * 3 and counts[0] == 0 and counts.max() <= 3  # 3 users x top 3, no padding, one count per user
     seqs, lengths, _ = data.eval_inputs("valid", 5)

@@ -1,5 +1,7 @@
 """Chunked top-K and ranks (lares_rl/catalog_topk.py): the same answers as scoring the whole catalog."""
 
+import json
+
 import pytest
 import torch
 
@@ -8,7 +10,10 @@ from lares_rl.core.errors import LaresError
 from lares_rl.data.synthetic import successor_log
 from lares_rl.eval.evaluation import EvalConfig, evaluate_policy
 from lares_rl.metrics.ranking import target_ranks
-from lares_rl.policies.reasoner import LaresReasoner
+from lares_rl.serve.cli import main
+from lares_rl.serve.recommender import Recommender
+from tests.synthetic import tiny_reasoner
+from tests.tiny_checkpoint import save_spt_checkpoint
 
 
 def _table_scorer(table: torch.Tensor):
@@ -63,8 +68,7 @@ POLICY = dict(d_model=16, n_heads=2, inner_size=32, dropout=0.1, n_pre_layers=1,
 
 def _model_and_data():
     log = successor_log(users=40, items=60, min_len=5, max_len=12, seed=3)
-    torch.manual_seed(0)
-    return LaresReasoner(num_items=60, max_len=10, **POLICY), log.data
+    return tiny_reasoner(60, 10, **POLICY), log.data
 
 
 @pytest.mark.parametrize("exclude_history", [False, True])
@@ -117,12 +121,6 @@ def test_rpt_filter_and_greedy_slate_from_chunked_top_k_match_the_full_catalog()
 
 
 def test_recommend_with_item_chunk_gives_the_same_lists(tmp_path, capsys):
-    import json
-
-    from lares_rl.core.checkpoint import save_checkpoint
-    from lares_rl.serve.cli import main
-    from lares_rl.serve.recommender import Recommender
-
     policy, data = _model_and_data()
     histories = [[data.item_ids[int(i)] for i in data.items[data.offsets[u] : data.offsets[u + 1]][:6]] for u in range(8)]
     full = Recommender(policy, data.item_ids, 10, deterministic=True).recommend(histories, top_k=10)
@@ -136,19 +134,7 @@ def test_recommend_with_item_chunk_gives_the_same_lists(tmp_path, capsys):
     with pytest.raises(LaresError, match="item_chunk"):
         Recommender(policy, data.item_ids, 10, item_chunk=0)
 
-    path = tmp_path / "ckpt.pt"
-    save_checkpoint(
-        path,
-        policy=policy,
-        policy_config={"_target_": "lares_rl.policies.reasoner.LaresReasoner", **POLICY},
-        data=data,
-        max_len=10,
-        dataset_name="synthetic",
-        phase="spt",
-        epoch=0,
-        metrics={},
-        config={},
-    )
+    path = save_spt_checkpoint(tmp_path / "ckpt.pt", policy, POLICY, data, max_len=10, dataset_name="synthetic")
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps(h) + "\n" for h in histories))
     assert main(["--checkpoint", str(path), "--input", str(src), "--deterministic", "--top-k", "10", "--item-chunk", "7"]) == 0

@@ -11,7 +11,6 @@ because a float slate is most often a policy output that was never rounded or ga
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 
 import numpy as np
@@ -25,24 +24,16 @@ from lares_rl.envs import NextItemGymEnv
 from lares_rl.envs.batched_env import NextItemEnv
 from lares_rl.rewards import REWARDS, make_reward
 from lares_rl.rewards.context import context_needs
+from tests.hostile import report_examples, scaled
 
-EXAMPLES: Counter = Counter()
-SCALE = float(os.environ.get("LARES_HOSTILE_SCALE", "1"))  # e.g. 20 for a long bug hunt
+EXAMPLES: Counter = Counter()  # examples run per property, reported at module teardown
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-def _n(examples: int) -> int:
-    return max(1, int(examples * SCALE))
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _report_examples():
     yield
-    line = "hostile envs: " + ", ".join(f"{k}={v}" for k, v in sorted(EXAMPLES.items())) + f" (total {sum(EXAMPLES.values())})"
-    print("\n" + line)
-    if os.environ.get("LARES_HOSTILE_COUNTS"):
-        with open(os.environ["LARES_HOSTILE_COUNTS"], "a", encoding="utf-8") as fh:
-            fh.write(line + "\n")
+    report_examples("envs", EXAMPLES)
 
 
 # ------------------------------------------------------------------ logged data
@@ -122,7 +113,7 @@ def _raises_about_action(fn) -> Exception:
     return info.value
 
 
-@settings(max_examples=_n(150), **SETTINGS)
+@settings(max_examples=scaled(150), **SETTINGS)
 @given(data=logged_data(), k=st.integers(1, 6), reward=rewards, draw=st.data())
 def test_gym_bad_actions_raise_and_leave_the_episode_untouched(data, k, reward, draw):
     EXAMPLES["gym_bad_action"] += 1
@@ -139,7 +130,7 @@ def test_gym_bad_actions_raise_and_leave_the_episode_untouched(data, k, reward, 
     assert obs["length"] == 1
 
 
-@settings(max_examples=_n(100), **SETTINGS)
+@settings(max_examples=scaled(100), **SETTINGS)
 @given(data=logged_data(), k=st.integers(1, 6), reward=rewards, draw=st.data())
 def test_gym_valid_slates_score_exactly_the_reward_function(data, k, reward, draw):
     EXAMPLES["gym_valid_slate"] += 1
@@ -213,7 +204,7 @@ def _batched_env(data, k, reward, horizon=1):
     return NextItemEnv(**data, batch_size=B, max_len=3, slate_size=k, horizon=horizon, reward_fn=make_reward(name, k=rk), seed=0)
 
 
-@settings(max_examples=_n(120), **SETTINGS)
+@settings(max_examples=scaled(120), **SETTINGS)
 @given(data=logged_data(), k=st.integers(1, 5), reward=rewards, draw=st.data())
 def test_batched_bad_actions_raise_and_leave_the_env_untouched(data, k, reward, draw):
     EXAMPLES["batched_bad_action"] += 1
@@ -232,7 +223,7 @@ def test_batched_bad_actions_raise_and_leave_the_env_untouched(data, k, reward, 
     assert torch.equal(out["next", "target"], torch.as_tensor(data["items"])[td["cursor"]])
 
 
-@settings(max_examples=_n(80), **SETTINGS)
+@settings(max_examples=scaled(80), **SETTINGS)
 @given(data=logged_data(), k=st.integers(1, 5), reward=rewards, draw=st.data(), horizon=st.integers(1, 3))
 def test_batched_valid_slates_score_exactly_the_reward_function(data, k, reward, draw, horizon):
     EXAMPLES["batched_valid_slate"] += 1
@@ -256,7 +247,7 @@ def test_batched_valid_slates_score_exactly_the_reward_function(data, k, reward,
         td = out["next"].clone()
 
 
-@settings(max_examples=_n(50), **SETTINGS)
+@settings(max_examples=scaled(50), **SETTINGS)
 @given(
     data=logged_data(),
     episode=st.one_of(

@@ -29,16 +29,11 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from lares_rl.core.errors import LaresError
-from lares_rl.data import DatasetConfig, load_dataset
+from lares_rl.data import load_dataset
+from tests.fixtures_data import tiny_cfg
+from tests.hostile import report_examples, scaled
 
 EXAMPLES: Counter = Counter()  # examples run per property, reported at module teardown
-SCALE = float(os.environ.get("LARES_HOSTILE_SCALE", "1"))  # e.g. 20 for a long bug hunt
-
-
-def _n(examples: int) -> int:
-    return max(1, int(examples * SCALE))
-
-
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 # format -> (file name, config overrides)
@@ -67,16 +62,7 @@ FORBIDDEN = {
 @pytest.fixture(scope="module", autouse=True)
 def _report_examples():
     yield
-    _report("loaders", EXAMPLES)
-
-
-def _report(surface: str, counts: Counter) -> None:
-    line = f"hostile {surface}: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())) + f" (total {sum(counts.values())})"
-    print("\n" + line)
-    target = os.environ.get("LARES_HOSTILE_COUNTS")
-    if target:
-        with open(target, "a", encoding="utf-8") as fh:
-            fh.write(line + "\n")
+    report_examples("loaders", EXAMPLES)
 
 
 def _tmpdir() -> tempfile.TemporaryDirectory:
@@ -88,10 +74,7 @@ SHM = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK)
 
 
 def _load(path: Path, fmt: str, **overrides) -> object:
-    values = dict(name="hostile", path=str(path), user_core=1, item_core=1, max_len=3)
-    values.update(FORMATS[fmt][1])
-    values.update(overrides)
-    return load_dataset(DatasetConfig(**values), cache_dir=path.parent / "cache")
+    return load_dataset(tiny_cfg(path, name="hostile", **(FORMATS[fmt][1] | overrides)), cache_dir=path.parent / "cache")
 
 
 def _expect_clean_failure(exc: LaresError, path: Path) -> None:
@@ -225,7 +208,7 @@ def _expected_item_order(tokens: list[str]) -> list[str]:
 
 
 @pytest.mark.parametrize("fmt", list(FORMATS))
-@settings(max_examples=_n(25), **SETTINGS)
+@settings(max_examples=scaled(25), **SETTINGS)
 @given(data=st.data(), user_core=st.integers(1, 3), item_core=st.integers(1, 3))
 def test_valid_logs_match_reference(fmt, data, user_core, item_core):
     EXAMPLES[f"valid_{fmt}"] += 1
@@ -254,7 +237,7 @@ def test_valid_logs_match_reference(fmt, data, user_core, item_core):
 
 
 @pytest.mark.parametrize("fmt", TEXT_FORMATS)
-@settings(max_examples=_n(15), **SETTINGS)
+@settings(max_examples=scaled(15), **SETTINGS)
 @given(data=st.data(), encoding=st.sampled_from(["utf-8-sig", "latin-1", "utf-16", "cp1252"]))
 def test_other_encodings_load_identically_or_fail_clearly(fmt, data, encoding):
     """A BOM is ignored; other encodings either happen to be valid UTF-8 (ASCII-only ids) and load
@@ -341,7 +324,7 @@ hostile_bytes = st.one_of(
 
 
 @pytest.mark.parametrize("fmt", list(FORMATS))
-@settings(max_examples=_n(60), **SETTINGS)
+@settings(max_examples=scaled(60), **SETTINGS)
 @given(content=hostile_bytes, time_col=st.booleans())
 def test_hostile_bytes_give_data_or_lares_error(fmt, content, time_col):
     """Random bytes (a ``.parquet`` file here never holds Parquet bytes): data or a clear error."""
@@ -368,7 +351,7 @@ BAD_TIMES = ["nan", "NaN", "inf", "-inf", "", "abc", "1e400", "0x10", "1_0", "--
 
 
 @pytest.mark.parametrize("fmt", ["atomic", "movielens", "movielens_dat", "csv", "tsv", "parquet"])
-@settings(max_examples=_n(20), **SETTINGS)
+@settings(max_examples=scaled(20), **SETTINGS)
 @given(data=st.data(), bad=st.sampled_from(BAD_TIMES))
 def test_bad_timestamps_are_refused_naming_the_row(fmt, data, bad):
     EXAMPLES[f"timestamps_{fmt}"] += 1
@@ -397,7 +380,7 @@ class _Raw(str):
 
 
 @pytest.mark.parametrize("fmt", ["atomic", "csv", "tsv", "movielens", "parquet"])
-@settings(max_examples=_n(15), **SETTINGS)
+@settings(max_examples=scaled(15), **SETTINGS)
 @given(data=st.data(), which=st.sampled_from(["user", "item"]))
 def test_empty_ids_are_refused_naming_the_row(fmt, data, which):
     EXAMPLES[f"empty_id_{fmt}"] += 1
@@ -413,7 +396,7 @@ def test_empty_ids_are_refused_naming_the_row(fmt, data, which):
     _expect_clean_failure(info.value, path.resolve())
 
 
-@settings(max_examples=_n(30), **SETTINGS)
+@settings(max_examples=scaled(30), **SETTINGS)
 @given(rows=logs("movielens_dat"), at=st.integers(0, 1000), glitch=st.sampled_from(["1:2:3", "a:b::c", ":x", "x:"]))
 def test_ratings_dat_with_single_colons_is_refused(rows, at, glitch):
     """``user::item::rating::ts`` lines whose fields contain ``:`` cannot be split unambiguously."""

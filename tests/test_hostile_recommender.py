@@ -14,9 +14,7 @@ refused, and so are histories without a time order (sets, dicts) or that are not
 
 from __future__ import annotations
 
-import dataclasses
 import numbers
-import os
 import warnings
 from collections import Counter
 from decimal import Decimal
@@ -24,71 +22,29 @@ from decimal import Decimal
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lares_rl.core.checkpoint import save_checkpoint
 from lares_rl.core.errors import LaresError
-from lares_rl.data import SequenceData
-from lares_rl.policies.reasoner import LaresReasoner
 from lares_rl.serve.recommender import HistoryTruncatedWarning, InvalidHistoryError, Recommender
+from tests.hostile import report_examples, scaled
+from tests.tiny_checkpoint import IDS, MAX_LEN, N, save_ring_checkpoint
 
-N, MAX_LEN = 12, 5
-POLICY_KWARGS = dict(d_model=16, n_heads=2, inner_size=32, dropout=0.1, n_pre_layers=1, n_core_layers=1, mean_recurrence=2)
-IDS = [f"i{i}" for i in range(1, N + 1)]
 NUMERIC_IDS = [str(10 * i) for i in range(1, N + 1)]  # a catalog where int ids are known items
-EXAMPLES: Counter = Counter()
-SCALE = float(os.environ.get("LARES_HOSTILE_SCALE", "1"))
+EXAMPLES: Counter = Counter()  # examples run per property, reported at module teardown
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-
-
-def _n(examples: int) -> int:
-    return max(1, int(examples * SCALE))
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _report_examples():
     yield
-    line = "hostile recommender: " + ", ".join(f"{k}={v}" for k, v in sorted(EXAMPLES.items())) + f" (total {sum(EXAMPLES.values())})"
-    print("\n" + line)
-    if os.environ.get("LARES_HOSTILE_COUNTS"):
-        with open(os.environ["LARES_HOSTILE_COUNTS"], "a", encoding="utf-8") as fh:
-            fh.write(line + "\n")
+    report_examples("recommender", EXAMPLES)
 
 
 @pytest.fixture(scope="module")
 def recommenders(tmp_path_factory):
     """The checkpoint's Recommender (ids i1..i12, titles) and one on the same policy with ids 10..120."""
-    torch.manual_seed(0)
-    sequences = [[(u + j) % N + 1 for j in range(6)] for u in range(N)]
-    data = SequenceData.from_sequences(sequences, num_items=N)
-    data = dataclasses.replace(
-        data, item_ids=np.array(["<pad>", *IDS]), item_titles=np.array(["", *[f"Title {i}" for i in range(1, N + 1)]]), fingerprint="tiny"
-    )
-    policy = LaresReasoner(num_items=N, max_len=MAX_LEN, **POLICY_KWARGS)
-    optimizer = torch.optim.Adam(policy.parameters(), 1e-2)
-    seq = torch.tensor([s[:MAX_LEN] for s in sequences])
-    lengths = torch.full((N,), MAX_LEN)
-    targets = torch.tensor([s[MAX_LEN] for s in sequences])
-    for _ in range(5):
-        loss = F.cross_entropy(policy(seq, lengths), targets)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    path = tmp_path_factory.mktemp("hostile_ckpt") / "tiny.pt"
-    save_checkpoint(
-        path,
-        policy=policy,
-        policy_config={"_target_": "lares_rl.policies.reasoner.LaresReasoner", **POLICY_KWARGS},
-        data=data,
-        max_len=MAX_LEN,
-        dataset_name="tiny",
-        phase="spt",
-        epoch=0,
-        metrics={},
-        config={},
-    )
+    path = save_ring_checkpoint(tmp_path_factory.mktemp("hostile_ckpt") / "tiny.pt", steps=5)
     named = Recommender.from_checkpoint(path, device="cpu", deterministic=True)
     numeric = Recommender(named.policy, ["<pad>", *NUMERIC_IDS], MAX_LEN, device="cpu", deterministic=True)
     return {"named": named, "numeric": numeric}
@@ -206,7 +162,7 @@ def check_result(rec: Recommender, hist, result, top_k: int, exclude_seen: bool)
 # ------------------------------------------------------------------ properties
 
 
-@settings(max_examples=_n(200), **SETTINGS)
+@settings(max_examples=scaled(200), **SETTINGS)
 @given(
     data=st.data(),
     catalog=st.sampled_from(["named", "numeric"]),
@@ -240,7 +196,7 @@ def test_histories_give_correct_top_k_or_a_clear_error(recommenders, data, catal
         check_result(rec, hist, result, int(top_k), exclude_seen)
 
 
-@settings(max_examples=_n(60), **SETTINGS)
+@settings(max_examples=scaled(60), **SETTINGS)
 @given(data=st.data(), cold_start=st.booleans(), batch_size=st.integers(1, 4))
 def test_record_mode_answers_every_good_history_and_flags_every_bad_one(recommenders, data, cold_start, batch_size):
     """``on_invalid="record"`` (the service mode of ``lares-rl recommend``): one result per history,
@@ -267,7 +223,7 @@ def test_record_mode_answers_every_good_history_and_flags_every_bad_one(recommen
             check_result(rec, hist, result, 3, True)
 
 
-@settings(max_examples=_n(12), **SETTINGS)
+@settings(max_examples=scaled(12), **SETTINGS)
 @given(
     data=st.data(),
     top_k=st.integers(1, N),
@@ -310,7 +266,7 @@ HOSTILE_CONTAINERS = [
 ]
 
 
-@settings(max_examples=_n(40), **SETTINGS)
+@settings(max_examples=scaled(40), **SETTINGS)
 @given(
     histories=st.sampled_from(range(len(HOSTILE_CONTAINERS))), exclude_seen=st.sampled_from([True, False, np.bool_(True), None, "no", 1, 0])
 )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import subprocess
@@ -12,55 +11,25 @@ import warnings
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
-from lares_rl.core.checkpoint import save_checkpoint
 from lares_rl.core.errors import LaresError
 from lares_rl.data import SequenceData
 from lares_rl.policies.reasoner import LaresReasoner
 from lares_rl.serve.cli import main
 from lares_rl.serve.recommender import HistoryTruncatedWarning, Recommendation, Recommender
+from tests.tiny_checkpoint import IDS, MAX_LEN, N, save_ring_checkpoint
 
-N, MAX_LEN = 12, 5
-POLICY_KWARGS = dict(d_model=16, n_heads=2, inner_size=32, dropout=0.1, n_pre_layers=1, n_core_layers=1, mean_recurrence=2)
-IDS = [f"i{i}" for i in range(1, N + 1)]
+
+def tiny_sasrec() -> LaresReasoner:
+    """A 5-item reasoner without a reasoning core (SASRec): nothing to set a depth of."""
+    return LaresReasoner(
+        5, max_len=4, d_model=8, n_heads=2, inner_size=16, n_core_layers=0, step_sampler="none", t0_init="zero", mean_recurrence=1
+    )
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    sequences = [[(u + j) % N + 1 for j in range(6)] for u in range(N)]
-    data = SequenceData.from_sequences(sequences, num_items=N)
-    data = dataclasses.replace(
-        data,
-        item_ids=np.array(["<pad>", *IDS]),
-        item_titles=np.array(["", *[f"Title {i}" for i in range(1, N + 1)]]),
-        fingerprint="tiny-fp",
-    )
-    policy = LaresReasoner(num_items=N, max_len=MAX_LEN, **POLICY_KWARGS)
-    optimizer = torch.optim.Adam(policy.parameters(), 1e-2)
-    seq = torch.tensor([s[:MAX_LEN] for s in sequences])
-    lengths = torch.full((N,), MAX_LEN)
-    targets = torch.tensor([s[MAX_LEN] for s in sequences])
-    for _ in range(15):  # a few steps of next-item CE: "trained" enough for ranking to mean something
-        loss = F.cross_entropy(policy(seq, lengths), targets)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_checkpoint(
-        path,
-        policy=policy,
-        policy_config={"_target_": "lares_rl.policies.reasoner.LaresReasoner", **POLICY_KWARGS},
-        data=data,
-        max_len=MAX_LEN,
-        dataset_name="tiny",
-        phase="spt",
-        epoch=0,
-        metrics={},
-        config={},
-    )
-    return path
+    return save_ring_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", steps=15)
 
 
 @pytest.fixture(scope="module")
@@ -345,11 +314,7 @@ def test_python_dash_m_entry(checkpoint):
 
 def test_depth_on_a_policy_without_reasoning_core_is_an_error():
     """SASRec has no depth: a k would be ignored silently, so it is refused."""
-    from lares_rl.policies.reasoner import LaresReasoner
-
-    sasrec = LaresReasoner(
-        5, max_len=4, d_model=8, n_heads=2, inner_size=16, n_core_layers=0, step_sampler="none", t0_init="zero", mean_recurrence=1
-    )
+    sasrec = tiny_sasrec()
     ids = ["<pad>", "a", "b", "c", "d", "e"]
     with pytest.raises(LaresError, match="k=2 has no effect: this policy has no reasoning core"):
         Recommender(sasrec, ids, 4, k=2)
@@ -381,9 +346,7 @@ def test_adaptive_depth_bad_input_names_the_argument(checkpoint):
     ):
         with pytest.raises(LaresError, match=needle):
             Recommender.from_checkpoint(checkpoint, device="cpu", **kwargs)
-    sasrec = LaresReasoner(
-        5, max_len=4, d_model=8, n_heads=2, inner_size=16, n_core_layers=0, step_sampler="none", t0_init="zero", mean_recurrence=1
-    )
+    sasrec = tiny_sasrec()
     with pytest.raises(LaresError, match="halt_tol=0.1 needs a policy with a reasoning core"):
         Recommender(sasrec, ["<pad>", "a", "b", "c", "d", "e"], 4, halt_tol=0.1)
     assert Recommender(sasrec, ["<pad>", "a", "b", "c", "d", "e"], 4).recommend([["a"]], top_k=2)[0].steps is None

@@ -6,9 +6,9 @@ import logging
 
 import numpy as np
 import pytest
-from fixtures_data import EXPECTED, ROWS, as_original, tiny_cfg, write_atomic
 
 from lares_rl.data import cache, load_dataset, pipeline
+from tests.fixtures_data import EXPECTED, ROWS, as_original, tiny_cfg, write_atomic
 
 
 def _only_cache_file(cache_dir):

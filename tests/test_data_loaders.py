@@ -6,7 +6,11 @@ import importlib.metadata
 
 import numpy as np
 import pytest
-from fixtures_data import (
+from omegaconf import OmegaConf
+
+from lares_rl.core.errors import LaresError
+from lares_rl.data import DatasetConfig, embedded_ml100k_path, load_dataset
+from tests.fixtures_data import (
     EXPECTED,
     ROWS,
     as_original,
@@ -19,10 +23,6 @@ from fixtures_data import (
     write_ratings_dat,
     write_udata,
 )
-from omegaconf import OmegaConf
-
-from lares_rl.core.errors import LaresError
-from lares_rl.data import DatasetConfig, embedded_ml100k_path, load_dataset
 
 CUSTOM = dict(user_col="uid", item_col="iid", time_col="ts")
 

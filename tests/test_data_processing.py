@@ -5,7 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from fixtures_data import (
+
+from lares_rl.core.errors import LaresError
+from lares_rl.data import SequenceData, format_stats, load_dataset
+from lares_rl.data.filters import kcore_mask
+from tests.fixtures_data import (
     EXPECTED,
     as_original,
     chronological,
@@ -14,10 +18,6 @@ from fixtures_data import (
     tiny_cfg,
     write_atomic,
 )
-
-from lares_rl.core.errors import LaresError
-from lares_rl.data import SequenceData, format_stats, load_dataset
-from lares_rl.data.filters import kcore_mask
 
 
 def brute_force_kcore(rows: list[tuple], user_core: int, item_core: int) -> list[tuple]:

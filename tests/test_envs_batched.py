@@ -1,6 +1,5 @@
 """The batched TorchRL next-item env: specs, groups, sampling, partial resets, replay."""
 
-import numpy as np
 import pytest
 import torch
 from torchrl.envs.utils import check_env_specs
@@ -9,12 +8,8 @@ from lares_rl.core.errors import LaresError
 from lares_rl.envs import NextItemGymEnv
 from lares_rl.envs.batched_env import NextItemEnv
 from lares_rl.rewards import make_reward
+from tests.env_logs import DATA, ITEMS, OFFSETS, STARTS, STOPS
 
-LENGTHS = [5, 6, 7, 8, 6, 8]
-OFFSETS = np.concatenate([[0], np.cumsum(LENGTHS)])
-ITEMS = (np.arange(OFFSETS[-1]) * 7) % 15 + 1
-STARTS, STOPS = OFFSETS[:-1] + 1, OFFSETS[1:] - 2  # validation and test items stay hidden
-DATA = dict(items=ITEMS, offsets=OFFSETS, users=np.arange(6), starts=STARTS, stops=STOPS, num_items=15)
 L, K = 3, 4
 
 

@@ -7,12 +7,7 @@ import torch
 from lares_rl.core.errors import LaresError
 from lares_rl.envs import episodes_from_rows, make_episodes
 from lares_rl.envs.episodes import end_flags
-
-LENGTHS = [5, 6, 7, 8, 6, 8]
-OFFSETS = np.concatenate([[0], np.cumsum(LENGTHS)])
-ITEMS = (np.arange(OFFSETS[-1]) * 7) % 15 + 1
-USERS = np.arange(6)
-STARTS, STOPS = OFFSETS[:-1] + 1, OFFSETS[1:] - 2
+from tests.env_logs import ITEMS, LENGTHS, OFFSETS, STARTS, STOPS, USERS
 
 
 def test_valid_episodes_accept_numpy_and_torch():

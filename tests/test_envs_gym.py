@@ -11,12 +11,7 @@ from gymnasium.utils.env_checker import check_env
 from lares_rl.core.errors import LaresError
 from lares_rl.envs import GYM_ID, NextItemGymEnv
 from lares_rl.rewards import make_reward
-
-LENGTHS = [5, 6, 7, 8, 6, 8]
-OFFSETS = np.concatenate([[0], np.cumsum(LENGTHS)])
-ITEMS = (np.arange(OFFSETS[-1]) * 7) % 15 + 1
-STARTS, STOPS = OFFSETS[:-1] + 1, OFFSETS[1:] - 2  # validation and test items stay hidden
-DATA = dict(items=ITEMS, offsets=OFFSETS, users=np.arange(6), starts=STARTS, stops=STOPS, num_items=15)
+from tests.env_logs import DATA, ITEMS, OFFSETS, STARTS, STOPS
 
 
 def make_env(**kwargs) -> NextItemGymEnv:

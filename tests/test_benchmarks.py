@@ -7,7 +7,6 @@ real benchmark run.
 
 import argparse
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -16,10 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.cli_process import wait_for_epoch
-from tests.synthetic import write_sequential_csv
+from tests.cli_process import ROOT, child_env, run_benchmark, wait_for_epoch
+from tests.synthetic import benchmark_dataset_flags
 
-ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))  # the scripts import their helpers as top-level modules
 
 from paired_bootstrap import paired_bootstrap  # noqa: E402
@@ -28,13 +26,14 @@ from results_io import check_mergeable, command_line, merge_seed, seed_commands 
 TINY_POLICY = ["--policy-set", "d_model=16", "inner_size=32"]
 
 
-SCRIPT_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+def tiny_spt_flags(data: list[str], results: Path, runs: Path) -> list[str]:
+    """What every spt_benchmark run here shares: the data, dense mode, batches of 64, the tiny policy
+    and where results and runs go."""
+    return [*data, "--mode", "dense", "--batch-size", "64", "--out-dir", str(results), "--runs-dir", str(runs), *TINY_POLICY]
 
 
 def run_script(script: str, *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / script), *args], cwd=ROOT, capture_output=True, text=True, timeout=600, env=SCRIPT_ENV
-    )
+    result = run_benchmark(script, *args, timeout=600)
     assert result.returncode == 0, f"{script} failed:\n{result.stderr[-3000:]}"
     return result.stdout
 
@@ -45,7 +44,7 @@ def interrupt_after_first_epoch(script: str, args: list[str], state: Path, poll_
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "benchmarks" / script), *args],
         cwd=ROOT,
-        env=SCRIPT_ENV,
+        env=child_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -57,26 +56,10 @@ def interrupt_after_first_epoch(script: str, args: list[str], state: Path, poll_
     return err
 
 
-def test_spt_and_rpt_benchmarks_feed_the_report(tmp_path):
-    log = write_sequential_csv(tmp_path / "log.csv")
-    data = ["--dataset", "custom", "--dataset-set", f"path={log}", "user_col=uid", "item_col=sku", "time_col=ts", "max_len=8"]
+def test_spt_and_rpt_benchmarks_feed_the_report(tmp_path, sequential_csv):
+    data = benchmark_dataset_flags(sequential_csv)
     results, docs, runs = tmp_path / "results", tmp_path / "docs", tmp_path / "runs"
-    common = [
-        *data,
-        "--mode",
-        "dense",
-        "--max-epochs",
-        "2",
-        "--patience",
-        "2",
-        "--batch-size",
-        "64",
-        "--out-dir",
-        str(results),
-        "--runs-dir",
-        str(runs),
-        *TINY_POLICY,
-    ]
+    common = [*tiny_spt_flags(data, results, runs), "--max-epochs", "2", "--patience", "2"]
     run_script("spt_benchmark.py", "--policy", "sasrec", "--seeds", "0", *common)
     run_script("spt_benchmark.py", "--policy", "lares", "--seeds", "0", "1", *common)
     run_script(
@@ -277,35 +260,12 @@ def test_spt_and_rpt_benchmarks_feed_the_report(tmp_path):
     assert (docs / "depth_custom__lares__dense__L8.png").is_file()
 
 
-def test_ctrl_c_in_spt_benchmark_names_the_resume_flags_and_resume_finishes_the_seed(tmp_path):
+def test_ctrl_c_in_spt_benchmark_names_the_resume_flags_and_resume_finishes_the_seed(tmp_path, sequential_csv):
     """Hours-long Beauty seeds get interrupted: one line saying how to continue, no traceback,
     no half-finished row in the results; ``--resume`` then continues the saved run and starts
     the seeds that have none."""
-    log = write_sequential_csv(tmp_path / "log.csv")
     results, runs = tmp_path / "results", tmp_path / "runs"
-    args = [
-        "--dataset",
-        "custom",
-        "--dataset-set",
-        f"path={log}",
-        "user_col=uid",
-        "item_col=sku",
-        "time_col=ts",
-        "max_len=8",
-        "--policy",
-        "lares",
-        "--seeds",
-        "0",
-        "--mode",
-        "dense",
-        "--batch-size",
-        "64",
-        "--out-dir",
-        str(results),
-        "--runs-dir",
-        str(runs),
-        *TINY_POLICY,
-    ]
+    args = ["--policy", "lares", "--seeds", "0", *tiny_spt_flags(benchmark_dataset_flags(sequential_csv), results, runs)]
     state = runs / "custom__lares__dense__L8" / "seed0" / "checkpoints" / "spt_last.pt"
     err = interrupt_after_first_epoch("spt_benchmark.py", [*args, "--max-epochs", "500", "--patience", "500"], state, poll_s=0.2)
     assert err.startswith(
@@ -322,30 +282,13 @@ def test_ctrl_c_in_spt_benchmark_names_the_resume_flags_and_resume_finishes_the_
     assert [row["epochs_run"] for row in rows] == [saved_epochs + 1] * 2 and rows[0]["command"].endswith("--resume")
 
 
-def test_ctrl_c_in_rpt_benchmark_names_the_resume_flags_and_resume_finishes_the_seed(tmp_path):
+def test_ctrl_c_in_rpt_benchmark_names_the_resume_flags_and_resume_finishes_the_seed(tmp_path, sequential_csv):
     """The same for RPT: an interrupted seed leaves one line naming ``--resume`` and no row;
     ``--resume`` continues its saved state to the end (``resumed`` in the row), not from scratch."""
-    log = write_sequential_csv(tmp_path / "log.csv")
-    data = ["--dataset", "custom", "--dataset-set", f"path={log}", "user_col=uid", "item_col=sku", "time_col=ts", "max_len=8"]
+    data = benchmark_dataset_flags(sequential_csv)
     runs, docs = tmp_path / "runs", tmp_path / "docs"
     run_script(
-        "spt_benchmark.py",
-        "--policy",
-        "lares",
-        "--seeds",
-        "0",
-        *data,
-        "--mode",
-        "dense",
-        "--max-epochs",
-        "1",
-        "--batch-size",
-        "64",
-        "--out-dir",
-        str(tmp_path / "results"),
-        "--runs-dir",
-        str(runs),
-        *TINY_POLICY,
+        "spt_benchmark.py", "--policy", "lares", "--seeds", "0", *tiny_spt_flags(data, tmp_path / "results", runs), "--max-epochs", "1"
     )
     checkpoint = runs / "custom__lares__dense__L8" / "seed0" / "checkpoints" / "spt_best.pt"
     args = [

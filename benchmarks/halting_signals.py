@@ -34,7 +34,7 @@ from results_io import command_line, machine_description, mean_std
 from lares_rl.core.atomic import atomic_write_json, atomic_write_text
 from lares_rl.core.checkpoint import check_same_data, load_checkpoint, policy_from_checkpoint
 from lares_rl.metrics.ranking import metrics_from_ranks, target_ranks
-from lares_rl.policies.actor import catalog_kl
+from lares_rl.policies.catalog_softmax import catalog_kl
 
 SPLITS = ("valid", "test")
 THRESHOLDS = {

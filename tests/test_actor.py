@@ -7,8 +7,11 @@ import torch
 from tensordict import TensorDict
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
-from lares_rl.policies.actor import CategoricalSlate, PlackettLuceSlate, final_entropy, make_slate_actor, replay_step_log_probs
+from lares_rl.policies.actor import make_slate_actor
+from lares_rl.policies.catalog_softmax import final_entropy
 from lares_rl.policies.reasoner import LaresReasoner
+from lares_rl.policies.rollouts import replay_step_log_probs, run_rollouts
+from lares_rl.policies.slates import CategoricalSlate, PlackettLuceSlate
 from tests.synthetic import tiny_reasoner
 
 N, L, B, K = 30, 6, 12, 4
@@ -157,7 +160,6 @@ def test_final_entropy_has_a_finite_gradient_with_a_padding_column():
 def test_halting_rollouts_record_the_steps_taken_and_replay_exactly():
     """rpt.halt_tol: evaluation rollouts stop per row; the loss's replay halts the same way, so the
     Gaussian latent policy's ratio is exactly 1 on the first update."""
-    from lares_rl.policies.actor import run_rollouts
     from lares_rl.rpt.losses import LatentPolicyGradientLoss
 
     policy = tiny_policy(mean_recurrence=3)
@@ -182,8 +184,6 @@ def test_halting_rollouts_record_the_steps_taken_and_replay_exactly():
 
 
 def test_halting_leaves_train_mode_rollouts_at_their_sampled_depth():
-    from lares_rl.policies.actor import run_rollouts
-
     policy = tiny_policy()
     td = observation()
     ks = torch.tensor([1, 2, 3, 4] * 3)

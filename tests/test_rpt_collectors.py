@@ -11,7 +11,7 @@ import torch
 from lares_rl.core.checkpoint import build_policy
 from lares_rl.core.errors import LaresError
 from lares_rl.data.synthetic import successor_log
-from lares_rl.policies.actor import run_rollouts
+from lares_rl.policies.rollouts import run_rollouts
 from lares_rl.rewards import ndcg
 from lares_rl.rpt.collectors import multi_process_collector, sync_weights
 from lares_rl.rpt.config import RPTConfig

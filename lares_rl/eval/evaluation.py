@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -95,58 +96,31 @@ def evaluate_policy(
     with ``cfg.item_chunk`` the beyond-accuracy measures are left out (the full score rows they
     read are what chunking avoids).
     """
-    seqs, lengths, targets = data.eval_inputs(split, max_len)
-    desc = f"eval {split}" + ("" if k is None else f" k={k}")
+    inputs = data.eval_inputs(split, max_len)
     if score_fn is not None and cfg.item_chunk is not None:
         raise LaresError(
             "eval.item_chunk: a re-ranked score function needs the full score rows that chunking avoids; unset eval.item_chunk for re-ranking"
         )
-    if score_fn is None:
-        score_fn = policy_score_fn(policy, cfg.k if k is None else k)
-        if cfg.halt_tol is not None:
-            score_fn = SettledScores(policy, cfg.halt_tol, k or cfg.halt_k_max or cfg.k or default_depth(policy))
+    score_fn = _own_score_fn(policy, cfg, k) if score_fn is None else score_fn
     beyond = BeyondAccuracy(context.popularity, context.features()[0], cfg.ks) if context is not None and cfg.item_chunk is None else None
     history = data.history_csr(split) if cfg.exclude_history else None
+    batches = _progress_batches(f"eval {split}" + ("" if k is None else f" k={k}"))
     was_training = policy.training
     policy.eval()
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(cfg.seed)
             if cfg.item_chunk is not None:
-                depth = cfg.k if k is None else k
-
-                def states(seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-                    if not isinstance(score_fn, SettledScores):
-                        return policy.encode(seq, lengths, depth)[:, -1]
-                    settled, steps = encode_until_settled(policy, seq, lengths, score_fn.tol, score_fn.k_max)
-                    score_fn.steps.append(steps.cpu())
-                    return settled
-
-                metrics = evaluate_chunked(
-                    states,
-                    item_scorer(policy, "eval.item_chunk"),
-                    policy.num_items,
-                    seqs,
-                    lengths,
-                    targets,
-                    ks=cfg.ks,
-                    chunk=cfg.item_chunk,
-                    history=history,
-                    batch_size=cfg.batch_size,
-                    device=device,
-                    batches=lambda starts: progress(starts, len(starts), desc, unit="batch"),
-                )
+                metrics = _chunked_metrics(policy, score_fn, inputs, cfg, cfg.k if k is None else k, history, device, batches)
             else:
                 metrics = evaluate_scores(
                     score_fn,
-                    seqs,
-                    lengths,
-                    targets,
+                    *inputs,
                     ks=cfg.ks,
                     history=history,
                     batch_size=cfg.batch_size,
                     device=device,
-                    batches=lambda starts: progress(starts, len(starts), desc, unit="batch"),
+                    batches=batches,
                     observe=beyond.observe if beyond is not None else None,
                 )
     finally:
@@ -157,3 +131,52 @@ def evaluate_policy(
         if steps_out is not None:
             steps_out.extend(steps.tolist())
     return metrics | (beyond.result() if beyond is not None else {})
+
+
+def _own_score_fn(policy: nn.Module, cfg: EvalConfig, k: int | None) -> ScoreFn:
+    """The policy's own scores at depth ``k`` (else ``cfg.k``); with ``cfg.halt_tol`` those of
+    states halted per user (:class:`SettledScores`, which records the steps each user took)."""
+    score_fn = policy_score_fn(policy, cfg.k if k is None else k)
+    if cfg.halt_tol is not None:
+        score_fn = SettledScores(policy, cfg.halt_tol, k or cfg.halt_k_max or cfg.k or default_depth(policy))
+    return score_fn
+
+
+def _progress_batches(desc: str) -> Callable[[range], Iterable[int]]:
+    """Batch start rows shown as progress named ``desc``."""
+    return lambda starts: progress(starts, len(starts), desc, unit="batch")
+
+
+def _chunked_metrics(
+    policy: nn.Module,
+    score_fn: ScoreFn,
+    inputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    cfg: EvalConfig,
+    depth: int | None,
+    history: tuple[torch.Tensor, torch.Tensor] | None,
+    device: torch.device,
+    batches: Callable[[range], Iterable[int]],
+) -> dict[str, float]:
+    """The metrics of ``cfg.item_chunk`` scoring (:func:`~lares_rl.catalog.topk.evaluate_chunked`)
+    on the policy's final states at ``depth``, or halted per user when ``score_fn`` is a
+    :class:`SettledScores` (whose step record it fills as the full-catalog path does)."""
+
+    def states(seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if not isinstance(score_fn, SettledScores):
+            return policy.encode(seq, lengths, depth)[:, -1]
+        settled, steps = encode_until_settled(policy, seq, lengths, score_fn.tol, score_fn.k_max)
+        score_fn.steps.append(steps.cpu())
+        return settled
+
+    return evaluate_chunked(
+        states,
+        item_scorer(policy, "eval.item_chunk"),
+        policy.num_items,
+        *inputs,
+        ks=cfg.ks,
+        chunk=cfg.item_chunk,
+        history=history,
+        batch_size=cfg.batch_size,
+        device=device,
+        batches=batches,
+    )

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lares_rl.catalog.fused_ce import catalog_cross_entropy
 from lares_rl.catalog.sampled_softmax import SampledSoftmax
 from lares_rl.core.errors import LaresError
 from lares_rl.spt.config import SPTConfig
@@ -26,11 +27,20 @@ def symmetric_info_nce(x: torch.Tensor, y: torch.Tensor, similarity: str, temper
     return (info_nce(x, y, similarity, temperature) + info_nce(y, x, similarity, temperature)) / 2
 
 
-def rec_cross_entropy(policy: nn.Module, states: torch.Tensor, targets: torch.Tensor, softmax: SampledSoftmax | None) -> torch.Tensor:
-    """CE of ``states`` [n, d] for ``targets`` [n]: over the whole catalog, or ``softmax``'s candidates."""
-    if softmax is None:
-        return F.cross_entropy(policy.scores(states), targets)
-    return softmax.loss(states, targets, policy.item_scores)
+def rec_cross_entropy(
+    policy: nn.Module, states: torch.Tensor, targets: torch.Tensor, softmax: SampledSoftmax | None, catalog_loss: str = "full"
+) -> torch.Tensor:
+    """CE of ``states`` [n, d] for ``targets`` [n]: over the whole catalog, or ``softmax``'s candidates.
+    ``catalog_loss`` (``spt.catalog_loss``): ``fused`` scores the catalog in item chunks without the
+    [n, N + 1] logit matrix (:mod:`lares_rl.catalog.fused_ce`, the same loss and gradients) for a
+    policy whose scores are a product with its item table (``score_operands``: LARES, SASRec); any
+    other policy, and ``full``, take the whole matrix from ``policy.scores``."""
+    if softmax is not None:
+        return softmax.loss(states, targets, policy.item_scores)
+    operands = getattr(policy, "score_operands", None)
+    if catalog_loss == "fused" and operands is not None:
+        return catalog_cross_entropy(*operands(states), targets)
+    return F.cross_entropy(policy.scores(states), targets)
 
 
 def recommendation_loss(
@@ -40,9 +50,11 @@ def recommendation_loss(
     targets: torch.Tensor,
     k: int | None = None,
     softmax: SampledSoftmax | None = None,
+    catalog_loss: str = "full",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """L_rec and every step's state at each row's last position, [B, k, d] (k = None: sampled).
-    ``softmax``: sampled / in-batch negatives instead of the full catalog (None).
+    ``softmax``: sampled / in-batch negatives instead of the full catalog (None); ``catalog_loss``:
+    how the full catalog is scored (:func:`rec_cross_entropy`).
 
     ``targets`` [B]: one row per prefix, scored at the last position. ``targets`` [B, L] (dense
     windows): every position with a non-zero target is scored in the same pass, which is exact for
@@ -50,11 +62,11 @@ def recommendation_loss(
     of the window's last target, which is what the alignment terms use as the anchor."""
     if targets.dim() == 1:
         states = policy.encode(seq, lengths, k=k)
-        return rec_cross_entropy(policy, states[:, -1], targets, softmax), states
+        return rec_cross_entropy(policy, states[:, -1], targets, softmax, catalog_loss), states
     states = policy.encode(seq, lengths, k=k, all_positions=True)
     width_targets = targets[:, : states.shape[2]]
     supervised = width_targets > 0
-    loss = rec_cross_entropy(policy, states[:, -1][supervised], width_targets[supervised], softmax)
+    loss = rec_cross_entropy(policy, states[:, -1][supervised], width_targets[supervised], softmax, catalog_loss)
     last = (lengths - 1).clamp(min=0).view(-1, 1, 1, 1).expand(-1, states.shape[1], 1, states.shape[-1])
     return loss, states.gather(2, last).squeeze(2)
 
@@ -65,19 +77,26 @@ def anchor_and_rec(
     shared: bool,
     softmax: SampledSoftmax | None = None,
     generator: torch.Generator | None = None,
+    catalog_loss: str = "full",
 ) -> tuple[torch.Tensor, int, torch.Tensor]:
     """(L_rec, its k, the anchor's per-step states [B, k', d]). Shared: one pass at k' serves both;
     otherwise the reference's order (recommendation pass at its own k, then the anchor pass at k')
     so that ``shared_anchor=false`` replays the reference's random draws. ``generator`` draws the
     depths (a distributed run passes one shared by all ranks, so the global batch has one k');
-    None: the global stream, as a single-process run always did."""
+    None: the global stream, as a single-process run always did. ``catalog_loss``: :func:`rec_cross_entropy`."""
     seq, lengths, targets = batch
     if shared:
         k_prime = policy.sample_steps(generator)
-        loss_rec, anchor_steps = recommendation_loss(policy, seq, lengths, targets, k=k_prime, softmax=softmax)
+        loss_rec, anchor_steps = recommendation_loss(policy, seq, lengths, targets, k=k_prime, softmax=softmax, catalog_loss=catalog_loss)
         return loss_rec, k_prime, anchor_steps
     loss_rec, rec_steps = recommendation_loss(
-        policy, seq, lengths, targets, k=None if generator is None else policy.sample_steps(generator), softmax=softmax
+        policy,
+        seq,
+        lengths,
+        targets,
+        k=None if generator is None else policy.sample_steps(generator),
+        softmax=softmax,
+        catalog_loss=catalog_loss,
     )
     return loss_rec, rec_steps.shape[1], policy.encode(seq, lengths, k=policy.sample_steps(generator))
 
@@ -96,13 +115,13 @@ def spt_loss(
     The alignment terms always use each row's last position (in dense mode: the window's last
     target). The positive pass runs over its own batch, so ``encode`` trims it to the longest
     positive, not the anchor's width, and without autograd when ``cfg.positive_gradient`` is false.
-    ``softmax``: L_rec over sampled / in-batch negatives (None: full).
+    ``softmax``: L_rec over sampled / in-batch negatives (None: the full catalog, scored as ``cfg.catalog_loss`` says).
     ``contrast`` is the symmetric InfoNCE (a distributed run swaps in one whose negatives come from
     every rank); ``generator`` draws k' and the SLA step."""
     if not policy.recurrent or (cfg.alpha == 0 and cfg.gamma == 0):
-        loss_rec, states = recommendation_loss(policy, *batch, softmax=softmax)
+        loss_rec, states = recommendation_loss(policy, *batch, softmax=softmax, catalog_loss=cfg.catalog_loss)
         return {"loss_rec": loss_rec, "k": torch.tensor(float(states.shape[1]))}
-    loss_rec, k, anchor_steps = anchor_and_rec(policy, batch, cfg.shared_anchor, softmax, generator)
+    loss_rec, k, anchor_steps = anchor_and_rec(policy, batch, cfg.shared_anchor, softmax, generator, cfg.catalog_loss)
     k_prime = anchor_steps.shape[1]
     anchor = anchor_steps[:, -1]
     out = {"loss_rec": loss_rec, "k": torch.tensor(float(k)), "k_prime": torch.tensor(float(k_prime))}

@@ -267,22 +267,68 @@ def test_ctrl_c_mid_epoch_then_resume_is_bit_identical(tmp_path, monkeypatch, mo
     inside an epoch, where the saved epoch order and batch index must carry the run on exactly."""
     cfg = SPTConfig(epochs=2, batch_size=4, patience=5, mode=mode, bucket_by_length=bucket)
     full = _train(tmp_path / "full", cfg, resume=False)
-    original, calls = spt.total_loss, []
-
-    def interrupt_at_step_3(terms, step):
-        calls.append(step)
-        if len(calls) == 3:
-            os.kill(os.getpid(), signal.SIGINT)
-        return original(terms, step)
-
-    monkeypatch.setattr(spt, "total_loss", interrupt_at_step_3)
+    _interrupt_at_step(monkeypatch, 3)
     with pytest.raises(TrainingInterrupted, match="Resume with: lares-rl run resume=cut spt.epochs=2$"):  # the caller's hint, as given
         _train(tmp_path / "cut", cfg, resume=False, resume_command="lares-rl run resume=cut spt.epochs=2")
     progress = load_training_state(tmp_path / "cut" / "checkpoints" / "spt_last.pt")["progress"]
     assert (progress["epoch"], progress["next_batch"]) == (0, 3)
-    monkeypatch.setattr(spt, "total_loss", original)
+    monkeypatch.undo()
     resumed = _train(tmp_path / "cut", cfg, resume=True)
     assert resumed["valid"] == full["valid"] and resumed["best_epoch"] == full["best_epoch"]
     assert weights_digest(load_checkpoint(tmp_path / "cut" / "checkpoints" / "spt_best.pt")["policy_state"]) == weights_digest(
         load_checkpoint(tmp_path / "full" / "checkpoints" / "spt_best.pt")["policy_state"]
     )
+
+
+def _interrupt_at_step(monkeypatch, at: int) -> None:
+    """Ctrl-C while the ``at``-th gradient step is computed (the run stops after that step)."""
+    original, calls = spt.total_loss, []
+
+    def interrupting(terms, step):
+        calls.append(step)
+        if len(calls) == at:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(terms, step)
+
+    monkeypatch.setattr(spt, "total_loss", interrupting)
+
+
+def before_run_state_core(state: dict) -> dict:
+    """A training state in the layout lares_rl wrote before the run-state core (core/run_state.py):
+    no ``lares_rl_version``, and the SPT progress as its dict, ``epoch_partial_seconds`` only after a Ctrl-C."""
+    old = {key: value for key, value in state.items() if key != "lares_rl_version"}
+    progress = {key: state["progress"][key] for key in ("epoch", "next_batch", "perm", "seen_rows", "step", "epoch_seconds", "finished")}
+    if state["progress"]["epoch_partial_seconds"]:
+        progress["epoch_partial_seconds"] = state["progress"]["epoch_partial_seconds"]
+    return {**old, "progress": progress}
+
+
+def test_a_state_saved_before_the_run_state_core_resumes_bit_identically(tmp_path, monkeypatch):
+    cfg = SPTConfig(epochs=2, batch_size=4, patience=5)
+    full = _train(tmp_path / "full", cfg, resume=False)
+    _interrupt_at_step(monkeypatch, 3)
+    with pytest.raises(TrainingInterrupted):
+        _train(tmp_path / "cut", cfg, resume=False)
+    monkeypatch.undo()
+    state_path = tmp_path / "cut" / "checkpoints" / "spt_last.pt"
+    state = load_training_state(state_path)
+    assert state["lares_rl_version"] and state["progress"]["epoch_partial_seconds"] > 0  # the progress is saved as a plain dict
+    save_training_state(state_path, before_run_state_core(state))
+    resumed = _train(tmp_path / "cut", cfg, resume=True)
+    assert resumed["valid"] == full["valid"] and resumed["best_epoch"] == full["best_epoch"] and resumed["epochs_run"] == 2
+
+
+def test_a_progress_this_version_cannot_read_is_refused_naming_the_version_that_wrote_it(tmp_path):
+    _train(tmp_path, SPTConfig(epochs=1, batch_size=16), resume=False)
+    state_path = tmp_path / "checkpoints" / "spt_last.pt"
+    state = load_training_state(state_path)
+    save_training_state(state_path, {**state, "lares_rl_version": "9.9", "progress": {**state["progress"], "phase_two": 1}})
+    with pytest.raises(
+        LaresError, match=r"written by lares_rl 9\.9 and holds phase_two, unknown here .*resume it with the version that wrote it"
+    ):
+        _train(tmp_path, SPTConfig(epochs=2, batch_size=16), resume=True)
+    old = before_run_state_core(state)
+    del old["progress"]["seen_rows"]
+    save_training_state(state_path, old)
+    with pytest.raises(LaresError, match=r"written by lares_rl 0\.1\.0 or earlier \(it records no version\) and lacks seen_rows"):
+        _train(tmp_path, SPTConfig(epochs=2, batch_size=16), resume=True)

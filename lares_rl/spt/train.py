@@ -15,34 +15,40 @@ pass runs without autograd: h_p is a stop-gradient target (as in MoCo/BYOL-style
 learning), the anchor still receives both directions of L_TLA, and a step saves the positive
 pass's backward, about a quarter of its cost.
 SASRec (a policy without a core block) has one state, so it trains on L_rec alone.
+
+The loop (:func:`train_spt`, at the bottom) reads top to bottom; the run's bookkeeping (resume,
+saved state, best checkpoint, early stopping, TensorBoard, DDP decisions) is
+:class:`lares_rl.core.run_state.RunState`'s, the step module and its DDP scaling are in
+lares_rl/spt/distributed.py, the loss terms in lares_rl/spt/losses.py.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from lares_rl.catalog.sampled_softmax import SampledSoftmax
-from lares_rl.core.checkpoint import load_checkpoint, save_checkpoint
 from lares_rl.core.config import to_plain
 from lares_rl.core.distributed import DistContext, check_world_size
 from lares_rl.core.errors import LaresError
-from lares_rl.core.resume import TrainingInterrupted, capture_rng, load_training_state, restore_rng, save_training_state, stop_on_sigint
+from lares_rl.core.resume import stop_on_sigint
+from lares_rl.core.run_state import BestCheckpoint, Progress, RunState, read_saved_state
 from lares_rl.core.runtime import EarlyStopping
-from lares_rl.core.tracking import NullTracker, Tracker, hparams_markdown
 from lares_rl.eval.evaluation import EvalConfig, evaluate_policy
 from lares_rl.spt.batches import SameTargetIndex, epoch_order, training_rows
 from lares_rl.spt.config import SPTConfig
 from lares_rl.spt.distributed import SPTStep, rec_scale
 from lares_rl.spt.losses import total_loss
 
-# ----------------------------------------------------------------------------- loss primitives
+# ----------------------------------------------------------------------------- resume checks
 
 
 # What a run saved before an ``spt`` key existed did in its place: such a run resumes only with that value.
@@ -54,6 +60,7 @@ SETTINGS_BEFORE_RECORDED = {
     "negative_proposal": "popularity",
     "logq_correction": True,
     "alignment_negatives": "gathered",
+    "catalog_loss": "full",
 }
 
 
@@ -84,6 +91,33 @@ def check_resume_settings(saved: Mapping, settings: Mapping, run_dir: Path) -> N
         )
 
 
+def check_spt_state(saved: Mapping, settings: Mapping, ctx: DistContext, run_dir: Path) -> None:
+    """A saved SPT training state is refused when it was saved with other settings or under another
+    world size (:func:`check_resume_settings`, :func:`check_world_size`)."""
+    check_resume_settings(saved, settings, run_dir)
+    check_world_size(saved, ctx, run_dir)
+
+
+# ----------------------------------------------------------------------------- progress and the learner
+
+
+@dataclass
+class SPTProgress(Progress):
+    """Where an SPT run stands (saved under ``progress`` in checkpoints/spt_last.pt)."""
+
+    perm: torch.Tensor | None = None  # the current epoch's row order, saved so a run cut mid-epoch walks the same order
+    seen_rows: int = 0  # supervised targets trained on: the x-axis of every SPT chart
+    epoch_seconds: list[float] = field(default_factory=list)
+    epoch_partial_seconds: float = 0.0  # how long the current epoch ran before a Ctrl-C (its speed stays per whole epoch)
+
+    X_AXIS: ClassVar[str] = "seen_rows"
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("epoch_partial_seconds",)  # saved only after a Ctrl-C before the run-state core
+
+    def next_epoch(self, stop: bool) -> None:
+        super().next_epoch(stop)
+        self.perm, self.epoch_partial_seconds = None, 0.0
+
+
 def reduced_terms(ctx: DistContext, terms: Mapping[str, torch.Tensor], loss: torch.Tensor) -> dict[str, float]:
     """The step's loss terms and diagnostics as floats, averaged over ranks (one all-reduce):
     with equal slices and the L_rec scaling this is the loss of the whole global batch."""
@@ -93,9 +127,6 @@ def reduced_terms(ctx: DistContext, terms: Mapping[str, torch.Tensor], loss: tor
     return dict(zip(names, reduced[:-1])) | {"loss_total": reduced[-1]}
 
 
-# ----------------------------------------------------------------------------- the algorithm
-
-
 def check_global_batch(cfg: SPTConfig, ctx: DistContext) -> None:
     """Under torchrun ``spt.batch_size`` is the global batch, cut into one equal slice per process;
     checked before any collective, so a bad value is one error instead of a hang."""
@@ -103,15 +134,6 @@ def check_global_batch(cfg: SPTConfig, ctx: DistContext) -> None:
         raise LaresError(
             f"spt.batch_size={cfg.batch_size} is the global batch and must be divisible by the number of processes ({ctx.world_size}); use a multiple of {ctx.world_size}, e.g. spt.batch_size={cfg.batch_size - cfg.batch_size % ctx.world_size or ctx.world_size}"
         )
-
-
-def read_spt_state(state_path: Path, settings: Mapping, ctx: DistContext, run_dir: Path) -> dict:
-    """The saved SPT training state, refused when it was saved with other settings or under
-    another world size (:func:`check_resume_settings`, :func:`check_world_size`)."""
-    saved = load_training_state(state_path)
-    check_resume_settings(saved, settings, run_dir)
-    check_world_size(saved, ctx, run_dir)
-    return saved
 
 
 def build_step(
@@ -132,223 +154,168 @@ def build_step(
     return DistributedDataParallel(step, device_ids=[device] if device.type == "cuda" else None)
 
 
-class SPTRun:
-    """One SPT run's moving parts and its steps: the restored state, one gradient step per batch
-    with its logging, the validation that ends each epoch, the saved state and the summary.
-    :func:`train_spt` builds it and drives the loop. Under DDP (``ctx``) rank 0 alone validates,
-    decides and writes; the others follow its broadcast decisions."""
+@dataclass
+class SPTLearner:
+    """What an SPT gradient step needs: the training rows, the positives' index, the data generator
+    (epoch orders and positives, the same on every rank), the optimiser and the step module."""
 
-    def __init__(
-        self,
-        *,
-        policy: nn.Module,
-        policy_config: Mapping,
-        data,
-        max_len: int,
-        cfg: SPTConfig,
-        eval_cfg: EvalConfig,
-        run_dir: Path,
-        device: torch.device,
-        seed: int,
-        config: Mapping,
-        rows: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-        positives: SameTargetIndex,
-        ctx: DistContext,
-    ) -> None:
-        self.policy, self.policy_config, self.data, self.max_len, self.cfg = policy, policy_config, data, max_len, cfg
-        self.eval_cfg, self.device, self.seed, self.config, self.ctx = eval_cfg, device, seed, config, ctx
-        self.seqs, self.lengths, self.targets = rows
-        self.positives = positives
-        self.samples_per_epoch = int((self.targets > 0).sum())
-        self.generator = torch.Generator().manual_seed(seed)  # epoch orders and positives, the same on every rank
-        # distributed: one draw of k' (and of the SLA step) per global batch, the same on every rank
-        self.step_generator = torch.Generator().manual_seed(seed + 1) if ctx.active else None
-        self.generators = (self.generator,) if self.step_generator is None else (self.generator, self.step_generator)
-        policy.to(device)
-        self.optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.stopper = EarlyStopping(cfg.patience)
-        self.best_path, self.state_path = run_dir / "checkpoints" / "spt_best.pt", run_dir / "checkpoints" / "spt_last.pt"
-        self.state = {"epoch": 0, "next_batch": 0, "perm": None, "seen_rows": 0, "step": 0, "epoch_seconds": [], "finished": False}
-        self.settings = {
-            "spt": asdict(cfg),
-            "policy_config": to_plain(policy_config),
-            "data_fingerprint": data.fingerprint,
-            "max_len": max_len,
-            "seed": seed,
-        }
-        self.min_slice = 2 if not ctx.active or cfg.alignment_negatives == "per_rank" else 1  # InfoNCE needs a negative
-        self.step: nn.Module  # the SPT step module, built by begin() after the restore
-        self.tracker: Tracker | NullTracker = NullTracker()
+    policy: nn.Module
+    seqs: torch.Tensor
+    lengths: torch.Tensor
+    targets: torch.Tensor
+    positives: SameTargetIndex
+    generator: torch.Generator
+    optimizer: torch.optim.Optimizer
+    step: nn.Module  # SPTStep, wrapped in DistributedDataParallel under torchrun
+    ctx: DistContext
+    device: torch.device
+    min_slice: int  # the smallest slice a rank trains on: InfoNCE needs a negative
 
-    # --- start
-    def begin(self, saved: Mapping | None, run_dir: Path, softmax: SampledSoftmax | None) -> None:
-        """The saved state restored on every rank (a fresh DDP run instead seeds each rank's own
-        global stream: dropout and T0 noise), then the step module."""
-        if saved is not None:
-            self.restore(saved, run_dir)
-        elif self.ctx.active:
-            torch.manual_seed(self.seed + self.ctx.rank)
-        self.step = build_step(self.policy, self.cfg, self.ctx, self.device, self.step_generator, softmax)
+    @property
+    def samples_per_epoch(self) -> int:
+        return int((self.targets > 0).sum())
 
-    def restore(self, saved: Mapping, run_dir: Path) -> None:
-        """Continue from ``saved``: weights, Adam, early stopping, this rank's RNG streams and the
-        progress (the epoch order and the next batch, so a cut epoch goes on where it stopped)."""
-        self.policy.load_state_dict(saved["policy_state"])
-        self.optimizer.load_state_dict(saved["optimizer_state"])
-        self.stopper.load_state_dict(saved["stopper"])
-        restore_rng(saved["rank_rng"][self.ctx.rank] if self.ctx.active else saved["rng"], *self.generators)
-        self.state = saved["progress"]
-        if self.ctx.is_main:
-            print(f"[spt] resuming {run_dir} at epoch {self.state['epoch']}, batch {self.state['next_batch']}", flush=True)
-
-    def open_tracker(self, run_dir: Path, progress: bool, resumed: bool) -> None:
-        """Rank 0 only; a resumed run purges what it logged after the saved state (a crash mid-epoch)."""
-        if not self.ctx.is_main:
-            return
-        self.tracker = Tracker(run_dir / "tb" / "spt", "spt", progress, purge_step=self.state["seen_rows"] + 1 if resumed else None)
-        if not resumed:
-            self.tracker.log_text("hparams", hparams_markdown(self.config))
-
-    def save_state(self) -> None:
-        """Every rank's RNG streams are gathered (their dropout and T0 noise differ); rank 0 writes."""
-        ctx = self.ctx
-        rank_rng = ctx.gather_objects(capture_rng(*self.generators))
-        state = {
-            "policy_state": self.policy.state_dict(),
-            "optimizer_state": self.optimizer.state_dict(),
-            "stopper": self.stopper.state_dict(),
-            "rng": capture_rng(*self.generators),
-            "progress": self.state,
-            "settings": self.settings,
-            "world_size": ctx.world_size,
-            "distributed": ctx.active,
-        }
-        ctx.on_main(lambda: save_training_state(self.state_path, {**state, "rank_rng": rank_rng} if ctx.active else state))
-
-    # --- one epoch, one batch
-    def begin_epoch(self) -> tuple[float, tuple[torch.Tensor, ...]]:
-        """Train mode, the epoch's start time and its batches: consecutive ``spt.batch_size`` chunks
-        of the epoch order, which is saved, so a run resumed mid-epoch walks the same order."""
+    def epoch_batches(self, progress: SPTProgress, cfg: SPTConfig) -> tuple[torch.Tensor, ...]:
+        """Train mode and the epoch's batches: consecutive ``spt.batch_size`` chunks of the epoch
+        order, drawn when the epoch starts and saved, so a run resumed mid-epoch walks the same order."""
         self.policy.train()
-        start = time.perf_counter()
-        if self.state["perm"] is None:
-            self.state["perm"] = epoch_order(self.lengths, self.cfg.batch_size, self.cfg.bucket_by_length, self.generator)
-        return start, self.state["perm"].split(self.cfg.batch_size)
+        if progress.perm is None:
+            progress.perm = epoch_order(self.lengths, cfg.batch_size, cfg.bucket_by_length, self.generator)
+        return progress.perm.split(cfg.batch_size)
 
-    def update_step(self, batches: tuple[torch.Tensor, ...], index: int) -> None:
-        """One gradient step on global batch ``index`` (this rank trains on its slice). A batch too
-        small for in-batch negatives (an epoch's last) is skipped, on every rank alike."""
-        rows = batches[index]
-        local = self.ctx.shard(rows)
-        if len(rows) >= 2 and len(local) >= self.min_slice:
-            used = rows[: len(local) * self.ctx.world_size]  # every rank's slice together
-            terms = self.loss_terms(rows, local, used)
-            loss = self.checked_loss(terms)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            self.state["seen_rows"] += int((self.targets[used] > 0).sum())
-            self.state["step"] += 1
-            self.log_step(terms, loss)
-        self.state["next_batch"] = index + 1
-
-    def loss_terms(self, rows: torch.Tensor, local: torch.Tensor, used: torch.Tensor) -> Mapping[str, torch.Tensor]:
-        """The step's loss terms on this rank's ``local`` rows, their positives drawn for the whole
-        global batch ``rows`` (the same draws on every rank), L_rec scaled to the global batch."""
-
-        seqs, lengths, targets, device = self.seqs, self.lengths, self.targets, self.device
-        pos_rows = self.ctx.shard(self.positives.sample(rows, self.generator))
-        batch = (seqs[local].to(device), lengths[local].to(device), targets[local].to(device))
-        return self.step(
-            batch, (seqs[pos_rows].to(device), lengths[pos_rows].to(device)), rec_scale(targets[used], targets[local], self.ctx.world_size)
+    def update(self, rows: torch.Tensor, progress: SPTProgress) -> dict[str, dict[str, float]] | None:
+        """One gradient step on global batch ``rows``: this rank trains on its slice, the positives
+        are drawn for the whole batch (the same draws on every rank), L_rec is scaled to the global
+        batch. Returns the step's metrics (the global batch's, as one process would log them), or
+        None for a batch too small for in-batch negatives (an epoch's last), skipped on every rank."""
+        ctx, device, seqs, lengths, targets = self.ctx, self.device, self.seqs, self.lengths, self.targets
+        local = ctx.shard(rows)
+        if len(rows) < 2 or len(local) < self.min_slice:
+            return None
+        used = rows[: len(local) * ctx.world_size]  # every rank's slice together
+        pos_rows = ctx.shard(self.positives.sample(rows, self.generator))
+        terms = self.step(
+            (seqs[local].to(device), lengths[local].to(device), targets[local].to(device)),
+            (seqs[pos_rows].to(device), lengths[pos_rows].to(device)),
+            rec_scale(targets[used], targets[local], ctx.world_size),
         )
-
-    def checked_loss(self, terms: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """L_SPT (:func:`total_loss`). Under DDP a non-finite term on one rank stops every rank
-        before the update (the others would wait in the gradient all-reduce)."""
-        step = self.state["step"]
-        if self.ctx.active and self.ctx.any(not all(torch.isfinite(v).all() for n, v in terms.items() if n.startswith("loss_"))):
-            total_loss(terms, step)  # the rank with the bad term names it; the others stop too, not wait
-            raise LaresError(
-                f"another rank hit a non-finite loss at step {step}; training stopped. The last good state (checkpoints/spt_last.pt, spt_best.pt) is kept; lower spt.lr or check the data"
-            )
-        return total_loss(terms, step)
-
-    def log_step(self, terms: Mapping[str, torch.Tensor], loss: torch.Tensor) -> None:
-        """The global batch's loss terms and diagnostics, as one process would log them."""
-        logged = reduced_terms(self.ctx, terms, loss)
-        seen_rows = self.state["seen_rows"]
-        self.tracker.log("losses", {n: v for n, v in logged.items() if n.startswith("loss_")}, seen_rows)
-        self.tracker.log("diag", {n: v for n, v in logged.items() if not n.startswith("loss_")}, seen_rows)
-
-    def save_interrupted(self, epoch_start: float) -> None:
-        """Ctrl-C: keep the time the cut epoch has run so far (its speed stays per whole epoch),
-        save the state and close the tracker."""
-        self.state["epoch_partial_seconds"] = self.state.get("epoch_partial_seconds", 0.0) + time.perf_counter() - epoch_start
-        self.save_state()
-        self.tracker.close()
-
-    # --- end of an epoch
-    def end_epoch(self, epoch: int, epoch_start: float) -> None:
-        """The epoch's time, validation and early stopping (decided once, on rank 0), the saved state."""
-        state = self.state
-        # an epoch cut by Ctrl-C counts the time before the cut too, so speed is per whole epoch
-        seconds = time.perf_counter() - epoch_start + state.pop("epoch_partial_seconds", 0.0)
-        state["epoch_seconds"].append(seconds)
-        stopper_state, stop = self.ctx.on_main(lambda: self.validate_epoch(epoch, seconds))
-        self.stopper.load_state_dict(stopper_state)
-        state.update(epoch=epoch + 1, next_batch=0, perm=None, finished=stop)
-        self.save_state()
-
-    def validate_epoch(self, epoch: int, seconds: float) -> tuple[dict, bool]:
-        """Rank 0: validation, the early-stopping decision and the best checkpoint."""
-        stopper, tracker, seen_rows = self.stopper, self.tracker, self.state["seen_rows"]
-        metrics = evaluate_policy(self.policy, self.data, "valid", self.max_len, self.eval_cfg, self.device)
-        stop = stopper.step(metrics["ndcg@10"], epoch)
-        tracker.log("eval", metrics, seen_rows)
-        tracker.log(
-            "charts",
-            {"learning_rate": self.optimizer.param_groups[0]["lr"], "samples_per_sec": self.samples_per_epoch / seconds, "epoch": epoch},
-            seen_rows,
-        )
-        tracker.log("time", {"epoch_seconds": seconds}, seen_rows)
-        print(
-            f"[spt] epoch {epoch:3d}  {seconds:6.1f}s  valid ndcg@10 {metrics['ndcg@10']:.4f}  recall@10 {metrics['recall@10']:.4f}"
-            + ("  *" if stopper.improved else ""),
-            flush=True,
-        )
-        if stopper.improved:
-            save_checkpoint(
-                self.best_path,
-                policy=self.policy,
-                policy_config=self.policy_config,
-                data=self.data,
-                max_len=self.max_len,
-                dataset_name=str(self.config["dataset"]["name"]),
-                phase="spt",
-                epoch=epoch,
-                metrics=metrics,
-                config=self.config,
-            )
-        return stopper.state_dict(), stop
-
-    def summary(self) -> dict:
-        """Best epoch, epochs run, checkpoint and speed; on rank 0 also the best weights back into
-        the policy and their validation metrics (the other ranks keep their last weights)."""
-        epoch_seconds = self.state["epoch_seconds"]
-        seconds_per_epoch = sum(epoch_seconds) / max(1, len(epoch_seconds))
-        summary = {
-            "best_epoch": self.stopper.best_epoch,
-            "epochs_run": self.state["epoch"],
-            "checkpoint": str(self.best_path),
-            "seconds_per_epoch": seconds_per_epoch,
-            "samples_per_sec": self.samples_per_epoch / seconds_per_epoch if seconds_per_epoch else 0.0,
+        loss = checked_loss(ctx, terms, progress.step)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        progress.seen_rows += int((targets[used] > 0).sum())
+        progress.step += 1
+        logged = reduced_terms(ctx, terms, loss)
+        return {
+            "losses": {n: v for n, v in logged.items() if n.startswith("loss_")},
+            "diag": {n: v for n, v in logged.items() if not n.startswith("loss_")},
         }
-        if not self.ctx.is_main:
-            return summary
-        best = load_checkpoint(self.best_path)
-        self.policy.load_state_dict(best["policy_state"])
-        return {**summary, "valid": best["metrics"]}
+
+
+def checked_loss(ctx: DistContext, terms: Mapping[str, torch.Tensor], step: int) -> torch.Tensor:
+    """L_SPT (:func:`total_loss`). Under DDP a non-finite term on one rank stops every rank before
+    the update (the others would wait in the gradient all-reduce)."""
+    if ctx.active and ctx.any(not all(torch.isfinite(v).all() for n, v in terms.items() if n.startswith("loss_"))):
+        total_loss(terms, step)  # the rank with the bad term names it; the others stop too, not wait
+        raise LaresError(
+            f"another rank hit a non-finite loss at step {step}; training stopped. The last good state (checkpoints/spt_last.pt, spt_best.pt) is kept; lower spt.lr or check the data"
+        )
+    return total_loss(terms, step)
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def build_spt(
+    *,
+    policy: nn.Module,
+    policy_config: Mapping,
+    data,
+    max_len: int,
+    cfg: SPTConfig,
+    run_dir: Path,
+    device: torch.device,
+    seed: int,
+    config: Mapping,
+    resume: bool,
+    ctx: DistContext,
+) -> tuple[RunState, SPTLearner]:
+    """The run state and the learner: every training prefix as one row (or dense windows) and the
+    positives' index, the random streams, Adam, then (when resuming) the saved state, read on rank 0
+    and restored on every rank (a fresh DDP run instead seeds each rank's own global stream: dropout
+    and T0 noise), then the step module."""
+    (seqs, lengths, targets), positives = training_rows(policy, data, max_len, cfg)
+    rec_softmax = cfg.rec_softmax(policy, targets)
+    generator = torch.Generator().manual_seed(seed)
+    # distributed: one draw of k' (and of the SLA step) per global batch, the same on every rank
+    step_generator = torch.Generator().manual_seed(seed + 1) if ctx.active else None
+    policy.to(device)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    settings = {
+        "spt": asdict(cfg),
+        "policy_config": to_plain(policy_config),
+        "data_fingerprint": data.fingerprint,
+        "max_len": max_len,
+        "seed": seed,
+    }
+    dataset_name = str(config.get("dataset", {}).get("name", data.name))
+    run = RunState(
+        phase="spt",
+        run_dir=run_dir,
+        ctx=ctx,
+        progress=SPTProgress(),
+        stopper=EarlyStopping(cfg.patience),
+        best=BestCheckpoint(run_dir / "checkpoints" / "spt_best.pt", "spt", policy_config, data, max_len, dataset_name, config),
+        stateful={"policy_state": policy, "optimizer_state": optimizer},
+        generators=(generator,) if step_generator is None else (generator, step_generator),
+        extra_state=lambda: {"settings": settings},
+    )
+    if resume:
+        check = partial(check_spt_state, settings=settings, ctx=ctx, run_dir=run_dir)
+        run.restore(ctx.on_main(lambda: read_saved_state(run.state_path, SPTProgress, check)))  # rank 0 reads, every rank restores
+    elif ctx.active:
+        torch.manual_seed(seed + ctx.rank)
+    step = build_step(policy, cfg, ctx, device, step_generator, rec_softmax)
+    min_slice = 2 if not ctx.active or cfg.alignment_negatives == "per_rank" else 1
+    return run, SPTLearner(policy, seqs, lengths, targets, positives, generator, optimizer, step, ctx, device, min_slice)
+
+
+def validate_epoch(run: RunState, learner: SPTLearner, data, max_len: int, eval_cfg: EvalConfig, epoch: int, seconds: float) -> bool:
+    """Rank 0: validation, the early-stopping decision (True: stop) and the best checkpoint."""
+    metrics = evaluate_policy(learner.policy, data, "valid", max_len, eval_cfg, learner.device)
+    stop = run.judge(epoch, metrics, metrics["ndcg@10"], learner.policy)
+    run.log(
+        {
+            "charts": {
+                "learning_rate": learner.optimizer.param_groups[0]["lr"],
+                "samples_per_sec": learner.samples_per_epoch / seconds,
+                "epoch": epoch,
+            },
+            "time": {"epoch_seconds": seconds},
+        }
+    )
+    print(
+        f"[spt] epoch {epoch:3d}  {seconds:6.1f}s  valid ndcg@10 {metrics['ndcg@10']:.4f}  recall@10 {metrics['recall@10']:.4f}"
+        + ("  *" if run.stopper.improved else ""),
+        flush=True,
+    )
+    return stop
+
+
+def summary(run: RunState, learner: SPTLearner) -> dict:
+    """Best epoch, epochs run, checkpoint and speed; on rank 0 also the best weights back into the
+    policy and their validation metrics (the other ranks keep their last weights)."""
+    epoch_seconds = run.progress.epoch_seconds
+    seconds_per_epoch = sum(epoch_seconds) / max(1, len(epoch_seconds))
+    result = {
+        **run.summary(),
+        "checkpoint": str(run.best.path),
+        "seconds_per_epoch": seconds_per_epoch,
+        "samples_per_sec": learner.samples_per_epoch / seconds_per_epoch if seconds_per_epoch else 0.0,
+    }
+    if not run.ctx.is_main:
+        return result
+    return {**result, "valid": run.load_best(learner.policy)["metrics"]}
 
 
 def train_spt(
@@ -384,48 +351,42 @@ def train_spt(
     """
     ctx = dist_ctx or DistContext()
     check_global_batch(cfg, ctx)
-
-    # --- data: every training prefix as one row (or dense windows); positives indexed once
-    rows, positives = training_rows(policy, data, max_len, cfg)
-    rec_softmax = cfg.rec_softmax(policy, rows[2])
-
-    # --- model, optimiser, (when resuming) the saved state, the step module, logging
-    run = SPTRun(
+    run, learner = build_spt(
         policy=policy,
         policy_config=policy_config,
         data=data,
         max_len=max_len,
         cfg=cfg,
-        eval_cfg=eval_cfg,
         run_dir=run_dir,
         device=device,
         seed=seed,
         config=config,
-        rows=rows,
-        positives=positives,
+        resume=resume,
         ctx=ctx,
     )
-    saved = (
-        ctx.on_main(lambda: read_spt_state(run.state_path, run.settings, ctx, run_dir)) if resume else None
-    )  # rank 0 reads, every rank gets the same state
-    run.begin(saved, run_dir, rec_softmax)
-    run.open_tracker(run_dir, progress, resumed=resume)
+    run.open_tracker(progress, resumed=resume, config=config)
     resume_command = resume_command or f"lares-rl spt resume={run_dir} <the same overrides>"
 
-    # --- loop: one pass over shuffled rows per epoch, then validation
-    with stop_on_sigint() as stop_request:
-        while run.state["epoch"] < cfg.epochs and not run.state["finished"]:
-            epoch = run.state["epoch"]
-            epoch_start, batches = run.begin_epoch()
-            for index in run.tracker.bar(
-                range(run.state["next_batch"], len(batches)), len(batches) - run.state["next_batch"], f"spt epoch {epoch}"
-            ):
-                run.update_step(batches, index)
-                if ctx.any(stop_request.requested):  # every rank stops after the same batch
-                    run.save_interrupted(epoch_start)
-                    raise TrainingInterrupted(
-                        f"SPT interrupted at epoch {epoch}, batch {index + 1}/{len(batches)}; state saved to {run.state_path}. Resume with: {resume_command}"
-                    )
-            run.end_epoch(epoch, epoch_start)
-    run.tracker.close()
-    return run.summary()
+    # --- loop: one pass over the epoch order per epoch, a gradient step per global batch, then validation
+    try:
+        with stop_on_sigint() as stop_request:
+            while run.training(cfg.epochs):
+                epoch, epoch_start = run.progress.epoch, time.perf_counter()
+                batches = learner.epoch_batches(run.progress, cfg)
+                for index in run.batches(len(batches), f"spt epoch {epoch}"):
+                    metrics = learner.update(batches[index], run.progress)
+                    if metrics is not None:
+                        run.log(metrics)
+                    run.progress.next_batch = index + 1
+                    if ctx.any(stop_request.requested):  # every rank stops after the same batch
+                        run.progress.epoch_partial_seconds += time.perf_counter() - epoch_start
+                        run.save_and_stop(
+                            f"SPT interrupted at epoch {epoch}, batch {index + 1}/{len(batches)}; state saved to {run.state_path}. Resume with: {resume_command}"
+                        )
+                # a cut epoch counts its time before the cut too, so speed is per whole epoch
+                seconds = time.perf_counter() - epoch_start + run.progress.epoch_partial_seconds
+                run.progress.epoch_seconds.append(seconds)
+                run.end_epoch(lambda: validate_epoch(run, learner, data, max_len, eval_cfg, epoch, seconds))
+    finally:
+        run.tracker.close()
+    return summary(run, learner)

@@ -160,7 +160,7 @@ def test_final_entropy_has_a_finite_gradient_with_a_padding_column():
 def test_halting_rollouts_record_the_steps_taken_and_replay_exactly():
     """rpt.halt_tol: evaluation rollouts stop per row; the loss's replay halts the same way, so the
     Gaussian latent policy's ratio is exactly 1 on the first update."""
-    from lares_rl.rpt.losses import LatentPolicyGradientLoss
+    from lares_rl.rpt.algorithms.latent_pg import LatentPolicyGradientLoss
 
     policy = tiny_policy(mean_recurrence=3)
     td = observation(batch=16)

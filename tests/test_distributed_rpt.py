@@ -17,7 +17,8 @@ from lares_rl.core.errors import LaresError
 from lares_rl.core.resume import save_training_state
 from lares_rl.eval.evaluation import EvalConfig
 from lares_rl.rpt.config import RPTConfig
-from lares_rl.rpt.loop import read_rpt_state, train_rpt
+from lares_rl.rpt.loop import train_rpt
+from lares_rl.rpt.setup import read_rpt_state
 from tests.synthetic import write_sequential_csv
 from tests.test_cli import run_cli
 from tests.test_distributed_spt import kill_rank_one_after_epoch_one

@@ -16,10 +16,14 @@ from lares_rl.policies.actor import make_slate_actor, replay_step_log_probs
 from lares_rl.policies.reasoner import LaresReasoner
 from lares_rl.rewards import make_reward
 from lares_rl.rewards.build import instantiate_reward
+from lares_rl.rpt.algorithms import ALGORITHMS
+from lares_rl.rpt.algorithms.grpo import GroupRelativeLoss, reference_log_probs
+from lares_rl.rpt.algorithms.ppo import make_value_head
+from lares_rl.rpt.config import ALGORITHMS as CONFIGURABLE
 from lares_rl.rpt.config import RPTConfig
 from lares_rl.rpt.episodes import training_row_positions
 from lares_rl.rpt.filter import top_k_filter
-from lares_rl.rpt.losses import GroupAdvantage, GroupRelativeLoss, make_value_head, reference_log_probs
+from lares_rl.rpt.losses import GroupAdvantage
 
 N, L, G = 25, 6, 4
 
@@ -239,3 +243,7 @@ def test_rollout_halting_config_names_its_key():
             num_items=N, reward_fn=make_reward("ndcg", k=10), recurrent=False
         )
     RPTConfig(algorithm="latent_pg", exploration="gaussian", latent_noise=False, halt_tol=0.1).validate()
+
+
+def test_every_configurable_algorithm_has_its_module_in_the_registry():
+    assert set(ALGORITHMS) == set(CONFIGURABLE)

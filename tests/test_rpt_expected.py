@@ -15,10 +15,11 @@ from lares_rl.eval.exposure import build_item_context
 from lares_rl.policies.reasoner import LaresReasoner
 from lares_rl.rewards import make_reward, weighted
 from lares_rl.rewards.context import ItemContext, bind_context
+from lares_rl.rpt.algorithms.expected_pg import ExpectedRewardLoss, check_item_reward_signal, one_item_rewards
 from lares_rl.rpt.config import RPTConfig
 from lares_rl.rpt.direction import direction_check
-from lares_rl.rpt.loop import train_rpt, weight_average
-from lares_rl.rpt.losses import ExpectedRewardLoss, check_item_reward_signal, one_item_rewards
+from lares_rl.rpt.loop import train_rpt
+from lares_rl.rpt.setup import weight_average
 from lares_rl.spt.config import SPTConfig
 from lares_rl.spt.train import train_spt
 

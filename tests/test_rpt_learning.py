@@ -15,10 +15,11 @@ from lares_rl.eval.evaluation import EvalConfig
 from lares_rl.policies.actor import latent_scale, make_slate_actor
 from lares_rl.policies.reasoner import LaresReasoner
 from lares_rl.rewards import make_reward
+from lares_rl.rpt.algorithms.latent_pg import LatentPolicyGradientLoss
 from lares_rl.rpt.config import RPTConfig
 from lares_rl.rpt.direction import direction_check
 from lares_rl.rpt.loop import train_rpt
-from lares_rl.rpt.losses import GroupAdvantage, LatentPolicyGradientLoss
+from lares_rl.rpt.losses import GroupAdvantage
 from lares_rl.rpt.probe import check_learning_signal, probe_metrics
 from lares_rl.spt.config import SPTConfig
 from lares_rl.spt.train import train_spt

@@ -27,7 +27,8 @@ from lares_rl.policies.actor import make_slate_actor
 from lares_rl.policies.reasoner import LaresReasoner
 from lares_rl.rewards import make_reward
 from lares_rl.rpt import loop as rpt
-from lares_rl.rpt import losses as rpt_losses
+from lares_rl.rpt import setup as rpt_setup
+from lares_rl.rpt.algorithms import grpo
 from lares_rl.rpt.config import RPTConfig
 from lares_rl.rpt.loop import train_rpt, train_rpt_with_test
 from tests.cli_process import finish, start, wait_for_epoch
@@ -154,31 +155,59 @@ def test_env_sampling_state_before_the_pending_reset_lets_a_new_collector_contin
         make_env(SequenceData.from_sequences([[1, 2, 3, 4, 5, 6]] * 3, num_items=N)).load_sampling_state(saved["_extra_state"])
 
 
-@pytest.mark.parametrize("cfg", [GRPO, PPO, LATENT_H2, EXPECTED_EMA], ids=["grpo", "ppo_value", "latent_pg_horizon2", "expected_pg_ema"])
-def test_ctrl_c_mid_epoch_saves_and_resume_is_bit_identical(cfg, tmp_path, monkeypatch, uninterrupted):
-    full = uninterrupted(cfg)
+def _interrupt_at_batch_2(monkeypatch) -> list:
+    """Ctrl-C while batch 2 of epoch 0 is being processed (every algorithm flattens its batch); the calls seen."""
     flatten, calls = rpt.decisions, []
 
-    def interrupt_at_batch_2(batch):  # Ctrl-C while batch 2 of epoch 0 is being processed (every algorithm flattens its batch)
+    def interrupt_at_batch_2(batch):
         calls.append(1)
         if len(calls) == 2:
             os.kill(os.getpid(), signal.SIGINT)
         return flatten(batch)
 
     monkeypatch.setattr(rpt, "decisions", interrupt_at_batch_2)
+    return calls
+
+
+@pytest.mark.parametrize("cfg", [GRPO, PPO, LATENT_H2, EXPECTED_EMA], ids=["grpo", "ppo_value", "latent_pg_horizon2", "expected_pg_ema"])
+def test_ctrl_c_mid_epoch_saves_and_resume_is_bit_identical(cfg, tmp_path, monkeypatch, uninterrupted):
+    full = uninterrupted(cfg)
+    calls = _interrupt_at_batch_2(monkeypatch)
     with pytest.raises(TrainingInterrupted, match=f"epoch 0, batch 2/3.*Resume with: lares-rl rpt resume={tmp_path}"):
         run_rpt(tmp_path, cfg)
     state = load_training_state(tmp_path / "checkpoints" / "rpt_last.pt")
     assert (state["progress"]["epoch"], state["progress"]["next_batch"]) == (0, 2) and len(calls) == 2
-    monkeypatch.setattr(rpt, "decisions", flatten)
+    monkeypatch.undo()
     resumed = run_rpt(tmp_path, cfg, resume=True)
     assert without_timing(resumed) == without_timing(full)  # rewards, validation history, best metrics, greedy probes
     assert resumed["frames"] == full["frames"] == 2 * 3 * 7 * cfg.group_size * cfg.horizon
 
 
+# The RPT progress as lares_rl saved it before the run-state core (core/run_state.py), after a batch of epoch 0.
+PROGRESS_BEFORE_RUN_STATE_CORE = (
+    "epoch", "next_batch", "epoch_rewards", "histories_seen", "step", "finished", "reward_per_epoch", "frames", "collect_seconds",
+    "loop_seconds", "reward_before", "valid_start", "probe_curve", "zero_adv_fractions", "prepare_seconds", "update_seconds",
+)  # fmt: skip
+
+
+def test_a_state_saved_before_the_run_state_core_resumes_bit_identically(tmp_path, monkeypatch, uninterrupted):
+    """A Ctrl-C state in the old layout (no lares_rl_version; the progress dict without the keys no
+    batch of epoch 0 had set yet, e.g. valid_ndcg_per_epoch) continues as the uninterrupted run."""
+    full = uninterrupted(GRPO)
+    _interrupt_at_batch_2(monkeypatch)
+    with pytest.raises(TrainingInterrupted):
+        run_rpt(tmp_path, GRPO)
+    monkeypatch.undo()
+    path = tmp_path / "checkpoints" / "rpt_last.pt"
+    state = load_training_state(path)
+    old = {key: value for key, value in state.items() if key != "lares_rl_version"}
+    save_training_state(path, {**old, "progress": {key: state["progress"][key] for key in PROGRESS_BEFORE_RUN_STATE_CORE}})
+    assert without_timing(run_rpt(tmp_path, GRPO, resume=True)) == without_timing(full)
+
+
 def test_nan_loss_names_term_and_step_and_keeps_the_last_good_state(tmp_path, monkeypatch, uninterrupted):
     full = uninterrupted(GRPO)
-    forward, calls = rpt_losses.GroupRelativeLoss.forward, []
+    forward, calls = grpo.GroupRelativeLoss.forward, []
 
     def nan_at_epoch_1_batch_2(self, td):
         out = forward(self, td)
@@ -187,7 +216,7 @@ def test_nan_loss_names_term_and_step_and_keeps_the_last_good_state(tmp_path, mo
             out["loss_kl"] = out["loss_kl"] * float("nan")
         return out
 
-    monkeypatch.setattr(rpt_losses.GroupRelativeLoss, "forward", nan_at_epoch_1_batch_2)
+    monkeypatch.setattr(grpo.GroupRelativeLoss, "forward", nan_at_epoch_1_batch_2)
     with pytest.raises(LaresError) as caught:
         run_rpt(tmp_path, GRPO)
     message = str(caught.value)
@@ -199,7 +228,7 @@ def test_nan_loss_names_term_and_step_and_keeps_the_last_good_state(tmp_path, mo
     state = load_training_state(tmp_path / "checkpoints" / "rpt_last.pt")
     assert (state["progress"]["epoch"], state["progress"]["next_batch"], state["progress"]["step"]) == (1, 0, 3)
     # the last good state is a complete one: resuming from it gives the uninterrupted run
-    monkeypatch.setattr(rpt_losses.GroupRelativeLoss, "forward", forward)
+    monkeypatch.setattr(grpo.GroupRelativeLoss, "forward", forward)
     assert without_timing(run_rpt(tmp_path, GRPO, resume=True)) == without_timing(full)
     # ... and only from the SPT weights it started from
     with pytest.raises(LaresError, match="SPT checkpoint's weights differ"):
@@ -210,7 +239,7 @@ def test_rpt_that_never_beats_the_spt_start_keeps_the_spt_weights(tmp_path, monk
     """Validation that only gets worse after the start: early stopping runs out of patience and
     rpt_best.pt holds exactly the weights RPT started from, with the start's metrics."""
     scores = iter([0.5, 0.4, 0.3, 0.2])
-    monkeypatch.setattr(rpt, "evaluate_policy", lambda *args, **kwargs: {"ndcg@10": next(scores), "recall@10": 0.0})
+    monkeypatch.setattr(rpt_setup, "evaluate_policy", lambda *args, **kwargs: {"ndcg@10": next(scores), "recall@10": 0.0})
     start = weights_digest(spt_policy().state_dict())
     summary = run_rpt(tmp_path, replace(GRPO, epochs=5, patience=2))
     assert summary["best_epoch"] == -1 and summary["epochs_run"] == 2 and summary["valid_ndcg_per_epoch"] == [0.4, 0.3]

@@ -1,9 +1,10 @@
-"""The RPT learner: actor, frozen reference, advantage, loss and optimiser, and one update.
+"""The RPT learner: actor, frozen reference, the configured algorithm and optimiser, and one update.
 
-Built once from the ``rpt`` config by :func:`build_learner`; :func:`lares_rl.rpt.loop.train_rpt` drives
-it over collected batches, and :func:`lares_rl.rpt.direction.direction_check` drives it over one
-fixed set of histories. Keeping both on this one object means the check tests exactly the update
-that training runs.
+Built once from the ``rpt`` config by :func:`build_learner`, which takes the algorithm (its loss
+module and what it computes before the loss) from the registry in lares_rl/rpt/algorithms/;
+:func:`lares_rl.rpt.loop.train_rpt` drives it over collected batches, and
+:func:`lares_rl.rpt.direction.direction_check` over one fixed set of histories. Keeping both on
+this one object means the check tests exactly the update that training runs.
 """
 
 from __future__ import annotations
@@ -15,55 +16,48 @@ from dataclasses import dataclass, field
 import torch
 from tensordict import TensorDictBase
 from torch import nn
-from torchrl.objectives import ClipPPOLoss
 
 from lares_rl.core.distributed import DistContext
 from lares_rl.core.errors import LaresError
 from lares_rl.eval.adaptive_depth import default_depth
-from lares_rl.policies.actor import make_slate_actor, replay_step_log_probs
-from lares_rl.rpt.losses import (
-    ExpectedRewardLoss,
-    GroupAdvantage,
-    GroupRelativeLoss,
-    LatentPolicyGradientLoss,
-    make_value_head,
-    reference_log_probs,
-    total_loss,
-)
+from lares_rl.policies.actor import make_slate_actor
+from lares_rl.rpt.algorithms import algorithm
+from lares_rl.rpt.config import RPTConfig
+from lares_rl.rpt.losses import GroupAdvantage, total_loss
 
 
 @dataclass
 class RPTLearner:
-    """Everything one RPT update needs; see :func:`build_learner`."""
+    """Everything one RPT update needs; see :func:`build_learner`. ``algorithm`` is the registry
+    entry for ``rpt.algorithm`` (lares_rl/rpt/algorithms/): its loss module, value head and
+    ``prepare``."""
 
-    cfg: object  # RPTConfig (not imported: rpt.py imports this module)
+    cfg: RPTConfig
     policy: nn.Module
     actor: nn.Module
     reference: nn.Module
-    group_advantage: nn.Module | None  # None with one rollout per history (rpt=expected_pg, group_size 1)
-    loss_module: nn.Module
+    algorithm: object
     optimizer: torch.optim.Optimizer
-    value_head: nn.Module | None = None
     steps: int = field(default=0)
     ranks: DistContext = field(default_factory=DistContext)  # DDP learners (rpt_distributed): gradients averaged over ranks
 
-    @torch.no_grad()
-    def prepare(self, batch: TensorDictBase) -> None:
-        """Write what the loss reads besides the rollout: the group advantage, and per algorithm the
-        reference's per-step log-probs (grpo), behaviour log-probs (grpo with several update
-        epochs) or the value baseline (ppo with ``advantage=value``)."""
+    @property
+    def loss_module(self) -> nn.Module:
+        return self.algorithm.loss_module
 
-        target = batch["next", "target"]
-        if self.group_advantage is not None:
-            self.group_advantage(batch)
-        if self.cfg.algorithm == "grpo":
-            reference_log_probs(self.reference, batch, target)
-            if self.cfg.update_epochs > 1:
-                batch.set("old_step_log_prob", replay_step_log_probs(self.policy, batch, target)[0])
-        elif self.value_head is not None:
-            value = self.value_head(batch.select("user_state").clone())["state_value"]
-            batch.set("value_target", batch["next", "reward"])
-            batch.set("advantage", batch["next", "reward"] - value)
+    @property
+    def value_head(self) -> nn.Module | None:
+        return self.algorithm.value_head
+
+    @property
+    def group_advantage(self) -> GroupAdvantage | None:  # None with one rollout per history (rpt=expected_pg, group_size 1)
+        return self.algorithm.group_advantage
+
+    def prepare(self, batch: TensorDictBase) -> None:
+        """Write what the loss reads besides the rollout (the algorithm's ``prepare``): the group
+        advantage, and per algorithm the reference's per-step log-probs (grpo), behaviour
+        log-probs (grpo with several update epochs) or the value baseline (ppo with ``advantage=value``)."""
+        self.algorithm.prepare(batch)
 
     def update(
         self,
@@ -92,7 +86,7 @@ class RPTLearner:
         return terms, loss
 
 
-def rollout_halting(cfg, policy: nn.Module) -> tuple[float, int] | None:
+def rollout_halting(cfg: RPTConfig, policy: nn.Module) -> tuple[float, int] | None:
     """``(tol, k_max)`` for the actor's evaluation-mode rollouts when ``rpt.halt_tol`` is set
     (k_max defaults to the policy's evaluation depth), else None: the fixed depth."""
 
@@ -102,7 +96,7 @@ def rollout_halting(cfg, policy: nn.Module) -> tuple[float, int] | None:
 
 
 def build_learner(
-    policy: nn.Module, cfg, *, device: torch.device, eval_seed: int, seed: int, reward_fn=None, item_chunk: int | None = None
+    policy: nn.Module, cfg: RPTConfig, *, device: torch.device, eval_seed: int, seed: int, reward_fn=None, item_chunk: int | None = None
 ) -> RPTLearner:
     """The learner for ``cfg.algorithm``; the reference is a frozen copy of ``policy`` as it is now.
     ``reward_fn`` is needed by ``expected_pg``, whose loss evaluates the reward of every item;
@@ -122,43 +116,11 @@ def build_learner(
         item_chunk=item_chunk,
     )
     reference = copy.deepcopy(policy).eval().requires_grad_(False)
-    value_head = None
-    if cfg.algorithm == "grpo":
-        loss_module = GroupRelativeLoss(policy, beta=cfg.beta, clip_epsilon=cfg.clip_epsilon if cfg.update_epochs > 1 else None)
-    elif cfg.algorithm == "latent_pg":
-        loss_module = LatentPolicyGradientLoss(
-            policy, sigma=cfg.latent_sigma, reference=reference, beta=cfg.beta, clip_epsilon=cfg.clip_epsilon, halting=halting
-        )
-    elif cfg.algorithm == "expected_pg":
-        if reward_fn is None:
-            raise ValueError("rpt.algorithm=expected_pg needs the reward function (build_learner(..., reward_fn=...))")
-        loss_module = ExpectedRewardLoss(
-            policy,
-            reward_fn,
-            num_items=int(policy.num_items),
-            reference=reference,
-            beta=cfg.beta,
-            log_objective=cfg.objective == "log_reward",
-            halting=halting,
-        )
-    elif cfg.algorithm == "ppo":
-        if cfg.advantage == "value":
-            value_head = make_value_head(int(policy.d_model), cfg.value_hidden).to(device)
-        loss_module = ClipPPOLoss(
-            actor,
-            value_head,
-            clip_epsilon=cfg.clip_epsilon,
-            entropy_bonus=False,
-            critic_coeff=1.0 if value_head is not None else None,
-            normalize_advantage=cfg.advantage == "value",
-        )
-    else:
-        raise LaresError(f"rpt.algorithm: unknown {cfg.algorithm!r}")
+    update = algorithm(cfg.algorithm)(policy, actor, reference, cfg, reward_fn=reward_fn, halting=halting, device=device)
     freeze_parameters(policy, cfg.freeze)
-    trainable = [p for p in loss_module.parameters() if p.requires_grad]
+    trainable = [p for p in update.loss_module.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    group_advantage = GroupAdvantage(cfg.group_size) if cfg.group_size >= 2 else None
-    return RPTLearner(cfg, policy, actor, reference, group_advantage, loss_module, optimizer, value_head)
+    return RPTLearner(cfg, policy, actor, reference, update, optimizer)
 
 
 def freeze_parameters(policy: nn.Module, prefixes: list[str]) -> None:

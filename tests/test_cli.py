@@ -7,8 +7,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from lares_rl.commands.checkpoint import checkpoint_dataset_choice
+from lares_rl.core.checkpoint import load_checkpoint
+from lares_rl.core.config import to_plain
+from lares_rl.core.errors import LaresError
 from tests.synthetic import write_sequential_csv
 
 CLI = [sys.executable, "-c", "from lares_rl.cli import main; main()"]
@@ -251,9 +257,14 @@ def test_run_with_sasrec_explores_by_sampling_slates(tmp_path):
     assert result.returncode == 0 and "samples slates instead" not in result.stdout, result.stderr
     assert json.loads((tmp_path / "sasrec" / "metrics.json").read_text())["test"]["rpt"]["ndcg@10"] >= 0.0
     result = run_cli(tmp_path, "run", *args, "rpt=latent_pg", "baseline=null", "hydra.run.dir=sasrec_latent_pg")
-    assert result.returncode == 0 and "RPT uses slates of" in result.stdout, result.stderr
+    assert result.returncode == 0 and "rpt.slate_size=100 -> 40: wider than the catalog (40 items)" in result.stdout, result.stderr
     result = run_cli(tmp_path, "run", *args, "rpt=grpo", "baseline=null", "hydra.run.dir=sasrec_grpo")
-    assert result.returncode == 0 and "RPT samples slates instead (rpt.exploration=plackett_luce)" in result.stdout, result.stderr
+    assert result.returncode == 0 and "rpt.exploration=latent -> plackett_luce: this policy has no reasoning core" in result.stdout, (
+        result.stderr
+    )
+    # the RPT checkpoint records the values RPT ran with; the run's .hydra/config.yaml what the user composed
+    assert load_checkpoint(tmp_path / "sasrec_grpo" / "checkpoints" / "rpt_best.pt")["config"]["rpt"]["exploration"] == "plackett_luce"
+    assert OmegaConf.load(tmp_path / "sasrec_grpo" / ".hydra" / "config.yaml").rpt.exploration == "latent"
     result = run_cli(tmp_path, "run", *args, "rpt=grpo", "rpt.exploration=latent", "hydra.run.dir=sasrec_latent")
     assert result.returncode == 2 and "rpt.exploration: latent exploration needs a recurrent LARES policy" in result.stderr, result.stderr
 
@@ -294,6 +305,39 @@ def test_eval_takes_the_data_set_from_the_checkpoint_when_none_is_given(trained_
     assert explicit.returncode == 0 and "from the checkpoint's training config" not in explicit.stdout, explicit.stderr
     read = lambda name: json.loads((base / name / "metrics.json").read_text())["metrics"]  # noqa: E731
     assert read("eval_alone") == read("eval_explicit")
+    recorded = OmegaConf.load(base / "eval_alone" / ".hydra" / "config.yaml").dataset  # what the run used, as --cfg job prints it
+    assert to_plain(recorded) == load_checkpoint(checkpoint)["config"]["dataset"]
+
+
+@pytest.mark.parametrize("command", ["eval", "rpt", "sweep-k"])
+def test_cfg_job_of_a_checkpoint_command_prints_the_data_set_the_run_uses(trained_run, command):
+    """``--cfg job`` shows the checkpoint's data set (not the default ml-100k the run would replace),
+    with a ``dataset.*`` key from the command line on top; ``dataset=<option>`` shows that option,
+    which the run then refuses for a checkpoint trained on other data."""
+    base, args, _ = trained_run
+    checkpoint = base / "run1" / "checkpoints" / "spt_best.pt"
+    trained = load_checkpoint(checkpoint)["config"]["dataset"]
+    printed = run_cli(base, command, "--cfg", "job", f"checkpoint={checkpoint}")
+    assert printed.returncode == 0, printed.stderr
+    assert to_plain(OmegaConf.create(printed.stdout).dataset) == trained
+    moved = run_cli(base, command, "--cfg", "job", f"checkpoint={checkpoint}", "dataset.path=elsewhere.csv")
+    assert to_plain(OmegaConf.create(moved.stdout).dataset) == {**trained, "path": "elsewhere.csv"}
+    chosen = run_cli(base, command, "--cfg", "job", f"checkpoint={checkpoint}", "dataset=ml-100k")
+    assert OmegaConf.create(chosen.stdout).dataset.name == "ml-100k"
+
+
+def test_a_sweep_over_checkpoints_takes_their_data_set_only_when_they_share_it(trained_run, tmp_path):
+    base, _, _ = trained_run
+    checkpoint = base / "run1" / "checkpoints" / "spt_best.pt"
+    payload = torch.load(checkpoint, weights_only=False)
+    payload["config"]["dataset"]["max_len"] = 9
+    torch.save(payload, tmp_path / "other.pt")
+    assert checkpoint_dataset_choice("eval", [f"checkpoint={checkpoint},{checkpoint}"]) == ["dataset=checkpoint"]
+    with pytest.raises(LaresError, match="trained on different data sets"):
+        checkpoint_dataset_choice("eval", [f"checkpoint={checkpoint},{tmp_path / 'other.pt'}"])
+    assert checkpoint_dataset_choice("eval", [f"checkpoint={checkpoint}", "dataset=custom"]) == []
+    assert checkpoint_dataset_choice("eval", [f"checkpoint={checkpoint}", "dataset=checkpoint"]) == []  # a resume replays the choice
+    assert checkpoint_dataset_choice("run", [f"checkpoint={checkpoint}"]) == []
 
 
 def test_help_lists_the_commands(tmp_path):

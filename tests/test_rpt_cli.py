@@ -3,12 +3,18 @@ checkpoint, and user errors that must stop before any training with one clear li
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from lares_rl.cli import main
+from lares_rl.commands import run as run_command
 from lares_rl.core.checkpoint import load_checkpoint
+from lares_rl.rewards import build as reward_build
+from lares_rl.rewards.build import instantiate_reward
+from lares_rl.rewards.builtin import check_reward_fn
 from tests.synthetic import write_sequential_csv
 from tests.test_cli import run_cli
 
@@ -118,6 +124,14 @@ def test_bad_rpt_input_fails_before_training(full_run, tmp_path):
     other = data_args(tmp_path, "other.csv", seed=3)
     cases = [
         (["run", *args, "rpt=latent_pg", "rpt.group_size=1"], "rpt.group_size must be >= 2 (group advantage undefined)"),
+        # run builds its reward after SPT (bound to the SPT item table), so its config is checked before
+        (["run", *args, "reward._target_=my_pkg.nope"], "reward._target_='my_pkg.nope' cannot be imported"),
+        (
+            ["run", *args, "reward._target_=tests.plugins.my_rewards.genre_spread"],
+            "asks for 'categories', which data set 'custom' does not have",
+        ),
+        (["run", *args, "reward=novelty", "reward.terms.ndcg._target_=my_pkg.nope"], "reward.terms.ndcg._target_='my_pkg.nope'"),
+        (["run", *args, "reward.k=1000"], "reward.k: 1000 is larger than the catalog"),
         (["rpt", *args, f"checkpoint={checkpoint}", "reward._target_=my_pkg.nope"], "reward._target_='my_pkg.nope'"),
         (["rpt", *other, *SMALL, f"checkpoint={checkpoint}"], "trained on data set"),
     ]
@@ -190,3 +204,30 @@ def test_rpt_with_a_beyond_accuracy_reward_chosen_in_the_config(full_run):
         missing.stderr.strip().splitlines()[-1],
     )
     assert not (tmp_path / "rpt_genres" / "checkpoints").exists()  # refused before the filter or any training
+
+
+def test_run_builds_its_reward_once_after_spt(tmp_path, monkeypatch):
+    """One reward per run, instantiated and checked on a dummy batch once, after SPT, so it is bound
+    to the SPT model's item table and exposure (before SPT only its config is checked)."""
+    built = []
+
+    def instantiate_once(node, num_items, context):
+        built.append((tmp_path / "once" / "checkpoints" / "spt_best.pt").is_file())
+        return instantiate_reward(node, num_items, context)
+
+    checked = []
+    monkeypatch.setattr(run_command, "instantiate_reward", instantiate_once)
+    monkeypatch.setattr(reward_build, "check_reward_fn", lambda fn, n: checked.append(n) or check_reward_fn(fn, n))
+    argv = [
+        *data_args(tmp_path),
+        *SMALL,
+        "spt.epochs=1",
+        "spt.batch_size=64",
+        "rpt.epochs=1",
+        "rpt.histories_per_batch=70",
+        "baseline=null",
+    ]
+    monkeypatch.setattr(sys, "argv", ["lares-rl", "run", *argv, f"hydra.run.dir={tmp_path / 'once'}", f"cache_dir={tmp_path / 'cache'}"])
+    main()
+    assert built == [True] and checked == [30]
+    assert (tmp_path / "once" / "metrics.json").is_file()

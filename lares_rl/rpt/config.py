@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 from lares_rl.core.config import require
@@ -174,20 +174,47 @@ class RPTConfig:
             return float("-inf")
         return float(metrics[self.select_metric])
 
+    def fitted_values(self, *, num_items: int, recurrent: bool, explicit: Collection[str]) -> dict[str, tuple[object, str]]:
+        """The values a config file chose for the common case that cannot apply to this catalog or
+        policy, each as {field: (value RPT uses instead, why)}: a slate wider than the catalog
+        (rpt=latent_pg's 100 on a small one) becomes the catalog, and latent exploration, which
+        varies the reasoning depth, becomes slate sampling for a policy without a reasoning core
+        (SASRec). A dotted key in ``explicit`` (set on the command line) is never changed:
+        :meth:`check_fits` refuses it instead, naming the fix."""
+        changes: dict[str, tuple[object, str]] = {}
+        if self.slate_size > num_items and "rpt.slate_size" not in explicit:
+            changes["slate_size"] = (
+                num_items,
+                f"wider than the catalog ({num_items} items), so RPT uses slates of {num_items} (reward.k follows)",
+            )
+        if not recurrent and self.exploration == "latent" and "rpt.exploration" not in explicit:
+            changes["exploration"] = (
+                "plackett_luce",
+                "this policy has no reasoning core, so latent exploration cannot vary anything: RPT samples slates instead",
+            )
+        return changes
+
     def check_compatible(self, *, num_items: int, reward_fn, recurrent: bool) -> None:
-        """Checks that need the data and the policy; all run before any training."""
-        require(
-            self.slate_size <= num_items,
-            "rpt.slate_size",
-            f"{self.slate_size} is larger than the catalog ({num_items} items); lower rpt.slate_size",
-        )
-        reward_k = getattr(reward_fn, "keywords", {}).get("k")
+        """Checks that need the data, the policy and the built reward; all run before any training."""
+        self.check_fits(num_items=num_items, recurrent=recurrent)
+        self.check_reward_k(getattr(reward_fn, "keywords", {}).get("k"), num_items)
+
+    def check_reward_k(self, reward_k: int | None, num_items: int) -> None:
+        """The reward's cut-off ``reward.k`` (None: it takes none) against the catalog and the slate."""
         if reward_k is not None and reward_k > num_items:
             raise LaresError(f"reward.k: {reward_k} is larger than the catalog ({num_items} items); lower reward.k")
         if reward_k is not None and reward_k > self.slate_size:
             print(
                 f"[rpt] warning: reward.k={reward_k} > rpt.slate_size={self.slate_size}; the reward sees the whole slate of {self.slate_size}"
             )
+
+    def check_fits(self, *, num_items: int, recurrent: bool) -> None:
+        """Checks that need the catalog size and whether the policy has a reasoning core."""
+        require(
+            self.slate_size <= num_items,
+            "rpt.slate_size",
+            f"{self.slate_size} is larger than the catalog ({num_items} items); lower rpt.slate_size",
+        )
         require(
             recurrent or self.halt_tol is None,
             "rpt.halt_tol",

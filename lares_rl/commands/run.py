@@ -1,0 +1,129 @@
+"""``lares-rl run``, the main job: SPT -> top-K filter -> RPT -> test, then the baseline with the
+same SPT settings; one table with the three test results and how each training ended."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from lares_rl.commands.baseline import baseline_policy, train_baseline
+from lares_rl.commands.checkpoint import load_spt_checkpoint
+from lares_rl.commands.overrides import replayed_overrides
+from lares_rl.commands.rpt import check_reward_before_spt, fitted_rpt, rpt_with_before_after
+from lares_rl.commands.session import eval_config, item_context, load_data, print_outputs, resume_dir, run_dir
+from lares_rl.commands.spt import command_spt
+from lares_rl.core.atomic import atomic_write_json
+from lares_rl.core.checkpoint import build_policy
+from lares_rl.core.config import to_plain
+from lares_rl.core.resume import load_training_state
+from lares_rl.core.runtime import resolve_device
+from lares_rl.eval.report import comparison_table, format_recommendations
+from lares_rl.rewards.build import instantiate_reward
+from lares_rl.serve.recommender import Recommender
+
+DISPLAY_NAMES = {"lares": "LARES", "sasrec": "SASRec"}
+
+
+def command_run(cfg: DictConfig) -> dict:
+    """SPT -> filter -> RPT -> test, then the baseline (``baseline=``, SASRec).
+
+    ``resume=<run dir>`` continues an interrupted run: an unfinished SPT resumes exactly, then RPT
+    runs; a finished SPT is not repeated (its results were saved) and RPT resumes from
+    ``rpt_last.pt`` when it had started; a finished baseline is reused, an unfinished one resumed.
+    """
+
+    eval_cfg = eval_config(cfg)
+    device = resolve_device(cfg.device)
+    data = load_data(cfg)
+    dataset = to_plain(cfg.dataset)
+    baseline_policy(cfg)  # a wrong baseline= fails now, not after the main training
+    # RPT settings and the reward are checked before SPT starts, so a typo never costs a pre-training
+    # run; the untrained policy says whether it has a reasoning core and an item table.
+    probe = build_policy(to_plain(cfg.policy), data.num_items, int(cfg.dataset.max_len))
+    fitted, rpt_cfg = fitted_rpt(cfg, data.num_items, bool(getattr(probe, "recurrent", False)))
+    check_reward_before_spt(fitted.reward, data.num_items, rpt_cfg, item_context(data, dataset, probe, quiet=True))
+    del probe
+    resumed = resume_dir(cfg, "run")
+    out = resumed or run_dir()
+    hint = f"lares-rl run resume={out} {replayed_overrides()}"
+    spt_results = _spt_phase(cfg, out, resumed is not None)
+    payload, policy = load_spt_checkpoint(spt_results["spt"]["checkpoint"], data, device)
+    context = item_context(data, dataset, policy)
+    reward_fn = instantiate_reward(fitted.reward, data.num_items, context)  # the run's one reward, bound to the SPT model's items
+    rpt_resume = resumed is not None and (out / "checkpoints" / "rpt_last.pt").is_file()
+    results = rpt_with_before_after(
+        fitted, payload, policy, data, rpt_cfg, reward_fn, eval_cfg, device, out, rpt_resume, hint, to_plain(fitted), context
+    )
+    merged = {
+        "spt": spt_results["spt"],
+        "rpt": results["rpt"],
+        "valid": {"spt": results["before"]["valid"], "rpt": results["after"]["valid"]},
+        "test": {"spt": spt_results["test"]["spt"], "rpt": results["after"]["test"]},
+    }
+    baseline = train_baseline(cfg, data, eval_cfg, device, out, resumed is not None, hint)
+    if baseline is not None:
+        merged["baseline"] = baseline
+    print(format_recommendations(Recommender.from_checkpoint(results["rpt"]["checkpoint"], device=str(device), deterministic=True), data))
+    print(_comparison(cfg, out, merged, baseline))
+    atomic_write_json(out / "metrics.json", merged)
+    print_outputs(f"checkpoints {spt_results['spt']['checkpoint']} {results['rpt']['checkpoint']}", out)
+    return merged
+
+
+def _spt_phase(cfg: DictConfig, out: Path, resuming: bool) -> dict:
+    """SPT and its test results: saved by an earlier attempt of this run when its SPT finished
+    (a resumed run goes on with RPT), else trained (or resumed) now and saved."""
+    results_path = out / "checkpoints" / "spt_results.json"
+    if resuming and _spt_finished(out, int(cfg.spt.epochs)) and results_path.is_file():
+        results = json.loads(results_path.read_text())
+        print(f"[lares-rl] resuming {out}: SPT finished (best epoch {results['spt']['best_epoch']}), going on with RPT", flush=True)
+        return results
+    results = command_spt(cfg, with_test=True, quiet=True, command="run")  # its Ctrl-C hint resumes this run as a whole
+    atomic_write_json(results_path, results)  # lets a resumed run skip the finished SPT phase
+    return results
+
+
+def _spt_finished(out: Path, spt_epochs: int) -> bool:
+    """Whether the SPT phase of ``out`` ended (early stopping or its last epoch)."""
+
+    progress = load_training_state(out / "checkpoints" / "spt_last.pt")["progress"]
+    return bool(progress["finished"]) or progress["epoch"] >= spt_epochs
+
+
+def _how_training_ended(state_path: Path, cap: int, best_epoch: int) -> str:
+    """One phrase for the results table: converged (early stopping) or stopped by the epoch cap,
+    read from the phase's saved training state."""
+
+    progress = load_training_state(state_path)["progress"]
+    epochs = int(progress["epoch"])
+    if best_epoch < 0:  # RPT whose epochs never beat the SPT start on validation
+        ended = "converged by early stopping" if progress["finished"] else f"hit the epoch cap ({epochs} of {cap})"
+        return f"{ended}; no epoch beat the SPT weights on validation, so they were kept"
+    if progress["finished"]:
+        return f"converged by early stopping after {epochs} epochs (best epoch {best_epoch})"
+    return f"hit the epoch cap ({epochs} of {cap} epochs, best epoch {best_epoch}): not converged"
+
+
+def _comparison(cfg: DictConfig, out: Path, merged: dict, baseline: dict | None) -> str:
+    """The run's results table (baseline, SPT, SPT+RPT) and where converged numbers come from."""
+
+    name = DISPLAY_NAMES.get(str(cfg.policy.name), str(cfg.policy.name))
+    rows = {}
+    if baseline is not None:
+        ended = _how_training_ended(out / "baseline" / "checkpoints" / "spt_last.pt", int(cfg.spt.epochs), baseline["spt"]["best_epoch"])
+        rows[DISPLAY_NAMES.get(baseline["name"], baseline["name"])] = (baseline["test"], ended)
+    rows[f"{name}-SPT"] = (
+        merged["test"]["spt"],
+        _how_training_ended(out / "checkpoints" / "spt_last.pt", int(cfg.spt.epochs), merged["spt"]["best_epoch"]),
+    )
+    rows[f"{name}-SPT+RPT"] = (
+        merged["test"]["rpt"],
+        _how_training_ended(out / "checkpoints" / "rpt_last.pt", int(cfg.rpt.epochs), merged["rpt"]["best_epoch"]),
+    )
+    return (
+        comparison_table(rows)
+        + "\nRows that hit the epoch cap are not converged: for converged numbers run `make run PRESET=paper` (the reference settings; slow on a CPU)"
+        + " or the benchmark commands in README.md (section Benchmarks); the full report, with seeds and commands, is docs/RESULTS.md."
+    )

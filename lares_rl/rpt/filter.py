@@ -7,8 +7,16 @@ whose target is far out of reach give GRPO groups of all-zero rewards (no signal
 them spends the rollout budget where the advantage is informative.
 
 Ranks are pessimistic (ties count against the target, :func:`lares_rl.metrics.ranking.target_ranks`).
-With ``item_chunk`` the catalog is scored in chunks with a running top-``top`` list
-(:mod:`lares_rl.catalog.topk`), which decides "rank < top" exactly as the full ranking does.
+Nothing is ranked, though: the test "rank < top" only needs the number of items scored strictly
+below the target (:func:`lares_rl.catalog.topk.targets_within_top`), counted on the very score
+matrix the ranking read, so the kept rows are the ranking's. With ``item_chunk`` the catalog is
+scored in chunks with a running top-``top`` list (:mod:`lares_rl.catalog.topk`), which decides
+"rank < top" exactly as the full ranking does.
+
+What it costs (docs/speed_filter.md): the passes' encoder forwards are most of it and stay as
+they are, batch by batch in the same order, because every random draw (k, dropout, T0) must be
+the same for the same rows to be kept; the pre-block cannot be shared across passes (dropout
+draws anew in each) and batches cannot be regrouped by length (their shapes decide the draws).
 """
 
 from __future__ import annotations
@@ -18,10 +26,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lares_rl.catalog.topk import chunked_target_ranks, item_scorer
+from lares_rl.catalog.topk import chunked_target_ranks, item_scorer, targets_within_top
 from lares_rl.core.atomic import atomic_torch_save
 from lares_rl.core.tracking import progress
-from lares_rl.metrics.ranking import target_ranks
 
 
 @torch.no_grad()
@@ -60,11 +67,12 @@ def top_k_filter(
             for start in progress(starts, len(starts), f"rpt filter (top-{top}, {passes} passes)"):
                 rows = slice(start, start + batch_size)
                 states = policy.encode(seqs[rows].to(device), lengths[rows].to(device))[:, -1]
+                batch_targets = targets[rows].to(device)
                 if score_items is None:
-                    ranks = target_ranks(policy.scores(states), targets[rows].to(device))
+                    within = targets_within_top(policy.scores(states), batch_targets, top)
                 else:
-                    ranks = chunked_target_ranks(states, score_items, policy.num_items, targets[rows].to(device), top, item_chunk)
-                keep[rows] |= (ranks < top).cpu()
+                    within = chunked_target_ranks(states, score_items, policy.num_items, batch_targets, top, item_chunk) < top
+                keep[rows] |= within.cpu()
     finally:
         policy.train(was_training)
     return keep

@@ -348,7 +348,7 @@ def main() -> None:
     )
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds of timed test passes; the median counts (default 3)")
     parser.add_argument("--calls", type=int, default=200, help="single-history recommend calls per setting (default 200)")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
     parser.add_argument(
         "--render",
         type=Path,

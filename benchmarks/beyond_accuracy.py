@@ -3,7 +3,7 @@ post-hoc re-ranking of the SPT model's scores, NDCG@10 against coverage@10 and n
 
     OMP_NUM_THREADS=1 python benchmarks/beyond_accuracy.py --dataset ml-100k --seeds 0 1 2 \\
         --checkpoints A.pt B.pt C.pt --reward novelty --lambdas 0.5 1 2
-    python benchmarks/beyond_accuracy.py --report docs/beyond_accuracy_ml-100k.json   # tables + PNG again from the JSON
+    python benchmarks/beyond_accuracy.py --report docs/results/beyond_accuracy_ml-100k.json   # tables + PNG again from the JSON
 
 Per seed (one SPT checkpoint each): the SPT model on validation and test with every
 beyond-accuracy measure; the popularity-penalty and MMR re-rankings of its scores at every
@@ -285,7 +285,7 @@ def main() -> None:
     parser.add_argument("--tolerance", type=float, default=0.03, help="accepted relative validation NDCG@10 loss when choosing a strength")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default=None, help="report path without suffix (default docs/beyond_accuracy_<dataset>; .json/.md/.png)")
+    parser.add_argument("--out", default=None, help="report path without suffix (default docs/results/beyond_accuracy_<dataset>; .json/.md/.png)")
     parser.add_argument("--report", default=None, help="only rewrite the page and PNG from this JSON")
     parser.add_argument(
         "--runs-dir", default=str(ROOT / "benchmarks" / "runs"), help="RPT checkpoints go under <runs-dir>/beyond_<dataset>/"
@@ -301,7 +301,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     data, dataset_cfg = load_benchmark_dataset(args.dataset, key_values(args.dataset_set), args.beauty_path)
-    out = Path(args.out or ROOT / "docs" / f"beyond_accuracy_{args.dataset}").with_suffix(".json")
+    out = Path(args.out or ROOT / "docs" / "results" / f"beyond_accuracy_{args.dataset}").with_suffix(".json")
     rpt_values = config_file(
         "rpt", args.rpt, {"select_metric": "coverage@10", "select_tolerance": args.tolerance} | key_values(args.rpt_set)
     )

@@ -6,7 +6,7 @@ For each policy (SASRec, LARES) and each batch order (plain shuffle, bucketed), 
 number of full L_SPT steps (forward, backward, Adam) on the first batches of one epoch's order,
 alternating the orders in rounds so that load from other processes hits both alike. Reports the
 seconds per batch, the mean batch width (the longest history in a batch, which is how wide the
-encoder runs) and the speed-up. Writes docs/bucketing_speed.md.
+encoder runs) and the speed-up. Writes docs/results/bucketing_speed.md.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--batches", type=int, default=10, help="timed batches per policy, order and round")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--out", default=str(ROOT / "docs" / "bucketing_speed.md"))
+    parser.add_argument("--out", default=str(ROOT / "docs" / "results" / "bucketing_speed.md"))
     args = parser.parse_args()
     torch.set_num_threads(1)
     data, _ = load_benchmark_dataset(args.dataset, {"max_len": args.max_len}, args.beauty_path)

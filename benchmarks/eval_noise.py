@@ -6,7 +6,7 @@ LARES draws its initial thought T0 at evaluation too (``t0_init=normal``), from 
 ``eval.seed``, as one tensor per user batch: a checkpoint gets the same numbers for the same
 ``eval.batch_size``, while another seed or batch size redraws every user's noise. This measures
 how far that moves test NDCG@10 and Recall@10 next to the spread over training seeds the report
-shows, and writes ``docs/eval_noise.md``.
+shows, and writes ``docs/results/eval_noise.md``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--checkpoints", nargs="+", required=True, help="SPT/RPT checkpoints trained on this data set")
     parser.add_argument("--eval-seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1024, 256, 64])
-    parser.add_argument("--output", default=str(ROOT / "docs" / "eval_noise.md"), help="markdown report; - to only print")
+    parser.add_argument("--output", default=str(ROOT / "docs" / "results" / "eval_noise.md"), help="markdown report; - to only print")
     args = parser.parse_args()
     torch.set_num_threads(1)
     cpu = torch.device("cpu")
@@ -69,7 +69,7 @@ def main() -> None:
         ndcg, recall = [m["ndcg@10"] for m in by_seed], [m["recall@10"] for m in by_seed]
         batch_ndcg = [m["ndcg@10"] for m in by_batch]
         lines.append(f"| `{path}` | {mean_std(ndcg)} | {mean_std(recall)} | {max(batch_ndcg) - min(batch_ndcg):.4f} |")
-    lines += ["", "Compare with the spread over training seeds in the report's quality tables (docs/RESULTS.md).", ""]
+    lines += ["", "Compare with the spread over training seeds in the report's quality tables (docs/results/README.md).", ""]
     publish("\n".join(lines), args.output)
 
 

@@ -124,7 +124,7 @@ def main() -> None:
         default=[0, 1024, 2048, 4096, 8192],
         help="also time whole passes with these inference chunk sizes (positions; 0: no chunks, one batch of 1024 at once)",
     )
-    parser.add_argument("--output", default=str(ROOT / "docs" / "eval_profile.md"))
+    parser.add_argument("--output", default=str(ROOT / "docs" / "results" / "eval_profile.md"))
     args = parser.parse_args()
     torch.set_num_threads(1)
     payload = load_checkpoint(args.checkpoint)

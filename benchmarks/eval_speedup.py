@@ -147,11 +147,11 @@ def main() -> None:
         "--halt-tol",
         type=float,
         default=0.25,
-        help="also time this tree with adaptive depth (docs/adaptive_depth_*.md's recommended tolerance); 0: skip",
+        help="also time this tree with adaptive depth (docs/results/adaptive_depth_*.md's recommended tolerance); 0: skip",
     )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--passes", type=int, default=4)
-    parser.add_argument("--output", default=str(ROOT / "docs" / "eval_speedup.md"))
+    parser.add_argument("--output", default=str(ROOT / "docs" / "results" / "eval_speedup.md"))
     args = parser.parse_args()
     args.dataset_overrides = key_values(args.dataset_set)
 

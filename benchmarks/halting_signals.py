@@ -5,7 +5,7 @@
 
 Issue 20 asks for at most half the steps of k = 4 at a test NDCG@10 within 0.5% of it. The built-in
 rule (``eval.halt_tol``: relative change of the last-position state) misses that because every
-user's state settles at nearly the same rate (docs/adaptive_depth_*.md). This script asks whether
+user's state settles at nearly the same rate (docs/results/adaptive_depth_*.md). This script asks whether
 any other signal available at inference separates users better:
 
 * ``state``: ||h_i - h_{i-1}|| / ||h_i|| < t (the built-in rule), from step 2;
@@ -225,13 +225,13 @@ def main() -> None:
     parser.add_argument("--k-max", type=int, default=4)
     parser.add_argument("--within", type=float, default=0.005, help="validation bound relative to fixed k_max")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default=None, help="markdown path (default docs/halting_signals_<dataset>.md; the JSON goes next to it)")
+    parser.add_argument("--out", default=None, help="markdown path (default docs/results/halting_signals_<dataset>.md; the JSON goes next to it)")
     args = parser.parse_args()
     if args.k_max < 2:
         sys.exit("--k-max must be at least 2: with one step there is nothing to stop early")
     torch.set_num_threads(args.threads)
     record = measure(args) | {"command": "OMP_NUM_THREADS=1 " + command_line("halting_signals.py", args, skip=("threads",))}
-    out = Path(args.out) if args.out else ROOT / "docs" / f"halting_signals_{args.dataset}.md"
+    out = Path(args.out) if args.out else ROOT / "docs" / "results" / f"halting_signals_{args.dataset}.md"
     atomic_write_json(out.with_suffix(".json"), record)
     summary, chosen = summarise(record, args.within)
     atomic_write_text(out, markdown(record, summary, chosen, args.within))

@@ -27,7 +27,7 @@ batches of ``--eval-batch``, without / with ``eval.item_chunk``); ``recommend_fu
 ``recommend_chunked`` (``Recommender.recommend`` top-10 with seen items excluded, same users);
 ``spt_full`` / ``spt_sampled`` / ``spt_in_batch`` (``--spt-steps`` full L_SPT steps of
 ``--spt-batch`` training rows: forward, backward, Adam, with ``spt.negatives`` full / sampled
-(``--negatives`` popularity-drawn, log-Q corrected) / in_batch). Writes docs/large_catalog.md and
+(``--negatives`` popularity-drawn, log-Q corrected) / in_batch). Writes docs/results/large_catalog.md and
 benchmarks/results/large_catalog.json.
 """
 
@@ -231,7 +231,7 @@ def main() -> None:
     parser.add_argument("--spt-batch", type=int, default=128)
     parser.add_argument("--spt-steps", type=int, default=8)
     parser.add_argument("--negatives", type=int, default=1024)
-    parser.add_argument("--out", default=str(ROOT / "docs" / "large_catalog.md"))
+    parser.add_argument("--out", default=str(ROOT / "docs" / "results" / "large_catalog.md"))
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "large_catalog.json"))
     parser.add_argument("--worker", nargs=2, metavar=("TASK", "ITEMS"), help=argparse.SUPPRESS)
     args = parser.parse_args()

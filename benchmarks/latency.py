@@ -1,6 +1,6 @@
 """Recommendation latency and throughput of ``Recommender.recommend`` on CPU with one thread.
 
-    OMP_NUM_THREADS=1 python benchmarks/latency.py [--checkpoint PATH] [--calls 300] [--output docs/latency.md]
+    OMP_NUM_THREADS=1 python benchmarks/latency.py [--checkpoint PATH] [--calls 300] [--output docs/results/latency.md]
 
 Without ``--checkpoint`` it builds a default LARES model (``LaresReasoner`` defaults: d_model 64,
 2 pre + 2 core layers, k = mean_recurrence = 4) for ML-100K after 5-core (1,349 items, max_len 20)
@@ -78,7 +78,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=300, help="timed single-history calls (default 300)")
     parser.add_argument("--histories", type=int, default=1000, help="histories for the throughput run (default 1000)")
     parser.add_argument("--top-k", type=int, default=10)
-    parser.add_argument("--output", default="docs/latency.md", help="markdown report (default docs/latency.md; - to only print)")
+    parser.add_argument("--output", default="docs/results/latency.md", help="markdown report (default docs/results/latency.md; - to only print)")
     args = parser.parse_args()
     torch.set_num_threads(1)
 

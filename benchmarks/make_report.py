@@ -1,10 +1,13 @@
-"""Generate docs/RESULTS.md (and its plots) from the JSON files the benchmark scripts wrote.
+"""Generate the report, docs/results/README.md (and its plots), from the JSON files the benchmark scripts wrote.
 
     python benchmarks/make_report.py
     python benchmarks/make_report.py --results my_results/ --docs my_docs/   # another set of runs
 
-Nothing in the report is typed by hand: every number comes from benchmarks/results/*.json, and
+Nothing in the report is typed by hand: every number comes from benchmarks/results/*.json and the
+JSON the RPT, beyond-accuracy and gradient scripts wrote beside their pages in docs/results/, and
 each table names the command and machine that produced it. Missing runs are listed as missing.
+It opens with one headline table (report_headline.py) and writes only into the --docs folder:
+docs/ keeps the guides people write, docs/results/ what the scripts generate.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from beyond_accuracy import markdown as beyond_markdown  # noqa: E402
 from beyond_accuracy import write_plot as write_beyond_plot
-from results_io import mean_std, seed_commands  # noqa: E402
+from report_headline import headline_section, quality_heading, rpt_heading
+from results_io import mean_std, seed_commands, training_scheme, variant_tag  # noqa: E402
 from rpt_benchmark import markdown as rpt_markdown  # noqa: E402
 from rpt_benchmark import write_plot
 from rpt_direction import markdown as direction_markdown  # noqa: E402
@@ -32,6 +36,7 @@ from spt_search import markdown_table as search_markdown  # noqa: E402
 from lares_rl.core.atomic import atomic_write_text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+REPORT = "README.md"  # the report opens when docs/results/ is browsed
 PUBLISHED_BEAUTY = {"BSARec (published, L=50, masked)": (0.1008, 0.0611), "ICLRec (published, L=50, masked)": (0.0744, 0.0403)}
 
 
@@ -42,15 +47,6 @@ def load_spt_runs(results: Path) -> list[dict]:
         if "seeds" in record and record["seeds"] and "spt" in record:
             runs.append(record)
     return runs
-
-
-def training_scheme(run: dict) -> str:
-    return run["mode"] + (", bucketed" if run["spt"].get("bucket_by_length") else "")
-
-
-def variant_tag(run: dict) -> str:
-    """The ``--tag`` a run was made with (``noTLA``, ...), read back from its name."""
-    return run["name"].split("__")[1][len(run["policy"]) :].strip("_")
 
 
 def spt_sources(seeds: list[dict]) -> str:
@@ -118,7 +114,7 @@ def quality_section(runs: list[dict]) -> list[str]:
     lines = ["## Test quality (full ranking, mean ± std over seeds)", ""]
     for dataset in sorted({r["dataset"] for r in runs}):
         lines += [
-            f"### {dataset}",
+            quality_heading(dataset),
             "",
             "| model | seeds | Recall@10 | NDCG@10 | Recall@10 (history masked) | NDCG@10 (history masked) | epochs to best | stopped by | command (machine) |",
             "|---|---:|---:|---:|---:|---:|---:|---|---|",
@@ -300,7 +296,7 @@ def rpt_ended(record: dict) -> str:
 
 
 def latency_section(docs: Path) -> list[str]:
-    """The table of docs/latency.md (written by benchmarks/latency.py), inlined."""
+    """The table of docs/results/latency.md (written by benchmarks/latency.py), inlined."""
     latency = docs / "latency.md"
     if not latency.is_file():
         return ["## Recommendation latency", "", "Not measured yet: run `python benchmarks/latency.py`.", ""]
@@ -311,7 +307,7 @@ def latency_section(docs: Path) -> list[str]:
 
 
 def eval_noise_section(docs: Path) -> list[str]:
-    """docs/eval_noise.md (written by benchmarks/eval_noise.py) without its title, inlined: how
+    """docs/results/eval_noise.md (written by benchmarks/eval_noise.py) without its title, inlined: how
     much the evaluation-time T0 noise alone moves the numbers above."""
     path = docs / "eval_noise.md"
     if not path.is_file():
@@ -326,9 +322,9 @@ def demoted(body: list[str]) -> list[str]:
 
 
 def adaptive_depth_section(docs: Path) -> list[str]:
-    """docs/adaptive_depth_<dataset>.md (benchmarks/adaptive_depth.py), docs/halting_signals_<dataset>.md
-    (benchmarks/halting_signals.py), docs/eval_profile.md (benchmarks/eval_profile.py) and
-    docs/eval_speedup.md (benchmarks/eval_speedup.py), inlined without their titles: what adaptive
+    """docs/results/adaptive_depth_<dataset>.md (benchmarks/adaptive_depth.py), halting_signals_<dataset>.md
+    (benchmarks/halting_signals.py), eval_profile.md (benchmarks/eval_profile.py) and
+    eval_speedup.md (benchmarks/eval_speedup.py) there, inlined without their titles: what adaptive
     halting saves against fixed depths, whether another per-user signal would save more, where an
     evaluation pass spends its time and how fast it is against the official code."""
     pages = sorted(docs.glob("adaptive_depth_*.md"))
@@ -407,7 +403,7 @@ def depth_section(runs: list[dict], docs: Path) -> list[str]:
 
 
 def rpt_section(docs: Path) -> list[str]:
-    """SPT -> RPT from benchmarks/rpt_benchmark.py, one subsection per docs/rpt_*.json (each also has its own markdown report)."""
+    """SPT -> RPT from benchmarks/rpt_benchmark.py, one subsection per docs/results/rpt_*.json (each also has its own markdown report)."""
     paths = sorted(docs.glob("rpt_*.json"))
     if not paths:
         return ["## Reinforcement post-training", "", "No RPT benchmark results yet: run `python benchmarks/rpt_benchmark.py`.", ""]
@@ -419,7 +415,7 @@ def rpt_section(docs: Path) -> list[str]:
 
 def direction_section(docs: Path) -> list[str]:
     """The gradient-direction check (benchmarks/rpt_direction.py): does each RPT update raise the
-    reward of the histories it trains on? Regenerated from docs/gradient_direction.json."""
+    reward of the histories it trains on? Regenerated from docs/results/gradient_direction.json."""
     path = docs / "gradient_direction.json"
     if not path.is_file():
         return []
@@ -469,14 +465,14 @@ def snr_section(docs: Path) -> list[str]:
 
 
 def rpt_subsection(path: Path) -> list[str]:
-    """The RPT summary for RESULTS.md; the record's own markdown and plot are regenerated from
+    """The RPT summary for the report; the record's own markdown and plot are regenerated from
     the JSON too, so every doc follows the current report format."""
     record = json.loads(path.read_text())
     seeds = record["seeds"]
     atomic_write_text(path.with_suffix(".md"), rpt_markdown(record))
     write_plot(seeds, path.parent / record["plot_name"])
     lines = [
-        f"### {record['dataset']}: {path.stem}",
+        rpt_heading(record["dataset"], path.stem),
         "",
         f"Command: `{seed_commands(record)}`; machine: {record['machine']}. SPT checkpoint(s): {spt_sources(seeds)}.",
         "",
@@ -504,7 +500,7 @@ def rpt_subsection(path: Path) -> list[str]:
 
 def beyond_accuracy_section(docs: Path) -> list[str]:
     """RPT with a beyond-accuracy reward against re-ranking (benchmarks/beyond_accuracy.py), one
-    subsection per docs/beyond_accuracy_*.json; each page and PNG is regenerated from its JSON."""
+    subsection per docs/results/beyond_accuracy_*.json; each page and PNG is regenerated from its JSON."""
     paths = sorted(docs.glob("beyond_accuracy_*.json"))
     if not paths:
         return ["## Beyond accuracy", "", "Not measured yet: run `python benchmarks/beyond_accuracy.py`.", ""]
@@ -569,15 +565,20 @@ def distributed_section(results: Path) -> list[str]:
     return lines + [""]
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results", help="the SPT benchmark JSON files")
     parser.add_argument(
         "--docs",
         type=Path,
-        default=ROOT / "docs",
-        help="holds the RPT, latency and eval-noise reports; RESULTS.md and the plots are written here",
+        default=ROOT / "docs" / "results",
+        help=f"the generated outputs: holds the RPT, latency and eval-noise reports; {REPORT} and the plots are written here",
     )
+    return parser
+
+
+def main() -> None:
+    parser = build_parser()
     args = parser.parse_args()
     args.docs.mkdir(parents=True, exist_ok=True)
     runs = load_spt_runs(args.results)
@@ -589,8 +590,10 @@ def main() -> None:
     command = "python benchmarks/make_report.py" + "".join(f" --{flag} {shown(path)}" for flag, path in moved)
     lines = ["# lares_rl results", "", f"Generated by `{command}` from `{shown(args.results)}/*.json`; do not edit by hand.", ""]
     full = [r for r in runs if is_full_run(r)]
+    rpt_records = [(path, json.loads(path.read_text())) for path in sorted(args.docs.glob("rpt_*.json"))]
     lines += (
-        stats_section(runs)
+        headline_section(full, rpt_records)
+        + stats_section(runs)
         + quality_section(full)
         + ablation_section(full, args.docs)
         + direction_section(args.docs)
@@ -606,8 +609,8 @@ def main() -> None:
         + latency_section(args.docs)
         + adaptive_depth_section(args.docs)
     )
-    atomic_write_text(args.docs / "RESULTS.md", "\n".join(lines) + "\n")
-    print(f"wrote {args.docs / 'RESULTS.md'}")
+    atomic_write_text(args.docs / REPORT, "\n".join(lines) + "\n")
+    print(f"wrote {args.docs / REPORT}")
 
 
 if __name__ == "__main__":

@@ -150,3 +150,13 @@ def mean_std(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.4f}"
     return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
+def training_scheme(run: dict) -> str:
+    """How an SPT run cut its training data (``dense``, ``rows``), and whether batches were bucketed by length."""
+    return run["mode"] + (", bucketed" if run["spt"].get("bucket_by_length") else "")
+
+
+def variant_tag(run: dict) -> str:
+    """The ``--tag`` an SPT run was made with (``noTLA``, ``tuned``, ...), read back from its name."""
+    return run["name"].split("__")[1][len(run["policy"]) :].strip("_")

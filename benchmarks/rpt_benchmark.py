@@ -176,7 +176,7 @@ def main() -> None:
     parser.add_argument("--reward-set", nargs="*", default=[], help="reward overrides key=value, e.g. k=10")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default=None, help="markdown report path (default docs/rpt_<dataset>.md; JSON and PNG beside it)")
+    parser.add_argument("--out", default=None, help="markdown report path (default docs/results/rpt_<dataset>.md; JSON and PNG beside it)")
     parser.add_argument(
         "--resume",
         action="store_true",
@@ -201,7 +201,7 @@ def main() -> None:
     rpt_cfg = section_from_mapping(RPTConfig, rpt_values, "rpt")
     reward_fn = rpt_reward(rpt_values, args.reward, key_values(args.reward_set), data.num_items)
     eval_cfg = EvalConfig()
-    out = Path(args.out or ROOT / "docs" / f"rpt_{args.dataset}.md")
+    out = Path(args.out or ROOT / "docs" / "results" / f"rpt_{args.dataset}.md")
     run_root = Path(args.runs_dir) / out.stem  # one directory per results file: variants run side by side never share a seed's state
     record = {
         "dataset": args.dataset,

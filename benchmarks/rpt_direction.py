@@ -9,7 +9,7 @@ overrides): a fixed set of ``--histories`` training rows (the same rows for ever
 reward and mean target rank of those rows after each round (lares_rl.rpt.direction). An objective
 that follows the reward raises its own reward and lowers the target's rank. The reward each
 algorithm trains on is its own (``reward.k`` follows its slate width); the target rank and
-NDCG@10 of the greedy top-10 are the common yardsticks. Writes docs/gradient_direction.md (+ .json, .png).
+NDCG@10 of the greedy top-10 are the common yardsticks. Writes docs/results/gradient_direction.md (+ .json, .png).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default=str(ROOT / "docs" / "gradient_direction.md"))
+    parser.add_argument("--out", default=str(ROOT / "docs" / "results" / "gradient_direction.md"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device("cpu")

@@ -107,7 +107,7 @@ def main() -> None:
     parser.add_argument("--histories", type=int, default=400)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default=str(ROOT / "docs" / "gradient_snr.md"))
+    parser.add_argument("--out", default=str(ROOT / "docs" / "results" / "gradient_snr.md"))
     args = parser.parse_args()
     if args.batches < 2:
         parser.error("--batches must be >= 2 (the noise needs two batch gradients)")

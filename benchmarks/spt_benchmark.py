@@ -8,7 +8,7 @@ Each seed: SPT with early stopping on validation NDCG@10 (DESIGN defaults unless
 test metrics of the best checkpoint with history items masked and not masked, plus evaluation
 speed, and for recurrent policies the test metrics over reasoning depth k. Checkpoints stay in
 benchmarks/runs/ (not committed). One JSON file per configuration goes to benchmarks/results/; benchmarks/make_report.py
-turns them into the markdown tables in docs/. Seeds of one configuration may run as separate
+turns them into the markdown tables in docs/results/. Seeds of one configuration may run as separate
 processes (``--seeds 1`` and ``--seeds 2`` side by side): each finished seed is merged into the
 configuration's JSON under a lock, replacing an earlier row of the same seed.
 """

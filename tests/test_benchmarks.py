@@ -1,4 +1,4 @@
-"""The benchmark scripts that docs/RESULTS.md is made from, run end to end on small data.
+"""The benchmark scripts that docs/results/README.md is made from, run end to end on small data.
 
 Every number in the report passes through spt_benchmark.py / rpt_benchmark.py -> JSON ->
 make_report.py, so a break anywhere in that chain would otherwise only show up hours into a
@@ -227,7 +227,7 @@ def test_spt_and_rpt_benchmarks_feed_the_report(tmp_path, sequential_csv):
         "| revision HEAD, fixed k = 4 |" in speedup and "| this tree, halt tol = 0.5, k_max = 4 |" in speedup and "| 1.00x | - |" in speedup
     )
     run_script("make_report.py", "--results", str(results), "--docs", str(docs))
-    report = (docs / "RESULTS.md").read_text()
+    report = (docs / "README.md").read_text()
     for heading in (
         "## Adaptive reasoning depth (per-user halting)",
         "### Evaluation throughput against revision HEAD (custom, test, full ranking)",

@@ -2,7 +2,7 @@
 
 The recurrence T_i = CoreBlock(LN2(f(T_{i-1}, H))) contracts: the relative change of a user's
 last-position state roughly halves with every step (its quantiles per step on real checkpoints:
-docs/adaptive_depth_ml-100k.md, docs/adaptive_depth_amazon-beauty.md), so a fixed k spends the
+docs/results/adaptive_depth_ml-100k.md, docs/results/adaptive_depth_amazon-beauty.md), so a fixed k spends the
 same steps on users whose state stopped moving long ago. Here a user halts at the first step
 i >= 2 with
 

@@ -37,7 +37,7 @@ SCORE_SIMILARITIES = ("dot", "cosine")
 # Inference runs the layers on row chunks of about this many positions (rows x width): at d = 64 a
 # chunk's largest activation (the 256-wide feed-forward input) then stays near a core's 2 MB L2
 # cache instead of streaming a 1024-history batch through memory layer by layer
-# (docs/eval_profile.md times several sizes).
+# (docs/results/eval_profile.md times several sizes).
 INFERENCE_CHUNK_POSITIONS = 2048
 
 

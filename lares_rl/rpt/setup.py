@@ -219,7 +219,7 @@ def rollout_generator(actor) -> torch.Generator:
 def weight_average(policy: nn.Module, decay: float | None) -> AveragedModel | None:
     """An exponential moving average of ``policy``'s weights (torch's ``AveragedModel``), started
     at its current (SPT) weights, or None without ``decay``. Why: one RPT update is mostly noise
-    (docs/gradient_snr.md), and averaging the iterates cancels much of it where a smaller step
+    (docs/results/gradient_snr.md), and averaging the iterates cancels much of it where a smaller step
     would also slow the signal (Polyak-Ruppert averaging)."""
     if decay is None:
         return None

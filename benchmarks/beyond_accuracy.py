@@ -285,7 +285,9 @@ def main() -> None:
     parser.add_argument("--tolerance", type=float, default=0.03, help="accepted relative validation NDCG@10 loss when choosing a strength")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default=None, help="report path without suffix (default docs/results/beyond_accuracy_<dataset>; .json/.md/.png)")
+    parser.add_argument(
+        "--out", default=None, help="report path without suffix (default docs/results/beyond_accuracy_<dataset>; .json/.md/.png)"
+    )
     parser.add_argument("--report", default=None, help="only rewrite the page and PNG from this JSON")
     parser.add_argument(
         "--runs-dir", default=str(ROOT / "benchmarks" / "runs"), help="RPT checkpoints go under <runs-dir>/beyond_<dataset>/"

@@ -225,7 +225,9 @@ def main() -> None:
     parser.add_argument("--k-max", type=int, default=4)
     parser.add_argument("--within", type=float, default=0.005, help="validation bound relative to fixed k_max")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default=None, help="markdown path (default docs/results/halting_signals_<dataset>.md; the JSON goes next to it)")
+    parser.add_argument(
+        "--out", default=None, help="markdown path (default docs/results/halting_signals_<dataset>.md; the JSON goes next to it)"
+    )
     args = parser.parse_args()
     if args.k_max < 2:
         sys.exit("--k-max must be at least 2: with one step there is nothing to stop early")

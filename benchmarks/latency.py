@@ -78,7 +78,9 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=300, help="timed single-history calls (default 300)")
     parser.add_argument("--histories", type=int, default=1000, help="histories for the throughput run (default 1000)")
     parser.add_argument("--top-k", type=int, default=10)
-    parser.add_argument("--output", default="docs/results/latency.md", help="markdown report (default docs/results/latency.md; - to only print)")
+    parser.add_argument(
+        "--output", default="docs/results/latency.md", help="markdown report (default docs/results/latency.md; - to only print)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
 

@@ -104,7 +104,11 @@ def main() -> None:
     parser.add_argument("--metric", default="ndcg@10")
     parser.add_argument("--resamples", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default=None, help="markdown path, e.g. docs/results/paired_<dataset>__<runs>.md (the JSON goes next to it); default: print only")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="markdown path, e.g. docs/results/paired_<dataset>__<runs>.md (the JSON goes next to it); default: print only",
+    )
     args = parser.parse_args()
     if len(args.pairs) % 2:
         sys.exit(f"--pairs takes BEFORE AFTER checkpoints two by two; got {len(args.pairs)} paths")

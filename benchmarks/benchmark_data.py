@@ -8,6 +8,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from lares_rl.commands.schemas import option_values
 from lares_rl.data import DatasetConfig, SequenceData, load_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,9 +33,10 @@ def rpt_reward(rpt_values: dict, reward: str, overrides: dict, num_items: int, c
 
 
 def config_file(group: str, name: str, overrides: dict | None = None) -> dict:
-    """``configs/<group>/<name>.yaml`` as a plain dict, updated by ``overrides``: the scripts build
-    their configs from the same files as the CLI, without composing a whole Hydra run."""
-    return OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / group / f"{name}.yaml")) | (overrides or {})
+    """``configs/<group>/<name>.yaml`` with every value it runs with (over its dataclass's defaults
+    for a typed group: configs/rpt/*.yaml list only what they change), updated by ``overrides``:
+    the scripts build their configs from the same files as the CLI, without composing a whole Hydra run."""
+    return option_values(group, name) | (overrides or {})
 
 
 def dataset_names() -> list[str]:

@@ -125,5 +125,5 @@ def _comparison(cfg: DictConfig, out: Path, merged: dict, baseline: dict | None)
     return (
         comparison_table(rows)
         + "\nRows that hit the epoch cap are not converged: for converged numbers run `make run PRESET=paper` (the reference settings; slow on a CPU)"
-        + " or the benchmark commands in README.md (section Benchmarks); the full report, with seeds and commands, is docs/RESULTS.md."
+        + " or the benchmark commands in README.md (section Benchmarks); the full report, with seeds and commands, is docs/results/README.md."
     )

@@ -38,6 +38,9 @@ SCORE_SIMILARITIES = ("dot", "cosine")
 # chunk's largest activation (the 256-wide feed-forward input) then stays near a core's 2 MB L2
 # cache instead of streaming a 1024-history batch through memory layer by layer
 # (docs/results/eval_profile.md times several sizes).
+# Options added after checkpoints and resumable runs already existed: a saved policy config
+# without one of them ran with this value (resume compares configs with these filled in).
+OPTIONS_ADDED_LATER = {"layer_norm": "post", "score_similarity": "dot", "score_temperature": 1.0}
 INFERENCE_CHUNK_POSITIONS = 2048
 
 

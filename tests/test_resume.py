@@ -7,8 +7,11 @@ import subprocess
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from lares_rl.commands.session import _comparable
+from lares_rl.spt.train import with_later_options
 from tests.cli_process import finish, start, wait_for_epoch
 from tests.synthetic import write_sequential_csv
 
@@ -99,3 +102,14 @@ def test_ctrl_c_saves_state_and_says_how_to_resume(tmp_path):
 def test_resume_from_a_directory_without_state_is_a_clear_error(tmp_path):
     code, _, err = _finish(_start(tmp_path, *_args(tmp_path), f"resume={tmp_path / 'nowhere'}"))
     assert code == 2 and "cannot resume" in err and "Traceback" not in err
+
+
+def test_a_run_saved_before_the_policy_options_existed_resumes_at_their_defaults():
+    """Runs saved before policy.layer_norm / score_similarity / score_temperature ran with post-LN
+    dot-product scoring at tau 1: resuming them with those values is the same run, any other is not."""
+    current = {"d_model": 16, "layer_norm": "post", "score_similarity": "dot", "score_temperature": 1.0}
+    assert with_later_options({"d_model": 16}, current) == current
+    assert with_later_options({"d_model": 16}, {**current, "layer_norm": "pre"}) != {**current, "layer_norm": "pre"}
+    saved, now = OmegaConf.create({"policy": {"d_model": 16}}), OmegaConf.create({"policy": current})
+    assert _comparable(saved, "policy") == _comparable(now, "policy")
+    assert _comparable(saved, "policy") != _comparable(OmegaConf.create({"policy": {**current, "score_similarity": "cosine"}}), "policy")

@@ -12,7 +12,7 @@ from lares_rl.core.errors import LaresError
 from lares_rl.core.resume import TrainingInterrupted, load_training_state, save_training_state, weights_digest
 from lares_rl.data import SequenceData
 from lares_rl.eval.evaluation import EvalConfig
-from lares_rl.policies.reasoner import LaresReasoner
+from lares_rl.policies.reasoner import OPTIONS_ADDED_LATER, LaresReasoner
 from lares_rl.spt import train as spt
 from lares_rl.spt.batches import SameTargetIndex, epoch_order
 from lares_rl.spt.config import SPTConfig
@@ -297,6 +297,8 @@ def before_run_state_core(state: dict) -> dict:
     """A training state in the layout lares_rl wrote before the run-state core (core/run_state.py):
     no ``lares_rl_version``, and the SPT progress as its dict, ``epoch_partial_seconds`` only after a Ctrl-C."""
     old = {key: value for key, value in state.items() if key != "lares_rl_version"}
+    settings = state["settings"]  # nor the policy options added since (they ran at their defaults)
+    old["settings"] = {**settings, "policy_config": {k: v for k, v in settings["policy_config"].items() if k not in OPTIONS_ADDED_LATER}}
     progress = {key: state["progress"][key] for key in ("epoch", "next_batch", "perm", "seen_rows", "step", "epoch_seconds", "finished")}
     if state["progress"]["epoch_partial_seconds"]:
         progress["epoch_partial_seconds"] = state["progress"]["epoch_partial_seconds"]

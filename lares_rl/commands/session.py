@@ -16,6 +16,7 @@ from lares_rl.core.resume import load_training_state
 from lares_rl.data import DatasetConfig, load_dataset
 from lares_rl.eval.evaluation import EvalConfig
 from lares_rl.eval.exposure import build_item_context
+from lares_rl.policies.reasoner import OPTIONS_ADDED_LATER
 
 # Sections that must match between an interrupted run and its resumption, per command, and the
 # training state a resumable run has saved (``run`` saves spt_last.pt first, rpt_last.pt later).
@@ -63,6 +64,8 @@ def _comparable(node, key: str):
     plain = to_plain(node.get(key))
     if key in SCHEMAS and isinstance(plain, dict):
         plain = {**to_plain(schema_node(key)), **plain}
+    if key == "policy" and isinstance(plain, dict):  # options a run saved before them ran with their defaults
+        plain = {**OPTIONS_ADDED_LATER, **plain}
     return {k: v for k, v in plain.items() if k != "epochs"} if key == "spt" and isinstance(plain, dict) else plain
 
 

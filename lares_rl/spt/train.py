@@ -43,6 +43,7 @@ from lares_rl.core.resume import stop_on_sigint
 from lares_rl.core.run_state import BestCheckpoint, Progress, RunState, read_saved_state
 from lares_rl.core.runtime import EarlyStopping
 from lares_rl.eval.evaluation import EvalConfig, evaluate_policy
+from lares_rl.policies.reasoner import OPTIONS_ADDED_LATER
 from lares_rl.spt.batches import SameTargetIndex, epoch_order, training_rows
 from lares_rl.spt.config import SPTConfig
 from lares_rl.spt.distributed import SPTStep, rec_scale
@@ -64,6 +65,12 @@ SETTINGS_BEFORE_RECORDED = {
 }
 
 
+def with_later_options(saved: Mapping, current: Mapping) -> dict:
+    """``saved`` policy config with the options it predates filled in as they ran
+    (:data:`lares_rl.policies.reasoner.OPTIONS_ADDED_LATER`), where the current config names them."""
+    return {**{key: value for key, value in OPTIONS_ADDED_LATER.items() if key in current}, **saved}
+
+
 def check_resume_settings(saved: Mapping, settings: Mapping, run_dir: Path) -> None:
     """Refuse to resume an SPT run with other settings (they would be half applied: Adam's saved
     lr and early stopping's patience win, another batch size re-cuts the saved epoch order).
@@ -72,7 +79,11 @@ def check_resume_settings(saved: Mapping, settings: Mapping, run_dir: Path) -> N
     if "settings" not in saved:
         print(f"[spt] warning: {run_dir} was saved without its settings; resuming without checking that they match", flush=True)
         return
-    before = {**saved["settings"], "spt": {**SETTINGS_BEFORE_RECORDED, **saved["settings"]["spt"], "epochs": settings["spt"]["epochs"]}}
+    before = {
+        **saved["settings"],
+        "spt": {**SETTINGS_BEFORE_RECORDED, **saved["settings"]["spt"], "epochs": settings["spt"]["epochs"]},
+        "policy_config": with_later_options(saved["settings"]["policy_config"], settings["policy_config"]),
+    }
     changed = [
         f"spt.{key}={before['spt'].get(key)} (not {settings['spt'][key]})"
         for key in settings["spt"]

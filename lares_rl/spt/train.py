@@ -45,6 +45,7 @@ from lares_rl.core.runtime import EarlyStopping
 from lares_rl.eval.evaluation import EvalConfig, evaluate_policy
 from lares_rl.policies.reasoner import OPTIONS_ADDED_LATER
 from lares_rl.spt.batches import SameTargetIndex, epoch_order, training_rows
+from lares_rl.spt.closed_form import fit_closed_form, has_nothing_to_train
 from lares_rl.spt.config import SPTConfig
 from lares_rl.spt.distributed import SPTStep, rec_scale
 from lares_rl.spt.losses import total_loss
@@ -362,6 +363,9 @@ def train_spt(
     """
     ctx = dist_ctx or DistContext()
     check_global_batch(cfg, ctx)
+    if has_nothing_to_train(policy):
+        closed_form = dict(policy_config=policy_config, data=data, max_len=max_len, eval_cfg=eval_cfg, run_dir=run_dir, device=device)
+        return fit_closed_form(policy=policy, config=config, ctx=ctx, **closed_form)
     run, learner = build_spt(
         policy=policy,
         policy_config=policy_config,

@@ -27,7 +27,7 @@ OBJECTIVES = ("reward", "log_reward")
 class RPTConfig:
     """``rpt`` section. Its defaults are the reference objective (GRPO, DESIGN section 3), on
     purpose not the project's default algorithm: ``RPTConfig()`` is what tests, benchmarks and the
-    reader of a saved state older than a setting (:func:`lares_rl.rpt.loop.read_rpt_state`) start
+    reader of a saved state older than a setting (:func:`lares_rl.rpt.setup.read_rpt_state`) start
     from, and the reference is the fixed point the other algorithms are described against. Which
     algorithm a run uses is a config choice: configs/config.yaml picks ``rpt: expected_pg``, and
     each configs/rpt/<algorithm>.yaml lists only what it changes from these defaults (Hydra composes
@@ -73,6 +73,15 @@ class RPTConfig:
     )
 
     def validate(self) -> None:
+        """Every setting in its range and consistent with the others; the first problem is one LaresError naming the key."""
+        self._check_algorithm()
+        self._check_budget()
+        self._check_update()
+        self._check_collection()
+        self._check_halting_and_selection()
+
+    def _check_algorithm(self) -> None:
+        """The algorithm, its group size and objective, and the exploration it optimises."""
         require(self.algorithm in ALGORITHMS, "rpt.algorithm", f"must be one of {ALGORITHMS}, got {self.algorithm!r}")
         require(
             self.group_size >= 2 or (self.algorithm == "expected_pg" and self.group_size == 1),
@@ -90,6 +99,9 @@ class RPTConfig:
             "rpt.exploration",
             f"rpt.algorithm=expected_pg optimises the item softmax that rpt.exploration=categorical samples from; got exploration={self.exploration}. Use rpt=expected_pg",
         )
+
+    def _check_budget(self) -> None:
+        """Sizes, rates and budgets: each in its range."""
         require(self.histories_per_batch >= 1, "rpt.histories_per_batch", f"must be >= 1, got {self.histories_per_batch}")
         require(self.lr > 0, "rpt.lr", f"must be > 0, got {self.lr}")
         require(self.beta >= 0, "rpt.beta", f"must be >= 0, got {self.beta}")
@@ -103,6 +115,9 @@ class RPTConfig:
             "rpt.latent_noise",
             "false needs item sampling (rpt.exploration=categorical|plackett_luce): with exploration=latent nothing would explore",
         )
+
+    def _check_update(self) -> None:
+        """The update's options, and which exploration each algorithm needs."""
         require(self.update_epochs >= 1, "rpt.update_epochs", f"must be >= 1, got {self.update_epochs}")
         require(0 < self.clip_epsilon < 1, "rpt.clip_epsilon", f"must be in (0, 1), got {self.clip_epsilon}")
         require(self.advantage in ADVANTAGES, "rpt.advantage", f"must be one of {ADVANTAGES}, got {self.advantage!r}")
@@ -125,6 +140,9 @@ class RPTConfig:
             "rpt.antithetic",
             f"pairs rollouts inside a group, so rpt.group_size must be even, got {self.group_size}",
         )
+
+    def _check_collection(self) -> None:
+        """Probing, the value head, episodes and the collector workers."""
         require(self.probe_size >= 1 and self.probe_every >= 1, "rpt.probe_size/rpt.probe_every", "must be >= 1")
         require(self.value_hidden >= 1, "rpt.value_hidden", "must be >= 1")
         require(self.batches_per_epoch is None or self.batches_per_epoch >= 1, "rpt.batches_per_epoch", "must be null or >= 1")
@@ -140,6 +158,9 @@ class RPTConfig:
             "rpt.collector_workers",
             f"worker processes collect one-step episodes only; with rpt.horizon={self.horizon} use rpt.collector_workers=1",
         )
+
+    def _check_halting_and_selection(self) -> None:
+        """Halting of rollouts, and which epoch is kept."""
         check_halting(self.halt_tol, self.halt_k_max, "rpt.halt_tol", "rpt.halt_k_max")
         require(
             self.halt_tol is None or not self.latent_noise,

@@ -20,6 +20,9 @@ linear cross-entropy):
 Item 0 is never scored (as ``policy.scores`` puts it at -inf), so its row of the table gets no
 gradient from this loss, as today. A target 0 has logit -inf and an infinite loss, as in
 ``F.cross_entropy`` over the masked logits.
+
+Under bf16 autocast (``precision=bf16``, lares_rl/core/precision.py) the chunk products run in bf16
+and the running log-sum-exp, the loss and the sums of the gradient over chunks in fp32.
 """
 
 from __future__ import annotations
@@ -27,45 +30,75 @@ from __future__ import annotations
 import torch
 
 DEFAULT_CHUNK = 512  # items per block: 256-1024 were equally fast at 1,349-24,587 items on this CPU, 2048+ slower (docs/speed_profile.md)
+# Below this many items the whole logit matrix (770 positions x 2,048 x 4 B = 6 MB) stays in cache and
+# the two paths measured alike within a step (ML-100K, 1,349 items); from about 2,000 items on the
+# fused one is faster (1.35x at 3,000, 2.4x at 24,587 items, forward + backward; docs/speed_profile.md).
+FASTER_FROM_ITEMS = 2048
 REDUCTIONS = ("mean", "sum", "none")
 
 
 class _CatalogCrossEntropy(torch.autograd.Function):
-    """Per-row losses ``lse_j>=1(s . e_j) - s . e_target``; the module docstring gives the passes."""
+    """Per-row losses ``lse_j>=1(s . e_j) - s . e_target``; the module docstring gives the passes.
+    ``product``: the dtype the chunk products run in (the inputs' own, or bf16 under autocast); the
+    log-sum-exp and the gradients accumulate in fp32 at least whatever it is."""
 
     @staticmethod
-    def forward(ctx, states: torch.Tensor, table: torch.Tensor, targets: torch.Tensor, chunk: int) -> torch.Tensor:
+    def forward(ctx, states: torch.Tensor, table: torch.Tensor, targets: torch.Tensor, chunk: int, product: torch.dtype) -> torch.Tensor:
         wide = torch.promote_types(states.dtype, torch.float32)  # fp32 at least, whatever the product's dtype
+        queries, items = states.to(product), table.to(product)  # no copies when the inputs are already in that dtype
         lse = torch.full((states.shape[0],), float("-inf"), device=states.device, dtype=wide)
-        for start in range(1, table.shape[0], chunk):
-            logits = states @ table[start : start + chunk].T
+        for start in range(1, items.shape[0], chunk):
+            logits = queries @ items[start : start + chunk].T
             lse = torch.logaddexp(lse, torch.logsumexp(logits.to(wide), dim=1))
-        target_logits = (states * table[targets]).sum(dim=1).to(wide).masked_fill(targets == 0, float("-inf"))
-        ctx.save_for_backward(states, table, targets, lse)
-        ctx.chunk = chunk
+        target_logits = (queries * items[targets]).sum(dim=1).to(wide).masked_fill(targets == 0, float("-inf"))
+        ctx.save_for_backward(queries, items, targets, lse)
+        ctx.chunk, ctx.grad_dtype = chunk, states.dtype
         return (lse - target_logits).to(states.dtype)
 
     @staticmethod
-    def backward(ctx, grad_rows: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
-        states, table, targets, lse = ctx.saved_tensors
+    def backward(ctx, grad_rows: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None, None]:
+        queries, table, targets, lse = ctx.saved_tensors
         want_states, want_table = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         scale = grad_rows.to(lse.dtype).view(-1, 1)
-        grad_states = torch.zeros_like(states) if want_states else None
-        grad_table = torch.zeros_like(table) if want_table else None
+        grad_states = torch.zeros(queries.shape, dtype=lse.dtype, device=queries.device) if want_states else None
+        grad_table = torch.zeros(table.shape, dtype=lse.dtype, device=table.device) if want_table else None
         for start in range(1, table.shape[0], ctx.chunk):
             items = table[start : start + ctx.chunk]
-            probs = (states @ items.T).to(lse.dtype).sub_(lse.view(-1, 1)).exp_().mul_(scale).to(states.dtype)
+            probs = (queries @ items.T).to(lse.dtype).sub_(lse.view(-1, 1)).exp_().mul_(scale).to(queries.dtype)
             if want_states:
-                torch.addmm(grad_states, probs, items, out=grad_states)  # in place (as addmm_, which FLOP counters miss)
+                _add_product(grad_states, probs, items)
             if want_table:
-                torch.mm(probs.T, states, out=grad_table[start : start + ctx.chunk])
+                _write_product(grad_table[start : start + ctx.chunk], probs.T, queries)
         # the target's -1; a target 0 sits in the -inf column, which passes no gradient (as in ``policy.scores``)
-        target_scale = scale.masked_fill(targets.view(-1, 1) == 0, 0.0).to(states.dtype)
+        target_scale = scale.masked_fill(targets.view(-1, 1) == 0, 0.0).to(lse.dtype)
         if want_states:
             grad_states.sub_(table[targets] * target_scale)
         if want_table:
-            grad_table.index_add_(0, targets, states * -target_scale)
-        return grad_states, grad_table, None, None
+            grad_table.index_add_(0, targets, queries * -target_scale)
+        return (
+            None if grad_states is None else grad_states.to(ctx.grad_dtype),
+            None if grad_table is None else grad_table.to(ctx.grad_dtype),
+            None,
+            None,
+            None,
+        )
+
+
+def _add_product(total: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    """``total += a @ b``: in place when the dtypes match, else the product in ``a``'s dtype (bf16)
+    added in ``total``'s (fp32), so the sum over chunks is an fp32 one."""
+    if total.dtype == a.dtype:
+        torch.addmm(total, a, b, out=total)  # in place (as addmm_, which FLOP counters miss)
+    else:
+        total.add_(a @ b)
+
+
+def _write_product(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    """``out[:] = a @ b``, computed in ``a``'s dtype and stored in ``out``'s."""
+    if out.dtype == a.dtype:
+        torch.mm(a, b, out=out)
+    else:
+        out.copy_(a @ b)
 
 
 def catalog_cross_entropy(
@@ -87,7 +120,18 @@ def catalog_cross_entropy(
         chunk: items per block (the working memory is n x chunk); any size >= 1 gives the same loss.
         ignore_index, reduction: as in ``F.cross_entropy`` (``mean`` over the rows not ignored;
             with none left it is NaN there too; ``none``: [n], 0 at ignored rows).
+
+    Under autocast (``precision=bf16``) the chunk products run in autocast's dtype, as autocast
+    runs a matrix product, while the log-sum-exp, the loss (as autocast's ``F.cross_entropy``) and
+    the gradient sums over chunks are fp32; ``states`` and ``table`` may then differ in dtype.
     """
+    device = states.device.type
+    product = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+    if product is not None:
+        states, table = (
+            states.to(torch.promote_types(states.dtype, torch.float32)),
+            table.to(torch.promote_types(table.dtype, torch.float32)),
+        )
     check_inputs(states, table, targets, chunk, reduction)
     kept = targets != ignore_index
     bad = kept & ((targets < 0) | (targets >= table.shape[0]))
@@ -96,7 +140,12 @@ def catalog_cross_entropy(
             f"targets must be item ids in 0..{table.shape[0] - 1} or ignore_index={ignore_index}, got {targets[bad][:5].tolist()}"
         )
     every_row = bool(kept.all())
-    rows = _CatalogCrossEntropy.apply(states if every_row else states[kept], table, targets if every_row else targets[kept], chunk)
+    rows_in = (states if every_row else states[kept], table, targets if every_row else targets[kept], chunk)
+    if product is None:
+        rows = _CatalogCrossEntropy.apply(*rows_in, states.dtype)
+    else:
+        with torch.autocast(device, enabled=False):  # inside, only the products run in ``product``; nothing else is recast
+            rows = _CatalogCrossEntropy.apply(*rows_in, product)
     if reduction == "mean":
         return rows.mean()
     if reduction == "sum":

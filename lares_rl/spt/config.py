@@ -38,7 +38,7 @@ class SPTConfig:
     alignment_negatives: str = (
         "gathered"  # torchrun: TLA/SLA negatives from the whole global batch (gathered) or this rank's rows only (per_rank)
     )
-    catalog_loss: str = "fused"  # negatives=full: fused (item chunks, no [positions x items] logits; lares_rl/catalog/fused_ce.py) | full
+    catalog_loss: str = "auto"  # negatives=full: auto (fused from 2,048 items, where faster) | fused (lares_rl/catalog/fused_ce.py) | full
 
     def __post_init__(self) -> None:
         if self.temperature is None:
@@ -70,7 +70,9 @@ class SPTConfig:
             "spt.alignment_negatives",
             f"must be gathered or per_rank, got {self.alignment_negatives!r}",
         )
-        require(self.catalog_loss in ("fused", "full"), "spt.catalog_loss", f"must be fused or full, got {self.catalog_loss!r}")
+        require(
+            self.catalog_loss in ("auto", "fused", "full"), "spt.catalog_loss", f"must be auto, fused or full, got {self.catalog_loss!r}"
+        )
 
     def rec_softmax(self, policy: nn.Module, train_targets: torch.Tensor) -> SampledSoftmax | None:
         """The sampled / in-batch L_rec for ``policy`` (None: the full softmax). ``train_targets``:

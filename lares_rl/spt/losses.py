@@ -9,14 +9,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lares_rl.catalog.fused_ce import catalog_cross_entropy
+from lares_rl.catalog.fused_ce import FASTER_FROM_ITEMS, catalog_cross_entropy
 from lares_rl.catalog.sampled_softmax import SampledSoftmax
 from lares_rl.core.errors import LaresError
 from lares_rl.spt.config import SPTConfig
 
 
 def info_nce(x: torch.Tensor, y: torch.Tensor, similarity: str, temperature: float) -> torch.Tensor:
-    """l(x, y) = CE((sim(x_i, y_j) / tau)_j, i): row i's positive is y_i, the batch is the negatives."""
+    """l(x, y) = CE((sim(x_i, y_j) / tau)_j, i): row i's positive is y_i, the batch is the negatives.
+    Under autocast (``precision=bf16``) it runs in fp32: its products are small, and tau (0.07 with
+    cosine) would scale bf16's rounding of the similarities fourteen-fold."""
+    if torch.is_autocast_enabled(x.device.type):
+        with torch.autocast(x.device.type, enabled=False):
+            return info_nce(x.float(), y.float(), similarity, temperature)
     if similarity == "cosine":
         x, y = F.normalize(x, dim=-1), F.normalize(y, dim=-1)
     logits = x @ y.T / temperature
@@ -27,19 +32,26 @@ def symmetric_info_nce(x: torch.Tensor, y: torch.Tensor, similarity: str, temper
     return (info_nce(x, y, similarity, temperature) + info_nce(y, x, similarity, temperature)) / 2
 
 
+def uses_fused_catalog(policy: nn.Module, catalog_loss: str) -> bool:
+    """Whether the full-catalog L_rec of ``policy`` runs fused under ``spt.catalog_loss``: ``fused``,
+    or ``auto`` on a catalog of at least ``FASTER_FROM_ITEMS`` items, and only for a policy whose
+    scores are a product with its item table (``score_operands``: LARES, SASRec)."""
+    if getattr(policy, "score_operands", None) is None:
+        return False
+    return catalog_loss == "fused" or (catalog_loss == "auto" and int(policy.num_items) >= FASTER_FROM_ITEMS)
+
+
 def rec_cross_entropy(
     policy: nn.Module, states: torch.Tensor, targets: torch.Tensor, softmax: SampledSoftmax | None, catalog_loss: str = "full"
 ) -> torch.Tensor:
     """CE of ``states`` [n, d] for ``targets`` [n]: over the whole catalog, or ``softmax``'s candidates.
-    ``catalog_loss`` (``spt.catalog_loss``): ``fused`` scores the catalog in item chunks without the
-    [n, N + 1] logit matrix (:mod:`lares_rl.catalog.fused_ce`, the same loss and gradients) for a
-    policy whose scores are a product with its item table (``score_operands``: LARES, SASRec); any
-    other policy, and ``full``, take the whole matrix from ``policy.scores``."""
+    ``catalog_loss`` (``spt.catalog_loss``, :func:`uses_fused_catalog`): fused, the catalog is scored
+    in item chunks without the [n, N + 1] logit matrix (:mod:`lares_rl.catalog.fused_ce`, the same
+    loss and gradients); otherwise the whole matrix comes from ``policy.scores``."""
     if softmax is not None:
         return softmax.loss(states, targets, policy.item_scores)
-    operands = getattr(policy, "score_operands", None)
-    if catalog_loss == "fused" and operands is not None:
-        return catalog_cross_entropy(*operands(states), targets)
+    if uses_fused_catalog(policy, catalog_loss):
+        return catalog_cross_entropy(*policy.score_operands(states), targets)
     return F.cross_entropy(policy.scores(states), targets)
 
 

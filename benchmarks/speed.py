@@ -1,0 +1,180 @@
+"""Throughput of today's code path against the new one, in the same run, as ratios (issue 34).
+
+    OMP_NUM_THREADS=1 python benchmarks/speed.py            # ML-100K, and Instruments from ../shared/data
+
+Each part times a fixed number of units of work (SPT steps, evaluation users), not whole epochs,
+on both paths alternately (SPT: step by step on copies of one model, seeded alike, so both see
+the same k', T0 and dropout and background load hits both), in CPU time of one thread. It prints
+one table and writes ``benchmarks/results/speed.json``, whose ``ratios`` map holds new throughput /
+old for every ``<part>_<data set>`` key (e.g. ``spt_lares_instruments``).
+
+A new part is one function ``(data name, data, args) -> Measured`` added to ``PARTS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from speed_common import DATASETS, add_data_dir_argument, alternating, build, cpu_ms, load_data, one_thread, spt_batches, spt_config
+
+from lares_rl.core.tracking import progress_enabled
+from lares_rl.data import SequenceData
+from lares_rl.eval.evaluation import EvalConfig, evaluate_policy
+from lares_rl.spt.losses import spt_loss, total_loss, uses_fused_catalog
+
+RESULTS = Path(__file__).resolve().parent / "results" / "speed.json"
+
+
+@dataclass
+class Measured:
+    """One part on one data set: throughput of each path (``unit`` per CPU second) and what each ran."""
+
+    unit: str
+    old: float
+    new: float
+    old_path: str
+    new_path: str
+    work: str  # what was timed, e.g. "12 steps of 128 windows"
+
+    @property
+    def ratio(self) -> float:
+        return self.new / self.old
+
+
+def spt_throughput(policy_name: str, data: SequenceData, steps: int) -> Measured:
+    """Supervised targets per CPU second of whole SPT steps (``spt_loss``, backward, Adam, as
+    ``train_spt`` takes them) with ``spt.catalog_loss=full`` (today) and the default, ``auto``
+    (fused on a catalog where that is faster; benchmarks/speed_profile.py times both on every one)."""
+    base = build(policy_name, data)
+    runs = {}
+    for path in ("full", "auto"):
+        policy, cfg = copy.deepcopy(base).train(), spt_config(catalog_loss=path)
+        runs[path] = (policy, cfg, torch.optim.Adam(policy.parameters(), lr=cfg.lr), spt_batches(policy, data, cfg), [0.0, 0])
+    for index in range(steps + 1):  # step 0 warms up
+        for policy, cfg, optimizer, batches, totals in alternating(list(runs.values()), index):
+            batch, positive = next(batches)
+            torch.manual_seed(index)
+
+            def step() -> None:
+                loss = total_loss(spt_loss(policy, batch, positive, cfg), index)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+
+            ms = cpu_ms(step)[1]
+            if index:
+                totals[0] += ms / 1000
+                totals[1] += int((batch[2] > 0).sum())
+    rate = {path: run[-1][1] / run[-1][0] for path, run in runs.items()}
+    chosen = "fused" if uses_fused_catalog(base, "auto") else "full"
+    new_path = f"spt.catalog_loss=auto ({chosen} at {data.num_items:,} items)"
+    work = f"{steps} steps of {spt_config().batch_size} windows"
+    return Measured("samples/s", rate["full"], rate["auto"], "spt.catalog_loss=full", new_path, work)
+
+
+def spt_lares(name: str, data: SequenceData, args: argparse.Namespace) -> Measured:
+    return spt_throughput("lares", data, args.spt_steps)
+
+
+def spt_sasrec(name: str, data: SequenceData, args: argparse.Namespace) -> Measured:
+    return spt_throughput("sasrec", data, args.spt_steps)
+
+
+# What evaluation's new path turns on (EvalConfig fields); empty: the same code as today's.
+NEW_EVAL: dict = {}
+
+
+def evaluation(name: str, data: SequenceData, args: argparse.Namespace) -> Measured:
+    """Validation users per CPU second of ``evaluate_policy`` (LARES, k = 4, full ranking) on the
+    first ``--eval-users`` users, today's settings against ``NEW_EVAL``."""
+    policy = build("lares", data)
+    subset = _FirstUsers(data, args.eval_users)
+    configs = {"old": EvalConfig(split="valid"), "new": EvalConfig(split="valid", **NEW_EVAL)}
+    seconds = dict.fromkeys(configs, 0.0)
+    with progress_enabled(False):
+        for repeat in range(args.eval_repeats):
+            for label, cfg in alternating(list(configs.items()), repeat):
+                seconds[label] += (
+                    cpu_ms(lambda: evaluate_policy(policy, subset, "valid", policy.max_len, cfg, torch.device("cpu")))[1] / 1000
+                )
+    users = subset.users * args.eval_repeats
+    new_path = " ".join(f"eval.{k}={v}" for k, v in NEW_EVAL.items()) or "today's (no evaluation change yet)"
+    return Measured(
+        "users/s", users / seconds["old"], users / seconds["new"], "today's", new_path, f"{subset.users:,} users x {args.eval_repeats}"
+    )
+
+
+class _FirstUsers:
+    """``data`` seen through its first ``users`` evaluation rows: a fixed slice of work instead of
+    a whole pass over 57,439 Instruments users."""
+
+    def __init__(self, data: SequenceData, users: int) -> None:
+        self.data, self.users = data, min(users, data.num_users)
+
+    def eval_inputs(self, split: str, max_len: int) -> tuple[torch.Tensor, ...]:
+        return tuple(t[: self.users] for t in self.data.eval_inputs(split, max_len))
+
+
+PARTS: dict[str, Callable[[str, SequenceData, argparse.Namespace], Measured]] = {
+    "spt_lares": spt_lares,
+    "spt_sasrec": spt_sasrec,
+    "eval": evaluation,
+}
+
+
+def table(results: dict[str, Measured]) -> str:
+    lines = ["| part | unit | today | new | new / today | today's path | new path | work |", "|---|---|---:|---:|---:|---|---|---|"]
+    for key, m in results.items():
+        lines.append(f"| {key} | {m.unit} | {m.old:,.0f} | {m.new:,.0f} | {m.ratio:.2f}x | {m.old_path} | {m.new_path} | {m.work} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_data_dir_argument(parser)
+    parser.add_argument("--spt-steps", type=int, default=24, help="timed SPT steps per path (after one warm-up step)")
+    parser.add_argument("--eval-users", type=int, default=4096, help="validation users per evaluation pass")
+    parser.add_argument("--eval-repeats", type=int, default=2, help="evaluation passes per path")
+    parser.add_argument("--parts", nargs="*", choices=list(PARTS), default=list(PARTS))
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    one_thread()
+    start = time.perf_counter()
+    results: dict[str, Measured] = {}
+    skipped = []
+    for name in DATASETS:
+        data = load_data(name, args.data_dir)
+        if data is None:
+            skipped.append(name)
+            continue
+        for part in args.parts:
+            key = f"{part}_{name}"
+            results[key] = PARTS[part](name, data, args)
+            print(f"{key}: {results[key].ratio:.2f}x ({results[key].old:,.0f} -> {results[key].new:,.0f} {results[key].unit})", flush=True)
+    print(table(results))
+    wall = time.perf_counter() - start
+    print(f"({wall:.0f} s wall{'; skipped: ' + ', '.join(skipped) if skipped else ''})")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "ratios": {key: round(m.ratio, 4) for key, m in results.items()},
+        "parts": {key: asdict(m) for key, m in results.items()},
+        "skipped": skipped,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "wall_seconds": round(wall, 1),
+        "command": "OMP_NUM_THREADS=1 python benchmarks/speed.py "
+        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k in ("spt_steps", "eval_users", "eval_repeats")),
+    }
+    args.out.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

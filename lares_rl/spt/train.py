@@ -62,7 +62,7 @@ SETTINGS_BEFORE_RECORDED = {
     "negative_proposal": "popularity",
     "logq_correction": True,
     "alignment_negatives": "gathered",
-    "catalog_loss": "full",
+    "catalog_loss": "auto",  # they ran the full loss: what auto runs below 2,048 items, and the fused one equals to float rounding
 }
 
 

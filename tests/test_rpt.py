@@ -12,8 +12,9 @@ from torchrl.objectives import ClipPPOLoss
 from lares_rl.core.errors import LaresError
 from lares_rl.data.sequences import SequenceData
 from lares_rl.envs.batched_env import NextItemEnv
-from lares_rl.policies.actor import make_slate_actor, replay_step_log_probs
+from lares_rl.policies.actor import make_slate_actor
 from lares_rl.policies.reasoner import LaresReasoner
+from lares_rl.policies.rollouts import replay_step_log_probs
 from lares_rl.rewards import make_reward
 from lares_rl.rewards.build import instantiate_reward
 from lares_rl.rpt.algorithms import ALGORITHMS

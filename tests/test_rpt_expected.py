@@ -85,7 +85,7 @@ def test_expected_reward_gradient_matches_the_brute_force_expectation():
     reward = make_reward("ndcg", k=10)
     out = ExpectedRewardLoss(policy, reward, num_items=9)(td)
     grad = torch.autograd.grad(out["loss_policy"], policy.item_embedding.weight)[0]
-    from lares_rl.policies.actor import run_rollouts
+    from lares_rl.policies.rollouts import run_rollouts
 
     scores = run_rollouts(policy, items, length, td["num_steps"], td["rollout_seed"], dedupe=True)["final_scores"]
     brute = -torch.stack([torch.softmax(scores[b], -1)[target[b]] for b in range(2)]).mean()
@@ -107,7 +107,7 @@ def test_log_objective_with_an_accuracy_reward_is_cross_entropy():
         [2],
     )
     out = ExpectedRewardLoss(policy, make_reward("hit", k=10), num_items=9, log_objective=True)(td)
-    from lares_rl.policies.actor import run_rollouts
+    from lares_rl.policies.rollouts import run_rollouts
 
     scores = run_rollouts(policy, items, length, td["num_steps"], td["rollout_seed"], dedupe=True)["final_scores"]
     assert out["loss_policy"].item() == pytest.approx(torch.nn.functional.cross_entropy(scores, target).item(), abs=1e-5)

@@ -12,7 +12,8 @@ from torchrl.envs.utils import ExplorationType, set_exploration_type
 from lares_rl.core.errors import LaresError
 from lares_rl.data.synthetic import successor_log
 from lares_rl.eval.evaluation import EvalConfig
-from lares_rl.policies.actor import latent_scale, make_slate_actor
+from lares_rl.policies.actor import make_slate_actor
+from lares_rl.policies.gaussian_latent import latent_scale
 from lares_rl.policies.reasoner import LaresReasoner
 from lares_rl.rewards import make_reward
 from lares_rl.rpt.algorithms.latent_pg import LatentPolicyGradientLoss
@@ -76,7 +77,7 @@ def test_gaussian_actor_explores_only_when_random():
 
 
 def test_antithetic_pairs_mirror_and_dedupe_shares_states_within_a_group():
-    from lares_rl.policies.actor import run_rollouts
+    from lares_rl.policies.rollouts import run_rollouts
 
     policy = tiny_policy(30)
     td = TensorDict({"history": {"items": torch.randint(1, 31, (3, L)).repeat_interleave(4, 0), "length": torch.full((12,), L)}}, [12])

@@ -4,6 +4,8 @@
 import ast
 from pathlib import Path
 
+import tomllib
+
 from lares_rl.core.checkpoint import FORMAT
 from lares_rl.core.resume import TRAINING_STATE_FORMAT
 
@@ -39,3 +41,13 @@ def test_stage_packages_exist():
 def test_checkpoint_and_state_format_tags_survive_the_move():
     """Files written before the package move carry these tags; renaming them would refuse every old checkpoint."""
     assert FORMAT == "lares_rl.checkpoint/1" and TRAINING_STATE_FORMAT == "lares_rl.training_state/1"
+
+
+def test_every_package_is_declared_for_installation():
+    """pyproject.toml lists the packages by hand (envs/, policies/ and configs/ install under
+    lares_rl.*): a package missing there works in the editable checkout and is absent from a wheel."""
+    declared = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    on_disk = {".".join(init.parent.relative_to(ROOT).parts) for init in ROOT.glob("lares_rl/**/__init__.py")}
+    on_disk |= {"lares_rl.envs", "lares_rl.policies", "lares_rl.configs"}
+    on_disk |= {f"lares_rl.configs.{group.name}" for group in (ROOT / "configs").iterdir() if group.is_dir() and any(group.glob("*.yaml"))}
+    assert on_disk <= declared, sorted(on_disk - declared)

@@ -367,3 +367,13 @@ def test_cli_halting_adds_steps_to_each_answer(checkpoint, tmp_path, capsys):
     ):
         assert main(["--checkpoint", str(checkpoint), "--input", str(src), *flags]) == 2
         assert capsys.readouterr().err.startswith(f"error: {needle}")
+
+
+def test_cli_takes_checkpoint_as_key_value_like_every_other_command(checkpoint, monkeypatch, capsys):
+    history = '["i1", "i2"]\n'
+    monkeypatch.setattr(sys, "stdin", io.StringIO(history))
+    assert main(["--checkpoint", str(checkpoint), "--top-k", "3", "--deterministic"]) == 0
+    flag_style = capsys.readouterr().out
+    monkeypatch.setattr(sys, "stdin", io.StringIO(history))
+    assert main([f"checkpoint={checkpoint}", "--top-k", "3", "--deterministic"]) == 0
+    assert capsys.readouterr().out == flag_style

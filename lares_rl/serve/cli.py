@@ -40,13 +40,23 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lares-rl recommend", description="Top-k recommendations for JSON-lines histories (original item ids)."
     )
-    parser.add_argument("--checkpoint", required=True, help="checkpoint .pt written by lares-rl (e.g. <run dir>/checkpoints/spt_best.pt)")
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        help="checkpoint .pt written by lares-rl (e.g. <run dir>/checkpoints/rpt_best.pt); checkpoint=PATH works too",
+    )
     parser.add_argument("--input", default="-", help="JSON-lines file of histories; - reads stdin (default)")
     parser.add_argument("--output", default="-", help="JSON-lines output file, written atomically; - writes stdout (default)")
     parser.add_argument("--top-k", type=int, default=10, help="items per history (default 10)")
     parser.add_argument("--include-seen", action="store_true", help="allow items of the history in the output (excluded by default)")
-    parser.add_argument("--deterministic", action="store_true", help="no T0 noise, fixed depth (instead of seeded noise)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the T0 noise: identical input gives identical output (default 0)")
+    parser.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="start reasoning from a zero initial thought at a fixed depth, so the answer needs no seed (default: the random initial thought LARES is trained with, seeded by --seed)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the random initial thought: identical input gives identical output (default 0)"
+    )
     parser.add_argument("--k", type=int, default=None, help="reasoning depth (default: the checkpoint's evaluation depth)")
     parser.add_argument(
         "--halt-tol",
@@ -227,11 +237,19 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _key_value_style(argv: list[str]) -> list[str]:
+    """``checkpoint=PATH`` (the form every other lares-rl command takes) as ``--checkpoint PATH``."""
+    out: list[str] = []
+    for arg in argv:
+        out += ["--checkpoint", arg.removeprefix("checkpoint=")] if arg.startswith("checkpoint=") else [arg]
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``), run, return the exit status (0 all answered, 1 some
     lines are error records, 2 a mistake that stops the whole batch)."""
     try:
-        args = _parser().parse_args(argv)
+        args = _parser().parse_args(_key_value_style(sys.argv[1:] if argv is None else argv))
     except SystemExit as exit_:  # argparse: --help (0) or a usage error (2, message already printed)
         return int(exit_.code or 0)
     try:

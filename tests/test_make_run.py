@@ -8,6 +8,7 @@ import subprocess
 import pytest
 
 from tests.cli_process import ROOT, child_env
+from tests.test_readme import readme_table_header
 
 
 @pytest.mark.skipif(
@@ -25,6 +26,7 @@ def test_make_run_quick_preset_runs_the_whole_pipeline(tmp_path, custom_data_arg
     )
     assert result.returncode == 0, result.stderr[-3000:]
     table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert table[0] == readme_table_header()  # the README shows the columns this run prints
     assert [line.split(" | ")[0] for line in table] == ["| model", "| SASRec", "| LARES-SPT", "| LARES-SPT+RPT"], result.stdout
     assert all("epoch cap" in line or "early stopping" in line for line in table[1:]), table
     assert "PRESET=paper" in result.stdout and "docs/results/README.md" in result.stdout

@@ -18,9 +18,11 @@ function in lares_rl/commands/, one module per command.
 from __future__ import annotations
 
 import errno
+import importlib
 import os
 import sys
 import tempfile
+from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 from typing import NoReturn
@@ -30,13 +32,9 @@ import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 
 from lares_rl.commands.checkpoint import checkpoint_dataset_choice
-from lares_rl.commands.evaluate import command_eval, command_stats, command_sweep_k
 from lares_rl.commands.overrides import unknown_key_errors
-from lares_rl.commands.rpt import command_rpt
-from lares_rl.commands.run import command_run
 from lares_rl.commands.schemas import register_schemas
 from lares_rl.commands.session import resume_dir as _resume_dir  # noqa: F401 - tests/test_rpt_resume.py reads it here
-from lares_rl.commands.spt import command_spt
 from lares_rl.core.distributed import DISTRIBUTED_COMMANDS, launched_by_torchrun
 from lares_rl.core.errors import LaresError
 from lares_rl.core.resume import TrainingInterrupted
@@ -44,13 +42,32 @@ from lares_rl.core.tracking import progress_enabled
 from lares_rl.serve.cli import main as recommend_main
 
 COMMANDS = ("run", "spt", "rpt", "eval", "sweep-k", "stats", "recommend")
-HANDLERS = {
-    "run": command_run,
-    "spt": command_spt,
-    "rpt": command_rpt,
-    "eval": command_eval,
-    "sweep-k": command_sweep_k,
-    "stats": command_stats,
+
+
+@dataclass(frozen=True)
+class CommandFunction:
+    """A command's function, named by module path and imported when the command runs."""
+
+    module: str
+    function: str
+
+    def __call__(self, cfg: DictConfig) -> object:
+        return getattr(importlib.import_module(self.module), self.function)(cfg)
+
+
+# The house's exception for optional heavy dependencies (no function-local `from lares_rl... import`,
+# tests/test_house.py; a module path resolved with importlib instead): each command's module is
+# imported only when that command runs. `rpt` and `run` import TorchRL, whose tensordict pulls in
+# torch._dynamo (about 8 CPU seconds here), and `sweep-k` matplotlib; `stats`, `eval`, `spt`, `--help`
+# and every error exit do not pay for them. import-linter does not see these imports: the commands
+# sit below the CLI anyway.
+HANDLERS: dict[str, CommandFunction] = {
+    "run": CommandFunction("lares_rl.commands.run", "command_run"),
+    "spt": CommandFunction("lares_rl.commands.spt", "command_spt"),
+    "rpt": CommandFunction("lares_rl.commands.rpt", "command_rpt"),
+    "eval": CommandFunction("lares_rl.commands.evaluate", "command_eval"),
+    "sweep-k": CommandFunction("lares_rl.commands.sweep_k", "command_sweep_k"),
+    "stats": CommandFunction("lares_rl.commands.stats", "command_stats"),
 }
 # Flags people try from other tools; here they are Hydra overrides (only `recommend` takes --checkpoint).
 OVERRIDE_FLAGS = ("--checkpoint", "--resume", "--dataset", "--policy")

@@ -1,5 +1,5 @@
-"""The commands that measure without training: ``eval`` (a checkpoint on valid or test),
-``sweep-k`` (a checkpoint over reasoning depths) and ``stats`` (the data set)."""
+"""``lares-rl eval``: a checkpoint on valid or test, measured without training (``sweep-k`` and ``stats``
+have modules of their own, so that this one does not import matplotlib)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,10 @@ import torch
 from omegaconf import DictConfig
 
 from lares_rl.commands.checkpoint import checkpoint_inputs
-from lares_rl.commands.session import eval_config, item_context, load_data, run_dir
+from lares_rl.commands.session import eval_config, item_context, run_dir
 from lares_rl.core.atomic import atomic_write_json
 from lares_rl.core.tracking import Tracker
-from lares_rl.data import format_stats
 from lares_rl.eval.adaptive_depth import format_histogram, steps_histogram
-from lares_rl.eval.depth_sweep import sweep_depths, write_sweep
 from lares_rl.eval.evaluation import evaluate_policy
 from lares_rl.eval.report import results_table
 
@@ -50,22 +48,3 @@ def _log_steps(steps: list[int], split: str) -> dict[int, int]:
     tracker.log_histogram(f"{split}/steps", torch.tensor(steps), 0)
     tracker.close()
     return histogram
-
-
-def command_sweep_k(cfg: DictConfig) -> dict:
-    """Metrics of a checkpoint at every reasoning depth in ``eval.sweep_ks``: JSON, markdown and PNG."""
-
-    eval_cfg = eval_config(cfg)
-    payload, policy, data, device, _ = checkpoint_inputs(cfg, "sweep-k")
-    rows = sweep_depths(policy, data, payload["dataset"]["max_len"], eval_cfg, device)
-    paths = write_sweep(
-        rows, run_dir(), title=f"{payload['policy_config'].get('name', 'policy')} on {payload['dataset']['name']} ({eval_cfg.split})"
-    )
-    print(paths["markdown"].read_text())
-    print(f"[lares-rl] plot {paths['plot']}")
-    return rows
-
-
-def command_stats(cfg: DictConfig) -> None:
-
-    print(format_stats(load_data(cfg)))

@@ -1,6 +1,8 @@
 import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# precision=auto is bf16 on machines with bf16 matrix units; the suite's numbers must not depend on the machine
+os.environ.setdefault("LARES_RL_PRECISION", "fp32")
 
 import torch  # noqa: E402
 

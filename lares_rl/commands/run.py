@@ -12,11 +12,12 @@ from lares_rl.commands.baseline import baseline_policy, train_baseline
 from lares_rl.commands.checkpoint import load_spt_checkpoint
 from lares_rl.commands.overrides import replayed_overrides
 from lares_rl.commands.rpt import check_reward_before_spt, fitted_rpt, rpt_with_before_after
-from lares_rl.commands.session import eval_config, item_context, load_data, print_outputs, resume_dir, run_dir
+from lares_rl.commands.session import eval_config, item_context, load_data, print_outputs, resume_dir, run_dir, training_numerics
 from lares_rl.commands.spt import command_spt
 from lares_rl.core.atomic import atomic_write_json
 from lares_rl.core.checkpoint import build_policy
 from lares_rl.core.config import to_plain
+from lares_rl.core.precision import use_numerics
 from lares_rl.core.resume import load_training_state
 from lares_rl.core.runtime import resolve_device
 from lares_rl.eval.report import comparison_table, format_recommendations
@@ -62,7 +63,8 @@ def command_run(cfg: DictConfig) -> dict:
         "valid": {"spt": results["before"]["valid"], "rpt": results["after"]["valid"]},
         "test": {"spt": spt_results["test"]["spt"], "rpt": results["after"]["test"]},
     }
-    baseline = train_baseline(cfg, data, eval_cfg, device, out, resumed is not None, hint)
+    with use_numerics(training_numerics(cfg, device)[0]):  # the baseline trains with the precision SPT named
+        baseline = train_baseline(cfg, data, eval_cfg, device, out, resumed is not None, hint)
     if baseline is not None:
         merged["baseline"] = baseline
     print(format_recommendations(Recommender.from_checkpoint(results["rpt"]["checkpoint"], device=str(device), deterministic=True), data))

@@ -1,10 +1,11 @@
 """What every command shares: its run directory, the resumed one, the data set, the ``eval``
-section, the item context and the closing lines that say where everything went."""
+section, training's numerics, the item context and the closing lines that say where everything went."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
@@ -12,6 +13,7 @@ from lares_rl.commands.overrides import replayed_overrides
 from lares_rl.commands.schemas import SCHEMAS, schema_node
 from lares_rl.core.config import section_from_mapping, to_plain
 from lares_rl.core.errors import LaresError
+from lares_rl.core.precision import Numerics, bf16_matrix_units, resolve_numerics
 from lares_rl.core.resume import load_training_state
 from lares_rl.data import DatasetConfig, load_dataset
 from lares_rl.eval.evaluation import EvalConfig
@@ -73,6 +75,11 @@ def load_data(cfg: DictConfig):
     """The configured data set (for the commands that start from a checkpoint: the checkpoint's,
     unless the command line chose another; see lares_rl/commands/checkpoint.py)."""
     return load_dataset(DatasetConfig.from_mapping(to_plain(cfg.dataset)), cfg.cache_dir)
+
+
+def training_numerics(cfg: DictConfig, device: torch.device) -> tuple[Numerics, str]:
+    """The run's ``precision`` and ``compile`` on ``device``, and the line that says which and why."""
+    return resolve_numerics(str(cfg.precision), cfg.compile, device, bf16_matrix_units(device))
 
 
 def eval_config(cfg: DictConfig) -> EvalConfig:

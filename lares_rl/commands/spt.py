@@ -5,11 +5,12 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from lares_rl.commands.overrides import replayed_overrides
-from lares_rl.commands.session import eval_config, item_context, load_data, print_outputs, resume_dir, run_dir
+from lares_rl.commands.session import eval_config, item_context, load_data, print_outputs, resume_dir, run_dir, training_numerics
 from lares_rl.core.atomic import atomic_write_json
 from lares_rl.core.checkpoint import build_policy
 from lares_rl.core.config import section_from_mapping, to_plain
 from lares_rl.core.distributed import DistributedConfig, init_distributed, launch_command, shutdown
+from lares_rl.core.precision import use_numerics
 from lares_rl.core.runtime import seed_everything
 from lares_rl.eval.adaptive_depth import check_halting_applies
 from lares_rl.eval.evaluation import check_depth_applies, evaluate_policy
@@ -23,13 +24,18 @@ def command_spt(cfg: DictConfig, with_test: bool = True, quiet: bool = False, co
 
     Under torchrun every rank trains its slice of each batch (DDP, spt_distributed); rank 0 alone
     reads the resumed state, writes the run directory and evaluates on test. ``run`` calls it with
-    ``quiet`` (its own table follows) and ``command="run"`` (the Ctrl-C hint resumes the whole run)."""
+    ``quiet`` (its own table follows) and ``command="run"`` (the Ctrl-C hint resumes the whole run).
+    Training runs with the ``precision`` and ``compile`` the first line names (lares_rl/core/precision.py)."""
 
     ctx, device = init_distributed(str(cfg.device), section_from_mapping(DistributedConfig, cfg.distributed, "distributed"))
     finished = False
     try:
         ctx.check_same("configuration", to_plain(cfg))
-        results = _spt_on_ranks(cfg, ctx, device, with_test, quiet, command)
+        numerics, numerics_line = training_numerics(cfg, device)
+        if ctx.is_main:
+            print(f"[lares-rl] SPT precision {numerics_line}", flush=True)
+        with use_numerics(numerics):
+            results = _spt_on_ranks(cfg, ctx, device, with_test, quiet, command)
         finished = True
         return results
     finally:

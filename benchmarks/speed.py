@@ -20,13 +20,17 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from statistics import mean
 
 import torch
 from speed_common import DATASETS, add_data_dir_argument, alternating, build, cpu_ms, load_data, one_thread, spt_batches, spt_config
 
+from lares_rl.core.precision import FP32_EAGER, Numerics, use_numerics
 from lares_rl.core.tracking import progress_enabled
 from lares_rl.data import SequenceData
 from lares_rl.eval.evaluation import EvalConfig, evaluate_policy
+from lares_rl.spt.batches import training_rows
+from lares_rl.spt.distributed import SPTStep
 from lares_rl.spt.losses import spt_loss, total_loss, uses_fused_catalog
 
 RESULTS = Path(__file__).resolve().parent / "results" / "speed.json"
@@ -87,6 +91,95 @@ def spt_sasrec(name: str, data: SequenceData, args: argparse.Namespace) -> Measu
     return spt_throughput("sasrec", data, args.spt_steps)
 
 
+def spt_numerics_steps(
+    policy_name: str, data: SequenceData, steps: int, numerics: Numerics, old_catalog_loss: str = "full"
+) -> tuple[dict[str, list[float]], list[int]]:
+    """CPU seconds of each of ``steps + 1`` whole SPT steps (the step module, backward, Adam) on
+    the old path (fp32, eager; ``spt.catalog_loss=full``, today's, unless ``old_catalog_loss``) and
+    on the default catalog loss under ``numerics`` (precision, compile), alternately on copies of
+    one model; and each step's supervised targets. Step 0 is where compilation happens."""
+    base = build(policy_name, data)
+    runs = {}
+    for path, catalog_loss, chosen in (("old", old_catalog_loss, FP32_EAGER), ("new", "auto", numerics)):
+        policy, cfg = copy.deepcopy(base).train(), spt_config(catalog_loss=catalog_loss)
+        with use_numerics(chosen):
+            step_module = SPTStep(policy, cfg)
+        runs[path] = (step_module, torch.optim.Adam(policy.parameters(), lr=cfg.lr), spt_batches(policy, data, cfg), [])
+    targets = []
+    for index in range(steps + 1):
+        for step_module, optimizer, batches, seconds in alternating(list(runs.values()), index):
+            batch, positive = next(batches)
+            torch.manual_seed(index)
+
+            def step() -> None:
+                loss = total_loss(step_module(batch, positive), index)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+
+            seconds.append(cpu_ms(step)[1] / 1000)
+        targets.append(int((batch[2] > 0).sum()))
+    return {path: run[-1] for path, run in runs.items()}, targets
+
+
+def spt_bf16(policy_name: str, data: SequenceData, steps: int) -> Measured:
+    """Supervised targets per CPU second of whole SPT steps after one warm-up step: today's fp32
+    full path against the default catalog loss under ``precision=bf16``."""
+    seconds, targets = spt_numerics_steps(policy_name, data, steps, Numerics("bf16"))
+    rate = {path: sum(targets[1:]) / sum(times[1:]) for path, times in seconds.items()}
+    work = f"{steps} steps of {spt_config().batch_size} windows"
+    return Measured("samples/s", rate["old"], rate["new"], "spt.catalog_loss=full, fp32", "spt.catalog_loss=auto, precision=bf16", work)
+
+
+def spt_compile_epoch(policy_name: str, data: SequenceData, steps: int) -> Measured:
+    """Supervised targets per CPU second over one whole SPT epoch with the compile time counted:
+    the default catalog loss eager against the same with ``compile=true`` (compile alone, the
+    choice its default rests on). Measured over ``steps + 1`` steps (every compilation they
+    trigger counted, done in this process and without Inductor's caches, as on a first run); the
+    epoch's other steps at the mean of the measured second half."""
+    torch.compiler.reset()
+    torch._inductor.config.compile_threads = 1  # compile work in this process's CPU time
+    torch._inductor.config.fx_graph_cache = False  # a first run's compile, not a cached one
+    torch._functorch.config.enable_autograd_cache = False
+    seconds, targets = spt_numerics_steps(policy_name, data, steps, Numerics("fp32", compile=True), old_catalog_loss="auto")
+    cfg = spt_config()
+    policy = build(policy_name, data)
+    epoch_steps = len(training_rows(policy, data, policy.max_len, cfg)[0][0]) // cfg.batch_size
+    rest = max(0, epoch_steps - len(targets))
+
+    def epoch_seconds(times: list[float]) -> float:
+        return sum(times) + rest * mean(times[len(times) // 2 :])
+
+    epoch_targets = sum(targets) * epoch_steps / len(targets)
+    compile_seconds = seconds["new"][0] - seconds["old"][0]
+    steady = sum(seconds["old"][1:]) / sum(seconds["new"][1:])
+    work = f"{len(targets)} of {epoch_steps} steps an epoch; compile {compile_seconds:.0f} s CPU at step 0; later steps {steady:.2f}x"
+    return Measured(
+        "samples/s (epoch)",
+        epoch_targets / epoch_seconds(seconds["old"]),
+        epoch_targets / epoch_seconds(seconds["new"]),
+        "spt.catalog_loss=auto, eager",
+        "spt.catalog_loss=auto, compile=true",
+        work,
+    )
+
+
+def spt_lares_bf16(name: str, data: SequenceData, args: argparse.Namespace) -> Measured:
+    return spt_bf16("lares", data, args.spt_steps)
+
+
+def spt_sasrec_bf16(name: str, data: SequenceData, args: argparse.Namespace) -> Measured:
+    return spt_bf16("sasrec", data, args.spt_steps)
+
+
+def spt_lares_compile(name: str, data: SequenceData, args: argparse.Namespace) -> Measured:
+    return spt_compile_epoch("lares", data, args.spt_steps)
+
+
+def spt_sasrec_compile(name: str, data: SequenceData, args: argparse.Namespace) -> Measured:
+    return spt_compile_epoch("sasrec", data, args.spt_steps)
+
+
 # What evaluation's new path turns on (EvalConfig fields); empty: the same code as today's.
 NEW_EVAL: dict = {}
 
@@ -126,7 +219,14 @@ PARTS: dict[str, Callable[[str, SequenceData, argparse.Namespace], Measured]] = 
     "spt_lares": spt_lares,
     "spt_sasrec": spt_sasrec,
     "eval": evaluation,
+    "spt_lares_bf16": spt_lares_bf16,
+    "spt_sasrec_bf16": spt_sasrec_bf16,
+    "spt_lares_compile": spt_lares_compile,
+    "spt_sasrec_compile": spt_sasrec_compile,
 }
+# Run only when named with --parts: bf16 runs 6-7x slower than fp32 on a CPU without bf16 units and
+# compile=true spends seconds compiling, so the default run keeps to the default path (docs/speed_precision.md).
+OPT_IN_PARTS = ("spt_lares_bf16", "spt_sasrec_bf16", "spt_lares_compile", "spt_sasrec_compile")
 
 
 def table(results: dict[str, Measured]) -> str:
@@ -142,7 +242,7 @@ def main() -> None:
     parser.add_argument("--spt-steps", type=int, default=24, help="timed SPT steps per path (after one warm-up step)")
     parser.add_argument("--eval-users", type=int, default=4096, help="validation users per evaluation pass")
     parser.add_argument("--eval-repeats", type=int, default=2, help="evaluation passes per path")
-    parser.add_argument("--parts", nargs="*", choices=list(PARTS), default=list(PARTS))
+    parser.add_argument("--parts", nargs="*", choices=list(PARTS), default=[part for part in PARTS if part not in OPT_IN_PARTS])
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     one_thread()

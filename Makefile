@@ -27,6 +27,8 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/lares-rl run preset=$(PRESET) $(ARGS)
 
+# The default suite deselects the tests marked slow (pyproject's addopts): child processes that train
+# and get killed and resumed, torchrun, the benchmark chains. `make test ARGS="-m slow"` runs those.
 test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)
 

@@ -1,5 +1,6 @@
 """Run the real `lares-rl` console entry or a benchmark script in a child process, as a user would,
-and watch its saved training state (the kill/resume tests of SPT and RPT)."""
+and watch its saved training state (the kill/resume tests of SPT and RPT); or run the entry inside
+the test process, where a command's checks need no interpreter start."""
 
 import os
 import subprocess
@@ -7,7 +8,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
+
+from lares_rl.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-c", "from lares_rl.cli import main; main()"]
@@ -23,6 +27,36 @@ def run_cli(cwd: Path, *args: str, timeout: float = 300) -> subprocess.Completed
     own module would be: tests.plugins rewards and backbones resolve from any cwd."""
     env = child_env(PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     return subprocess.run([*CLI, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def run_in_process(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture | None, cwd: Path, *args: str) -> tuple[int, str, str]:
+    """``lares-rl <args>`` in ``cwd`` inside this process: (exit status, stdout, stderr; both empty
+    without ``capsys``). The same main() a child process runs, without its 4-8 CPU seconds of
+    interpreter start and imports: the way to test what a command checks, prints and writes."""
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", ["lares-rl", *args])
+    monkeypatch.setattr(sys, "path", list(sys.path))  # main() puts the working directory first, as the console script does
+    if capsys is not None:
+        capsys.readouterr()
+    try:
+        main()
+        code = 0
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+    out, err = capsys.readouterr() if capsys is not None else ("", "")
+    return code, out, err
+
+
+# one SPT epoch of a 16-wide LARES: a checkpoint to evaluate, sweep or refuse in seconds
+TINY_SPT = ["spt.epochs=1", "spt.batch_size=64", "policy.d_model=16", "policy.inner_size=32", "progress=false"]
+
+
+def spt_checkpoint_in_process(cwd: Path, *args: str) -> Path:
+    """``lares-rl spt <args>`` with ``TINY_SPT`` run in this process into ``cwd/spt``; its best checkpoint."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        code, _, _ = run_in_process(monkeypatch, None, cwd, "spt", *args, *TINY_SPT, "hydra.run.dir=spt")
+    assert code == 0
+    return cwd / "spt" / "checkpoints" / "spt_best.pt"
 
 
 def run_benchmark(script: str, *args: str, timeout: float) -> subprocess.CompletedProcess:

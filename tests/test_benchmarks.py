@@ -2,7 +2,8 @@
 
 Every number in the report passes through spt_benchmark.py / rpt_benchmark.py -> JSON ->
 make_report.py, so a break anywhere in that chain would otherwise only show up hours into a
-real benchmark run.
+real benchmark run. Those runs take minutes and are marked slow; the helpers they share are tested
+here in-process, and make_report on the committed JSON in tests/test_report_headline.py.
 """
 
 import argparse
@@ -22,6 +23,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))  # the scripts import their helpers
 
 from paired_bootstrap import paired_bootstrap  # noqa: E402
 from results_io import check_mergeable, command_line, merge_seed, seed_commands  # noqa: E402
+from seed_resume import interruption_names_resume, resumable  # noqa: E402
+
+from lares_rl.core.resume import TrainingInterrupted  # noqa: E402
 
 TINY_POLICY = ["--policy-set", "d_model=16", "inner_size=32"]
 
@@ -56,6 +60,7 @@ def interrupt_after_first_epoch(script: str, args: list[str], state: Path, poll_
     return err
 
 
+@pytest.mark.slow
 def test_spt_and_rpt_benchmarks_feed_the_report(tmp_path, sequential_csv):
     data = benchmark_dataset_flags(sequential_csv)
     results, docs, runs = tmp_path / "results", tmp_path / "docs", tmp_path / "runs"
@@ -260,6 +265,7 @@ def test_spt_and_rpt_benchmarks_feed_the_report(tmp_path, sequential_csv):
     assert (docs / "depth_custom__lares__dense__L8.png").is_file()
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_spt_benchmark_names_the_resume_flags_and_resume_finishes_the_seed(tmp_path, sequential_csv):
     """Hours-long Beauty seeds get interrupted: one line saying how to continue, no traceback,
     no half-finished row in the results; ``--resume`` then continues the saved run and starts
@@ -282,6 +288,7 @@ def test_ctrl_c_in_spt_benchmark_names_the_resume_flags_and_resume_finishes_the_
     assert [row["epochs_run"] for row in rows] == [saved_epochs + 1] * 2 and rows[0]["command"].endswith("--resume")
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_rpt_benchmark_names_the_resume_flags_and_resume_finishes_the_seed(tmp_path, sequential_csv):
     """The same for RPT: an interrupted seed leaves one line naming ``--resume`` and no row;
     ``--resume`` continues its saved state to the end (``resumed`` in the row), not from scratch."""
@@ -298,8 +305,8 @@ def test_ctrl_c_in_rpt_benchmark_names_the_resume_flags_and_resume_finishes_the_
         "0",
         *data,
         "--rpt-set",
-        "epochs=40",
-        "patience=40",
+        "epochs=12",
+        "patience=12",
         "batches_per_epoch=2",
         "histories_per_batch=32",
         "--out",
@@ -314,12 +321,27 @@ def test_ctrl_c_in_rpt_benchmark_names_the_resume_flags_and_resume_finishes_the_
     ), err
     assert not (docs / "rpt_custom.json").exists()
     saved_epoch = torch.load(state, weights_only=False)["progress"]["epoch"]
-    assert 1 <= saved_epoch < 40
+    assert 1 <= saved_epoch < 12
 
     run_script("rpt_benchmark.py", *args, "--resume")
     row = json.loads((docs / "rpt_custom.json").read_text())["seeds"][0]
     assert row["rpt"]["resumed"] and row["command"].endswith("--resume")
-    assert torch.load(state, weights_only=False)["progress"]["epoch"] == 40  # ran to the end from the saved epoch
+    assert torch.load(state, weights_only=False)["progress"]["epoch"] == 12  # ran to the end from the saved epoch
+
+
+def test_an_interrupted_seed_names_its_resume_flags_and_resume_starts_the_seeds_without_a_state(tmp_path, capsys):
+    """What the Ctrl-C tests above see from outside, on the helpers both benchmark scripts use."""
+    run_dir = tmp_path / "seed1"
+    with pytest.raises(SystemExit) as stop, interruption_names_resume("custom__lares__dense__L8 seed 1", 1, run_dir):
+        raise TrainingInterrupted("SPT interrupted")
+    assert str(stop.value.code) == (
+        f"[bench] custom__lares__dense__L8 seed 1 interrupted; its training state is saved under {run_dir}. "
+        "Continue it with the same command, --seeds 1 and --resume"
+    )
+    assert not resumable(True, run_dir, "spt_last.pt", "seed 1") and "seed 1: no saved training state under" in capsys.readouterr().out
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "spt_last.pt").write_bytes(b"")
+    assert resumable(True, run_dir, "spt_last.pt", "seed 1") and not resumable(False, run_dir, "spt_last.pt", "seed 1")
 
 
 def test_validation_selection_picks_each_models_best_validation_run_and_never_looks_at_test():

@@ -4,7 +4,7 @@ absence is one error saying which key to set and where the data comes from."""
 from importlib.resources import files
 
 import pytest
-from cli_process import finish, start
+from cli_process import run_in_process
 from fixtures_data import write_ordered_lines
 from omegaconf import OmegaConf
 
@@ -44,8 +44,8 @@ def test_a_missing_file_names_the_file_the_key_and_where_the_data_comes_from(tmp
     assert str(missing) in message and "dataset.path" in message and all(word in message for word in ORIGIN_WORDS)
 
 
-def test_the_cli_error_is_one_line(tmp_path):
-    returncode, _, stderr = finish(start(tmp_path, "stats", "dataset=amazon2023-instruments", "hydra.run.dir=run"), timeout=300)
+def test_the_cli_error_is_one_line(tmp_path, monkeypatch, capsys):
+    returncode, _, stderr = run_in_process(monkeypatch, capsys, tmp_path, "stats", "dataset=amazon2023-instruments", "hydra.run.dir=run")
     assert returncode != 0
     assert "dataset.path" in stderr and "Hou et al. 2024" in stderr and "Traceback" not in stderr
 

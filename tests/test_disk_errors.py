@@ -16,7 +16,7 @@ from lares_rl import cli
 from lares_rl.core import atomic
 from lares_rl.core.errors import LaresError
 from lares_rl.core.resume import load_training_state, save_training_state
-from tests.cli_process import run_cli
+from tests.cli_process import run_in_process
 
 ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
@@ -88,14 +88,14 @@ def test_cli_reports_other_write_errors_without_a_traceback_and_keeps_bugs_loud(
         cli.dispatch(OmegaConf.create({"command": "stats"}))
 
 
-def test_an_unwritable_run_directory_is_one_error_line_before_hydra_starts(tmp_path):
+def test_an_unwritable_run_directory_is_one_error_line_before_hydra_starts(tmp_path, monkeypatch, capsys):
     (tmp_path / "a_file").write_text("")
     for run_dir, key in (("/proc/lares", "hydra.run.dir"), ("a_file/${now:%H}", "hydra.run.dir"), ("/proc/lares_sweep", "hydra.sweep.dir")):
         extra = ["-m"] if key == "hydra.sweep.dir" else []
-        result = run_cli(tmp_path, "stats", *extra, f"{key}={run_dir}", timeout=120)
-        assert result.returncode == 2, result.stderr
-        assert result.stderr.startswith("error: cannot write the run directory") and f"({key}={run_dir})" in result.stderr, result.stderr
-        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+        code, _, err = run_in_process(monkeypatch, capsys, tmp_path, "stats", *extra, f"{key}={run_dir}")
+        assert code == 2, err
+        assert err.startswith("error: cannot write the run directory") and f"({key}={run_dir})" in err, err
+        assert err.count("\n") == 1 and "Traceback" not in err
 
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)])

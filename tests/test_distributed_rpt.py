@@ -96,11 +96,18 @@ def _assert_same_updates(one: Path, two: Path, batch_statistics: bool = True) ->
     for tag in compared:
         assert len(curves_one[tag]) == len(curves_two[tag]) > 0, tag
         assert torch.allclose(torch.tensor(curves_one[tag]), torch.tensor(curves_two[tag]), rtol=1e-5, atol=1e-6), tag
+    start = torch.load(one.parent / "spt" / "checkpoints" / "spt_best.pt", weights_only=False)["policy_state"]
     weights_one, weights_two = _last_weights(one), _last_weights(two)
     for name, value in weights_one.items():
-        assert torch.allclose(value.float(), weights_two[name].float(), rtol=1e-4, atol=1e-5), name
+        update_one, update_two = value.float() - start[name].float(), weights_two[name].float() - start[name].float()
+        # Adam divides each gradient by its own running scale, so an entry whose gradient is
+        # rounding noise (summed in another order over 2 ranks) moves by up to a learning rate
+        # either way: compare each tensor's whole update, not its entries (seen: 1.5% here, while
+        # the tolerance is 5%)
+        assert (update_one - update_two).norm() <= 0.05 * update_one.norm() + 1e-7, name
 
 
+@pytest.mark.slow
 def test_two_latent_pg_learners_make_the_one_process_updates(latent_pg_runs):
     tmp_path, runs = latent_pg_runs
     _assert_same_updates(tmp_path / "latent_pg_1", tmp_path / "latent_pg_2")
@@ -111,6 +118,7 @@ def test_two_latent_pg_learners_make_the_one_process_updates(latent_pg_runs):
     assert (tmp_path / "latent_pg_2" / "metrics.json").is_file()
 
 
+@pytest.mark.slow
 def test_two_grpo_learners_with_latent_exploration_make_the_one_process_updates(spt_checkpoint):
     """The reference objective: per-row depths k and rollout seeds drawn for the global batch."""
     tmp_path, args = spt_checkpoint
@@ -120,6 +128,7 @@ def test_two_grpo_learners_with_latent_exploration_make_the_one_process_updates(
     _assert_same_updates(tmp_path / "grpo_1", tmp_path / "grpo_2")
 
 
+@pytest.mark.slow
 def test_two_expected_pg_learners_make_the_one_process_updates(spt_checkpoint):
     """The default objective is exact over each rank's histories, so averaging the ranks'
     gradients is the one-process gradient; only the logged training reward (the categorical
@@ -210,6 +219,11 @@ def test_collector_workers_with_ddp_learners_is_an_error_naming_both(tmp_path):
             r"saved by torchrun with 2 process\(es\), this is torchrun with 4.*rpt_best.pt",
         ),
         ({}, DistContext(world_size=2, active=True), r"saved by a plain run \(no torchrun\).*resume it without torchrun"),
+        (
+            {"world_size": 2, "distributed": True},
+            DistContext(),
+            r"saved by torchrun with 2 process\(es\), this is a plain run \(no torchrun\)",
+        ),
     ],
 )
 def test_an_rpt_state_from_another_world_size_is_refused(tmp_path, saved, ctx, expected):
@@ -218,6 +232,7 @@ def test_an_rpt_state_from_another_world_size_is_refused(tmp_path, saved, ctx, e
         read_rpt_state(tmp_path / "rpt_last.pt", ctx, tmp_path)
 
 
+@pytest.mark.slow
 def test_resuming_a_two_process_run_without_torchrun_is_one_clear_error(latent_pg_runs, spt_checkpoint):
     tmp_path, _ = latent_pg_runs
     _, args = spt_checkpoint

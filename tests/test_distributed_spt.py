@@ -58,6 +58,7 @@ def _losses(run_dir: Path) -> dict[str, list[float]]:
     return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"] if "/losses/" in tag}
 
 
+@pytest.mark.slow
 def test_two_processes_follow_the_one_process_loss_curve(tmp_path):
     """Same global batch (64 rows, 32 per rank), gathered negatives: every logged loss term of
     every step agrees within float tolerance, and so do the validation metrics."""

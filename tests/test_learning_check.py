@@ -42,6 +42,8 @@ MARGIN = 2.5  # x most-popular's validation NDCG@10; the slowest variant measure
 TINY = {"d_model": 16, "inner_size": 32, "n_core_layers": 1}
 BUDGET = {"mode": "dense", "epochs": EPOCHS, "batch_size": 32, "lr": 1e-2, "patience": EPOCHS}
 
+# the variants `make test` trains (10-30 s of CPU each); every other one runs with -m slow
+QUICK = {"sasrec", "lares-defaults"}
 # (id, policy file, policy overrides, spt overrides): the defaults and each switch the configs offer
 VARIANTS = [
     ("sasrec", "sasrec", {}, {}),
@@ -75,7 +77,7 @@ def _distinct_variants() -> list:
     for name, *spec in VARIANTS:
         policy, cfg = _resolved(*spec)
         seen.setdefault(repr((sorted(policy.items()), cfg)), [[], spec])[0].append(name)
-    return [pytest.param(*spec, id="=".join(names)) for names, spec in seen.values()]
+    return [pytest.param(*spec, id="=".join(names), marks=() if QUICK & set(names) else pytest.mark.slow) for names, spec in seen.values()]
 
 
 def most_popular_ndcg(data: SequenceData) -> float:

@@ -1,4 +1,5 @@
-"""Crash safety end to end: SIGKILL mid-training, resume, and bit-identical results; Ctrl-C saves."""
+"""Crash safety end to end: SIGKILL mid-training, resume, and bit-identical results; Ctrl-C saves.
+The child-process runs are marked slow; the Ctrl-C and resume messages are also checked in this process."""
 
 import json
 import shlex
@@ -6,14 +7,16 @@ import signal
 import subprocess
 from pathlib import Path
 
+import pytest
 import torch
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lares_rl.commands.session import _comparable
 from lares_rl.spt.train import with_later_options
-from tests.cli_process import finish, start, wait_for_epoch
+from tests.cli_process import finish, run_in_process, start, wait_for_epoch
 from tests.synthetic import write_sequential_csv
+from tests.test_spt import _interrupt_at_step
 
 
 def _args(tmp_path: Path) -> list[str]:
@@ -48,6 +51,7 @@ def _wait_for_epoch(state: Path, epoch: int, process: subprocess.Popen) -> None:
     wait_for_epoch(state, epoch, process, deadline_s=300, poll_s=0.05)
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_matches_uninterrupted_run_and_is_deterministic(tmp_path):
     args = _args(tmp_path)
     code, _, err = _finish(_start(tmp_path, *args, "hydra.run.dir=full"))
@@ -78,6 +82,7 @@ def _logged_steps(run_dir: Path, tag: str) -> list[int]:
     return [event.step for event in events.Reload().Scalars(tag)]
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_state_and_says_how_to_resume(tmp_path):
     args = _args(tmp_path)
     process = _start(tmp_path, *args, "spt.epochs=200", "hydra.run.dir=interrupted")
@@ -99,8 +104,28 @@ def test_ctrl_c_saves_state_and_says_how_to_resume(tmp_path):
     assert json.loads((tmp_path / "interrupted" / "metrics.json").read_text())["spt"]["epochs_run"] == done
 
 
-def test_resume_from_a_directory_without_state_is_a_clear_error(tmp_path):
-    code, _, err = _finish(_start(tmp_path, *_args(tmp_path), f"resume={tmp_path / 'nowhere'}"))
+def test_ctrl_c_in_this_process_says_how_to_resume_and_the_printed_command_finishes(tmp_path, monkeypatch, capsys):
+    """The CLI's side of a Ctrl-C (the trainer's is in tests/test_spt.py): exit 130 with the resume
+    command, the run's overrides spelled out, which finishes the run with a raised epoch cap."""
+    _interrupt_at_step(monkeypatch, 5)
+    code, _, err = run_in_process(monkeypatch, capsys, tmp_path, *_args(tmp_path), "spt.epochs=200", "hydra.run.dir=interrupted")
+    assert code == 130, err
+    assert f"lares-rl spt resume={tmp_path / 'interrupted'} " in err and "Traceback" not in err
+    assert "spt.epochs=200" in err and "dataset.max_len=8" in err and "<the same overrides>" not in err and "hydra.run.dir" not in err
+    progress = torch.load(tmp_path / "interrupted" / "checkpoints" / "spt_last.pt", weights_only=False)["progress"]
+    assert not progress["finished"]
+    monkeypatch.undo()
+    printed = shlex.split(err.split("Resume with: ", 1)[1].strip())[1:]
+    done = progress["epoch"] + 1
+    code, out, err = run_in_process(
+        monkeypatch, capsys, tmp_path, *[f"spt.epochs={done}" if a == "spt.epochs=200" else a for a in printed], "hydra.run.dir=finish"
+    )
+    assert code == 0 and "resuming" in out, err
+    assert json.loads((tmp_path / "interrupted" / "metrics.json").read_text())["spt"]["epochs_run"] == done
+
+
+def test_resume_from_a_directory_without_state_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    code, _, err = run_in_process(monkeypatch, capsys, tmp_path, *_args(tmp_path), f"resume={tmp_path / 'nowhere'}")
     assert code == 2 and "cannot resume" in err and "Traceback" not in err
 
 

@@ -56,6 +56,7 @@ def test_item_sampling_keeps_the_full_catalog_distribution(exploration):
     assert out["logits"].shape == (B, N + 1)
 
 
+@pytest.mark.slow
 def test_an_rpt_run_with_item_chunks_is_the_full_catalog_run(tmp_path):
     """Through the CLI (latent_pg, the default): the same rewards, losses and weights."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

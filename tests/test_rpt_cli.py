@@ -1,5 +1,6 @@
 """End-to-end RPT through the console script: `run` (SPT -> filter -> RPT -> test), `rpt` from a
-checkpoint, and user errors that must stop before any training with one clear line."""
+checkpoint (child processes, marked slow), and user errors that must stop before any training with
+one clear line (in this process)."""
 
 import json
 import re
@@ -15,6 +16,7 @@ from lares_rl.core.checkpoint import load_checkpoint
 from lares_rl.rewards import build as reward_build
 from lares_rl.rewards.build import instantiate_reward
 from lares_rl.rewards.builtin import check_reward_fn
+from tests.cli_process import run_in_process, spt_checkpoint_in_process
 from tests.synthetic import write_sequential_csv
 from tests.test_cli import run_cli
 
@@ -53,6 +55,15 @@ def full_run(tmp_path_factory):
     return tmp_path, args, result
 
 
+@pytest.fixture(scope="module")
+def checkpoint_run(tmp_path_factory):
+    """(folder, data overrides, a tiny SPT checkpoint trained in this process on that data)."""
+    tmp_path = tmp_path_factory.mktemp("rpt_cli_checkpoint")
+    args = data_args(tmp_path)
+    return tmp_path, args, spt_checkpoint_in_process(tmp_path, *args)
+
+
+@pytest.mark.slow
 def test_run_is_spt_then_rpt_then_test(full_run):
     tmp_path, _, result = full_run
     run_dir = tmp_path / "run1"
@@ -87,6 +98,7 @@ def test_run_is_spt_then_rpt_then_test(full_run):
     assert "rpt/charts/k" in events.Tags()["histograms"]
 
 
+@pytest.mark.slow
 def test_rpt_command_raises_the_training_reward(full_run):
     """PPO over Plackett-Luce slates (a true policy gradient on the slate) from the run's SPT checkpoint.
 
@@ -118,9 +130,9 @@ def test_rpt_command_raises_the_training_reward(full_run):
     assert recorded["policy"] == load_checkpoint(checkpoint)["policy_config"] and recorded["dataset"]["name"] == "custom"
 
 
-def test_bad_rpt_input_fails_before_training(full_run, tmp_path):
-    base, args, _ = full_run
-    checkpoint = base / "run1" / "checkpoints" / "spt_best.pt"
+def test_bad_rpt_input_fails_before_training(checkpoint_run, tmp_path, monkeypatch, capsys):
+    base, data, checkpoint = checkpoint_run
+    args = data + SMALL
     other = data_args(tmp_path, "other.csv", seed=3)
     cases = [
         (["run", *args, "rpt=latent_pg", "rpt.group_size=1"], "rpt.group_size must be >= 2 (group advantage undefined)"),
@@ -136,12 +148,13 @@ def test_bad_rpt_input_fails_before_training(full_run, tmp_path):
         (["rpt", *other, *SMALL, f"checkpoint={checkpoint}"], "trained on data set"),
     ]
     for argv, needle in cases:
-        result = run_cli(base, *argv)
-        assert result.returncode == 2, (argv, result.stderr)
-        assert needle in result.stderr and "Traceback" not in result.stderr, (argv, result.stderr)
-        assert "[spt] epoch" not in result.stdout and "[rpt] epoch" not in result.stdout
+        code, out, err = run_in_process(monkeypatch, capsys, base, *argv)
+        assert code == 2, (argv, err)
+        assert needle in err and "Traceback" not in err, (argv, err)
+        assert "[spt] epoch" not in out and "[rpt] epoch" not in out
 
 
+@pytest.mark.slow
 def test_rpt_with_a_beyond_accuracy_reward_chosen_in_the_config(full_run):
     """accuracy + lambda * novelty from configs/reward/novelty.yaml, the epoch kept by validation
     coverage@10 within an NDCG@10 tolerance; every table and metrics.json carry the beyond-accuracy

@@ -119,7 +119,9 @@ def test_latent_policy_gradient_kl_term_is_zero_at_the_reference():
     assert abs(out["kl_to_ref"].item()) < 1e-5 and "loss_kl" in out.keys()
 
 
-@pytest.mark.parametrize("algorithm", ["latent_pg", "grpo", "ppo"])
+@pytest.mark.parametrize(
+    "algorithm", ["latent_pg", pytest.param("grpo", marks=pytest.mark.slow), pytest.param("ppo", marks=pytest.mark.slow)]
+)
 def test_repeated_updates_on_fixed_histories_raise_their_reward(trained, algorithm):
     """The gradient-direction check for every RPT algorithm offered."""
     data, spt_policy = trained

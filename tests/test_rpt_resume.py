@@ -17,6 +17,8 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torchrl.collectors import Collector
 
+from lares_rl.commands.schemas import compose_config
+from lares_rl.commands.session import resume_dir
 from lares_rl.core.checkpoint import load_checkpoint
 from lares_rl.core.errors import LaresError
 from lares_rl.core.resume import TrainingInterrupted, load_training_state, save_training_state, weights_digest
@@ -326,6 +328,7 @@ def full_run(tmp_path_factory):
     return tmp_path, args, json.loads((tmp_path / "full" / "metrics.json").read_text())
 
 
+@pytest.mark.slow
 def test_sigkill_during_rpt_then_run_resume_skips_spt_and_matches(full_run):
     tmp_path, args, full = full_run
     killed = _start(tmp_path, "run", *args, "hydra.run.dir=killed")
@@ -350,6 +353,7 @@ def _logged_steps(run_dir: Path, tag: str) -> list[int]:
     return [event.step for event in events.Reload().Scalars(tag)]
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_rpt_exits_130_with_the_resume_command_which_continues_exactly(full_run):
     tmp_path, args, full = full_run
     checkpoint = tmp_path / "full" / "checkpoints" / "spt_best.pt"
@@ -372,6 +376,7 @@ def test_ctrl_c_during_rpt_exits_130_with_the_resume_command_which_continues_exa
     assert resumed["after"]["test"] == full["test"]["rpt"] and resumed["before"]["test"] == full["test"]["spt"]
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_changed_rpt_config_or_another_command(full_run):
     from lares_rl.cli import _resume_dir
 
@@ -390,3 +395,25 @@ def test_resume_refuses_a_changed_rpt_config_or_another_command(full_run):
     cfg.resume = str(tmp_path / "nowhere")
     with pytest.raises(LaresError, match="rpt_last.pt does not exist"):
         _resume_dir(cfg, "rpt")
+
+
+def test_resume_refuses_a_changed_config_or_another_command_in_a_run_directory_laid_out_here(tmp_path):
+    """The checks above without a run to make the directory: a `run`'s composed config and its saved states."""
+    run_dir = tmp_path / "full"
+    cfg = compose_config(["command=run"])
+    (run_dir / ".hydra").mkdir(parents=True)
+    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
+    for state in ("spt_last.pt", "rpt_last.pt"):
+        save_training_state(run_dir / "checkpoints" / state, {"progress": {"epoch": 1}})
+    cfg.resume = str(run_dir)
+    assert resume_dir(cfg, "run") == run_dir
+    for key, value in (("rpt.lr", 0.1), ("reward._target_", "lares_rl.rewards.mrr")):
+        changed = cfg.copy()
+        OmegaConf.update(changed, key, value)
+        with pytest.raises(LaresError, match=f"differs in {key.split('.')[0]}"):
+            resume_dir(changed, "run")
+    with pytest.raises(LaresError, match="it is a `lares-rl run` run; use lares-rl run resume="):
+        resume_dir(cfg, "spt")
+    cfg.resume = str(tmp_path / "nowhere")
+    with pytest.raises(LaresError, match="rpt_last.pt does not exist"):
+        resume_dir(cfg, "rpt")

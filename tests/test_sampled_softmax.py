@@ -12,7 +12,7 @@ from lares_rl.core.errors import LaresError
 from lares_rl.policies.reasoner import LaresReasoner
 from lares_rl.spt.config import SPTConfig
 from lares_rl.spt.losses import recommendation_loss
-from tests.cli_process import run_cli
+from tests.cli_process import run_in_process
 
 ITEMS, D = 30, 8
 
@@ -114,8 +114,10 @@ def test_more_negatives_than_items_is_refused_by_name():
 
 
 @pytest.mark.parametrize("negatives", ["sampled", "in_batch"])
-def test_spt_cli_trains_with_candidate_softmax_and_chunked_evaluation(tmp_path, custom_data_args, negatives):
-    result = run_cli(
+def test_spt_cli_trains_with_candidate_softmax_and_chunked_evaluation(tmp_path, custom_data_args, negatives, monkeypatch, capsys):
+    code, _, err = run_in_process(
+        monkeypatch,
+        capsys,
         tmp_path,
         "spt",
         *custom_data_args,
@@ -129,6 +131,6 @@ def test_spt_cli_trains_with_candidate_softmax_and_chunked_evaluation(tmp_path, 
         "eval.item_chunk=7",
         "hydra.run.dir=run",
     )
-    assert result.returncode == 0, result.stderr
+    assert code == 0, err
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert math.isfinite(metrics["test"]["spt"]["ndcg@10"])

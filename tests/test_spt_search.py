@@ -40,6 +40,7 @@ def keys_of(node) -> set[str]:
     return set()
 
 
+@pytest.mark.slow
 def test_search_halves_on_validation_and_resume_retrains_nothing(tmp_path):
     log = write_log(tmp_path / "log.csv")
     out, runs = tmp_path / "search.json", tmp_path / "runs"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import resource
 import shutil
 import time
 from pathlib import Path
@@ -170,6 +171,10 @@ def main() -> None:
             "test": test,
             "test_masked": masked,
             "eval_users_per_sec": data.num_users / eval_seconds,
+            # what the row cost: training epochs at their measured pace on --threads cores, and the
+            # process's peak resident memory (run one seed per process for a per-seed figure)
+            "core_hours": summary["seconds_per_epoch"] * summary["epochs_run"] * args.threads / 3600,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         }
         print(
             f"[bench] {name} seed {seed}: {row['seconds_per_epoch']:.1f}s/epoch, best epoch {row['best_epoch']}, test ndcg@10 {test['ndcg@10']:.4f} (masked {masked['ndcg@10']:.4f})",

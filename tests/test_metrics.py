@@ -91,3 +91,22 @@ def test_a_repeated_target_is_not_masked_as_history():
         score_fn, torch.zeros(1, 1, dtype=torch.long), torch.ones(1, dtype=torch.long), torch.tensor([1]), ks=(1,), history=history
     )
     assert got["recall@1"] == 1.0
+
+
+def test_ranks_counted_in_row_blocks_equal_the_whole_matrix_count(monkeypatch):
+    """Blocks of 1, 3 (a ragged last block) and all rows give the pessimistic rank of one pass over
+    the whole matrix: ties, NaN items, a NaN target and a -inf (masked) target included."""
+    generator = torch.Generator().manual_seed(1)
+    scores = torch.randint(0, 4, (10, 9), generator=generator).float()
+    scores[:, 0] = float("-inf")
+    targets = torch.randint(1, 9, (10,), generator=generator)
+    scores[2, 3] = float("nan")
+    scores[4, targets[4]] = float("nan")
+    scores[6, targets[6]] = float("-inf")
+    items, target_scores = scores[:, 1:], scores.gather(1, targets.view(-1, 1))
+    whole = ((items >= target_scores) | items.isnan()).sum(dim=1) - 1
+    whole = torch.where(target_scores.squeeze(1).isnan(), items.shape[1] - 1, whole)
+    for block_scores in (1, 3 * 8, 10_000):
+        monkeypatch.setattr("lares_rl.metrics.ranking.RANK_BLOCK_SCORES", block_scores)
+        assert torch.equal(target_ranks(scores, targets), whole), block_scores
+    assert target_ranks(scores, targets)[[4, 6]].tolist() == [7, 7]

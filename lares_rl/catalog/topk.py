@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from lares_rl.core.errors import LaresError
-from lares_rl.metrics.ranking import metrics_from_ranks
+from lares_rl.metrics.ranking import metrics_from_ranks, target_ranks
 
 ItemScorer = Callable[[torch.Tensor, "slice | torch.Tensor"], torch.Tensor]
 
@@ -145,34 +145,12 @@ def chunked_target_ranks(
     return ranks_from_top_k(values, ids, targets, target_scores, num_items)
 
 
-# Rows of scores compared per step in targets_within_top: 2^19 fp32 entries (2 MB) stay in a core's
-# L2 cache, where one pass over a 1,024 x 24,588 matrix (100 MB) streams through memory.
-_WITHIN_TOP_BLOCK_ENTRIES = 1 << 19
-
-
 @torch.no_grad()
 def targets_within_top(scores: torch.Tensor, targets: torch.Tensor, top: int) -> torch.Tensor:
-    """Bool [B]: ``target_ranks(scores, targets) < top``, the same answer without ranking anything.
-
-    The pessimistic rank counts the items scored ``>=`` the target or NaN; every other item
-    scores strictly below it, so rank = N - 1 - #{items < target}, and a NaN target (below
-    nothing) ranks last, as in :func:`lares_rl.metrics.ranking.target_ranks`. One comparison and
-    one count per entry, over a few rows at a time so that they stay in cache, replace the
-    comparison, NaN test, OR and int64 sum over the whole [B, N] matrix.
-
-    Args:
-        scores: [B, N + 1], column 0 the padding item (never counted).
-        targets: [B] item ids in 1..N.
-        top: the cut: True where at most ``top - 1`` other items score ``>=`` the target.
-    """
-    items = scores.shape[1] - 1
-    target_scores = scores.gather(1, targets.view(-1, 1))
-    rows = max(1, _WITHIN_TOP_BLOCK_ENTRIES // scores.shape[1]) if scores.device.type == "cpu" else len(targets)
-    below = torch.empty(len(targets), dtype=torch.int64, device=scores.device)
-    for start in range(0, len(targets), rows):
-        block = slice(start, start + rows)
-        below[block] = torch.count_nonzero(scores[block, 1:] < target_scores[block], dim=1)
-    return items - 1 - below < top
+    """Bool [B]: True where at most ``top - 1`` other items score ``>=`` the target (scores [B, N + 1],
+    column 0 the padding item; targets [B] in 1..N): the RPT filter's question, answered with
+    :func:`lares_rl.metrics.ranking.target_ranks`'s cache-blocked count."""
+    return target_ranks(scores, targets) < top
 
 
 StateFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

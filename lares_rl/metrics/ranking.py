@@ -14,17 +14,28 @@ import torch
 
 DEFAULT_KS = (5, 10, 20)
 METRIC_NAMES = ("recall", "ndcg", "mrr")
+# Scores compared per block on a CPU: 2^18 fp32 entries (1 MB) and their booleans stay in a core's
+# L2 cache, where one pass over a 1,024 x 24,588 matrix (100 MB) streams through memory twice.
+RANK_BLOCK_SCORES = 1 << 18
 
 
 def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """0-based pessimistic rank of each target among all non-padding items. scores [B, N+1], targets [B].
 
-    NaN is pessimistic too: a NaN item outranks the target and a NaN target ranks last, so a
-    diverged model scores 0 (``>= NaN`` is all False and would otherwise give rank -1, a hit)."""
+    Counted as N - 1 - (items scoring strictly below the target): the items at or above it, NaN
+    ones included, outrank it, and a NaN target ranks last (nothing compares below NaN), so a
+    diverged model scores 0. On a CPU rows go in blocks of about ``RANK_BLOCK_SCORES`` scores, so
+    that the comparison's booleans are still in cache when they are counted: on a 24,588-item
+    catalog 3-5x faster than comparing, NaN-testing and summing the whole [B, N+1] matrix
+    (docs/speed_profile.md); other devices take all rows at once."""
     target_scores = scores.gather(1, targets.view(-1, 1))
     items = scores[:, 1:]
-    ranks = ((items >= target_scores) | items.isnan()).sum(dim=1) - 1
-    return torch.where(target_scores.squeeze(1).isnan(), items.shape[1] - 1, ranks)
+    below = torch.empty(scores.shape[0], dtype=torch.int32, device=scores.device)
+    rows = max(1, RANK_BLOCK_SCORES // max(1, items.shape[1])) if scores.device.type == "cpu" else max(1, scores.shape[0])
+    for start in range(0, scores.shape[0], rows):
+        block = items[start : start + rows] < target_scores[start : start + rows]
+        torch.sum(block.view(torch.uint8), dim=1, dtype=torch.int32, out=below[start : start + rows])
+    return (items.shape[1] - 1) - below.long()
 
 
 def metrics_from_ranks(ranks: torch.Tensor, ks: Sequence[int] = DEFAULT_KS) -> dict[str, torch.Tensor]:

@@ -10,12 +10,13 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from lares_rl.commands.session import item_context
+from lares_rl.commands.session import baseline_tb_dir, item_context
 from lares_rl.core.atomic import atomic_write_json
 from lares_rl.core.checkpoint import build_policy
 from lares_rl.core.config import section_from_mapping, to_plain
 from lares_rl.core.errors import LaresError
 from lares_rl.core.runtime import seed_everything
+from lares_rl.core.tracking import log_test_metrics
 from lares_rl.eval.evaluation import EvalConfig, evaluate_policy
 from lares_rl.spt.config import SPTConfig
 from lares_rl.spt.train import train_spt
@@ -45,7 +46,8 @@ def baseline_policy(cfg: DictConfig) -> dict | None:
 def train_baseline(cfg: DictConfig, data, eval_cfg: EvalConfig, device, out: Path, resuming: bool, hint: str) -> dict | None:
     """SPT of the baseline policy with the run's ``spt`` settings on the same split, in
     ``<out>/baseline/``, plus its test metrics. Saved there, so a resumed run reuses a finished
-    baseline and continues an interrupted one."""
+    baseline and continues an interrupted one. Its TensorBoard run is ``<out>/tb/baseline``
+    (:func:`baseline_tb_dir`), test metrics included, under the run's one ``--logdir``."""
 
     policy_config = baseline_policy(cfg)
     if policy_config is None:
@@ -76,12 +78,11 @@ def train_baseline(cfg: DictConfig, data, eval_cfg: EvalConfig, device, out: Pat
         progress=bool(cfg.progress),
         resume=resuming and (folder / "checkpoints" / "spt_last.pt").is_file(),
         resume_command=hint,
+        tb_dir=baseline_tb_dir(out),
     )
     context = item_context(data, to_plain(cfg.dataset), policy, quiet=True)
-    results = {
-        "name": policy_config["name"],
-        "spt": summary,
-        "test": evaluate_policy(policy, data, "test", max_len, eval_cfg, device, context=context),
-    }
+    test = evaluate_policy(policy, data, "test", max_len, eval_cfg, device, context=context)
+    log_test_metrics(baseline_tb_dir(out), "spt", test, summary["seen_rows"])
+    results = {"name": policy_config["name"], "spt": summary, "test": test}
     atomic_write_json(results_path, results)
     return results

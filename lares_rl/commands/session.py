@@ -15,6 +15,7 @@ from lares_rl.core.config import section_from_mapping, to_plain
 from lares_rl.core.errors import LaresError
 from lares_rl.core.precision import Numerics, bf16_matrix_units, resolve_numerics
 from lares_rl.core.resume import load_training_state
+from lares_rl.core.tracking import TB_FOLDER, axes_line, tensorboard_dir
 from lares_rl.data import DatasetConfig, load_dataset
 from lares_rl.eval.evaluation import EvalConfig
 from lares_rl.eval.exposure import build_item_context
@@ -96,6 +97,24 @@ def item_context(data, dataset: dict, policy, quiet: bool = False):
     return context
 
 
+def baseline_tb_dir(out: Path) -> Path:
+    """Where run's baseline writes TensorBoard events: ``<out>/tb/baseline``, beside spt and rpt, so
+    one ``--logdir`` shows every phase. A run folder started before that layout keeps its
+    ``baseline/tb/spt``, so a resumed baseline purges and continues its own events."""
+    before = out / "baseline" / "tb" / "spt"
+    return before if before.is_dir() else tensorboard_dir(out, "baseline")
+
+
 def print_outputs(checkpoints: str, out: Path) -> None:
-    """Where a finished command left its checkpoint(s), metrics and TensorBoard logs."""
-    print(f"[lares-rl] {checkpoints}\n[lares-rl] metrics {out / 'metrics.json'}\n[lares-rl] TensorBoard: tensorboard --logdir {out / 'tb'}")
+    """Where a finished command left its checkpoint(s), metrics and TensorBoard logs: one
+    ``--logdir`` for every phase (the run folder itself when its baseline's events sit in the
+    layout before ``tb/baseline``), and what each TensorBoard run's x-axis counts."""
+    logdir = out / TB_FOLDER
+    runs = {path.name for path in logdir.iterdir() if path.is_dir()} if logdir.is_dir() else set()
+    if baseline_tb_dir(out).parent != logdir:  # the baseline's events in the layout before tb/baseline
+        logdir, runs = out, runs | {"baseline"}
+    axes = axes_line(runs)
+    print(
+        f"[lares-rl] {checkpoints}\n[lares-rl] metrics {out / 'metrics.json'}\n"
+        f"[lares-rl] TensorBoard: tensorboard --logdir {logdir}" + (f"  ({axes})" if axes else "")
+    )

@@ -12,6 +12,7 @@ from lares_rl.core.config import section_from_mapping, to_plain
 from lares_rl.core.distributed import DistributedConfig, init_distributed, launch_command, shutdown
 from lares_rl.core.precision import use_numerics
 from lares_rl.core.runtime import seed_everything
+from lares_rl.core.tracking import log_test_metrics, tensorboard_dir
 from lares_rl.eval.adaptive_depth import check_halting_applies
 from lares_rl.eval.evaluation import check_depth_applies, evaluate_policy
 from lares_rl.eval.report import results_table
@@ -79,7 +80,9 @@ def _spt_on_ranks(cfg: DictConfig, ctx, device, with_test: bool, quiet: bool, co
         return results
     if with_test:
         context = item_context(data, to_plain(cfg.dataset), policy, quiet)
-        results["test"] = {"spt": evaluate_policy(policy, data, "test", max_len, eval_cfg, device, context=context)}
+        test = evaluate_policy(policy, data, "test", max_len, eval_cfg, device, context=context)
+        log_test_metrics(tensorboard_dir(out, "spt"), "spt", test, summary["seen_rows"])  # spt/test/ at the last x value
+        results["test"] = {"spt": test}
         if quiet:
             return results
         print(results_table(results["test"], eval_cfg.ks))

@@ -9,7 +9,8 @@ A phase (``spt``, ``rpt``) keeps its position in a typed :class:`Progress` and h
   early stopping, every rank's RNG streams, the progress (a plain dict, so ``torch.load`` reads it
   without this module) and what the phase adds (its settings, the RPT env's walk, ...);
 - the best model ``checkpoints/<phase>_best.pt`` (:class:`BestCheckpoint`);
-- TensorBoard on rank 0 (:meth:`RunState.open_tracker`, :meth:`RunState.log`);
+- TensorBoard on rank 0 (:meth:`RunState.open_tracker`, :meth:`RunState.log`), in ``tb/<phase>``
+  unless the phase names another folder (run's baseline: ``tb/baseline``);
 - the end of an epoch: validation and the early-stopping decision on rank 0, broadcast to the
   other ranks, then the saved state (:meth:`RunState.end_epoch`, :meth:`RunState.judge`);
 - the summary's common part and the best weights back into the policy.
@@ -34,7 +35,7 @@ from lares_rl.core.distributed import DistContext
 from lares_rl.core.errors import LaresError
 from lares_rl.core.resume import TrainingInterrupted, capture_rng, load_training_state, restore_rng, save_training_state
 from lares_rl.core.runtime import EarlyStopping
-from lares_rl.core.tracking import NullTracker, Tracker, hparams_markdown
+from lares_rl.core.tracking import NullTracker, Tracker, hparams_markdown, tensorboard_dir
 
 P = TypeVar("P", bound="Progress")
 
@@ -126,8 +127,9 @@ class RunState:
     """One phase's run bookkeeping (module docstring). ``stateful`` maps a key of the saved state to
     what is saved under it (anything with ``state_dict``/``load_state_dict``; None saves None),
     restored in that order; ``generators`` are the phase's private RNG streams; ``extra_state`` adds
-    the phase's own entries to every save. Under DDP (``ctx``) rank 0 alone validates, decides,
-    logs and writes; the other ranks follow its broadcast decisions."""
+    the phase's own entries to every save; ``tb_dir`` is where its TensorBoard events go (default
+    ``<run_dir>/tb/<phase>``). Under DDP (``ctx``) rank 0 alone validates, decides, logs and writes;
+    the other ranks follow its broadcast decisions."""
 
     def __init__(
         self,
@@ -141,10 +143,12 @@ class RunState:
         stateful: Mapping[str, Any],
         generators: tuple[torch.Generator, ...],
         extra_state: Callable[[], Mapping[str, Any]] = dict,
+        tb_dir: Path | None = None,
     ) -> None:
         self.phase, self.run_dir, self.ctx, self.progress, self.stopper, self.best = phase, run_dir, ctx, progress, stopper, best
         self.stateful, self.generators, self.extra_state = stateful, generators, extra_state
         self.state_path = run_dir / "checkpoints" / f"{phase}_last.pt"
+        self.tb_dir = tb_dir or tensorboard_dir(run_dir, phase)
         self.tracker: Tracker | NullTracker = NullTracker()
         self.last_saved: tuple[int, int] | None = None  # (epoch, next_batch) of the last save
 
@@ -192,13 +196,15 @@ class RunState:
 
     # --- logging
     def open_tracker(self, show_progress: bool, resumed: bool, config: Mapping) -> None:
-        """Rank 0 only; a resumed run purges what it logged after the saved state (a crash mid-epoch)."""
+        """Rank 0 only; a resumed run purges what it logged after the saved state (a crash mid-epoch);
+        a fresh one records its hyper-parameters and what its x-axis counts."""
         if not self.ctx.is_main:
             return
         purge_step = self.progress.tensorboard_step + 1 if resumed else None
-        self.tracker = Tracker(self.run_dir / "tb" / self.phase, self.phase, show_progress, purge_step=purge_step)
+        self.tracker = Tracker(self.tb_dir, self.phase, show_progress, purge_step=purge_step)
         if not resumed:
             self.tracker.log_text("hparams", hparams_markdown(config))
+            self.tracker.describe_x_axis()
 
     def log(self, metrics: Mapping[str, Mapping[str, Any]], step: int | None = None) -> None:
         """One iteration's metrics in one call, ``{namespace: {name: value}}`` (``losses``, ``diag``,
@@ -245,7 +251,10 @@ class RunState:
 
     # --- the end
     def summary(self) -> dict[str, Any]:
-        return {"best_epoch": self.stopper.best_epoch, "epochs_run": self.progress.epoch}
+        """Best epoch, epochs run and the x-axis's last value (``seen_rows``, ``histories_seen``): the
+        step at which the phase's test metrics are logged once it ended."""
+        progress = self.progress
+        return {"best_epoch": self.stopper.best_epoch, "epochs_run": progress.epoch, progress.X_AXIS: progress.tensorboard_step}
 
     def load_best(self, policy: nn.Module) -> dict:
         """The best checkpoint, its weights loaded into ``policy``."""

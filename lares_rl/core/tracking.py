@@ -2,7 +2,13 @@
 
 Tags follow one scheme for every phase (see STYLE): ``losses/`` for each ``loss_*`` entry with the
 prefix dropped, ``charts/`` for rates and schedules, ``diag/`` for other diagnostics, ``eval/`` for
-validation metrics, ``time/`` for seconds. One call logs a whole dict, so no key needs its own code.
+validation metrics, ``test/`` for the test metrics of the weights a phase kept (once, at its last
+step), ``time/`` for seconds. One call logs a whole dict, so no key needs its own code.
+
+A run's phases write below one folder, ``<run>/tb`` (:func:`tensorboard_dir`), one TensorBoard run
+each: ``spt``, ``rpt`` and ``baseline`` (run's SASRec, tagged ``spt/`` like the SPT it is, so its
+curves share the SPT charts with the run's model). Their steps count different things
+(:data:`X_AXIS`), which each phase says in a text entry and in the Custom Scalars dashboard's titles.
 
 Progress (:func:`progress`) is a tqdm bar on a terminal; when stderr is a file or a pipe it becomes
 plain lines instead, so a log file never fills with carriage-return frames.
@@ -25,6 +31,9 @@ T = TypeVar("T")
 # A loop that ran at least this long ends with a plain summary line in a log (shorter ones stay silent).
 CLOSING_LINE_AFTER_S = 5.0
 _enabled = True  # the CLI's `progress=` key, read by steps that trainers call without a flag of their own
+TB_FOLDER = "tb"  # a run folder's TensorBoard folder: the --logdir that shows all its phases
+# What the step (x-axis) of each TensorBoard run counts: SPT's progress.seen_rows, RPT's progress.histories_seen.
+X_AXIS = {"spt": "training samples seen", "baseline": "training samples seen", "rpt": "histories collected"}
 
 
 @contextlib.contextmanager
@@ -99,6 +108,20 @@ class Tracker:
     def log_histogram(self, tag: str, values, step: int) -> None:
         self.writer.add_histogram(f"{self.phase}/{tag}", values, step)
 
+    def describe_x_axis(self) -> None:
+        """Say what this phase's x-axis counts, where a reader looks: a ``<phase>/x_axis`` text entry
+        and the Custom Scalars dashboard, whose charts of validation, test and losses sit under a
+        title that names it (TensorBoard itself labels every x-axis "Step")."""
+        counts = X_AXIS[self.phase]
+        self.log_text("x_axis", f"x = {counts}: the step of every {self.phase}/ chart is the number of {counts} so far")
+        accuracy = "(ndcg|recall)@10$"
+        charts = {
+            "validation ndcg@10, recall@10": ["Multiline", [f"^{self.phase}/eval/{accuracy}"]],
+            "test ndcg@10, recall@10": ["Multiline", [f"^{self.phase}/test/{accuracy}"]],
+            "losses": ["Multiline", [f"^{self.phase}/losses/"]],
+        }
+        self.writer.add_custom_scalars({f"{self.phase} (x = {counts})": charts})
+
     def bar(self, iterable: Iterable[T], total: int, desc: str) -> Iterator[T]:
         """The epoch's batches with progress; no closing line, the trainer prints one per epoch."""
         return progress(iterable, total, desc, closing=False, enabled=self.progress)
@@ -125,6 +148,29 @@ class NullTracker:
 
     def close(self) -> None:
         pass
+
+
+def tensorboard_dir(run_dir: Path, name: str) -> Path:
+    """Where the TensorBoard run ``name`` of the run at ``run_dir`` writes: ``<run_dir>/tb/<name>``."""
+    return run_dir / TB_FOLDER / name
+
+
+def axes_line(runs: Iterable[str]) -> str:
+    """What the x-axis counts in each of ``runs`` (TensorBoard run names), for the printed command:
+    ``x = training samples seen in spt and baseline, histories collected in rpt``."""
+    present, by_axis = set(runs), {}
+    for run, counts in X_AXIS.items():
+        if run in present:
+            by_axis.setdefault(counts, []).append(run)
+    return "x = " + ", ".join(f"{counts} in {' and '.join(names)}" for counts, names in by_axis.items()) if by_axis else ""
+
+
+def log_test_metrics(log_dir: Path, phase: str, metrics: Mapping[str, float], step: int) -> None:
+    """A phase's test metrics as ``<phase>/test/<name>`` scalars at ``step`` (its last x value), beside
+    its curves in ``log_dir``: test is evaluated once the phase ended and its tracker closed."""
+    tracker = Tracker(log_dir, phase, progress=False)
+    tracker.log("test", metrics, step)
+    tracker.close()
 
 
 def hparams_markdown(config: Mapping) -> str:

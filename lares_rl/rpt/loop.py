@@ -38,6 +38,7 @@ from lares_rl.core.distributed import DistContext
 from lares_rl.core.errors import LaresError
 from lares_rl.core.resume import stop_on_sigint
 from lares_rl.core.run_state import RunState
+from lares_rl.core.tracking import log_test_metrics, tensorboard_dir
 from lares_rl.eval.evaluation import EvalConfig, evaluate_policy
 from lares_rl.rewards.context import ItemContext
 from lares_rl.rpt.collectors import sync_weights
@@ -381,7 +382,8 @@ def train_rpt_with_test(
     """``train_rpt`` plus the test split before and after: ``{"before", "after", "rpt"}``, each
     side ``{"valid", "test"}`` metrics. Validation comes from the RPT summary (the start and the
     kept weights, evaluated there with the fixed evaluation seed), so it is not computed twice;
-    test is never looked at inside RPT, only here."""
+    test is never looked at inside RPT, only here. The kept weights' test metrics are also logged
+    as ``rpt/test/`` scalars at RPT's last x value (histories collected)."""
     if not (train_kwargs.get("dist_ctx") or DistContext()).is_main:  # DDP: rank 0 alone evaluates
         return {
             "rpt": train_rpt(
@@ -393,6 +395,7 @@ def train_rpt_with_test(
         policy=policy, data=data, max_len=max_len, eval_cfg=eval_cfg, device=device, item_context=item_context, **train_kwargs
     )
     test_after = evaluate_policy(policy, data, "test", max_len, eval_cfg, device, context=item_context)
+    log_test_metrics(tensorboard_dir(train_kwargs["run_dir"], "rpt"), "rpt", test_after, summary["histories_seen"])
     return {
         "before": {"valid": summary["valid_start"], "test": test_before},
         "after": {"valid": summary["valid"], "test": test_after},

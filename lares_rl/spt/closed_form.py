@@ -44,7 +44,14 @@ def fit_closed_form(
     policy.fit(data)
     policy.to(device)
     best_path = run_dir / "checkpoints" / "spt_best.pt"
-    summary = {"best_epoch": 0, "epochs_run": 0, "checkpoint": str(best_path), "seconds_per_epoch": 0.0, "samples_per_sec": 0.0}
+    summary = {
+        "best_epoch": 0,
+        "epochs_run": 0,
+        "seen_rows": 0,
+        "checkpoint": str(best_path),
+        "seconds_per_epoch": 0.0,
+        "samples_per_sec": 0.0,
+    }
     if not ctx.is_main:
         return summary
     seconds = time.perf_counter() - start

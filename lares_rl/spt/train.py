@@ -251,6 +251,7 @@ def build_spt(
     config: Mapping,
     resume: bool,
     ctx: DistContext,
+    tb_dir: Path | None = None,
 ) -> tuple[RunState, SPTLearner]:
     """The run state and the learner: every training prefix as one row (or dense windows) and the
     positives' index, the random streams, Adam, then (when resuming) the saved state, read on rank 0
@@ -281,6 +282,7 @@ def build_spt(
         stateful={"policy_state": policy, "optimizer_state": optimizer},
         generators=(generator,) if step_generator is None else (generator, step_generator),
         extra_state=lambda: {"settings": settings},
+        tb_dir=tb_dir,
     )
     if resume:
         check = partial(check_spt_state, settings=settings, ctx=ctx, run_dir=run_dir)
@@ -346,6 +348,7 @@ def train_spt(
     resume: bool = False,
     resume_command: str | None = None,
     dist_ctx: DistContext | None = None,
+    tb_dir: Path | None = None,
 ) -> dict:
     """Train ``policy`` with L_SPT, early-stop on validation NDCG@10, keep the best checkpoint.
 
@@ -353,6 +356,7 @@ def train_spt(
     Ctrl-C; ``resume=True`` continues from it exactly. ``resume_command`` is the command line
     printed after Ctrl-C (the CLI passes its own, overrides spelled out). Returns a summary with the best epoch, its
     validation metrics and the checkpoint path; the policy is left holding the best weights.
+    TensorBoard events go to ``tb_dir`` (default ``<run_dir>/tb/spt``).
 
     ``dist_ctx`` (under torchrun): every rank walks the same epoch order (one data generator,
     seeded alike) and trains on its equal slice of each global batch of ``cfg.batch_size`` rows
@@ -378,6 +382,7 @@ def train_spt(
         config=config,
         resume=resume,
         ctx=ctx,
+        tb_dir=tb_dir,
     )
     run.open_tracker(progress, resumed=resume, config=config)
     resume_command = resume_command or f"lares-rl spt resume={run_dir} <the same overrides>"

@@ -43,5 +43,5 @@ lint: $(STAMP)
 	$(PY) -m pip install -q --no-deps --no-build-isolation --no-compile --target $(IMPORT_TREE) . 2>/dev/null
 	cd $(IMPORT_TREE) && PYTHONPATH=. $(abspath $(VENV))/bin/lint-imports --config $(CURDIR)/.importlinter --no-cache
 
-clean:  # the venv and the data cache; results in runs/ and multirun/ are kept
+clean:  # the venv and the benchmarks' data cache (.lares_cache; the CLI's is per user, README section Data); results in runs/ and multirun/ are kept
 	rm -rf $(VENV) .lares_cache build

@@ -20,6 +20,14 @@ settings.register_profile("lares", derandomize=True, deadline=None)
 settings.load_profile("lares")
 
 
+@pytest.fixture(autouse=True)
+def data_cache_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Processed data go to ``tmp_path/.lares_cache``, never into the user's cache directory (the
+    default, lares_rl/data/cache.py): each test starts from an empty cache, as it did when the cache
+    was the working directory's, and child processes inherit the variable."""
+    monkeypatch.setenv("LARES_RL_CACHE_DIR", str(tmp_path / ".lares_cache"))
+
+
 @pytest.fixture
 def sequential_csv(tmp_path: Path) -> Path:
     """``tmp_path/log.csv``: 60 users walking a 40-item ring (write_sequential_csv's defaults)."""

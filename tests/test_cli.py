@@ -76,8 +76,8 @@ def test_run_writes_metrics_checkpoint_and_tensorboard(trained_run):
     tmp_path, _, result = trained_run
     run_dir = tmp_path / "run1"
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert 0.0 <= metrics["test"]["spt"]["ndcg@10"] <= 1.0 and "recall@20" in metrics["test"]["spt"]
-    assert 0.0 <= metrics["test"]["rpt"]["ndcg@10"] <= 1.0 and (run_dir / "checkpoints" / "rpt_best.pt").is_file()
+    assert 0.0 <= metrics["test"]["lares"]["ndcg@10"] <= 1.0 and "recall@20" in metrics["test"]["lares"]
+    assert 0.0 <= metrics["test"]["lares+rpt"]["ndcg@10"] <= 1.0 and (run_dir / "checkpoints" / "rpt_best.pt").is_file()
     assert (run_dir / "checkpoints" / "spt_best.pt").is_file()
     assert (run_dir / ".hydra" / "config.yaml").is_file()
     events = EventAccumulator(str(run_dir / "tb" / "spt"))
@@ -92,9 +92,10 @@ def test_run_writes_metrics_checkpoint_and_tensorboard(trained_run):
         "spt/diag/k",
     ):
         assert tag in tags, tag
-    assert "| LARES-SPT |" in result.stdout and "| SASRec |" in result.stdout
+    assert "| lares |" in result.stdout and "| sasrec |" in result.stdout
     assert (
-        set(metrics["baseline"]["test"]) == set(metrics["test"]["spt"]) and (run_dir / "baseline" / "checkpoints" / "spt_best.pt").is_file()
+        set(metrics["baseline"]["test"]) == set(metrics["test"]["lares"])
+        and (run_dir / "baseline" / "checkpoints" / "spt_best.pt").is_file()
     )
 
 
@@ -281,7 +282,7 @@ def test_paper_preset_spt_on_the_embedded_data(tmp_path):
     result = run_cli(tmp_path, "spt", "preset=paper", "spt.epochs=1", "progress=false", "hydra.run.dir=paper")
     assert result.returncode == 0, result.stderr
     metrics = json.loads((tmp_path / "paper" / "metrics.json").read_text())
-    assert metrics["test"]["spt"]["ndcg@10"] > 0.0
+    assert metrics["test"]["lares"]["ndcg@10"] > 0.0
 
 
 @pytest.mark.slow
@@ -302,7 +303,7 @@ def test_run_with_sasrec_explores_by_sampling_slates(tmp_path):
     ]
     result = run_cli(tmp_path, "run", *args, "hydra.run.dir=sasrec")
     assert result.returncode == 0 and "samples slates instead" not in result.stdout, result.stderr
-    assert json.loads((tmp_path / "sasrec" / "metrics.json").read_text())["test"]["rpt"]["ndcg@10"] >= 0.0
+    assert json.loads((tmp_path / "sasrec" / "metrics.json").read_text())["test"]["sasrec+rpt"]["ndcg@10"] >= 0.0
     result = run_cli(tmp_path, "run", *args, "rpt=latent_pg", "baseline=null", "hydra.run.dir=sasrec_latent_pg")
     assert result.returncode == 0 and "rpt.slate_size=100 -> 40: wider than the catalog (40 items)" in result.stdout, result.stderr
     result = run_cli(tmp_path, "run", *args, "rpt=grpo", "baseline=null", "hydra.run.dir=sasrec_grpo")

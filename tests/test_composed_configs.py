@@ -3,7 +3,8 @@ group files list only what they change, and no composed value moved when that wa
 
 composed_configs.json holds configs/config.yaml composed before the schemas existed (commit
 2ef0759): the defaults in full, then what each group option and each rpt option x preset changes.
-One deliberate change since: dataset=amazon-beauty no longer points outside the repository (path ???).
+Deliberate changes since: dataset=amazon-beauty no longer points outside the repository (path ???);
+cache_dir is null (the user's cache directory, not .lares_cache in the working directory).
 """
 
 import json

@@ -117,3 +117,30 @@ def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
     data = load_dataset(tiny_cfg(write_atomic(tmp_path / "t.inter")), cache_dir=tmp_path / "c")
     assert data.num_users == 3  # a cache that cannot be written is not fatal
     assert list((tmp_path / "c").iterdir()) == []
+
+
+def test_the_cache_lives_in_one_user_level_place_unless_told_otherwise(tmp_path, monkeypatch):
+    """``cache_dir`` wins, then $LARES_RL_CACHE_DIR, then lares_rl/ in the user's cache directory
+    ($XDG_CACHE_HOME when absolute, else ~/.cache on Linux): never the working directory."""
+    monkeypatch.setattr(cache.sys, "platform", "linux")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("LARES_RL_CACHE_DIR")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    assert cache.resolve_cache_dir(None) == tmp_path / "home" / ".cache" / "lares_rl"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")
+    assert cache.resolve_cache_dir(None) == tmp_path / "home" / ".cache" / "lares_rl"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache.resolve_cache_dir(None) == tmp_path / "xdg" / "lares_rl"
+    monkeypatch.setattr(cache.sys, "platform", "darwin")
+    assert cache.resolve_cache_dir(None) == tmp_path / "home" / "Library" / "Caches" / "lares_rl"
+    monkeypatch.setenv("LARES_RL_CACHE_DIR", str(tmp_path / "env"))
+    assert cache.resolve_cache_dir(None) == tmp_path / "env"
+    assert cache.resolve_cache_dir(tmp_path / "key") == tmp_path / "key"
+
+
+def test_load_dataset_caches_where_the_environment_says(tmp_path, monkeypatch):
+    monkeypatch.setenv("LARES_RL_CACHE_DIR", str(tmp_path / "env_cache"))
+    monkeypatch.chdir(tmp_path)
+    load_dataset(tiny_cfg(write_atomic(tmp_path / "t.inter")))
+    _only_cache_file(tmp_path / "env_cache")
+    assert not (tmp_path / ".lares_cache").exists()

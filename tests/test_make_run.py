@@ -27,10 +27,10 @@ def test_make_run_quick_preset_runs_the_whole_pipeline(tmp_path, custom_data_arg
     assert result.returncode == 0, result.stderr[-3000:]
     table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
     assert table[0] == readme_table_header()  # the README shows the columns this run prints
-    assert [line.split(" | ")[0] for line in table] == ["| model", "| SASRec", "| LARES-SPT", "| LARES-SPT+RPT"], result.stdout
+    assert [line.split(" | ")[0] for line in table] == ["| model", "| sasrec", "| lares", "| lares+rpt"], result.stdout
     assert all("epoch cap" in line or "early stopping" in line for line in table[1:]), table
     assert "PRESET=paper" in result.stdout and "docs/results/README.md" in result.stdout
     assert "Top-10 for user" in result.stdout and "TensorBoard" in result.stdout
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert set(metrics["test"]) == {"spt", "rpt"} and metrics["baseline"]["name"] == "sasrec"
+    assert set(metrics["test"]) == {"lares", "lares+rpt"} and metrics["baseline"]["name"] == "sasrec"
     assert (tmp_path / "run" / "checkpoints" / "rpt_best.pt").is_file()

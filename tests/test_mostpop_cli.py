@@ -11,10 +11,10 @@ def test_spt_fits_mostpop_without_epochs_and_eval_reads_its_checkpoint(tmp_path,
     data += ["dataset.item_col=sku", "dataset.time_col=ts", "dataset.max_len=8", "progress=false"]
     code, out, err = run_in_process(monkeypatch, capsys, tmp_path, "spt", "policy=mostpop", *data, "hydra.run.dir=run")
     assert code == 0, err
-    assert "[spt] MostPopular has no trainable parameters" in out
+    assert "[spt] MostPopular has no trainable parameters" in out and "| mostpop |" in out  # its row labelled by model
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert metrics["spt"]["epochs_run"] == 0 and 0 < metrics["test"]["spt"]["recall@10"] <= 1
+    assert metrics["spt"]["epochs_run"] == 0 and 0 < metrics["test"]["mostpop"]["recall@10"] <= 1
     checkpoint = tmp_path / "run" / "checkpoints" / "spt_best.pt"
     code, _, err = run_in_process(monkeypatch, capsys, tmp_path, "eval", f"checkpoint={checkpoint}", *data, "hydra.run.dir=eval")
     assert code == 0, err
-    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["metrics"]["ndcg@10"] == metrics["test"]["spt"]["ndcg@10"]
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["metrics"]["ndcg@10"] == metrics["test"]["mostpop"]["ndcg@10"]

@@ -18,7 +18,7 @@ def readme_table_header() -> str:
 
 def test_the_readmes_make_run_table_has_the_real_tables_columns():
     metrics = {"ndcg@10": 0.1, "recall@10": 0.2, "coverage@10": 0.3, "novelty@10": 4.0}  # make run measures all four
-    real = comparison_table({"SASRec": (metrics, "early stopping"), "LARES-SPT": (metrics, "early stopping")})
+    real = comparison_table({"sasrec": (metrics, "early stopping"), "lares": (metrics, "early stopping")})
     assert readme_table_header() == real.splitlines()[0]
 
 

@@ -68,9 +68,9 @@ def test_run_is_spt_then_rpt_then_test(full_run):
     tmp_path, _, result = full_run
     run_dir = tmp_path / "run1"
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert set(metrics["test"]) == {"spt", "rpt"} and set(metrics["valid"]) == {"spt", "rpt"}
-    assert "ndcg@10" in metrics["test"]["rpt"] and metrics["rpt"]["kept_fraction"] == 1.0
-    assert "| LARES-SPT |" in result.stdout and "| LARES-SPT+RPT |" in result.stdout and "kept 280/280" in result.stdout
+    assert set(metrics["test"]) == {"lares", "lares+rpt"} and set(metrics["valid"]) == {"lares", "lares+rpt"}
+    assert "ndcg@10" in metrics["test"]["lares+rpt"] and metrics["rpt"]["kept_fraction"] == 1.0
+    assert "| lares |" in result.stdout and "| lares+rpt |" in result.stdout and "kept 280/280" in result.stdout
     assert (run_dir / "checkpoints" / "spt_best.pt").is_file() and (run_dir / "checkpoints" / "rpt_best.pt").is_file()
     events = EventAccumulator(str(run_dir / "tb" / "rpt"), size_guidance={"histograms": 0})
     events.Reload()
@@ -125,7 +125,7 @@ def test_rpt_command_raises_the_training_reward(full_run):
     rewards = metrics["rpt"]["reward_per_epoch"]
     assert len(rewards) == 3 and rewards[-1] > rewards[0] + 0.01, rewards
     assert metrics["rpt"]["train_reward_greedy_after"] > metrics["rpt"]["train_reward_greedy_before"]
-    assert "| after rpt (test) |" in result.stdout
+    assert "| lares |" in result.stdout and "| lares+rpt |" in result.stdout  # rows labelled by model
     recorded = load_checkpoint(tmp_path / "rpt1" / "checkpoints" / "rpt_best.pt")["config"]  # the policy and data actually used
     assert recorded["policy"] == load_checkpoint(checkpoint)["policy_config"] and recorded["dataset"]["name"] == "custom"
 

@@ -133,4 +133,4 @@ def test_spt_cli_trains_with_candidate_softmax_and_chunked_evaluation(tmp_path, 
     )
     assert code == 0, err
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert math.isfinite(metrics["test"]["spt"]["ndcg@10"])
+    assert math.isfinite(metrics["test"]["lares"]["ndcg@10"])

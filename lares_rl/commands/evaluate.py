@@ -12,7 +12,7 @@ from lares_rl.core.atomic import atomic_write_json
 from lares_rl.core.tracking import Tracker
 from lares_rl.eval.adaptive_depth import format_histogram, steps_histogram
 from lares_rl.eval.evaluation import evaluate_policy
-from lares_rl.eval.report import results_table
+from lares_rl.eval.report import checkpoint_label, results_table
 
 
 def command_eval(cfg: DictConfig) -> dict:
@@ -31,7 +31,7 @@ def command_eval(cfg: DictConfig) -> dict:
         steps_out=steps,
         context=item_context(data, config["dataset"], policy),
     )
-    print(results_table({f"{payload['phase']} ({eval_cfg.split})": metrics}, eval_cfg.ks))
+    print(results_table({f"{checkpoint_label(payload)} ({eval_cfg.split})": metrics}, eval_cfg.ks))
     record = {"checkpoint": str(cfg.checkpoint), "split": eval_cfg.split, "metrics": metrics}
     if steps:
         record["steps_histogram"] = _log_steps(steps, eval_cfg.split)

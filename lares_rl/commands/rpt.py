@@ -17,7 +17,8 @@ from lares_rl.core.config import section_from_mapping, to_plain
 from lares_rl.core.distributed import DistributedConfig, init_distributed, launch_command, shutdown
 from lares_rl.core.errors import LaresError
 from lares_rl.core.runtime import seed_everything
-from lares_rl.eval.report import results_table
+from lares_rl.data.cache import resolve_cache_dir
+from lares_rl.eval.report import checkpoint_label, model_label, results_table
 from lares_rl.rewards.build import instantiate_reward
 from lares_rl.rewards.context import ItemContext, context_needs
 from lares_rl.rpt.config import RPTConfig
@@ -113,7 +114,8 @@ def _rpt_on_ranks(cfg: DictConfig, ctx, device) -> dict:
     results = {"checkpoint": str(cfg.checkpoint), **outcome}
     if not ctx.is_main:
         return results
-    print(results_table({"before rpt (test)": results["before"]["test"], "after rpt (test)": results["after"]["test"]}, eval_cfg.ks))
+    before = checkpoint_label(payload)  # the rows labelled by model, as every command's are: lares, lares+rpt
+    print(results_table({before: results["before"]["test"], model_label(before, rpt=True): results["after"]["test"]}, eval_cfg.ks))
     atomic_write_json(out / "metrics.json", results)
     print_outputs(f"checkpoint {results['rpt']['checkpoint']}", out)
     return results
@@ -155,7 +157,7 @@ def rpt_with_before_after(
         progress=bool(cfg.progress),
         resume=resume,
         resume_command=resume_command,
-        filter_cache_dir=Path(str(cfg.cache_dir)) / "rpt_filter",
+        filter_cache_dir=resolve_cache_dir(cfg.cache_dir) / "rpt_filter",
         item_context=context,
         dist_ctx=dist_ctx,
     )

@@ -13,18 +13,16 @@ from lares_rl.commands.checkpoint import load_spt_checkpoint
 from lares_rl.commands.overrides import replayed_overrides
 from lares_rl.commands.rpt import check_reward_before_spt, fitted_rpt, rpt_with_before_after
 from lares_rl.commands.session import eval_config, item_context, load_data, print_outputs, resume_dir, run_dir, training_numerics
-from lares_rl.commands.spt import command_spt
+from lares_rl.commands.spt import command_spt, spt_test_metrics
 from lares_rl.core.atomic import atomic_write_json
 from lares_rl.core.checkpoint import build_policy
 from lares_rl.core.config import to_plain
 from lares_rl.core.precision import use_numerics
 from lares_rl.core.resume import load_training_state
 from lares_rl.core.runtime import resolve_device
-from lares_rl.eval.report import comparison_table, format_recommendations
+from lares_rl.eval.report import comparison_table, format_recommendations, model_label
 from lares_rl.rewards.build import instantiate_reward
 from lares_rl.serve.recommender import Recommender
-
-DISPLAY_NAMES = {"lares": "LARES", "sasrec": "SASRec"}
 
 
 def command_run(cfg: DictConfig) -> dict:
@@ -33,6 +31,8 @@ def command_run(cfg: DictConfig) -> dict:
     ``resume=<run dir>`` continues an interrupted run: an unfinished SPT resumes exactly, then RPT
     runs; a finished SPT is not repeated (its results were saved) and RPT resumes from
     ``rpt_last.pt`` when it had started; a finished baseline is reused, an unfinished one resumed.
+    metrics.json's ``valid`` and ``test`` key each model as the table labels it (``lares``,
+    ``lares+rpt``: :func:`model_label`); the baseline's are under ``baseline``.
     """
 
     eval_cfg = eval_config(cfg)
@@ -57,11 +57,12 @@ def command_run(cfg: DictConfig) -> dict:
     results = rpt_with_before_after(
         fitted, payload, policy, data, rpt_cfg, reward_fn, eval_cfg, device, out, rpt_resume, hint, to_plain(fitted), context
     )
+    spt_label, rpt_label = model_label(str(cfg.policy.name)), model_label(str(cfg.policy.name), rpt=True)
     merged = {
         "spt": spt_results["spt"],
         "rpt": results["rpt"],
-        "valid": {"spt": results["before"]["valid"], "rpt": results["after"]["valid"]},
-        "test": {"spt": spt_results["test"]["spt"], "rpt": results["after"]["test"]},
+        "valid": {spt_label: results["before"]["valid"], rpt_label: results["after"]["valid"]},
+        "test": {spt_label: spt_test_metrics(spt_results, spt_label), rpt_label: results["after"]["test"]},
     }
     with use_numerics(training_numerics(cfg, device)[0]):  # the baseline trains with the precision SPT named
         baseline = train_baseline(cfg, data, eval_cfg, device, out, resumed is not None, hint)
@@ -111,17 +112,17 @@ def _how_training_ended(state_path: Path, cap: int, best_epoch: int) -> str:
 def _comparison(cfg: DictConfig, out: Path, merged: dict, baseline: dict | None) -> str:
     """The run's results table (baseline, SPT, SPT+RPT) and where converged numbers come from."""
 
-    name = DISPLAY_NAMES.get(str(cfg.policy.name), str(cfg.policy.name))
+    name = str(cfg.policy.name)
     rows = {}
     if baseline is not None:
         ended = _how_training_ended(out / "baseline" / "checkpoints" / "spt_last.pt", int(cfg.spt.epochs), baseline["spt"]["best_epoch"])
-        rows[DISPLAY_NAMES.get(baseline["name"], baseline["name"])] = (baseline["test"], ended)
-    rows[f"{name}-SPT"] = (
-        merged["test"]["spt"],
+        rows[model_label(baseline["name"])] = (baseline["test"], ended)
+    rows[model_label(name)] = (
+        merged["test"][model_label(name)],
         _how_training_ended(out / "checkpoints" / "spt_last.pt", int(cfg.spt.epochs), merged["spt"]["best_epoch"]),
     )
-    rows[f"{name}-SPT+RPT"] = (
-        merged["test"]["rpt"],
+    rows[model_label(name, rpt=True)] = (
+        merged["test"][model_label(name, rpt=True)],
         _how_training_ended(out / "checkpoints" / "rpt_last.pt", int(cfg.rpt.epochs), merged["rpt"]["best_epoch"]),
     )
     return (

@@ -15,7 +15,7 @@ from lares_rl.core.runtime import seed_everything
 from lares_rl.core.tracking import log_test_metrics, tensorboard_dir
 from lares_rl.eval.adaptive_depth import check_halting_applies
 from lares_rl.eval.evaluation import check_depth_applies, evaluate_policy
-from lares_rl.eval.report import results_table
+from lares_rl.eval.report import model_label, results_table
 from lares_rl.spt.config import SPTConfig
 from lares_rl.spt.train import train_spt
 
@@ -26,7 +26,9 @@ def command_spt(cfg: DictConfig, with_test: bool = True, quiet: bool = False, co
     Under torchrun every rank trains its slice of each batch (DDP, spt_distributed); rank 0 alone
     reads the resumed state, writes the run directory and evaluates on test. ``run`` calls it with
     ``quiet`` (its own table follows) and ``command="run"`` (the Ctrl-C hint resumes the whole run).
-    Training runs with the ``precision`` and ``compile`` the first line names (lares_rl/core/precision.py)."""
+    Training runs with the ``precision`` and ``compile`` the first line names (lares_rl/core/precision.py).
+    The test row is labelled by the model (:func:`model_label`: ``sasrec``, ``lares``, ``mostpop``), in
+    the table and in metrics.json's ``test``."""
 
     ctx, device = init_distributed(str(cfg.device), section_from_mapping(DistributedConfig, cfg.distributed, "distributed"))
     finished = False
@@ -41,6 +43,14 @@ def command_spt(cfg: DictConfig, with_test: bool = True, quiet: bool = False, co
         return results
     finally:
         shutdown(ctx, wait=finished)
+
+
+def spt_test_metrics(results: dict, label: str) -> dict:
+    """The test metrics in :func:`command_spt`'s results, keyed by the model's label
+    (:func:`model_label`); results saved before rows were labelled by model (the
+    checkpoints/spt_results.json of a ``run`` resumed now) key them ``spt``."""
+    test = results["test"]
+    return test[label] if label in test else test["spt"]
 
 
 def _spt_on_ranks(cfg: DictConfig, ctx, device, with_test: bool, quiet: bool, command: str) -> dict:
@@ -82,7 +92,7 @@ def _spt_on_ranks(cfg: DictConfig, ctx, device, with_test: bool, quiet: bool, co
         context = item_context(data, to_plain(cfg.dataset), policy, quiet)
         test = evaluate_policy(policy, data, "test", max_len, eval_cfg, device, context=context)
         log_test_metrics(tensorboard_dir(out, "spt"), "spt", test, summary["seen_rows"])  # spt/test/ at the last x value
-        results["test"] = {"spt": test}
+        results["test"] = {model_label(str(cfg.policy.name)): test}
         if quiet:
             return results
         print(results_table(results["test"], eval_cfg.ks))

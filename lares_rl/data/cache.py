@@ -13,7 +13,9 @@ import functools
 import hashlib
 import io
 import json
+import os
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +29,34 @@ from lares_rl.data.sequences import SequenceData
 # a cache file was built by the current processing code is ``processing_code_version``'s job.
 FINGERPRINT_FORMAT = 1
 _CHUNK = 1 << 20
+# Environment variable naming the cache directory when the ``cache_dir`` key is not set.
+CACHE_DIR_ENV = "LARES_RL_CACHE_DIR"
+
+
+def resolve_cache_dir(configured: str | Path | None = None) -> Path:
+    """Where processed data (and RPT's filter masks) are cached: ``configured`` (the ``cache_dir``
+    key) when set, else ``$LARES_RL_CACHE_DIR``, else ``lares_rl/`` in the user's cache directory
+    (:func:`user_cache_root`). One place per user, not one per working directory: the same file
+    and settings are processed once, whichever folder a command runs from."""
+
+    if configured is not None and str(configured) != "":
+        return Path(configured).expanduser()
+    if os.environ.get(CACHE_DIR_ENV):
+        return Path(os.environ[CACHE_DIR_ENV]).expanduser()
+    return user_cache_root() / "lares_rl"
+
+
+def user_cache_root() -> Path:
+    """The platform's per-user cache directory, as platformdirs (not a dependency here) places it:
+    ``%LOCALAPPDATA%`` on Windows, ``~/Library/Caches`` on macOS, elsewhere ``$XDG_CACHE_HOME`` when it
+    is an absolute path (the XDG base-directory rule), else ``~/.cache``."""
+
+    if sys.platform == "win32":
+        return Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches"
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    return Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache"
 
 
 @functools.lru_cache(maxsize=1)

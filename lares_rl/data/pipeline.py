@@ -13,7 +13,7 @@ from pathlib import Path
 from lares_rl.core.errors import LaresError
 from lares_rl.core.tracking import progress
 from lares_rl.data.build import build_sequences
-from lares_rl.data.cache import cache_path, file_sha256, fingerprint, load_cache, save_cache
+from lares_rl.data.cache import cache_path, file_sha256, fingerprint, load_cache, resolve_cache_dir, save_cache
 from lares_rl.data.config import DatasetConfig
 from lares_rl.data.embedded import embedded_ml100k_item_path, embedded_ml100k_path
 from lares_rl.data.loaders import check_readable, read_interactions, read_item_titles, resolve_format
@@ -24,8 +24,9 @@ logger = logging.getLogger("lares_rl.data")
 _EMBEDDED_NAME = "ml-100k"
 
 
-def load_dataset(cfg: DatasetConfig, cache_dir: str | Path = ".lares_cache") -> SequenceData:
-    """Validate ``cfg``, then load the processed dataset from ``cache_dir`` or build and cache it."""
+def load_dataset(cfg: DatasetConfig, cache_dir: str | Path | None = None) -> SequenceData:
+    """Validate ``cfg``, then load the processed dataset from the cache or build and cache it
+    (``cache_dir``, else ``$LARES_RL_CACHE_DIR``, else the user's cache directory: resolve_cache_dir)."""
     cfg.validate()
     path, item_file = _resolve_paths(cfg)
     fmt = resolve_format(path, cfg.format)
@@ -45,7 +46,7 @@ def load_dataset(cfg: DatasetConfig, cache_dir: str | Path = ".lares_cache") -> 
     }
     hashes = [file_sha256(path)] + ([file_sha256(item_file)] if item_file is not None else [])
     fp = fingerprint(hashes, settings)
-    cached = cache_path(Path(cache_dir), cfg.name, fp)
+    cached = cache_path(resolve_cache_dir(cache_dir), cfg.name, fp)
     if cached.exists():
         try:
             data = load_cache(cached, fp)

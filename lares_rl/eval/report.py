@@ -9,6 +9,19 @@ from lares_rl.metrics.beyond import BEYOND_NAMES
 from lares_rl.metrics.ranking import METRIC_NAMES
 
 
+def model_label(policy_name: str, rpt: bool = False) -> str:
+    """A result row's label, the same in every command's table and in metrics.json: the model, not
+    the stage. The policy's ``name`` (``name:`` in configs/policy/<option>.yaml, so any registered
+    policy: ``sasrec``, ``lares``, ``mostpop``; a plug-in backbone keeps its policy's name unless
+    ``policy.name=...`` gives the variant its own), with ``+rpt`` once RPT trained it: ``lares+rpt``."""
+    return f"{policy_name}+rpt" if rpt else policy_name
+
+
+def checkpoint_label(payload: Mapping) -> str:
+    """:func:`model_label` of the model a checkpoint holds (its policy and the phase that wrote it)."""
+    return model_label(str(payload["policy_config"]["name"]), rpt=payload.get("phase") == "rpt")
+
+
 def results_table(results: Mapping[str, Mapping[str, float]], ks: Sequence[int]) -> str:
     """Markdown table: one row per model/stage, one column per metric@k, then the beyond-accuracy
     measures @10 when every row has them (all cut-offs are in metrics.json)."""

@@ -37,51 +37,82 @@ from lares_rl.serve.recommender import Recommendation, Recommender
 
 
 def _parser() -> argparse.ArgumentParser:
+    """The flags, each helped in a user's words: what it changes and its default."""
     parser = argparse.ArgumentParser(
-        prog="lares-rl recommend", description="Top-k recommendations for JSON-lines histories (original item ids)."
+        prog="lares-rl recommend",
+        description="Top-k items for each history in a JSON-lines file, with the data set's own item ids.",
+        epilog=(
+            'input, one line per user: a JSON list of item ids, ["50", "181"], or {"user": ..., "history": [...]}\n'
+            "output, one JSON line per input line: its items, scores and titles (a line that cannot be answered: an error record)\n"
+            "example: lares-rl recommend checkpoint=runs/<run>/checkpoints/rpt_best.pt --input users.jsonl --output recs.jsonl"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--checkpoint",
         required=True,
-        help="checkpoint .pt written by lares-rl (e.g. <run dir>/checkpoints/rpt_best.pt); checkpoint=PATH works too",
+        metavar="PATH",
+        help="the model: a .pt file lares-rl wrote (e.g. <run dir>/checkpoints/rpt_best.pt); checkpoint=PATH works too",
     )
-    parser.add_argument("--input", default="-", help="JSON-lines file of histories; - reads stdin (default)")
-    parser.add_argument("--output", default="-", help="JSON-lines output file, written atomically; - writes stdout (default)")
-    parser.add_argument("--top-k", type=int, default=10, help="items per history (default 10)")
-    parser.add_argument("--include-seen", action="store_true", help="allow items of the history in the output (excluded by default)")
+    parser.add_argument("--input", default="-", metavar="FILE", help="JSON-lines file of histories; - reads stdin (default)")
+    parser.add_argument(
+        "--output",
+        default="-",
+        metavar="FILE",
+        help="JSON-lines file for the answers, written whole or not at all; - writes stdout (default)",
+    )
+    parser.add_argument("--top-k", type=int, default=10, metavar="N", help="items per history (default 10)")
+    parser.add_argument(
+        "--include-seen", action="store_true", help="allow items already in the history in the answer (left out by default)"
+    )
     parser.add_argument(
         "--deterministic",
         action="store_true",
-        help="start reasoning from a zero initial thought at a fixed depth, so the answer needs no seed (default: the random initial thought LARES is trained with, seeded by --seed)",
+        help="start LARES's reasoning from zeros instead of the random start it is trained with, so the answer needs no seed (default: the random start, seeded by --seed)",
     )
     parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the random initial thought: identical input gives identical output (default 0)"
+        "--seed", type=int, default=0, metavar="N", help="seed of LARES's random start: the same input gives the same answer (default 0)"
     )
-    parser.add_argument("--k", type=int, default=None, help="reasoning depth (default: the checkpoint's evaluation depth)")
+    parser.add_argument(
+        "--k",
+        type=int,
+        default=None,
+        metavar="N",
+        help="reasoning steps LARES takes before it scores the items (default: the number the checkpoint was evaluated with; SASRec takes none)",
+    )
     parser.add_argument(
         "--halt-tol",
         type=float,
         default=None,
-        help='adaptive depth: stop a history\'s reasoning once its state changes by less than this per step (relative, e.g. 0.1); adds "steps" to each answer',
+        metavar="X",
+        help='stop reasoning early for a history once one more step changes its state by less than this fraction (e.g. 0.1): easy histories take fewer steps; adds "steps" to each answer',
     )
     parser.add_argument(
         "--k-max",
         type=int,
         default=None,
-        help="most reasoning steps with --halt-tol (default: --k, else the checkpoint's evaluation depth)",
+        metavar="N",
+        help="the most reasoning steps with --halt-tol (default: --k, else the number the checkpoint was evaluated with)",
     )
-    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:<n>")
-    parser.add_argument("--batch-size", type=int, default=1024, help="histories per forward pass (default 1024)")
+    parser.add_argument("--device", default="auto", help="where to compute: auto (default: a GPU when there is one), cpu, cuda or cuda:<n>")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=1024,
+        metavar="N",
+        help="histories scored at once: more is faster and takes more memory (default 1024)",
+    )
     parser.add_argument(
         "--item-chunk",
         type=int,
         default=None,
-        help="score the catalog this many items at a time with a running top-k: memory independent of the catalog size (default: all at once)",
+        metavar="N",
+        help="score the catalog N items at a time, so memory does not grow with the catalog (for very large catalogs; default: all items at once)",
     )
     parser.add_argument(
         "--cold-start",
         action="store_true",
-        help="answer an empty or all-unknown history with the most popular training items (default: an error record for that line)",
+        help="answer an empty history, or one of only unknown items, with the most popular training items (default: an error record for that line)",
     )
     return parser
 

@@ -21,7 +21,6 @@ from tests.synthetic import benchmark_dataset_flags
 
 sys.path.insert(0, str(ROOT / "benchmarks"))  # the scripts import their helpers as top-level modules
 
-from paired_bootstrap import paired_bootstrap  # noqa: E402
 from results_io import check_mergeable, command_line, merge_seed, seed_commands  # noqa: E402
 from seed_resume import interruption_names_resume, resumable  # noqa: E402
 
@@ -464,17 +463,3 @@ def test_gradient_stats_separate_signal_from_noise():
     assert 0.02 < stats["snr_per_batch"] < 0.08 and abs(stats["pairwise_cosine"]) < 0.1
     clean = gradient_stats([signal * (1 + 0.01 * i) for i in range(4)])
     assert clean["snr_per_batch"] > 100 and clean["pairwise_cosine"] > 0.99
-
-
-def test_paired_bootstrap_interval_covers_the_change_and_shrinks_with_more_users():
-    generator = torch.Generator().manual_seed(0)
-    before = (torch.rand(400, generator=generator) < 0.1).double()
-    after = torch.where(torch.rand(400, generator=generator) < 0.05, 1.0, before)  # a few more hits
-    small = paired_bootstrap(before, after, resamples=500)
-    assert small["ci_low"] <= small["change"] <= small["ci_high"] and small["change"] > 0
-    large = paired_bootstrap(before.repeat(16), after.repeat(16), resamples=500)
-    assert (
-        large["ci_high"] - large["ci_low"] < 0.5 * (small["ci_high"] - small["ci_low"]) and large["p_not_better"] <= small["p_not_better"]
-    )
-    same = paired_bootstrap(before, before, resamples=100)
-    assert same["change"] == same["ci_low"] == same["ci_high"] == 0.0 and same["p_not_better"] == 1.0

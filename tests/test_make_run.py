@@ -28,9 +28,14 @@ def test_make_run_quick_preset_runs_the_whole_pipeline(tmp_path, custom_data_arg
     table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
     assert table[0] == readme_table_header()  # the README shows the columns this run prints
     assert [line.split(" | ")[0] for line in table] == ["| model", "| sasrec", "| lares", "| lares+rpt"], result.stdout
-    assert all("epoch cap" in line or "early stopping" in line for line in table[1:]), table
+    assert all("hit the cap" in line or "early stopping" in line for line in table[1:]), table
     assert "PRESET=paper" in result.stdout and "docs/results/README.md" in result.stdout
     assert "Top-10 for user" in result.stdout and "TensorBoard" in result.stdout
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert set(metrics["test"]) == {"lares", "lares+rpt"} and metrics["baseline"]["name"] == "sasrec"
     assert (tmp_path / "run" / "checkpoints" / "rpt_best.pt").is_file()
+    # each row against the row above: the change of test NDCG@10 and its paired-bootstrap interval
+    assert set(metrics["paired"]) == {"lares vs sasrec", "lares+rpt vs lares"}
+    for pair in metrics["paired"].values():
+        assert pair["ci_low"] <= pair["change"] <= pair["ci_high"] and pair["users"] == metrics["paired"]["lares vs sasrec"]["users"]
+    assert "(95%: " not in table[1] and all("(95%: " in line for line in table[2:]), table

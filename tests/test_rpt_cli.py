@@ -151,7 +151,7 @@ def test_bad_rpt_input_fails_before_training(checkpoint_run, tmp_path, monkeypat
         code, out, err = run_in_process(monkeypatch, capsys, base, *argv)
         assert code == 2, (argv, err)
         assert needle in err and "Traceback" not in err, (argv, err)
-        assert "[spt] epoch" not in out and "[rpt] epoch" not in out
+        assert "[spt] epoch" not in out and "[rpt] interval" not in out and "[rpt] pass" not in out
 
 
 @pytest.mark.slow

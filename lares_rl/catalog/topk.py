@@ -171,10 +171,12 @@ def evaluate_chunked(
     batch_size: int = 1024,
     device: torch.device | str = "cpu",
     batches: Callable[[range], Iterable[int]] = iter,
+    ranks_out: list[torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """:func:`lares_rl.metrics.ranking.evaluate_scores` with the catalog scored in chunks: the same metrics
     (every cut-off in ``ks``), in memory independent of the catalog for a fixed user batch.
-    ``state_fn(seq, lengths) -> [b, d]`` gives the user states that ``score_items`` scores."""
+    ``state_fn(seq, lengths) -> [b, d]`` gives the user states that ``score_items`` scores;
+    ``ranks_out`` receives each batch's ranks (exact below ``max(ks)``, which is all a metric reads)."""
     if len(targets) == 0:
         raise ValueError("cannot evaluate on zero users")
     totals: dict[str, float] = {}
@@ -183,6 +185,8 @@ def evaluate_chunked(
         states = state_fn(seqs[start:stop].to(device), lengths[start:stop].to(device))
         batch_history = None if history is None else (history[0][start : stop + 1], history[1])
         ranks = chunked_target_ranks(states, score_items, num_items, targets[start:stop].to(device), max(ks), chunk, batch_history)
+        if ranks_out is not None:
+            ranks_out.append(ranks.cpu())
         for name, values in metrics_from_ranks(ranks, ks).items():
             totals[name] = totals.get(name, 0.0) + values.sum().item()
     return {name: total / len(targets) for name, total in totals.items()}

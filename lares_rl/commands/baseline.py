@@ -9,6 +9,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from lares_rl.commands.session import baseline_tb_dir, item_context
 from lares_rl.core.atomic import atomic_write_json
@@ -43,6 +44,12 @@ def baseline_policy(cfg: DictConfig) -> dict | None:
     return {**policy, **{key: to_plain(cfg.policy[key]) for key in BASELINE_SHARED_KEYS if key in cfg.policy}}
 
 
+def eval_config_for(policy: nn.Module, eval_cfg: EvalConfig) -> EvalConfig:
+    """The run's evaluation settings as they apply to ``policy``: a core-less one (SASRec) has no
+    reasoning depth to halt, so it evaluates its one state."""
+    return eval_cfg if getattr(policy, "recurrent", False) else replace(eval_cfg, halt_tol=None, halt_k_max=None)
+
+
 def train_baseline(cfg: DictConfig, data, eval_cfg: EvalConfig, device, out: Path, resuming: bool, hint: str) -> dict | None:
     """SPT of the baseline policy with the run's ``spt`` settings on the same split, in
     ``<out>/baseline/``, plus its test metrics. Saved there, so a resumed run reuses a finished
@@ -60,9 +67,9 @@ def train_baseline(cfg: DictConfig, data, eval_cfg: EvalConfig, device, out: Pat
     seed_everything(int(cfg.seed))
     policy = build_policy(policy_config, data.num_items, max_len)
     depth = [f"eval.{key}={getattr(eval_cfg, key)}" for key in ("k", "halt_tol", "halt_k_max") if getattr(eval_cfg, key) is not None]
-    if depth and not getattr(policy, "recurrent", False):  # the reasoner's depth settings; a core-less baseline evaluates its one state
+    if depth and not getattr(policy, "recurrent", False):
         print(f"[lares-rl] baseline {policy_config['name']} has no reasoning core: {', '.join(depth)} do not apply to it")
-        eval_cfg = replace(eval_cfg, halt_tol=None, halt_k_max=None)
+    eval_cfg = eval_config_for(policy, eval_cfg)
     print(f"[lares-rl] baseline {policy_config['name']} on the same split and SPT settings; run dir {folder}", flush=True)
     summary = train_spt(
         policy=policy,

@@ -8,18 +8,20 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from lares_rl.commands.baseline import baseline_policy, train_baseline
+from lares_rl.commands.baseline import baseline_policy, eval_config_for, train_baseline
 from lares_rl.commands.checkpoint import load_spt_checkpoint
 from lares_rl.commands.overrides import replayed_overrides
 from lares_rl.commands.rpt import check_reward_before_spt, fitted_rpt, rpt_with_before_after
 from lares_rl.commands.session import eval_config, item_context, load_data, print_outputs, resume_dir, run_dir, training_numerics
 from lares_rl.commands.spt import command_spt, spt_test_metrics
 from lares_rl.core.atomic import atomic_write_json
-from lares_rl.core.checkpoint import build_policy
+from lares_rl.core.checkpoint import build_policy, load_checkpoint, policy_from_checkpoint
 from lares_rl.core.config import to_plain
 from lares_rl.core.precision import use_numerics
 from lares_rl.core.resume import load_training_state
 from lares_rl.core.runtime import resolve_device
+from lares_rl.eval.evaluation import EvalConfig
+from lares_rl.eval.paired import DEFAULT_RESAMPLES, change_with_interval, paired_bootstrap, per_user_metric
 from lares_rl.eval.report import comparison_table, format_recommendations, model_label
 from lares_rl.rewards.build import instantiate_reward
 from lares_rl.serve.recommender import Recommender
@@ -69,6 +71,7 @@ def command_run(cfg: DictConfig) -> dict:
     if baseline is not None:
         merged["baseline"] = baseline
     print(format_recommendations(Recommender.from_checkpoint(results["rpt"]["checkpoint"], device=str(device), deterministic=True), data))
+    merged["paired"] = _paired_changes(str(cfg.policy.name), merged, baseline, data, int(cfg.dataset.max_len), eval_cfg, device)
     print(_comparison(cfg, out, merged, baseline))
     atomic_write_json(out / "metrics.json", merged)
     print_outputs(f"checkpoints {spt_results['spt']['checkpoint']} {results['rpt']['checkpoint']}", out)
@@ -95,18 +98,40 @@ def _spt_finished(out: Path, spt_epochs: int) -> bool:
     return bool(progress["finished"]) or progress["epoch"] >= spt_epochs
 
 
-def _how_training_ended(state_path: Path, cap: int, best_epoch: int) -> str:
-    """One phrase for the results table: converged (early stopping) or stopped by the epoch cap,
-    read from the phase's saved training state."""
+def _how_training_ended(state_path: Path, cap: int, best_epoch: int, units: str = "epochs") -> str:
+    """One phrase for the results table: converged (early stopping) or stopped by the cap, read
+    from the phase's saved training state; ``units`` names what was counted (RPT's epochs are
+    passes over the kept rows or intervals of N histories: RPTConfig.epoch_unit)."""
 
     progress = load_training_state(state_path)["progress"]
     epochs = int(progress["epoch"])
     if best_epoch < 0:  # RPT whose epochs never beat the SPT start on validation
-        ended = "converged by early stopping" if progress["finished"] else f"hit the epoch cap ({epochs} of {cap})"
-        return f"{ended}; no epoch beat the SPT weights on validation, so they were kept"
+        ended = "converged by early stopping" if progress["finished"] else f"hit the cap ({epochs} of {cap} {units})"
+        return f"{ended}; none beat the SPT weights on validation, so they were kept"
     if progress["finished"]:
-        return f"converged by early stopping after {epochs} epochs (best epoch {best_epoch})"
-    return f"hit the epoch cap ({epochs} of {cap} epochs, best epoch {best_epoch}): not converged"
+        return f"converged by early stopping after {epochs} {units} (best: {best_epoch})"
+    return f"hit the cap ({epochs} of {cap} {units}, best: {best_epoch}): not converged"
+
+
+def _paired_changes(name: str, merged: dict, baseline: dict | None, data, max_len: int, eval_cfg: EvalConfig, device) -> dict[str, dict]:
+    """Each row's test NDCG@10 against the row above it in the table (the baseline -> the model ->
+    the model after RPT): the relative change of the mean over the same test users and its 95%
+    paired-bootstrap interval (lares_rl/eval/paired.py), so a reader can tell a gain from the
+    luck of the split. Keyed ``"<after> vs <before>"`` in metrics.json."""
+    checkpoints = {model_label(baseline["name"]): baseline["spt"]["checkpoint"]} if baseline is not None else {}
+    checkpoints[model_label(name)] = merged["spt"]["checkpoint"]
+    checkpoints[model_label(name, rpt=True)] = merged["rpt"]["checkpoint"]
+    values = {}
+    for label, path in checkpoints.items():
+        policy = policy_from_checkpoint(load_checkpoint(path), device)
+        values[label] = per_user_metric(policy, data, "test", max_len, eval_config_for(policy, eval_cfg), device, "ndcg@10")
+    labels = list(values)
+    paired = {
+        f"{after} vs {before}": {"before": before, "after": after, **paired_bootstrap(values[before], values[after])}
+        for before, after in zip(labels, labels[1:])
+    }
+    print(f"[lares-rl] paired bootstrap over {len(values[labels[0]]):,} test users, {DEFAULT_RESAMPLES} resamples: done", flush=True)
+    return paired
 
 
 def _comparison(cfg: DictConfig, out: Path, merged: dict, baseline: dict | None) -> str:
@@ -123,10 +148,13 @@ def _comparison(cfg: DictConfig, out: Path, merged: dict, baseline: dict | None)
     )
     rows[model_label(name, rpt=True)] = (
         merged["test"][model_label(name, rpt=True)],
-        _how_training_ended(out / "checkpoints" / "rpt_last.pt", int(cfg.rpt.epochs), merged["rpt"]["best_epoch"]),
+        _how_training_ended(
+            out / "checkpoints" / "rpt_last.pt", int(cfg.rpt.epochs), merged["rpt"]["best_epoch"], merged["rpt"]["epoch_unit"]["plural"]
+        ),
     )
+    changes = {result["after"]: change_with_interval(result) for result in merged["paired"].values()}
     return (
-        comparison_table(rows)
-        + "\nRows that hit the epoch cap are not converged: for converged numbers run `make run PRESET=paper` (the reference settings; slow on a CPU)"
+        comparison_table(rows, changes)
+        + "\nRows that hit their cap are not converged: for converged numbers run `make run PRESET=paper` (the reference settings; slow on a CPU)"
         + " or the benchmark commands in README.md (section Benchmarks); the full report, with seeds and commands, is docs/results/README.md."
     )

@@ -79,6 +79,7 @@ def evaluate_policy(
     steps_out: list | None = None,
     context: ItemContext | None = None,
     score_fn: ScoreFn | None = None,
+    ranks_out: list[torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """Full-ranking metrics of ``policy`` on one split, in eval mode, with reproducible T0 noise.
 
@@ -94,7 +95,8 @@ def evaluate_policy(
     ``score_fn`` replaces the policy's own scores (e.g. a re-ranking of them) under the same noise.
     ``score_fn`` is not combined with halting (a re-ranking scores the fixed-depth states), and
     with ``cfg.item_chunk`` the beyond-accuracy measures are left out (the full score rows they
-    read are what chunking avoids).
+    read are what chunking avoids). ``ranks_out`` (a list) receives every user's target rank, in
+    row order, in batches: what :mod:`lares_rl.eval.paired` compares two models on.
     """
     inputs = data.eval_inputs(split, max_len)
     if score_fn is not None and cfg.item_chunk is not None:
@@ -111,7 +113,7 @@ def evaluate_policy(
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(cfg.seed)
             if cfg.item_chunk is not None:
-                metrics = _chunked_metrics(policy, score_fn, inputs, cfg, cfg.k if k is None else k, history, device, batches)
+                metrics = _chunked_metrics(policy, score_fn, inputs, cfg, cfg.k if k is None else k, history, device, batches, ranks_out)
             else:
                 metrics = evaluate_scores(
                     score_fn,
@@ -122,6 +124,7 @@ def evaluate_policy(
                     device=device,
                     batches=batches,
                     observe=beyond.observe if beyond is not None else None,
+                    ranks_out=ranks_out,
                 )
     finally:
         policy.train(was_training)
@@ -156,6 +159,7 @@ def _chunked_metrics(
     history: tuple[torch.Tensor, torch.Tensor] | None,
     device: torch.device,
     batches: Callable[[range], Iterable[int]],
+    ranks_out: list[torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """The metrics of ``cfg.item_chunk`` scoring (:func:`~lares_rl.catalog.topk.evaluate_chunked`)
     on the policy's final states at ``depth``, or halted per user when ``score_fn`` is a
@@ -179,4 +183,5 @@ def _chunked_metrics(
         batch_size=cfg.batch_size,
         device=device,
         batches=batches,
+        ranks_out=ranks_out,
     )

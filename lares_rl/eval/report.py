@@ -37,18 +37,21 @@ def results_table(results: Mapping[str, Mapping[str, float]], ks: Sequence[int])
     return "\n".join(lines)
 
 
-def comparison_table(rows: Mapping[str, tuple[Mapping[str, float], str]]) -> str:
+def comparison_table(rows: Mapping[str, tuple[Mapping[str, float], str]], changes: Mapping[str, str] | None = None) -> str:
     """Markdown table of test NDCG@10 and Recall@10 (and coverage@10, novelty@10 when every row has
     them), one row per model, each with how its training ended: a number from a capped run is a
-    budget number, and the table must say so."""
+    budget number, and the table must say so. ``changes`` (label -> text) adds each row's NDCG@10
+    change against the row above with its paired-bootstrap interval (lares_rl/eval/paired.py)."""
     beyond = [name for name in ("coverage@10", "novelty@10") if all(name in metrics for metrics, _ in rows.values())]
+    change_header = "NDCG@10 vs the row above | " if changes is not None else ""
     lines = [
-        "| model | test NDCG@10 | test Recall@10 | " + "".join(f"test {name} | " for name in beyond) + "training ended |",
-        "|---|---:|---:|" + "---:|" * len(beyond) + "---|",
+        "| model | test NDCG@10 | test Recall@10 | " + "".join(f"test {name} | " for name in beyond) + change_header + "training ended |",
+        "|---|---:|---:|" + "---:|" * len(beyond) + ("---:|" if changes is not None else "") + "---|",
     ]
     lines += [
         f"| {label} | {metrics['ndcg@10']:.4f} | {metrics['recall@10']:.4f} | "
         + "".join(f"{metrics[name]:.4f} | " for name in beyond)
+        + (f"{changes.get(label, '')} | " if changes is not None else "")
         + f"{ended} |"
         for label, (metrics, ended) in rows.items()
     ]

@@ -73,6 +73,7 @@ def evaluate_scores(
     device: torch.device | str = "cpu",
     batches: Callable[[range], Iterable[int]] = iter,
     observe: Callable[[torch.Tensor], None] | None = None,
+    ranks_out: list[torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """Mean metrics of ``score_fn(seq, lengths) -> [b, N+1]`` over all rows, batched.
 
@@ -83,6 +84,9 @@ def evaluate_scores(
     ``history`` (CSR over the same rows) masks seen items when given, except each row's target:
     in data with repeat consumption the next item may have been seen, and masking it would make
     it an automatic miss.
+
+    ``ranks_out`` (a list) receives each batch's target ranks on the CPU, in row order: the
+    per-user values behind the means, for a paired comparison of two models on the same users.
     """
     if len(targets) == 0:
         raise ValueError("cannot evaluate on zero users")
@@ -98,7 +102,10 @@ def evaluate_scores(
             scores.scatter_(1, batch_targets.view(-1, 1), target_scores)
         if observe is not None:
             observe(scores)
-        for name, values in metrics_from_ranks(target_ranks(scores, batch_targets), ks).items():
+        ranks = target_ranks(scores, batch_targets)
+        if ranks_out is not None:
+            ranks_out.append(ranks.cpu())
+        for name, values in metrics_from_ranks(ranks, ks).items():
             totals[name] = totals.get(name, 0.0) + values.sum().item()
     return {name: total / len(targets) for name, total in totals.items()}
 

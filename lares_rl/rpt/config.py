@@ -72,6 +72,20 @@ class RPTConfig:
         None  # validate, probe and keep an exponential moving average of the weights (decay per update, e.g. 0.9); null = the raw weights
     )
 
+    def epoch_unit(self, kept_rows: int) -> dict[str, str]:
+        """What one RPT "epoch" (the training between two validations) is, in the words the logs,
+        the run's table and the summary use: a ``pass`` over the kept rows when
+        ``batches_per_epoch`` is null, else an ``interval`` of that many batches of histories."""
+        if self.batches_per_epoch is None:
+            return {"name": "pass", "plural": "passes over the kept rows", "description": f"a pass over the {kept_rows:,} kept rows"}
+        histories = self.batches_per_epoch * self.histories_per_batch
+        return {
+            "name": "interval",
+            "plural": f"intervals of {histories:,} histories",
+            "description": f"an interval of {self.batches_per_epoch} batches x {self.histories_per_batch} histories = {histories:,} histories"
+            f" ({histories / max(kept_rows, 1):.2f} of a pass over the {kept_rows:,} kept rows)",
+        }
+
     def validate(self) -> None:
         """Every setting in its range and consistent with the others; the first problem is one LaresError naming the key."""
         self._check_algorithm()

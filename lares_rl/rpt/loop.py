@@ -9,7 +9,8 @@ Reference algorithm (GRPO-style, critic-free), one gradient step per collected b
     advantage:  A_g = (r_g - mean_G r) / (std_G r + 1e-4)                      (GroupAdvantage)
     loss:       mean_g mean_{j<=k_g} -[exp(lp - sg(lp)) A_g - beta (exp(rp - lp) - (rp - lp) - 1)]
                 lp: the rollout replayed with grad, rp: the reference with the same k_g (GroupRelativeLoss)
-    epoch:      one pass over the kept rows, then validation NDCG@10, early stopping, best checkpoint
+    epoch:      one pass over the kept rows (or an interval of rpt.batches_per_epoch batches; the logs
+                say which: RPTConfig.epoch_unit), then validation NDCG@10, early stopping, best checkpoint
     best:       the SPT weights are candidate epoch -1, so rpt_best.pt is never worse on validation than the start
     state:      checkpoints/rpt_last.pt at the start, after every epoch and on Ctrl-C; resume=True continues exactly
 Each ``rpt.algorithm`` is one module of lares_rl/rpt/algorithms/ holding its loss and what it
@@ -62,7 +63,9 @@ def start(run: RunState, rpt: RPTParts) -> tuple[RPTProgress, dict]:
     run.stopper.best = cfg.selection_score(valid_start, valid_start)
     run.best.save(rpt.served, -1, valid_start)
     print(
-        f"[rpt] start (the SPT weights): valid ndcg@10 {valid_start['ndcg@10']:.4f}  recall@10 {valid_start['recall@10']:.4f}", flush=True
+        f"[rpt] start (the SPT weights): valid ndcg@10 {valid_start['ndcg@10']:.4f}  recall@10 {valid_start['recall@10']:.4f}"
+        f"; validated again after every {cfg.epoch_unit(len(rpt.kept))['description']}",
+        flush=True,
     )
     progress = RPTProgress(reward_before=rpt.greedy_train_reward(), valid_start=valid_start)
     start_probe = probe_metrics(rpt.served, rpt.learner.reference, rpt.probe, rpt.reward_fn, cfg.slate_size, rpt.device, rpt.eval_cfg.seed)
@@ -210,7 +213,7 @@ def validate_epoch(run: RunState, rpt: RPTParts, epoch: int, seconds: float) -> 
     run.log({"charts": {"epoch": epoch, "epoch_reward_mean": progress.reward_per_epoch[-1]}, "time": {"epoch_seconds": seconds}})
     selected = "" if cfg.select_metric in ("ndcg@10", "recall@10") else f"  {cfg.select_metric} {metrics[cfg.select_metric]:.4f}"
     print(
-        f"[rpt] epoch {epoch:3d}  {seconds:6.1f}s  train reward {progress.reward_per_epoch[-1]:.4f}  valid ndcg@10 {metrics['ndcg@10']:.4f}  recall@10 {metrics['recall@10']:.4f}{selected}"
+        f"[rpt] {cfg.epoch_unit(len(rpt.kept))['name']} {epoch:3d}  {seconds:6.1f}s  train reward {progress.reward_per_epoch[-1]:.4f}  valid ndcg@10 {metrics['ndcg@10']:.4f}  recall@10 {metrics['recall@10']:.4f}{selected}"
         + ("  *" if run.stopper.improved else ""),
         flush=True,
     )
@@ -238,6 +241,7 @@ def summary(run: RunState, rpt: RPTParts) -> dict:
         "valid_start": progress.valid_start,
         "checkpoint": str(run.best.path),
         "kept_rows": len(rpt.kept),
+        "epoch_unit": cfg.epoch_unit(len(rpt.kept)),
         "kept_fraction": len(rpt.kept) / max(rpt.rows, 1),
         "histories_per_batch": rpt.histories,
         "reward_per_epoch": list(progress.reward_per_epoch),

@@ -29,8 +29,11 @@ run: $(STAMP)
 
 # The default suite deselects the tests marked slow (pyproject's addopts): child processes that train
 # and get killed and resumed, torchrun, the benchmark chains. `make test ARGS="-m slow"` runs those.
+# Either runs in TEST_JOBS pytest-xdist workers, one whole test file per worker at a time (loadfile: a
+# module's shared fixture, e.g. one SPT checkpoint, is built once); TEST_JOBS=0 runs in this process.
+TEST_JOBS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile $(ARGS)
 
 # The house rules (docs/DESIGN.md section 5): ruff's lint and format, and import-linter's contracts
 # (stages import downwards only, no import circles). import-linter reads an installed tree because

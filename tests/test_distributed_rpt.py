@@ -19,8 +19,8 @@ from lares_rl.eval.evaluation import EvalConfig
 from lares_rl.rpt.config import RPTConfig
 from lares_rl.rpt.loop import train_rpt
 from lares_rl.rpt.setup import read_rpt_state
+from tests.cli_process import run_in_process
 from tests.synthetic import write_sequential_csv
-from tests.test_cli import run_cli
 from tests.test_distributed_spt import kill_rank_one_after_epoch_one
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
@@ -38,7 +38,7 @@ def _torchrun(cwd: Path, nproc: int, *args: str, timeout: float = 180) -> subpro
 
 @pytest.fixture(scope="module")
 def spt_checkpoint(tmp_path_factory) -> tuple[Path, list[str]]:
-    """A tiny deterministic SPT checkpoint (plain run) and the data overrides RPT needs."""
+    """A tiny deterministic SPT checkpoint (plain run, in this process) and the data overrides RPT needs."""
     tmp_path = tmp_path_factory.mktemp("rpt_ddp")
     path = write_sequential_csv(tmp_path / "log.csv", users=40, items=30, length=10, seed=0)
     data = [
@@ -51,19 +51,13 @@ def spt_checkpoint(tmp_path_factory) -> tuple[Path, list[str]]:
         "progress=false",
         "device=cpu",
     ]
-    result = run_cli(
-        tmp_path,
-        "spt",
-        *data,
-        "policy.d_model=16",
-        "policy.inner_size=32",
-        "spt.epochs=2",
-        "spt.batch_size=64",
-        *DETERMINISTIC_SPT,
-        "hydra.run.dir=spt",
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return tmp_path, [*data, f"checkpoint={tmp_path / 'spt' / 'checkpoints' / 'spt_best.pt'}"]
+    spt = ["policy.d_model=16", "policy.inner_size=32", "spt.epochs=2", "spt.batch_size=64", *DETERMINISTIC_SPT]
+    with pytest.MonkeyPatch.context() as monkeypatch:  # trained in this process: no interpreter start
+        monkeypatch.setenv("LARES_RL_CACHE_DIR", str(tmp_path / ".lares_cache"))  # module scope: before conftest sets it
+        code, _, _ = run_in_process(monkeypatch, None, tmp_path, "spt", *data, *spt, "hydra.run.dir=spt")
+    assert code == 0
+    checkpoint = tmp_path / "spt" / "checkpoints" / "spt_best.pt"
+    return tmp_path, [*data, f"checkpoint={checkpoint}"]
 
 
 def _scalars(run_dir: Path) -> dict[str, list[float]]:
@@ -145,7 +139,8 @@ def test_sigkill_of_one_rank_then_resume_ends_like_an_uninterrupted_run(spt_chec
     """Rank 1 is killed once epoch 1 is saved; `resume=` with the same world size ends with the
     uninterrupted run's losses and weights (every rank's RNG streams and the shared walk restored)."""
     tmp_path, args = spt_checkpoint
-    longer = [*args, *RPT, "rpt=grpo", "rpt.epochs=4", "rpt.batches_per_epoch=15", "rpt.patience=5"]
+    # 3 intervals of 4 batches: after the kill, 2 intervals remain for the poll (0.02 s) to beat
+    longer = [*args, *RPT, "rpt=grpo", "rpt.epochs=3", "rpt.batches_per_epoch=4", "rpt.patience=5"]
     assert _torchrun(tmp_path, 2, *longer, "hydra.run.dir=full").returncode == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     kill_rank_one_after_epoch_one(
@@ -233,9 +228,10 @@ def test_an_rpt_state_from_another_world_size_is_refused(tmp_path, saved, ctx, e
 
 
 @pytest.mark.slow
-def test_resuming_a_two_process_run_without_torchrun_is_one_clear_error(latent_pg_runs, spt_checkpoint):
+def test_resuming_a_two_process_run_without_torchrun_is_one_clear_error(latent_pg_runs, spt_checkpoint, monkeypatch, capsys):
     tmp_path, _ = latent_pg_runs
     _, args = spt_checkpoint
-    result = run_cli(tmp_path, "rpt", *args, *RPT, "rpt=latent_pg", f"resume={tmp_path / 'latent_pg_2'}", "hydra.run.dir=resumed")
-    assert result.returncode == 2
-    assert "saved by torchrun with 2 process(es), this is a plain run (no torchrun)" in result.stderr and "Traceback" not in result.stderr
+    resume = f"resume={tmp_path / 'latent_pg_2'}"
+    code, _, err = run_in_process(monkeypatch, capsys, tmp_path, "rpt", *args, *RPT, "rpt=latent_pg", resume, "hydra.run.dir=resumed")
+    assert code == 2
+    assert "saved by torchrun with 2 process(es), this is a plain run (no torchrun)" in err and "Traceback" not in err

@@ -5,7 +5,7 @@ composed_configs.json holds configs/config.yaml composed before the schemas exis
 2ef0759): the defaults in full, then what each group option and each rpt option x preset changes.
 Deliberate changes since: dataset=amazon-beauty no longer points outside the repository (path ???);
 cache_dir is null (the user's cache directory, not .lares_cache in the working directory).
-preset=cpu trains to convergence (issue 35 item 6): SPT patience 3 under a 40-epoch cap, RPT by full passes.
+preset=cpu trains to convergence (issue 35 item 6): SPT patience 3 under a 40-epoch cap, RPT one full pass after a one-pass filter.
 """
 
 import json

@@ -127,7 +127,7 @@ def _paired_changes(name: str, merged: dict, baseline: dict | None, data, max_le
         values[label] = per_user_metric(policy, data, "test", max_len, eval_config_for(policy, eval_cfg), device, "ndcg@10")
     labels = list(values)
     paired = {
-        f"{after} vs {before}": {"before": before, "after": after, **paired_bootstrap(values[before], values[after])}
+        f"{after} vs {before}": {"before_model": before, "after_model": after, **paired_bootstrap(values[before], values[after])}
         for before, after in zip(labels, labels[1:])
     }
     print(f"[lares-rl] paired bootstrap over {len(values[labels[0]]):,} test users, {DEFAULT_RESAMPLES} resamples: done", flush=True)
@@ -152,7 +152,7 @@ def _comparison(cfg: DictConfig, out: Path, merged: dict, baseline: dict | None)
             out / "checkpoints" / "rpt_last.pt", int(cfg.rpt.epochs), merged["rpt"]["best_epoch"], merged["rpt"]["epoch_unit"]["plural"]
         ),
     )
-    changes = {result["after"]: change_with_interval(result) for result in merged["paired"].values()}
+    changes = {result["after_model"]: change_with_interval(result) for result in merged["paired"].values()}
     return (
         comparison_table(rows, changes)
         + "\nRows that hit their cap are not converged: for converged numbers run `make run PRESET=paper` (the reference settings; slow on a CPU)"

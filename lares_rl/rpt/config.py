@@ -77,12 +77,12 @@ class RPTConfig:
         the run's table and the summary use: a ``pass`` over the kept rows when
         ``batches_per_epoch`` is null, else an ``interval`` of that many batches of histories."""
         if self.batches_per_epoch is None:
-            return {"name": "pass", "plural": "passes over the kept rows", "description": f"a pass over the {kept_rows:,} kept rows"}
+            return {"name": "pass", "plural": "passes over the kept rows", "description": f"pass over the {kept_rows:,} kept rows"}
         histories = self.batches_per_epoch * self.histories_per_batch
         return {
             "name": "interval",
             "plural": f"intervals of {histories:,} histories",
-            "description": f"an interval of {self.batches_per_epoch} batches x {self.histories_per_batch} histories = {histories:,} histories"
+            "description": f"interval of {self.batches_per_epoch} batches x {self.histories_per_batch} histories = {histories:,} histories"
             f" ({histories / max(kept_rows, 1):.2f} of a pass over the {kept_rows:,} kept rows)",
         }
 

@@ -64,7 +64,7 @@ def top_k_filter(
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(seed)
             starts = [start for _ in range(passes) for start in range(0, len(targets), batch_size)]
-            for start in progress(starts, len(starts), f"rpt filter (top-{top}, {passes} passes)"):
+            for start in progress(starts, len(starts), f"rpt filter (top-{top}, {passes} pass{'es' if passes != 1 else ''})"):
                 rows = slice(start, start + batch_size)
                 states = policy.encode(seqs[rows].to(device), lengths[rows].to(device))[:, -1]
                 batch_targets = targets[rows].to(device)

@@ -273,7 +273,7 @@ def rpt_loop(run: RunState, rpt: RPTParts, resume_command: str) -> dict:
             run.save()  # RPT's start (after the filter); on resume this rewrites the loaded state unchanged
             while run.training(cfg.epochs):
                 epoch, epoch_start, kept = progress.epoch, time.perf_counter(), last_good(run)
-                for index in run.batches(rpt.batches_per_epoch, f"rpt epoch {epoch}"):
+                for index in run.batches(rpt.batches_per_epoch, f"rpt {cfg.epoch_unit(len(rpt.kept))['name']} {epoch}"):
                     where = f"epoch {epoch}, batch {index + 1}/{rpt.batches_per_epoch}"
                     probe_now = (index + 1) % cfg.probe_every == 0 and ranks.is_main
                     t0 = time.perf_counter()

@@ -147,7 +147,7 @@ def filter_rows(
         )
         kept, seconds = keep.nonzero().squeeze(1), time.perf_counter() - start
     print(
-        f"[rpt] filter top-{cfg.filter_top} x {cfg.filter_passes} passes: kept {len(kept)}/{len(targets)} training rows ({len(kept) / max(len(targets), 1):.1%})"
+        f"[rpt] filter top-{cfg.filter_top} x {cfg.filter_passes} pass{'es' if cfg.filter_passes != 1 else ''}: kept {len(kept)}/{len(targets)} training rows ({len(kept) / max(len(targets), 1):.1%})"
         + (" (saved)" if saved else ""),
         flush=True,
     )

@@ -286,7 +286,7 @@ def test_paper_preset_spt_on_the_embedded_data(tmp_path):
 
 
 @pytest.mark.slow
-def test_run_with_sasrec_explores_by_sampling_slates(tmp_path):
+def test_run_with_sasrec_explores_by_sampling_slates(tmp_path, monkeypatch, capsys):
     """The README's ``run policy=sasrec``: the default RPT (expected_pg) trains the item softmax,
     which SASRec has too, and ``rpt=latent_pg`` perturbs its final state (its 100-wide slate is
     capped to the 40-item catalog); the reference's latent exploration has nothing to vary without
@@ -313,8 +313,10 @@ def test_run_with_sasrec_explores_by_sampling_slates(tmp_path):
     # the RPT checkpoint records the values RPT ran with; the run's .hydra/config.yaml what the user composed
     assert load_checkpoint(tmp_path / "sasrec_grpo" / "checkpoints" / "rpt_best.pt")["config"]["rpt"]["exploration"] == "plackett_luce"
     assert OmegaConf.load(tmp_path / "sasrec_grpo" / ".hydra" / "config.yaml").rpt.exploration == "latent"
-    result = run_cli(tmp_path, "run", *args, "rpt=grpo", "rpt.exploration=latent", "hydra.run.dir=sasrec_latent")
-    assert result.returncode == 2 and "rpt.exploration: latent exploration needs a recurrent LARES policy" in result.stderr, result.stderr
+    code, _, err = run_in_process(
+        monkeypatch, capsys, tmp_path, "run", *args, "rpt=grpo", "rpt.exploration=latent", "hydra.run.dir=sasrec_latent"
+    )
+    assert code == 2 and "rpt.exploration: latent exploration needs a recurrent LARES policy" in err, err
 
 
 @pytest.mark.slow

@@ -268,7 +268,8 @@ def main() -> None:
     parser.add_argument("--spt-steps", type=int, default=24, help="timed SPT steps per path (after one warm-up step)")
     parser.add_argument("--eval-users", type=int, default=4096, help="validation users per evaluation pass")
     parser.add_argument("--eval-repeats", type=int, default=2, help="evaluation passes per path")
-    parser.add_argument("--parts", nargs="*", choices=list(PARTS), default=[part for part in PARTS if part not in OPT_IN_PARTS])
+    default_parts = [part for part in PARTS if part not in OPT_IN_PARTS]
+    parser.add_argument("--parts", nargs="*", choices=list(PARTS), default=default_parts)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     one_thread()
@@ -296,7 +297,9 @@ def main() -> None:
         "torch": torch.__version__,
         "wall_seconds": round(wall, 1),
         "command": "OMP_NUM_THREADS=1 python benchmarks/speed.py "
-        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k in ("spt_steps", "eval_users", "eval_repeats")),
+        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k in ("spt_steps", "eval_users", "eval_repeats"))
+        + ("" if args.parts == default_parts else f" --parts {' '.join(args.parts)}")
+        + ("" if args.out == RESULTS else f" --out {args.out}"),
     }
     args.out.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -171,8 +171,10 @@ def main() -> None:
             "test": test,
             "test_masked": masked,
             "eval_users_per_sec": data.num_users / eval_seconds,
-            # what the row cost: training epochs at their measured pace on --threads cores, and the
-            # process's peak resident memory (run one seed per process for a per-seed figure)
+            # what the row cost: training epochs at their measured wall pace on --threads cores (an
+            # upper bound when other jobs shared the cores or the run was paused: epoch seconds are
+            # wall time, kept across resumes), and the process's peak resident memory (run one seed
+            # per process for a per-seed figure)
             "core_hours": summary["seconds_per_epoch"] * summary["epochs_run"] * args.threads / 3600,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         }

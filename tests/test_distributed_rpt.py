@@ -139,8 +139,8 @@ def test_sigkill_of_one_rank_then_resume_ends_like_an_uninterrupted_run(spt_chec
     """Rank 1 is killed once epoch 1 is saved; `resume=` with the same world size ends with the
     uninterrupted run's losses and weights (every rank's RNG streams and the shared walk restored)."""
     tmp_path, args = spt_checkpoint
-    # 3 intervals of 4 batches: after the kill, 2 intervals remain for the poll (0.02 s) to beat
-    longer = [*args, *RPT, "rpt=grpo", "rpt.epochs=3", "rpt.batches_per_epoch=4", "rpt.patience=5"]
+    # 4 intervals of 4 batches: after the kill, 3 intervals remain for the poll (0.02 s) to beat
+    longer = [*args, *RPT, "rpt=grpo", "rpt.epochs=4", "rpt.batches_per_epoch=4", "rpt.patience=5"]
     assert _torchrun(tmp_path, 2, *longer, "hydra.run.dir=full").returncode == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     kill_rank_one_after_epoch_one(

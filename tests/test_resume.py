@@ -30,7 +30,7 @@ def _args(tmp_path: Path) -> list[str]:
         "dataset.time_col=ts",
         "dataset.max_len=8",
         "progress=false",
-        "spt.epochs=4",  # the kill comes after epoch 2: 2 epochs left for the poll to beat
+        "spt.epochs=5",  # the kill comes after epoch 2: 3 epochs left for the poll to beat, even on a fast machine
         "spt.patience=100",
         "spt.batch_size=16",
         "policy.d_model=16",

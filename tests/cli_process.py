@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,16 @@ def spt_checkpoint_in_process(cwd: Path, *args: str) -> Path:
         code, _, _ = run_in_process(monkeypatch, None, cwd, "spt", *args, *TINY_SPT, "hydra.run.dir=spt")
     assert code == 0
     return cwd / "spt" / "checkpoints" / "spt_best.pt"
+
+
+def checkpoint_run(
+    tmp_path_factory: pytest.TempPathFactory, name: str, data_args: Callable[[Path], list[str]]
+) -> tuple[Path, list[str], Path]:
+    """(a fresh folder ``name``, ``data_args(folder)``, a tiny SPT checkpoint trained in this process
+    on that data): the body of the module fixtures that evaluate, sweep or refuse one checkpoint."""
+    tmp_path = tmp_path_factory.mktemp(name)
+    args = data_args(tmp_path)
+    return tmp_path, args, spt_checkpoint_in_process(tmp_path, *args)
 
 
 def run_benchmark(script: str, *args: str, timeout: float) -> subprocess.CompletedProcess:

@@ -17,7 +17,8 @@ from lares_rl.commands.checkpoint import checkpoint_dataset_choice
 from lares_rl.core.checkpoint import load_checkpoint
 from lares_rl.core.config import to_plain
 from lares_rl.core.errors import LaresError
-from tests.cli_process import run_in_process, spt_checkpoint_in_process
+from tests.cli_process import checkpoint_run as build_checkpoint_run
+from tests.cli_process import run_in_process
 from tests.synthetic import write_sequential_csv
 
 CLI = [sys.executable, "-c", "from lares_rl.cli import main; main()"]
@@ -66,9 +67,7 @@ def trained_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def checkpoint_run(tmp_path_factory):
     """(folder, data overrides, a tiny SPT checkpoint trained in this process on that data)."""
-    tmp_path = tmp_path_factory.mktemp("cli_checkpoint")
-    args = tiny_data_args(tmp_path)
-    return tmp_path, args, spt_checkpoint_in_process(tmp_path, *args)
+    return build_checkpoint_run(tmp_path_factory, "cli_checkpoint", tiny_data_args)
 
 
 @pytest.mark.slow

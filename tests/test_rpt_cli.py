@@ -16,7 +16,8 @@ from lares_rl.core.checkpoint import load_checkpoint
 from lares_rl.rewards import build as reward_build
 from lares_rl.rewards.build import instantiate_reward
 from lares_rl.rewards.builtin import check_reward_fn
-from tests.cli_process import run_in_process, spt_checkpoint_in_process
+from tests.cli_process import checkpoint_run as build_checkpoint_run
+from tests.cli_process import run_in_process
 from tests.synthetic import write_sequential_csv
 from tests.test_cli import run_cli
 
@@ -58,9 +59,7 @@ def full_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def checkpoint_run(tmp_path_factory):
     """(folder, data overrides, a tiny SPT checkpoint trained in this process on that data)."""
-    tmp_path = tmp_path_factory.mktemp("rpt_cli_checkpoint")
-    args = data_args(tmp_path)
-    return tmp_path, args, spt_checkpoint_in_process(tmp_path, *args)
+    return build_checkpoint_run(tmp_path_factory, "rpt_cli_checkpoint", data_args)
 
 
 @pytest.mark.slow

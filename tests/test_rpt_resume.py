@@ -376,25 +376,30 @@ def test_ctrl_c_during_rpt_exits_130_with_the_resume_command_which_continues_exa
     assert resumed["after"]["test"] == full["test"]["lares+rpt"] and resumed["before"]["test"] == full["test"]["lares"]
 
 
+def _assert_resume_refusals(resume_of, cfg, run_dir: Path, nowhere: Path) -> None:
+    """``resume_of(cfg, command)`` finds ``run_dir`` (a `run` directory that ``cfg`` composed) and
+    refuses a changed rpt or reward setting, another command, and a folder without the state."""
+    cfg.resume = str(run_dir)
+    assert resume_of(cfg, "run") == run_dir
+    for key, value in (("rpt.lr", 0.1), ("reward._target_", "lares_rl.rewards.mrr")):
+        changed = cfg.copy()
+        OmegaConf.update(changed, key, value)
+        with pytest.raises(LaresError, match=f"differs in {key.split('.')[0]}"):
+            resume_of(changed, "run")
+    with pytest.raises(LaresError, match="it is a `lares-rl run` run; use lares-rl run resume="):
+        resume_of(cfg, "spt")
+    cfg.resume = str(nowhere)
+    with pytest.raises(LaresError, match="rpt_last.pt does not exist"):
+        resume_of(cfg, "rpt")
+
+
 @pytest.mark.slow
 def test_resume_refuses_a_changed_rpt_config_or_another_command(full_run):
     from lares_rl.cli import _resume_dir
 
     tmp_path, _, _ = full_run
     run_dir = tmp_path / "full"
-    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
-    cfg.resume = str(run_dir)
-    assert _resume_dir(cfg, "run") == run_dir
-    for key, value in (("rpt.lr", 0.1), ("reward._target_", "lares_rl.rewards.mrr")):
-        changed = cfg.copy()
-        OmegaConf.update(changed, key, value)
-        with pytest.raises(LaresError, match=f"differs in {key.split('.')[0]}"):
-            _resume_dir(changed, "run")
-    with pytest.raises(LaresError, match="it is a `lares-rl run` run; use lares-rl run resume="):
-        _resume_dir(cfg, "spt")
-    cfg.resume = str(tmp_path / "nowhere")
-    with pytest.raises(LaresError, match="rpt_last.pt does not exist"):
-        _resume_dir(cfg, "rpt")
+    _assert_resume_refusals(_resume_dir, OmegaConf.load(run_dir / ".hydra" / "config.yaml"), run_dir, tmp_path / "nowhere")
 
 
 def test_resume_refuses_a_changed_config_or_another_command_in_a_run_directory_laid_out_here(tmp_path):
@@ -405,15 +410,4 @@ def test_resume_refuses_a_changed_config_or_another_command_in_a_run_directory_l
     OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
     for state in ("spt_last.pt", "rpt_last.pt"):
         save_training_state(run_dir / "checkpoints" / state, {"progress": {"epoch": 1}})
-    cfg.resume = str(run_dir)
-    assert resume_dir(cfg, "run") == run_dir
-    for key, value in (("rpt.lr", 0.1), ("reward._target_", "lares_rl.rewards.mrr")):
-        changed = cfg.copy()
-        OmegaConf.update(changed, key, value)
-        with pytest.raises(LaresError, match=f"differs in {key.split('.')[0]}"):
-            resume_dir(changed, "run")
-    with pytest.raises(LaresError, match="it is a `lares-rl run` run; use lares-rl run resume="):
-        resume_dir(cfg, "spt")
-    cfg.resume = str(tmp_path / "nowhere")
-    with pytest.raises(LaresError, match="rpt_last.pt does not exist"):
-        resume_dir(cfg, "rpt")
+    _assert_resume_refusals(resume_dir, cfg, run_dir, tmp_path / "nowhere")

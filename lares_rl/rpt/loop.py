@@ -64,7 +64,7 @@ def start(run: RunState, rpt: RPTParts) -> tuple[RPTProgress, dict]:
     run.best.save(rpt.served, -1, valid_start)
     print(
         f"[rpt] start (the SPT weights): valid ndcg@10 {valid_start['ndcg@10']:.4f}  recall@10 {valid_start['recall@10']:.4f}"
-        f"; validated again after every {cfg.epoch_unit(len(rpt.kept))['description']}",
+        f"; validated again after every {rpt.epoch_unit['description']}",
         flush=True,
     )
     progress = RPTProgress(reward_before=rpt.greedy_train_reward(), valid_start=valid_start)
@@ -213,7 +213,7 @@ def validate_epoch(run: RunState, rpt: RPTParts, epoch: int, seconds: float) -> 
     run.log({"charts": {"epoch": epoch, "epoch_reward_mean": progress.reward_per_epoch[-1]}, "time": {"epoch_seconds": seconds}})
     selected = "" if cfg.select_metric in ("ndcg@10", "recall@10") else f"  {cfg.select_metric} {metrics[cfg.select_metric]:.4f}"
     print(
-        f"[rpt] {cfg.epoch_unit(len(rpt.kept))['name']} {epoch:3d}  {seconds:6.1f}s  train reward {progress.reward_per_epoch[-1]:.4f}  valid ndcg@10 {metrics['ndcg@10']:.4f}  recall@10 {metrics['recall@10']:.4f}{selected}"
+        f"[rpt] {rpt.epoch_unit['name']} {epoch:3d}  {seconds:6.1f}s  train reward {progress.reward_per_epoch[-1]:.4f}  valid ndcg@10 {metrics['ndcg@10']:.4f}  recall@10 {metrics['recall@10']:.4f}{selected}"
         + ("  *" if run.stopper.improved else ""),
         flush=True,
     )
@@ -241,7 +241,7 @@ def summary(run: RunState, rpt: RPTParts) -> dict:
         "valid_start": progress.valid_start,
         "checkpoint": str(run.best.path),
         "kept_rows": len(rpt.kept),
-        "epoch_unit": cfg.epoch_unit(len(rpt.kept)),
+        "epoch_unit": rpt.epoch_unit,
         "kept_fraction": len(rpt.kept) / max(rpt.rows, 1),
         "histories_per_batch": rpt.histories,
         "reward_per_epoch": list(progress.reward_per_epoch),
@@ -273,7 +273,7 @@ def rpt_loop(run: RunState, rpt: RPTParts, resume_command: str) -> dict:
             run.save()  # RPT's start (after the filter); on resume this rewrites the loaded state unchanged
             while run.training(cfg.epochs):
                 epoch, epoch_start, kept = progress.epoch, time.perf_counter(), last_good(run)
-                for index in run.batches(rpt.batches_per_epoch, f"rpt {cfg.epoch_unit(len(rpt.kept))['name']} {epoch}"):
+                for index in run.batches(rpt.batches_per_epoch, f"rpt {rpt.epoch_unit['name']} {epoch}"):
                     where = f"epoch {epoch}, batch {index + 1}/{rpt.batches_per_epoch}"
                     probe_now = (index + 1) % cfg.probe_every == 0 and ranks.is_main
                     t0 = time.perf_counter()

@@ -262,6 +262,11 @@ class RPTParts:
         return self.policy if self.averaged is None else self.averaged.module
 
     @property
+    def epoch_unit(self) -> dict[str, str]:
+        """What this run's "epoch" is (a pass over the kept rows or an interval): RPTConfig.epoch_unit."""
+        return self.cfg.epoch_unit(len(self.kept))
+
+    @property
     def reward_name(self) -> str:
         return describe_reward(self.reward_fn)
 

@@ -29,9 +29,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from benchmark_data import ROOT, add_dataset_arguments, key_values, load_benchmark_dataset  # noqa: E402
-from results_io import command_line, machine_description, mean_std  # noqa: E402
+from results_io import command_line, machine_description, mean_std, write_result_json, write_result_text  # noqa: E402
 
-from lares_rl.core.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 from lares_rl.core.checkpoint import check_same_data, load_checkpoint, policy_from_checkpoint  # noqa: E402
 from lares_rl.core.tracking import progress_enabled  # noqa: E402
 from lares_rl.eval.adaptive_depth import steps_histogram  # noqa: E402
@@ -383,14 +382,14 @@ def main() -> None:
     record["recommended"] = None if chosen is None else {"tol": chosen["tol"], "k_max": chosen["k"]}
     stem = f"adaptive_depth_{record['dataset']}"
     args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out / f"{stem}.json", record)
+    write_result_json(args.out / f"{stem}.json", record)
     plot(
         summary,
         args.out / f"{stem}.png",
         f"{record['dataset']}: adaptive vs fixed depth ({len(record['checkpoints'])} checkpoint(s), 1 thread)",
     )
     text = markdown(record, summary, chosen, record["within"], f"{stem}.png")
-    atomic_write_text(args.out / f"{stem}.md", text)
+    write_result_text(args.out / f"{stem}.md", text)
     print(text, file=sys.stdout)
 
 

@@ -25,9 +25,8 @@ from pathlib import Path
 
 import torch
 from benchmark_data import add_dataset_arguments, config_file, fresh_rpt_run, key_values, load_benchmark_dataset, rpt_reward
-from results_io import check_mergeable, command_line, machine_description, merge_seed, seed_commands
+from results_io import check_mergeable, command_line, machine_description, merge_seed, seed_commands, write_result_text
 
-from lares_rl.core.atomic import atomic_write_text
 from lares_rl.core.checkpoint import check_same_data, load_checkpoint, policy_from_checkpoint
 from lares_rl.core.config import section_from_mapping
 from lares_rl.core.runtime import resolve_device
@@ -264,7 +263,7 @@ def write_plot(record: dict, path: Path) -> None:
 
 def publish(record: dict, out: Path) -> None:
     write_plot(record, out.with_suffix(".png"))
-    atomic_write_text(out.with_suffix(".md"), markdown(record))
+    write_result_text(out.with_suffix(".md"), markdown(record))
     print(markdown(record))
 
 

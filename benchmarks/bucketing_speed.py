@@ -18,9 +18,8 @@ from pathlib import Path
 
 import torch
 from benchmark_data import DEFAULT_BEAUTY_PATH, config_file, load_benchmark_dataset
-from results_io import command_line, machine_description
+from results_io import command_line, machine_description, write_result_text
 
-from lares_rl.core.atomic import atomic_write_text
 from lares_rl.core.checkpoint import build_policy
 from lares_rl.spt.batches import SameTargetIndex, epoch_order
 from lares_rl.spt.config import SPTConfig
@@ -96,7 +95,7 @@ def main() -> None:
             "",
         ]
     )
-    atomic_write_text(args.out, report)
+    write_result_text(args.out, report)
     print(report)
 
 

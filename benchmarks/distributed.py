@@ -28,6 +28,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
+from results_io import write_result_text
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINT = ROOT / "benchmarks" / "runs" / "ml-100k__lares_cosine__dense__L20" / "seed0" / "checkpoints" / "spt_best.pt"
@@ -238,8 +239,7 @@ def main() -> None:
         ]
     if "rpt_learners" in args.parts:
         record["rpt_learners"] = {"command": command, "load_before": os.getloadavg(), **rpt_learner_record(args)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    write_result_text(args.out, json.dumps(record, indent=2) + "\n")
     print(json.dumps(record, indent=2))
 
 

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from results_io import write_result_text
 from speed_common import DATASETS, add_data_dir_argument, build, load_data, spt_batches, spt_config
 
 from lares_rl.core.precision import Numerics, use_numerics
@@ -150,8 +151,7 @@ def main() -> None:
         "seconds": time.perf_counter() - start,
         "rows": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    write_result_text(args.out, json.dumps(out, indent=2) + "\n")
     print(table(rows))
     print(f"{out['device']}, {out['seconds']:.0f} s; written {args.out}")
 

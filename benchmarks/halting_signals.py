@@ -29,9 +29,8 @@ from pathlib import Path
 
 import torch
 from benchmark_data import ROOT, add_dataset_arguments, key_values, load_benchmark_dataset
-from results_io import command_line, machine_description, mean_std
+from results_io import command_line, machine_description, mean_std, write_result_json, write_result_text
 
-from lares_rl.core.atomic import atomic_write_json, atomic_write_text
 from lares_rl.core.checkpoint import check_same_data, load_checkpoint, policy_from_checkpoint
 from lares_rl.metrics.ranking import metrics_from_ranks, target_ranks
 from lares_rl.policies.catalog_softmax import catalog_kl
@@ -234,9 +233,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     record = measure(args) | {"command": "OMP_NUM_THREADS=1 " + command_line("halting_signals.py", args, skip=("threads",))}
     out = Path(args.out) if args.out else ROOT / "docs" / "results" / f"halting_signals_{args.dataset}.md"
-    atomic_write_json(out.with_suffix(".json"), record)
+    write_result_json(out.with_suffix(".json"), record)
     summary, chosen = summarise(record, args.within)
-    atomic_write_text(out, markdown(record, summary, chosen, args.within))
+    write_result_text(out, markdown(record, summary, chosen, args.within))
     print(f"wrote {out}")
 
 

@@ -44,9 +44,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from results_io import command_line, machine_description
+from results_io import command_line, machine_description, write_result_text
 
-from lares_rl.core.atomic import atomic_write_text
 from lares_rl.data import SequenceData
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -262,8 +261,8 @@ def main() -> None:
                 f"{task:18s} {items:>9,} items  working {r['working_mb']:8.1f} MB  setup {r['setup_mb']:8.1f} MB  {r['throughput']:9.1f} {r['unit']}",
                 flush=True,
             )
-    atomic_write_text(Path(args.json), json.dumps({"command": command, "machine": machine_description(), "rows": rows}, indent=1) + "\n")
-    atomic_write_text(Path(args.out), report(rows, args, command))
+    write_result_text(Path(args.json), json.dumps({"command": command, "machine": machine_description(), "rows": rows}, indent=1) + "\n")
+    write_result_text(Path(args.out), report(rows, args, command))
     print(f"wrote {args.out} and {args.json}")
 
 

@@ -25,15 +25,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 from beyond_accuracy import markdown as beyond_markdown  # noqa: E402
 from beyond_accuracy import write_plot as write_beyond_plot
 from report_headline import headline_section, quality_heading, rpt_heading
-from results_io import mean_std, seed_commands, training_scheme, variant_tag  # noqa: E402
+from results_io import mean_std, seed_commands, training_scheme, variant_tag, write_result_text  # noqa: E402
 from rpt_benchmark import markdown as rpt_markdown  # noqa: E402
 from rpt_benchmark import write_plot
 from rpt_direction import markdown as direction_markdown  # noqa: E402
 from rpt_direction import write_plot as write_direction_plot
 from rpt_gradient_snr import markdown as snr_markdown  # noqa: E402
 from spt_search import markdown_table as search_markdown  # noqa: E402
-
-from lares_rl.core.atomic import atomic_write_text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORT = "README.md"  # the report opens when docs/results/ is browsed
@@ -422,7 +420,7 @@ def direction_section(docs: Path) -> list[str]:
     record = json.loads(path.read_text())
     plot = "gradient_direction.png"
     write_direction_plot(record, docs / plot)
-    atomic_write_text(docs / "gradient_direction.md", direction_markdown(record, plot))
+    write_result_text(docs / "gradient_direction.md", direction_markdown(record, plot))
     lines = direction_markdown(record, plot).splitlines()
     return ["## Does the RPT update follow the reward? (gradient-direction check)"] + lines[1:] + [""]
 
@@ -460,7 +458,7 @@ def snr_section(docs: Path) -> list[str]:
     if not path.is_file():
         return []
     record = json.loads(path.read_text())
-    atomic_write_text(docs / "gradient_snr.md", snr_markdown(record))
+    write_result_text(docs / "gradient_snr.md", snr_markdown(record))
     return ["## How much of an RPT update is signal? (gradient signal-to-noise)"] + snr_markdown(record).splitlines()[1:] + [""]
 
 
@@ -469,7 +467,7 @@ def rpt_subsection(path: Path) -> list[str]:
     the JSON too, so every doc follows the current report format."""
     record = json.loads(path.read_text())
     seeds = record["seeds"]
-    atomic_write_text(path.with_suffix(".md"), rpt_markdown(record))
+    write_result_text(path.with_suffix(".md"), rpt_markdown(record))
     write_plot(seeds, path.parent / record["plot_name"])
     lines = [
         rpt_heading(record["dataset"], path.stem),
@@ -508,7 +506,7 @@ def beyond_accuracy_section(docs: Path) -> list[str]:
     for path in paths:
         record = json.loads(path.read_text())
         page = beyond_markdown(record)
-        atomic_write_text(path.with_suffix(".md"), page)
+        write_result_text(path.with_suffix(".md"), page)
         write_beyond_plot(record, path.with_suffix(".png"))
         lines += [
             f"### {record['dataset']}: {path.stem}",
@@ -609,7 +607,7 @@ def main() -> None:
         + latency_section(args.docs)
         + adaptive_depth_section(args.docs)
     )
-    atomic_write_text(args.docs / REPORT, "\n".join(lines) + "\n")
+    write_result_text(args.docs / REPORT, "\n".join(lines) + "\n")
     print(f"wrote {args.docs / REPORT}")
 
 

@@ -19,9 +19,8 @@ from pathlib import Path
 
 import torch
 from benchmark_data import ROOT, add_dataset_arguments, key_values, load_benchmark_dataset
-from results_io import command_line, machine_description
+from results_io import command_line, machine_description, write_result_json, write_result_text
 
-from lares_rl.core.atomic import atomic_write_json, atomic_write_text
 from lares_rl.core.checkpoint import check_same_data, load_checkpoint, policy_from_checkpoint
 from lares_rl.eval.evaluation import EvalConfig
 from lares_rl.eval.paired import paired_bootstrap, per_user_metric
@@ -101,8 +100,8 @@ def main() -> None:
     }
     if args.out:
         out = Path(args.out) if Path(args.out).is_absolute() else ROOT / args.out
-        atomic_write_json(out.with_suffix(".json"), record)
-        atomic_write_text(out, markdown(record))
+        write_result_json(out.with_suffix(".json"), record)
+        write_result_text(out, markdown(record))
         print(f"wrote {out}")
 
 

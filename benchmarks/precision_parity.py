@@ -31,6 +31,7 @@ from pathlib import Path
 from statistics import mean, pstdev
 
 import torch
+from results_io import write_result_text
 from speed_common import build, load_data, spt_batches, spt_config
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -184,8 +185,7 @@ def main() -> None:
         "emulation_check": emulation,
         "torch": torch.__version__,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(payload, indent=2) + "\n")
+    write_result_text(args.out, json.dumps(payload, indent=2) + "\n")
     print(f"wrote {args.out}")
 
 

@@ -1,6 +1,6 @@
-"""Shared by the benchmark scripts: the command line and machine a record names, and merging one
+"""Shared by the benchmark scripts: the command line and machine a record names, merging one
 finished seed into a configuration's JSON so that the seeds of one configuration can run as
-parallel processes."""
+parallel processes, and writing records with paths anyone can rerun from the repository root."""
 
 from __future__ import annotations
 
@@ -8,12 +8,61 @@ import argparse
 import fcntl
 import json
 import platform
+import re
 import statistics
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from lares_rl.core.atomic import atomic_write_json, atomic_write_text
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _folder_prefix(folder: Path) -> re.Pattern[str]:
+    """``folder/`` where a path starts, not inside a longer path (``/backup<repo>/`` is another folder)."""
+    return re.compile(r"(?<![\w.~/-])" + re.escape(str(folder).rstrip("/") + "/"))
+
+
+# The repository first: it lies inside its parent. A repository at the top of the file system
+# (/app) has no parent to name, or every absolute path would become "../".
+_PORTABLE = [(_folder_prefix(REPO_ROOT), "")]
+if REPO_ROOT.parent != REPO_ROOT.parent.parent:
+    _PORTABLE.append((_folder_prefix(REPO_ROOT.parent), "../"))
+
+
+def portable(value: Any) -> Any:
+    """``value`` with this machine's repository paths made relative to the repository root:
+    ``<repo>/x`` -> ``x`` and ``<repo's parent>/y`` -> ``../y`` (data beside the repository,
+    ``../shared/data/<file>``), in every string of nested dicts and lists (tuples become lists,
+    as JSON writes them). Records are read as
+    commands anyone reruns from the root of their own clone, which lives elsewhere."""
+    if isinstance(value, str):
+        for pattern, replacement in _PORTABLE:
+            value = pattern.sub(replacement, value)
+        return value
+    if isinstance(value, dict):
+        return {key: portable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [portable(item) for item in value]
+    return value
+
+
+def repo_path(recorded: str | Path) -> Path:
+    """A path read back from a record, to open: relative ones are relative to the repository root
+    (what :func:`portable` wrote), not to the folder the script runs in; absolute ones stay."""
+    return REPO_ROOT / recorded
+
+
+def write_result_json(path: str | Path, record: dict) -> None:
+    """Write a record as JSON (atomically, keys sorted) with :func:`portable` paths."""
+    atomic_write_json(path, portable(record))
+
+
+def write_result_text(path: str | Path, text: str) -> None:
+    """Write a report page (or JSON already formatted) atomically with :func:`portable` paths."""
+    atomic_write_text(path, portable(text))
 
 
 def cpu_name() -> str:
@@ -47,7 +96,7 @@ def command_line(script: str, args: argparse.Namespace, skip: tuple[str, ...] = 
             continue
         flag = f"--{key.replace('_', '-')}"
         parts.append(flag if value is True else f"{flag} {' '.join(map(str, value)) if isinstance(value, list) else value}")
-    return " ".join(parts)
+    return portable(" ".join(parts))
 
 
 def _merged_base(out_path: Path, record: dict, same: tuple[str, ...], defaults: dict[str, dict] | None) -> dict:
@@ -67,7 +116,7 @@ def _merged_base(out_path: Path, record: dict, same: tuple[str, ...], defaults: 
 def check_mergeable(out_path: Path, record: dict, same: tuple[str, ...], defaults: dict[str, dict] | None = None) -> None:
     """Fail before training, not after it: the check :func:`merge_seed` makes when a seed ends,
     made when the script starts, so a mismatched ``--out`` costs seconds instead of a finished run."""
-    _merged_base(out_path, dict(record), same, defaults)
+    _merged_base(out_path, portable(record), same, defaults)
 
 
 def merge_seed(out_path: Path, record: dict, row: dict, same: tuple[str, ...], defaults: dict[str, dict] | None = None) -> dict:
@@ -76,14 +125,16 @@ def merge_seed(out_path: Path, record: dict, row: dict, same: tuple[str, ...], d
 
     Refuses to mix seeds whose ``same`` entries differ: a table row's mean must describe one
     configuration. ``defaults`` fills settings that files written before the setting existed lack.
+    Paths are compared and written :func:`portable`, as the file holds them.
     """
+    record, row = portable(record), portable(row)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with open(out_path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         merged = _merged_base(out_path, record, same, defaults)
         row = {**row, "command": record["command"]}
         merged["seeds"] = sorted([s for s in merged["seeds"] if s["seed"] != row["seed"]] + [row], key=lambda s: s["seed"])
-        atomic_write_json(out_path, merged)
+        write_result_json(out_path, merged)
     return merged
 
 
@@ -137,7 +188,9 @@ def seed_commands(run: dict) -> str:
 
 
 def publish(report: str, output: str) -> None:
-    """Write a markdown report to ``output`` atomically (``-``: nowhere) and print it."""
+    """Write a markdown report to ``output`` atomically (``-``: nowhere) and print it, with
+    :func:`portable` paths in both."""
+    report = portable(report)
     if output != "-":
         atomic_write_text(output, report)
     print(report)

@@ -24,10 +24,9 @@ from pathlib import Path
 
 import torch
 from benchmark_data import add_dataset_arguments, config_file, fresh_rpt_run, key_values, load_benchmark_dataset, rpt_reward
-from results_io import check_mergeable, command_line, machine_description, mean_std, merge_seed, seed_commands
+from results_io import check_mergeable, command_line, machine_description, mean_std, merge_seed, seed_commands, write_result_text
 from seed_resume import interruption_names_resume, resumable
 
-from lares_rl.core.atomic import atomic_write_text
 from lares_rl.core.checkpoint import build_policy, check_same_data, load_checkpoint, policy_from_checkpoint
 from lares_rl.core.config import section_from_mapping
 from lares_rl.core.runtime import resolve_device, seed_everything
@@ -248,7 +247,7 @@ def main() -> None:
             flush=True,
         )
     write_plot(merged["seeds"], out.with_suffix(".png"))
-    atomic_write_text(out, markdown(merged))
+    write_result_text(out, markdown(merged))
     print(markdown(merged))
 
 

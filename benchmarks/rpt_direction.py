@@ -20,9 +20,8 @@ from pathlib import Path
 
 import torch
 from benchmark_data import DEFAULT_BEAUTY_PATH, config_file, dataset_names, key_values, load_benchmark_dataset, rpt_reward
-from results_io import command_line, machine_description
+from results_io import command_line, machine_description, write_result_json, write_result_text
 
-from lares_rl.core.atomic import atomic_write_json, atomic_write_text
 from lares_rl.core.checkpoint import load_checkpoint, policy_from_checkpoint
 from lares_rl.core.config import section_from_mapping
 from lares_rl.rewards import make_reward
@@ -84,9 +83,9 @@ def main() -> None:
         "command": command_line("rpt_direction.py", args, skip=("out", "beauty_path")),
     }
     out = Path(args.out)
-    atomic_write_json(out.with_suffix(".json"), record)
+    write_result_json(out.with_suffix(".json"), record)
     write_plot(record, out.with_suffix(".png"))
-    atomic_write_text(out, markdown(record, out.with_suffix(".png").name))
+    write_result_text(out, markdown(record, out.with_suffix(".png").name))
     print(markdown(record, out.with_suffix(".png").name))
 
 

@@ -23,10 +23,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from benchmark_data import DEFAULT_BEAUTY_PATH, config_file, dataset_names, key_values, load_benchmark_dataset, rpt_reward
-from results_io import command_line, machine_description
+from results_io import command_line, machine_description, write_result_json, write_result_text
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
-from lares_rl.core.atomic import atomic_write_json, atomic_write_text
 from lares_rl.core.checkpoint import load_checkpoint, policy_from_checkpoint
 from lares_rl.core.config import section_from_mapping
 from lares_rl.rewards import describe_reward
@@ -155,8 +154,8 @@ def main() -> None:
         }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out.with_suffix(".json"), record)
-    atomic_write_text(out, markdown(record))
+    write_result_json(out.with_suffix(".json"), record)
+    write_result_text(out, markdown(record))
     print(markdown(record))
 
 

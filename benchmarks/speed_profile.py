@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
+from results_io import write_result_text
 from speed_common import (
     DATASETS,
     SPTBatch,
@@ -258,7 +259,7 @@ def main() -> None:
             f"Machine: {cpu_description()}, torch {torch.__version__}.",
             "",
         ]
-        args.out.write_text("\n".join(header + lines))
+        write_result_text(args.out, "\n".join(header + lines))
 
 
 if __name__ == "__main__":

@@ -39,9 +39,8 @@ from pathlib import Path
 import torch
 from benchmark_data import add_dataset_arguments, config_file, key_values, load_benchmark_dataset
 from omegaconf import OmegaConf
-from results_io import command_line, machine_description
+from results_io import command_line, machine_description, portable, repo_path, write_result_json
 
-from lares_rl.core.atomic import atomic_write_json
 from lares_rl.core.checkpoint import build_policy
 from lares_rl.core.config import flatten_keys, nearest_keys, section_from_mapping
 from lares_rl.core.errors import LaresError
@@ -227,7 +226,7 @@ def check_trials(trials: list[dict], base_spt: dict, base_policy: dict, data: Se
 def train_rung(trial: dict, epochs: int, context: SearchContext) -> dict:
     """Train one trial to ``epochs`` epochs, continuing its run directory when it holds a saved
     state (the previous rung, or an interrupted try of this one), and return its validation result."""
-    run_dir = Path(trial["run_dir"])
+    run_dir = repo_path(trial["run_dir"])
     resume = (run_dir / "checkpoints" / "spt_last.pt").is_file() and (bool(trial["rungs"]) or context.resume)
     if not resume:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -273,7 +272,7 @@ def run_search(record: dict, context: SearchContext, out_path: Path) -> None:
     def save() -> None:
         record["epochs_spent"] = sum(t["rungs"][-1]["epochs"] for t in record["trials"] if t["rungs"])
         record["wall_seconds"] = wall_before + time.perf_counter() - start
-        atomic_write_json(out_path, record)
+        write_result_json(out_path, record)
 
     for index, epochs in enumerate(rungs):
         for position in alive_at(record["trials"], index, keep):
@@ -346,7 +345,7 @@ def load_or_start(out_path: Path, settings: dict, trials: list[dict], runs_dir: 
     """The saved record when resuming (refused if the flags differ), else a fresh one."""
     if resume:
         record = json.loads(out_path.read_text())
-        changed = [key for key, value in settings.items() if record.get(key) != json.loads(json.dumps(value))]
+        changed = [key for key, value in settings.items() if record.get(key) != portable(json.loads(json.dumps(value)))]
         if changed:
             raise SystemExit(
                 f"error: --resume: {out_path} was searched with other settings ({', '.join(changed)}); pass the same flags, or a new --out to start another search"

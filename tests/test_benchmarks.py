@@ -24,7 +24,7 @@ from tests.synthetic import benchmark_dataset_flags
 
 sys.path.insert(0, str(ROOT / "benchmarks"))  # the scripts import their helpers as top-level modules
 
-from results_io import check_mergeable, command_line, merge_seed, seed_commands  # noqa: E402
+from results_io import REPO_ROOT, check_mergeable, command_line, merge_seed, portable, repo_path, seed_commands  # noqa: E402
 from seed_resume import interruption_names_resume, resumable  # noqa: E402
 
 from lares_rl.core.resume import TrainingInterrupted  # noqa: E402
@@ -445,6 +445,48 @@ def test_command_line_keeps_zero_settings_and_drops_unset_ones():
         command_line("spt_benchmark.py", args, skip=("out_dir",))
         == "python benchmarks/spt_benchmark.py --dataset ml-100k --seeds 0 1 --gamma 0.0 --patience 0 --resume"
     )
+
+
+def test_portable_makes_this_machines_repo_and_data_paths_relative_to_the_repo_root(tmp_path):
+    """Records are commands anyone reruns from the root of their own clone: the repository's
+    paths become repo-relative and its siblings' (the data) ``../``; other paths stay as given."""
+    checkpoint, data = f"{REPO_ROOT}/benchmarks/runs/a/seed0/checkpoints/spt_best.pt", f"{REPO_ROOT.parent}/shared/data/beauty.txt"
+    elsewhere = f"/elsewhere{REPO_ROOT}/x.pt"  # the repo's path inside a longer one is another file
+    record = {
+        "command": f"python benchmarks/x.py --beauty-path {data} --dataset-set path={data} --checkpoints {checkpoint} {elsewhere}",
+        "seeds": [{"seed": 0, "checkpoint": checkpoint, "runs": [checkpoint, {"data": data}], "ndcg": 0.5, "best": None}],
+        "out": str(tmp_path / "r.json"),
+    }
+    assert portable(record) == {
+        "command": "python benchmarks/x.py --beauty-path ../shared/data/beauty.txt --dataset-set path=../shared/data/beauty.txt "
+        f"--checkpoints benchmarks/runs/a/seed0/checkpoints/spt_best.pt {elsewhere}",
+        "seeds": [
+            {
+                "seed": 0,
+                "checkpoint": "benchmarks/runs/a/seed0/checkpoints/spt_best.pt",
+                "runs": ["benchmarks/runs/a/seed0/checkpoints/spt_best.pt", {"data": "../shared/data/beauty.txt"}],
+                "ndcg": 0.5,
+                "best": None,
+            }
+        ],
+        "out": str(tmp_path / "r.json"),
+    }
+    assert repo_path(portable(checkpoint)) == Path(checkpoint) and repo_path(str(tmp_path)) == tmp_path
+
+
+def test_merge_seed_and_command_line_record_portable_paths(tmp_path):
+    """Every writer goes through these, so no record names this machine's folders; a seed recorded
+    before with the same settings still merges."""
+    data = f"{REPO_ROOT.parent}/shared/data/beauty.txt"
+    args = argparse.Namespace(beauty_path=data, checkpoints=[f"{REPO_ROOT}/a.pt"])
+    assert command_line("x.py", args) == "python benchmarks/x.py --beauty-path ../shared/data/beauty.txt --checkpoints a.pt"
+    out = tmp_path / "run.json"
+    record = {"command": command_line("x.py", args), "dataset": {"path": data}}
+    merge_seed(out, record, {"seed": 0, "spt_checkpoint": f"{REPO_ROOT}/a.pt"}, same=("dataset",))
+    check_mergeable(out, record, ("dataset",))
+    merged = merge_seed(out, record, {"seed": 1, "spt_checkpoint": f"{REPO_ROOT}/b.pt"}, same=("dataset",))
+    assert merged["dataset"] == {"path": "../shared/data/beauty.txt"}
+    assert [row["spt_checkpoint"] for row in json.loads(out.read_text())["seeds"]] == ["a.pt", "b.pt"]
 
 
 def test_spt_set_overrides_any_spt_key_and_names_an_unknown_one():

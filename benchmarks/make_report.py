@@ -114,22 +114,35 @@ def quality_section(runs: list[dict]) -> list[str]:
         lines += [
             quality_heading(dataset),
             "",
-            "| model | seeds | Recall@10 | NDCG@10 | Recall@10 (history masked) | NDCG@10 (history masked) | epochs to best | stopped by | command (machine) |",
-            "|---|---:|---:|---:|---:|---:|---:|---|---|",
+            "| model | seeds | Recall@10 | NDCG@10 | Recall@10 (history masked) | NDCG@10 (history masked) | epochs to best | stopped by "
+            "| cost per seed | command (machine) |",
+            "|---|---:|---:|---:|---:|---:|---:|---|---|---|",
         ]
         for run in [r for r in runs if r["dataset"] == dataset]:
             seeds = run["seeds"]
             col = lambda split, metric: mean_std([s[split][metric] for s in seeds])  # noqa: E731
             lines.append(
                 f"| {label(run)} | {len(seeds)} | {col('test', 'recall@10')} | {col('test', 'ndcg@10')} | {col('test_masked', 'recall@10')} | {col('test_masked', 'ndcg@10')} "
-                f"| {statistics.mean(s['best_epoch'] + 1 for s in seeds):.0f} | {stopped_by(run)} | `{seed_commands(run)}` ({run['machine']}) |"
+                f"| {statistics.mean(s['best_epoch'] + 1 for s in seeds):.0f} | {stopped_by(run)} | {cost(seeds)} | `{seed_commands(run)}` ({run['machine']}) |"
             )
         if dataset == "amazon-beauty":
             for name, (hr, ndcg) in PUBLISHED_BEAUTY.items():
-                lines.append(f"| {name} | - | - | - | {hr:.4f} | {ndcg:.4f} | - | - | paper |")
+                lines.append(f"| {name} | - | - | - | {hr:.4f} | {ndcg:.4f} | - | - | - | paper |")
         same_data = [r for r in runs if r["dataset"] == dataset]
         lines += ["", *comparison_lines(same_data), *validation_selection_lines(same_data), ""]
     return lines
+
+
+def cost(seeds: list[dict]) -> str:
+    """What a seed cost, as the mean over seeds: core-hours (an upper bound: wall seconds of its
+    one-thread epochs), seconds per epoch and peak resident memory; "-" for runs recorded before
+    the benchmark measured them."""
+    parts = []
+    for key, unit, digits in (("core_hours", " core-h", 2), ("seconds_per_epoch", " s/epoch", 0), ("peak_rss_mb", " MB peak", 0)):
+        values = [s[key] for s in seeds if s.get(key) is not None]
+        if len(values) == len(seeds):
+            parts.append(f"{statistics.mean(values):,.{digits}f}{unit}")
+    return ", ".join(parts) or "-"
 
 
 def validation_selection_lines(runs: list[dict]) -> list[str]:

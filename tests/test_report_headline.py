@@ -49,6 +49,9 @@ def test_the_report_opens_with_one_table_of_three_seed_means_per_data_set():
             assert int(seeds) >= 3 and " ± " in ndcg and " ± " in recall and link.startswith("["), (data_set, model)
     if not list((ROOT / "benchmarks" / "results").glob("amazon2023-instruments__*.json")):
         assert rows[("Amazon 2023 Instruments", "not run yet")] == ["Amazon 2023 Instruments", "not run yet", "0", "-", "-", "-"]
+    assert cells(table[2])[0] == "Amazon 2023 Instruments", "the paper's own data set comes first"
+    published = rows[("Amazon 2023 Instruments", "LARES (SPT+RPT) (published)")]
+    assert published[2:5] == ["-", "0.0336", "0.0636"] and "paper" in published[5]
     heading_anchors = [anchor(line) for line in report.splitlines() if line.startswith("#")]
     fragments = re.findall(r"\]\((#[^)]+)\)", "\n".join(table))
     assert fragments and all(heading_anchors.count(fragment) == 1 for fragment in fragments), fragments

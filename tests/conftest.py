@@ -3,6 +3,8 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 # precision=auto is bf16 on machines with bf16 matrix units; the suite's numbers must not depend on the machine
 os.environ.setdefault("LARES_RL_PRECISION", "fp32")
+# run's baseline in this process, as the suite's run tests print and time it; tests/test_baseline_process.py runs it beside
+os.environ.setdefault("LARES_RL_BASELINE_PARALLEL", "false")
 
 import torch  # noqa: E402
 

@@ -50,6 +50,16 @@ def eval_config_for(policy: nn.Module, eval_cfg: EvalConfig) -> EvalConfig:
     return eval_cfg if getattr(policy, "recurrent", False) else replace(eval_cfg, halt_tol=None, halt_k_max=None)
 
 
+def baseline_results_path(out: Path) -> Path:
+    """Where a finished baseline of run ``out`` saved its results (what a resumed run reuses)."""
+    return out / "baseline" / "checkpoints" / "spt_results.json"
+
+
+def load_baseline_results(out: Path) -> dict:
+    """The results :func:`train_baseline` saved for run ``out``: its name, SPT summary and test metrics."""
+    return json.loads(baseline_results_path(out).read_text())
+
+
 def train_baseline(cfg: DictConfig, data, eval_cfg: EvalConfig, device, out: Path, resuming: bool, hint: str) -> dict | None:
     """SPT of the baseline policy with the run's ``spt`` settings on the same split, in
     ``<out>/baseline/``, plus its test metrics. Saved there, so a resumed run reuses a finished
@@ -60,9 +70,9 @@ def train_baseline(cfg: DictConfig, data, eval_cfg: EvalConfig, device, out: Pat
     if policy_config is None:
         return None
     folder = out / "baseline"
-    results_path = folder / "checkpoints" / "spt_results.json"
+    results_path = baseline_results_path(out)
     if resuming and results_path.is_file():
-        return json.loads(results_path.read_text())
+        return load_baseline_results(out)
     max_len = int(cfg.dataset.max_len)
     seed_everything(int(cfg.seed))
     policy = build_policy(policy_config, data.num_items, max_len)

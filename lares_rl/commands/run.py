@@ -1,5 +1,6 @@
-"""``lares-rl run``, the main job: SPT -> top-K filter -> RPT -> test, then the baseline with the
-same SPT settings; one table with the three test results and how each training ended."""
+"""``lares-rl run``, the main job: SPT -> top-K filter -> RPT -> test, then (or, with 2+ CPUs, beside
+them in a second process) the baseline with the same SPT settings; one table with the three test
+results and how each training ended."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from lares_rl.commands.baseline import baseline_policy, eval_config_for, train_baseline
+from lares_rl.commands.baseline_process import baseline_beside
 from lares_rl.commands.checkpoint import load_spt_checkpoint
 from lares_rl.commands.overrides import replayed_overrides
 from lares_rl.commands.rpt import check_reward_before_spt, fitted_rpt, rpt_with_before_after
@@ -28,7 +30,8 @@ from lares_rl.serve.recommender import Recommender
 
 
 def command_run(cfg: DictConfig) -> dict:
-    """SPT -> filter -> RPT -> test, then the baseline (``baseline=``, SASRec).
+    """SPT -> filter -> RPT -> test, then the baseline (``baseline=``, SASRec), or beside them in a
+    second process (``baseline_parallel``: lares_rl/commands/baseline_process.py).
 
     ``resume=<run dir>`` continues an interrupted run: an unfinished SPT resumes exactly, then RPT
     runs; a finished SPT is not repeated (its results were saved) and RPT resumes from
@@ -51,14 +54,18 @@ def command_run(cfg: DictConfig) -> dict:
     resumed = resume_dir(cfg, "run")
     out = resumed or run_dir()
     hint = f"lares-rl run resume={out} {replayed_overrides()}"
-    spt_results = _spt_phase(cfg, out, resumed is not None)
-    payload, policy = load_spt_checkpoint(spt_results["spt"]["checkpoint"], data, device)
-    context = item_context(data, dataset, policy)
-    reward_fn = instantiate_reward(fitted.reward, data.num_items, context)  # the run's one reward, bound to the SPT model's items
-    rpt_resume = resumed is not None and (out / "checkpoints" / "rpt_last.pt").is_file()
-    results = rpt_with_before_after(
-        fitted, payload, policy, data, rpt_cfg, reward_fn, eval_cfg, device, out, rpt_resume, hint, to_plain(fitted), context
-    )
+    with baseline_beside(cfg, device, out, resumed is not None, hint) as background:  # baseline_parallel: trains beside SPT and RPT
+        spt_results = _spt_phase(cfg, out, resumed is not None)
+        payload, policy = load_spt_checkpoint(spt_results["spt"]["checkpoint"], data, device)
+        context = item_context(data, dataset, policy)
+        reward_fn = instantiate_reward(fitted.reward, data.num_items, context)  # the run's one reward, bound to the SPT model's items
+        rpt_resume = resumed is not None and (out / "checkpoints" / "rpt_last.pt").is_file()
+        results = rpt_with_before_after(
+            fitted, payload, policy, data, rpt_cfg, reward_fn, eval_cfg, device, out, rpt_resume, hint, to_plain(fitted), context
+        )
+        baseline = (
+            background.result() if background is not None else _baseline_here(cfg, data, eval_cfg, device, out, resumed is not None, hint)
+        )
     spt_label, rpt_label = model_label(str(cfg.policy.name)), model_label(str(cfg.policy.name), rpt=True)
     merged = {
         "spt": spt_results["spt"],
@@ -66,8 +73,6 @@ def command_run(cfg: DictConfig) -> dict:
         "valid": {spt_label: results["before"]["valid"], rpt_label: results["after"]["valid"]},
         "test": {spt_label: spt_test_metrics(spt_results, spt_label), rpt_label: results["after"]["test"]},
     }
-    with use_numerics(training_numerics(cfg, device)[0]):  # the baseline trains with the precision SPT named
-        baseline = train_baseline(cfg, data, eval_cfg, device, out, resumed is not None, hint)
     if baseline is not None:
         merged["baseline"] = baseline
     print(format_recommendations(Recommender.from_checkpoint(results["rpt"]["checkpoint"], device=str(device), deterministic=True), data))
@@ -76,6 +81,13 @@ def command_run(cfg: DictConfig) -> dict:
     atomic_write_json(out / "metrics.json", merged)
     print_outputs(f"checkpoints {spt_results['spt']['checkpoint']} {results['rpt']['checkpoint']}", out)
     return merged
+
+
+def _baseline_here(cfg: DictConfig, data, eval_cfg: EvalConfig, device, out: Path, resuming: bool, hint: str) -> dict | None:
+    """The baseline trained in this process after the method (``baseline_parallel`` off, one CPU,
+    or a finished baseline that a resumed run reuses), with the precision SPT named."""
+    with use_numerics(training_numerics(cfg, device)[0]):
+        return train_baseline(cfg, data, eval_cfg, device, out, resuming, hint)
 
 
 def _spt_phase(cfg: DictConfig, out: Path, resuming: bool) -> dict:

@@ -39,6 +39,7 @@ from results_io import command_line, machine_description
 from torch import nn
 
 from lares_rl.catalog.topk import chunked_target_ranks, item_scorer
+from lares_rl.core.allocator import keep_freed_memory
 from lares_rl.core.atomic import atomic_write_json
 from lares_rl.core.checkpoint import build_policy, load_checkpoint, policy_from_checkpoint
 from lares_rl.core.tracking import progress
@@ -215,6 +216,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    keep_freed_memory()
     results: dict[str, dict] = {}
     run = {
         "settings": {"top": args.top, "passes": args.passes, "batch_size": args.batch_size, "seed": args.seed, "max_len": MAX_LEN},

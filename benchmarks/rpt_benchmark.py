@@ -27,6 +27,7 @@ from benchmark_data import add_dataset_arguments, config_file, fresh_rpt_run, ke
 from results_io import check_mergeable, command_line, machine_description, mean_std, merge_seed, seed_commands, write_result_text
 from seed_resume import interruption_names_resume, resumable
 
+from lares_rl.core.allocator import keep_freed_memory
 from lares_rl.core.checkpoint import build_policy, check_same_data, load_checkpoint, policy_from_checkpoint
 from lares_rl.core.config import section_from_mapping
 from lares_rl.core.runtime import resolve_device, seed_everything
@@ -191,6 +192,7 @@ def main() -> None:
     if args.checkpoints and len(args.checkpoints) != len(args.seeds):
         parser.error(f"--checkpoints gives {len(args.checkpoints)} files for {len(args.seeds)} seeds")
     torch.set_num_threads(args.threads)
+    keep_freed_memory()
     device = resolve_device(args.device)
 
     data, dataset_cfg = load_benchmark_dataset(args.dataset, key_values(args.dataset_set), args.beauty_path)

@@ -24,8 +24,20 @@ from pathlib import Path
 from statistics import mean
 
 import torch
-from speed_common import DATASETS, add_data_dir_argument, alternating, build, cpu_ms, load_data, one_thread, spt_batches, spt_config
+from speed_common import (
+    DATASETS,
+    FirstUsers,
+    add_data_dir_argument,
+    alternating,
+    build,
+    cpu_ms,
+    load_data,
+    one_thread,
+    spt_batches,
+    spt_config,
+)
 
+from lares_rl.core.allocator import keep_freed_memory
 from lares_rl.core.precision import FP32_EAGER, Numerics, use_numerics
 from lares_rl.core.tracking import progress_enabled
 from lares_rl.data import SequenceData
@@ -207,7 +219,7 @@ def evaluation(name: str, data: SequenceData, args: argparse.Namespace) -> Measu
     first ``--eval-users`` users: the ranks counted over the whole score matrix against today's
     cache-blocked count (the metrics are the same, checked on every pass)."""
     policy = build("lares", data)
-    subset = _FirstUsers(data, args.eval_users)
+    subset = FirstUsers(data, args.eval_users)
     cfg = EvalConfig(split="valid")
     seconds = {"old": 0.0, "new": 0.0}
     metrics = {}
@@ -228,17 +240,6 @@ def evaluation(name: str, data: SequenceData, args: argparse.Namespace) -> Measu
         "cache-blocked rank count",
         f"{subset.users:,} users x {args.eval_repeats}",
     )
-
-
-class _FirstUsers:
-    """``data`` seen through its first ``users`` evaluation rows: a fixed slice of work instead of
-    a whole pass over 57,439 Instruments users."""
-
-    def __init__(self, data: SequenceData, users: int) -> None:
-        self.data, self.users = data, min(users, data.num_users)
-
-    def eval_inputs(self, split: str, max_len: int) -> tuple[torch.Tensor, ...]:
-        return tuple(t[: self.users] for t in self.data.eval_inputs(split, max_len))
 
 
 PARTS: dict[str, Callable[[str, SequenceData, argparse.Namespace], Measured]] = {
@@ -273,6 +274,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     one_thread()
+    keep_freed_memory()
     start = time.perf_counter()
     results: dict[str, Measured] = {}
     skipped = []

@@ -50,6 +50,17 @@ def load_data(name: str, data_dir: Path) -> SequenceData | None:
     return load_benchmark_dataset("custom", overrides)[0]
 
 
+class FirstUsers:
+    """``data`` seen through its first ``users`` evaluation rows: a fixed slice of work instead of
+    a whole pass over 57,439 Instruments users."""
+
+    def __init__(self, data: SequenceData, users: int) -> None:
+        self.data, self.users = data, min(users, data.num_users)
+
+    def eval_inputs(self, split: str, max_len: int) -> tuple[torch.Tensor, ...]:
+        return tuple(t[: self.users] for t in self.data.eval_inputs(split, max_len))
+
+
 def spt_config(**overrides) -> SPTConfig:
     """configs/spt/default.yaml under preset=cpu (dense windows of 128), plus ``overrides``."""
     values = config_file("spt", "default") | config_file("preset", "cpu")["spt"] | overrides

@@ -47,6 +47,7 @@ from speed_common import (
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from lares_rl.core.allocator import keep_freed_memory
 from lares_rl.data import SequenceData
 from lares_rl.eval.evaluation import EvalConfig
 from lares_rl.metrics.ranking import metrics_from_ranks, target_ranks
@@ -224,6 +225,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="also write the tables to this markdown file")
     args = parser.parse_args()
     one_thread()
+    keep_freed_memory()
     floors = {dtype: matmul_floor(dtype, args.floor_repeats) for dtype in (torch.float32, torch.bfloat16)}
     n, d, items = FLOOR_SHAPE
     lines = [

@@ -27,6 +27,7 @@ from benchmark_data import add_dataset_arguments, config_file, key_values, load_
 from results_io import check_mergeable, command_line, machine_description, merge_seed
 from seed_resume import interruption_names_resume, resumable
 
+from lares_rl.core.allocator import keep_freed_memory
 from lares_rl.core.checkpoint import build_policy
 from lares_rl.core.errors import LaresError
 from lares_rl.core.runtime import seed_everything
@@ -93,6 +94,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    keep_freed_memory()
 
     data, dataset_cfg = load_benchmark_dataset(
         args.dataset, key_values(args.dataset_set) | ({"max_len": args.max_len} if args.max_len else {}), args.beauty_path

@@ -47,6 +47,7 @@ from lares_rl.commands.overrides import unknown_key_errors
 from lares_rl.commands.run_folder import RunFolderWatch
 from lares_rl.commands.schemas import register_schemas
 from lares_rl.commands.session import resume_dir as _resume_dir  # noqa: F401 - tests/test_rpt_resume.py reads it here
+from lares_rl.core.allocator import keep_freed_memory
 from lares_rl.core.distributed import DISTRIBUTED_COMMANDS, launched_by_torchrun
 from lares_rl.core.errors import LaresError
 from lares_rl.core.resume import TrainingInterrupted
@@ -132,6 +133,9 @@ def dispatch(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Console script: ``lares-rl [command] [overrides...]`` (command defaults to ``run``)."""
+    # freed activations stay in the process instead of being faulted in again (same numbers, less
+    # CPU time; lares_rl/core/allocator.py); LARES_RL_MALLOC=system keeps the C library's defaults
+    keep_freed_memory()
     # as `python -m` and `python -c` do: the README's reward._target_=my_rewards.fn and
     # policy.backbone=my_block.Block import from the current directory
     if "" not in sys.path and os.getcwd() not in sys.path:

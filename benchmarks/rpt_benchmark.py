@@ -214,8 +214,8 @@ def main() -> None:
     }
     merge_rule = {
         "same": ("dataset", "reward", "rpt"),
-        "defaults": {"rpt": vars(RPTConfig())},
-    }  # files from before a setting existed ran its default
+        "defaults": {"rpt": {**vars(RPTConfig()), "filter_order": "given"}},
+    }  # files from before a setting existed ran its default (the filter's order: given, before it was a setting)
     check_mergeable(out.with_suffix(".json"), record, **merge_rule)
     for seed in args.seeds:
         checkpoint = spt_checkpoint(seed, args, data, dataset_cfg, policy_cfg, max_len, device, run_root)

@@ -6,7 +6,8 @@ Each part times a fixed number of units of work (SPT steps, evaluation users), n
 on both paths alternately (SPT: step by step on copies of one model, seeded alike, so both see
 the same k', T0 and dropout and background load hits both), in CPU time of one thread. It prints
 one table and writes ``benchmarks/results/speed.json``, whose ``ratios`` map holds new throughput /
-old for every ``<part>_<data set>`` key (e.g. ``spt_lares_instruments``).
+old for every ``<part>_<data set>`` key (e.g. ``spt_lares_instruments``); the keys other scripts
+write there (``filter_instruments``, benchmarks/filter_speed.py) are kept.
 
 A new part is one function ``(data name, data, args) -> Measured`` added to ``PARTS``.
 """
@@ -291,8 +292,11 @@ def main() -> None:
     wall = time.perf_counter() - start
     print(f"({wall:.0f} s wall{'; skipped: ' + ', '.join(skipped) if skipped else ''})")
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    # ratios another script keeps in this file (filter_speed.py's filter_instruments) stay
+    parts_here = {f"{part}_{name}" for part in PARTS for name in DATASETS}
+    earlier = json.loads(args.out.read_text()).get("ratios", {}) if args.out.is_file() else {}
     payload = {
-        "ratios": {key: round(m.ratio, 4) for key, m in results.items()},
+        "ratios": {key: round(m.ratio, 4) for key, m in results.items()} | {k: v for k, v in earlier.items() if k not in parts_here},
         "parts": {key: asdict(m) for key, m in results.items()},
         "skipped": skipped,
         "threads": torch.get_num_threads(),

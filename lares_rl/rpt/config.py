@@ -23,6 +23,9 @@ ADVANTAGES = ("group", "value")
 OBJECTIVES = ("reward", "log_reward")
 
 
+FILTER_ORDERS = ("length", "given")
+
+
 @dataclass
 class RPTConfig:
     """``rpt`` section. Its defaults are the reference objective (GRPO, DESIGN section 3), on
@@ -45,6 +48,7 @@ class RPTConfig:
     patience: int = 10  # epochs without validation NDCG@10 gain before stopping
     filter_top: int = 100  # keep rows whose target is in the SPT top-`filter_top` ...
     filter_passes: int = 3  # ... in at least one of this many stochastic passes
+    filter_order: str = "length"  # length: the filter's batches hold rows of similar history length, each run only over its longest (a third of the positions on Instruments) | given: batches in the rows' order. Each draws its own noise, so keeps other (as many) rows: docs/speed_filter.md
     exploration: str = "latent"  # latent (reference) | categorical | plackett_luce (item sampling) | gaussian (latent_pg)
     latent_sigma: float = 0.1  # gaussian: std of the latent action relative to the state's RMS
     antithetic: bool = False  # gaussian: rollouts in mirrored pairs (eps, -eps) inside each group (needs an even group_size)
@@ -123,6 +127,7 @@ class RPTConfig:
         require(self.slate_size >= 1, "rpt.slate_size", f"must be >= 1, got {self.slate_size}")
         require(self.epochs >= 1 and self.patience >= 1, "rpt.epochs/rpt.patience", "must be >= 1")
         require(self.filter_top >= 1 and self.filter_passes >= 1, "rpt.filter_top/rpt.filter_passes", "must be >= 1")
+        require(self.filter_order in FILTER_ORDERS, "rpt.filter_order", f"must be one of {FILTER_ORDERS}, got {self.filter_order!r}")
         require(self.exploration in EXPLORATIONS, "rpt.exploration", f"must be one of {EXPLORATIONS}, got {self.exploration!r}")
         require(
             self.latent_noise or self.exploration != "latent",

@@ -13,10 +13,16 @@ matrix the ranking read, so the kept rows are the ranking's. With ``item_chunk``
 scored in chunks with a running top-``top`` list (:mod:`lares_rl.catalog.topk`), which decides
 "rank < top" exactly as the full ranking does.
 
-What it costs (docs/speed_filter.md): the passes' encoder forwards are most of it and stay as
-they are, batch by batch in the same order, because every random draw (k, dropout, T0) must be
-the same for the same rows to be kept; the pre-block cannot be shared across passes (dropout
-draws anew in each) and batches cannot be regrouped by length (their shapes decide the draws).
+What it costs (docs/speed_filter.md): the passes' encoder forwards are most of it. With
+``order="length"`` (``rpt.filter_order``, the default) the batches hold rows sorted by history
+length, and ``encode`` runs each only over its longest history (it trims the padding columns,
+positions unchanged; the sort is SPT's ``bucket_by_length`` one,
+:func:`lares_rl.spt.batches.sorted_by_length`): on Instruments (mean length 6.3 in a window of
+20) a third of the positions. ``order="given"`` batches the rows in their own order, as the filter
+did before. The filter is a stochastic probe, and its draws (k per batch, dropout and T0 over the
+batch's shape) depend on how rows are batched, so the two orders keep different rows, as many up
+to sampling noise; with the noise switched off (dropout 0, ``t0_init=zero``, a constant k) they
+keep the same rows (tests/test_filter_speed.py). Either is deterministic for a seed.
 """
 
 from __future__ import annotations
@@ -29,6 +35,18 @@ from torch import nn
 from lares_rl.catalog.topk import chunked_target_ranks, item_scorer, targets_within_top
 from lares_rl.core.atomic import atomic_torch_save
 from lares_rl.core.tracking import progress
+from lares_rl.rpt.config import FILTER_ORDERS, RPTConfig
+from lares_rl.spt.batches import sorted_by_length
+
+
+def filter_batches(lengths: torch.Tensor, batch_size: int, order: str) -> list[slice | torch.Tensor]:
+    """The rows of each filter batch: consecutive slices (``given``) or consecutive chunks of the
+    rows sorted by length (``length``), the same batches in every pass."""
+    if order not in FILTER_ORDERS:
+        raise ValueError(f"rpt.filter_order={order!r} is unknown; choose one of {FILTER_ORDERS}")
+    if order == "given":
+        return [slice(start, start + batch_size) for start in range(0, len(lengths), batch_size)]
+    return list(sorted_by_length(torch.arange(len(lengths)), lengths).split(batch_size))
 
 
 @torch.no_grad()
@@ -44,12 +62,14 @@ def top_k_filter(
     device: torch.device | str = "cpu",
     seed: int = 0,
     item_chunk: int | None = None,
+    order: str = RPTConfig.filter_order,
 ) -> torch.Tensor:
     """Bool [R]: rows whose target ranks < ``top`` in at least one of ``passes`` train-mode passes.
 
     The global RNG is forked and seeded, so the filter is reproducible and leaves the caller's
     random stream untouched. The policy's train/eval mode is restored afterwards. It runs for
-    minutes on ML-100K on a CPU, so it shows progress over all passes' batches.
+    minutes on ML-100K on a CPU, so it shows progress over all passes' batches. ``order``: how
+    rows are batched (module docstring).
     """
     if top < 1 or passes < 1:
         raise ValueError(f"top={top} and passes={passes} must be >= 1")
@@ -58,14 +78,13 @@ def top_k_filter(
         return keep | True
     device = torch.device(device)
     score_items = None if item_chunk is None else item_scorer(policy, "eval.item_chunk")
+    steps = [rows for _ in range(passes) for rows in filter_batches(lengths, batch_size, order)]
     was_training = policy.training
     policy.train()
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(seed)
-            starts = [start for _ in range(passes) for start in range(0, len(targets), batch_size)]
-            for start in progress(starts, len(starts), f"rpt filter (top-{top}, {passes} pass{'es' if passes != 1 else ''})"):
-                rows = slice(start, start + batch_size)
+            for rows in progress(steps, len(steps), f"rpt filter (top-{top}, {passes} pass{'es' if passes != 1 else ''})"):
                 states = policy.encode(seqs[rows].to(device), lengths[rows].to(device))[:, -1]
                 batch_targets = targets[rows].to(device)
                 if score_items is None:
@@ -76,6 +95,14 @@ def top_k_filter(
     finally:
         policy.train(was_training)
     return keep
+
+
+def filter_cache_key(reference_digest: str, cfg: RPTConfig, max_len: int, rows: int, seed: int) -> str:
+    """The name of a cached mask: the SPT weights' digest and every setting the mask depends on.
+    The given order keeps the key masks had before the order was a setting (they are its masks);
+    the length order's names it, so no mask of the other order is ever read for it."""
+    order = "" if cfg.filter_order == "given" else f"_o{cfg.filter_order}"
+    return f"{reference_digest[:20]}_top{cfg.filter_top}x{cfg.filter_passes}_p{cfg.dropout}_L{max_len}_n{rows}_s{seed}{order}"
 
 
 def cached_filter(cache_dir: Path | None, key: str, compute) -> torch.Tensor:

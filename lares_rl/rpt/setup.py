@@ -34,7 +34,7 @@ from lares_rl.rpt.collectors import multi_process_collector
 from lares_rl.rpt.config import RPTConfig
 from lares_rl.rpt.distributed import share_actor
 from lares_rl.rpt.episodes import batch_plan, single_env
-from lares_rl.rpt.filter import cached_filter, top_k_filter
+from lares_rl.rpt.filter import cached_filter, filter_cache_key, top_k_filter
 from lares_rl.rpt.learner import RPTLearner, build_learner, set_dropout
 from lares_rl.rpt.probe import greedy_reward, probe_rows
 
@@ -129,10 +129,9 @@ def filter_rows(
         kept, seconds = saved["filter"]["kept"], saved["filter"]["seconds"]
     else:
         start = time.perf_counter()
-        key = f"{reference_digest[:20]}_top{cfg.filter_top}x{cfg.filter_passes}_p{cfg.dropout}_L{max_len}_n{len(targets)}_s{seed}"
         keep = cached_filter(
             filter_cache_dir,
-            key,
+            filter_cache_key(reference_digest, cfg, max_len, len(targets), seed),
             lambda: top_k_filter(
                 policy,
                 seqs,
@@ -143,6 +142,7 @@ def filter_rows(
                 device=device,
                 seed=seed,
                 item_chunk=item_chunk,
+                order=cfg.filter_order,
             ),
         )
         kept, seconds = keep.nonzero().squeeze(1), time.perf_counter() - start

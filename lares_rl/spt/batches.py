@@ -49,9 +49,17 @@ def epoch_order(
     if not bucket_by_length:
         return perm
     pools = perm.split(batch_size * pool_batches)
-    by_length = torch.cat([pool[torch.argsort(lengths[pool], stable=True)] for pool in pools])
+    by_length = torch.cat([sorted_by_length(pool, lengths) for pool in pools])
     batches = by_length.split(batch_size)
     return torch.cat([batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()])
+
+
+def sorted_by_length(rows: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """``rows`` (indices) ordered by history length, ties in their given order. Cut into
+    consecutive batches, each batch holds histories of similar length, and ``encode`` runs it only
+    over its longest history (it trims the padding columns, positions unchanged): the saving of
+    ``spt.bucket_by_length`` and of the RPT filter's ``rpt.filter_order=length``."""
+    return rows[torch.argsort(lengths[rows], stable=True)]
 
 
 def training_rows(

@@ -36,7 +36,7 @@ from lares_rl.rpt.distributed import share_actor
 from lares_rl.rpt.episodes import batch_plan, single_env
 from lares_rl.rpt.filter import cached_filter, filter_cache_key, top_k_filter
 from lares_rl.rpt.learner import RPTLearner, build_learner, set_dropout
-from lares_rl.rpt.probe import greedy_reward, probe_rows
+from lares_rl.rpt.probe import GREEDY_REWARD_ROWS, greedy_reward, probe_rows
 
 
 @dataclass
@@ -245,7 +245,7 @@ class RPTParts:
     histories: int  # per global batch
     batches_per_epoch: int
     reference_digest: str  # of the SPT weights RPT started from
-    train_probe: tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # every kept row (greedy training reward)
+    train_probe: tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # a fixed sample of the kept rows (greedy training reward)
     probe: tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # the fixed probe histories
     averaged: AveragedModel | None
     reward_fn: Any
@@ -369,6 +369,7 @@ def build_rpt(
     )
     seqs, lengths, targets = train_rows
     probe_index = probe_rows(kept, cfg.probe_size, seed)
+    greedy_index = probe_rows(kept, GREEDY_REWARD_ROWS, seed)
     parts = RPTParts(
         policy=policy,
         cfg=cfg,
@@ -381,7 +382,7 @@ def build_rpt(
         histories=histories,
         batches_per_epoch=batches_per_epoch,
         reference_digest=reference_digest,
-        train_probe=(seqs[kept], lengths[kept], targets[kept]),
+        train_probe=(seqs[greedy_index], lengths[greedy_index], targets[greedy_index]),
         probe=(seqs[probe_index], lengths[probe_index], targets[probe_index]),
         averaged=weight_average(policy, cfg.ema_decay),
         reward_fn=reward_fn,

@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 # Two BLAS threads on a shared 2-core box ran 10-40x slower than one.
 export OMP_NUM_THREADS ?= 1
 ARGS ?=
-# make run's budget: `cpu` trains every model to early stopping in about 25 CPU-minutes, SASRec baseline included; PRESET=paper is the reference.
+# make run's budget: `cpu` trains every model to early stopping in about 24 CPU-minutes (22 minutes of wall time on 2 cores), SASRec baseline included; PRESET=paper is the reference.
 PRESET ?= cpu
 
 .PHONY: run test lint setup clean

@@ -455,7 +455,7 @@ def test_portable_makes_this_machines_repo_and_data_paths_relative_to_the_repo_r
     record = {
         "command": f"python benchmarks/x.py --beauty-path {data} --dataset-set path={data} --checkpoints {checkpoint} {elsewhere}",
         "seeds": [{"seed": 0, "checkpoint": checkpoint, "runs": [checkpoint, {"data": data}], "ndcg": 0.5, "best": None}],
-        "out": str(tmp_path / "r.json"),
+        "out": "/elsewhere/r.json",  # not tmp_path: a clone in /tmp has /tmp/pytest-* as a sibling
     }
     assert portable(record) == {
         "command": "python benchmarks/x.py --beauty-path ../shared/data/beauty.txt --dataset-set path=../shared/data/beauty.txt "
@@ -469,7 +469,7 @@ def test_portable_makes_this_machines_repo_and_data_paths_relative_to_the_repo_r
                 "best": None,
             }
         ],
-        "out": str(tmp_path / "r.json"),
+        "out": "/elsewhere/r.json",
     }
     assert repo_path(portable(checkpoint)) == Path(checkpoint) and repo_path(str(tmp_path)) == tmp_path
 

@@ -116,7 +116,7 @@ def test_spt_and_rpt_benchmarks_feed_the_report(tmp_path, sequential_csv):
         str(runs),
     )
     rpt = json.loads((docs / "rpt_custom.json").read_text())
-    assert rpt["seeds"][0]["spt_checkpoint"] == str(checkpoint)
+    assert rpt["seeds"][0]["spt_checkpoint"] == portable(str(checkpoint))  # a clone in /tmp has tmp_path as a sibling
     assert (docs / "rpt_custom.png").is_file()
     run_script(
         "paired_bootstrap.py",
@@ -251,7 +251,8 @@ def test_spt_and_rpt_benchmarks_feed_the_report(tmp_path, sequential_csv):
         "| reasoning steps: feed-forward sublayers |",
     ):
         assert heading in report, heading
-    assert f"`python benchmarks/make_report.py --results {results} --docs {docs}` from `{results}/*.json`" in report
+    # portable: a clone in /tmp has tmp_path as a sibling, written ../
+    assert portable(f"`python benchmarks/make_report.py --results {results} --docs {docs}` from `{results}/*.json`") in report
     for row in (
         "| lares (dense, L=8) | 2 |",
         "| sasrec (dense, L=8) | 1 |",
@@ -262,7 +263,7 @@ def test_spt_and_rpt_benchmarks_feed_the_report(tmp_path, sequential_csv):
         "lares (dense, L=8) vs sasrec (dense, L=8): test ndcg@10",
         "Not measured yet: run `python benchmarks/latency.py`.",
         "## Evaluation noise",
-        f"| `{checkpoint}` | ",
+        f"| `{portable(str(checkpoint))}` | ",
         "### custom: beyond_accuracy_custom",
         "| re-rank: popularity penalty |",
     ):

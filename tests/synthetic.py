@@ -51,6 +51,20 @@ def dataset_overrides(path: Path, max_len: int = 8) -> list[str]:
     ]
 
 
+def tiny_run_overrides(spt_epochs: int = 1) -> list[str]:
+    """A ``lares-rl run`` small enough for a test: LARES and its baseline at d 16, ``spt_epochs``
+    SPT epochs in batches of 64, one RPT epoch of 64-history batches, no progress bars."""
+    return [
+        f"spt.epochs={spt_epochs}",
+        "spt.batch_size=64",
+        "policy.d_model=16",
+        "policy.inner_size=32",
+        "rpt.epochs=1",
+        "rpt.histories_per_batch=64",
+        "progress=false",
+    ]
+
+
 def benchmark_dataset_flags(path: Path, max_len: int = 8) -> list[str]:
     """The benchmark scripts' flags that read the uid,sku,ts CSV at ``path`` as the ``custom`` data set."""
     return [

@@ -25,19 +25,10 @@ from lares_rl.commands.schemas import compose_config
 from lares_rl.core.errors import LaresError
 from lares_rl.core.resume import TrainingInterrupted
 from tests.cli_process import CLI, child_env, finish, run_in_process, wait_for_epoch
-from tests.synthetic import dataset_overrides, write_sequential_csv
+from tests.synthetic import dataset_overrides, tiny_run_overrides, write_sequential_csv
 
 # a tiny LARES and its SASRec baseline: 6 SPT epochs each (the Ctrl-C test needs some left to cut)
-TINY_RUN = [
-    "spt.epochs=6",
-    "spt.patience=100",
-    "spt.batch_size=64",
-    "policy.d_model=16",
-    "policy.inner_size=32",
-    "rpt.epochs=1",
-    "rpt.histories_per_batch=64",
-    "progress=false",
-]
+TINY_RUN = [*tiny_run_overrides(spt_epochs=6), "spt.patience=100"]
 
 
 @pytest.mark.parametrize(

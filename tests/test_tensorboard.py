@@ -13,17 +13,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from lares_rl.commands.session import baseline_tb_dir, print_outputs
 from lares_rl.core.tracking import X_AXIS, axes_line
 from tests.cli_process import run_in_process
-from tests.synthetic import dataset_overrides, write_sequential_csv
+from tests.synthetic import dataset_overrides, tiny_run_overrides, write_sequential_csv
 
-TINY_RUN = [
-    "spt.epochs=1",
-    "spt.batch_size=64",
-    "policy.d_model=16",
-    "policy.inner_size=32",
-    "rpt.epochs=1",
-    "rpt.histories_per_batch=64",
-    "progress=false",
-]
+TINY_RUN = tiny_run_overrides()
 TEST_TAGS = [f"{metric}@{k}" for metric in ("recall", "ndcg") for k in (5, 10, 20)]
 RUNS = {"spt": "spt", "rpt": "rpt", "baseline": "spt"}  # TensorBoard run -> the phase its tags name
 

@@ -31,10 +31,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from results_io import write_result_json
 from speed_common import DATASETS, FirstUsers, add_data_dir_argument, alternating, build, load_data, one_thread, spt_batches, spt_config
 
 from lares_rl.core.allocator import OPT_OUT_VARIABLE, keep_freed_memory
-from lares_rl.core.atomic import atomic_write_json
 from lares_rl.core.tracking import progress_enabled
 from lares_rl.data import SequenceData
 from lares_rl.eval.evaluation import EvalConfig, evaluate_policy
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
         f"--spt-steps {args.spt_steps} --eval-users {args.eval_users} --filter-rows {args.filter_rows}",
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out, record)
+    write_result_json(args.out, record)
     print(f"[allocator] wrote {args.out}")
 
 

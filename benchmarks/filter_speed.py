@@ -51,12 +51,11 @@ from pathlib import Path
 
 import torch
 from benchmark_data import ROOT, config_file, load_benchmark_dataset
-from results_io import command_line, machine_description
+from results_io import command_line, machine_description, write_result_json, write_result_text
 from torch import nn
 
 from lares_rl.catalog.topk import chunked_target_ranks, item_scorer
 from lares_rl.core.allocator import keep_freed_memory
-from lares_rl.core.atomic import atomic_write_json, atomic_write_text
 from lares_rl.core.checkpoint import build_policy, load_checkpoint, policy_from_checkpoint
 from lares_rl.core.tracking import progress
 from lares_rl.metrics.ranking import target_ranks
@@ -254,7 +253,7 @@ def merge_speed_ratio(path: Path, key: str, ratio: float) -> None:
     kept, in the layout speed.py writes (keys in their order)."""
     record = json.loads(path.read_text()) if path.is_file() else {"ratios": {}}
     record["ratios"] = {**record.get("ratios", {}), key: ratio}
-    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
+    write_result_text(path, json.dumps(record, indent=2) + "\n")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -325,7 +324,7 @@ def main(argv: list[str] | None = None) -> None:
         "on the same rows, ratio_given_to_length = given-order CPU s / length-order CPU s",
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out, record)
+    write_result_json(args.out, record)
     print(f"[filter] wrote {args.out}")
     if "instruments" in results:
         merge_speed_ratio(args.speed_json, "filter_instruments", results["instruments"]["ratio"])

@@ -25,6 +25,7 @@ from pathlib import Path
 from statistics import mean
 
 import torch
+from results_io import write_result_text
 from speed_common import (
     DATASETS,
     FirstUsers,
@@ -307,7 +308,7 @@ def main() -> None:
         + ("" if args.parts == default_parts else f" --parts {' '.join(args.parts)}")
         + ("" if args.out == RESULTS else f" --out {args.out}"),
     }
-    args.out.write_text(json.dumps(payload, indent=2) + "\n")
+    write_result_text(args.out, json.dumps(payload, indent=2) + "\n")
     print(f"wrote {args.out}")
 
 

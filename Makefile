@@ -2,11 +2,18 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# Two BLAS threads on a shared 2-core box ran 10-40x slower than one.
+# Tests and lint: one thread. Two busy-waiting OpenMP threads on a shared 2-core box ran 10-40x slower than one.
 export OMP_NUM_THREADS ?= 1
 ARGS ?=
-# make run's budget: `cpu` trains every model to early stopping in about 24 CPU-minutes (22 minutes of wall time on 2 cores), SASRec baseline included; PRESET=paper is the reference.
+# make run's budget: `cpu` trains every model to early stopping in about 16 minutes of wall time on
+# 2 idle cores, SASRec baseline included; PRESET=paper is the reference.
 PRESET ?= cpu
+# make run uses every usable CPU: one process of RUN_THREADS threads (15.9 min on 2 idle cores, against
+# 21.7 for two one-thread processes). Its OpenMP threads spin 3,000 rounds (GNU OpenMP's default is
+# 300,000) before they sleep: a whole make run as fast as with the default (15.9 vs 16.4 min), and beside other jobs an SPT step ran at
+# 121-134 windows/s instead of 7-50 (docs/scaling.md, benchmarks/omp_wait.py).
+RUN_THREADS ?= $(shell nproc 2>/dev/null || echo 1)
+RUN_SPINCOUNT ?= 3000
 
 .PHONY: run test lint setup clean
 
@@ -25,7 +32,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/lares-rl run preset=$(PRESET) $(ARGS)
+	OMP_NUM_THREADS=$(RUN_THREADS) GOMP_SPINCOUNT=$(RUN_SPINCOUNT) $(VENV)/bin/lares-rl run preset=$(PRESET) $(ARGS)
 
 # The default suite deselects the tests marked slow (pyproject's addopts): child processes that train
 # and get killed and resumed, torchrun, the benchmark chains. `make test ARGS="-m slow"` runs those.

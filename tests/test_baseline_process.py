@@ -32,16 +32,26 @@ TINY_RUN = [*tiny_run_overrides(spt_epochs=6), "spt.patience=100"]
 
 
 @pytest.mark.parametrize(
-    ("setting", "cpus", "expected"),
-    [("auto", 1, False), ("auto", 2, True), ("auto", 16, True), (True, 1, True), ("true", 1, True), (False, 8, False), ("FALSE", 8, False)],
+    ("setting", "cpus", "threads", "expected"),
+    [
+        ("auto", 1, 1, False),
+        ("auto", 2, 1, True),  # OMP_NUM_THREADS=1 on 2 CPUs: the second CPU would idle
+        ("auto", 2, 2, False),  # the chain has both CPUs: the baseline follows it (21.7 -> 15.9 min)
+        ("auto", 16, 8, True),
+        ("auto", 16, 16, False),
+        (True, 1, 1, True),
+        ("true", 2, 2, True),
+        (False, 8, 1, False),
+        ("FALSE", 8, 1, False),
+    ],
 )
-def test_the_setting_and_the_usable_cpus_decide(setting, cpus, expected):
-    assert parallel_baseline(setting, cpus) is expected
+def test_the_setting_the_usable_cpus_and_the_threads_decide(setting, cpus, threads, expected):
+    assert parallel_baseline(setting, cpus, threads) is expected
 
 
 def test_a_wrong_setting_names_the_key_and_its_values():
     with pytest.raises(LaresError, match=r"^baseline_parallel=sometimes is not one of auto, true, false; use baseline_parallel=auto"):
-        parallel_baseline("sometimes", 2)
+        parallel_baseline("sometimes", 2, 1)
 
 
 @pytest.mark.parametrize(("current", "cpus", "expected"), [(1, 2, 1), (2, 2, 1), (8, 16, 8), (16, 16, 8), (4, 1, 1), (1, 16, 1)])
@@ -51,6 +61,7 @@ def test_each_process_gets_half_the_cpus_and_never_more_threads_than_it_had(curr
 
 def test_only_a_baseline_left_to_train_goes_to_a_second_process(tmp_path, monkeypatch):
     monkeypatch.setattr(baseline_process, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
     assert trains_beside(compose_config(["baseline_parallel=auto"]), tmp_path, resuming=False)
     assert not trains_beside(compose_config(["baseline_parallel=false"]), tmp_path, resuming=False)
     assert not trains_beside(compose_config(["baseline_parallel=true", "baseline=null"]), tmp_path, resuming=False)
@@ -97,7 +108,8 @@ def test_a_wrong_setting_stops_run_before_any_training(tmp_path, monkeypatch, ca
     assert (
         code == 2
         and err
-        == "error: baseline_parallel=maybe is not one of auto, true, false; use baseline_parallel=auto (a second process when 2+ CPUs)\n"
+        == "error: baseline_parallel=maybe is not one of auto, true, false; "
+        "use baseline_parallel=auto (a second process when this one's threads leave half the CPUs idle)\n"
     )
     assert "[spt] epoch" not in out and not (tmp_path / "run").exists()
 

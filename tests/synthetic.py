@@ -6,7 +6,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lares_rl.data import SequenceData
+from lares_rl.data.synthetic import successor_log
+from lares_rl.eval.evaluation import EvalConfig
 from lares_rl.policies.reasoner import LaresReasoner
+from lares_rl.spt.config import SPTConfig
+from lares_rl.spt.train import train_spt
 
 
 def tiny_reasoner(num_items: int, max_len: int, **kwargs) -> LaresReasoner:
@@ -75,3 +80,26 @@ def benchmark_dataset_flags(path: Path, max_len: int = 8) -> list[str]:
         *(f"{key}={col}" for key, col in CSV_COLUMNS.items()),
         f"max_len={max_len}",
     ]
+
+
+def spt_trained_on_successor_log(run_dir: Path, max_len: int = 12) -> tuple[SequenceData, LaresReasoner]:
+    """A small LARES (d 32, seeded 0) after 2 quick SPT epochs on a 200-user successor log: good
+    enough that a ranking reward varies across rollouts, far from converged (so a working RPT
+    update has room to raise it). The RPT tests' shared starting point."""
+    data = successor_log(users=200, items=100, min_len=8, max_len=20, seed=0).data
+    torch.manual_seed(0)
+    policy = LaresReasoner(data.num_items, max_len=max_len, d_model=32, n_heads=2, inner_size=64, dropout=0.2)
+    train_spt(
+        policy=policy,
+        policy_config={},
+        data=data,
+        max_len=max_len,
+        cfg=SPTConfig(epochs=2, batch_size=64, mode="dense", similarity="cosine"),
+        eval_cfg=EvalConfig(),
+        run_dir=run_dir,
+        device=torch.device("cpu"),
+        seed=0,
+        config={"dataset": {"name": "successor"}},
+        progress=False,
+    )
+    return data, policy

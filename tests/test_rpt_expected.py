@@ -9,7 +9,6 @@ import torch
 from tensordict import TensorDict
 
 from lares_rl.core.errors import LaresError
-from lares_rl.data.synthetic import successor_log
 from lares_rl.eval.evaluation import EvalConfig
 from lares_rl.eval.exposure import build_item_context
 from lares_rl.policies.reasoner import LaresReasoner
@@ -20,8 +19,7 @@ from lares_rl.rpt.config import RPTConfig
 from lares_rl.rpt.direction import direction_check
 from lares_rl.rpt.loop import train_rpt
 from lares_rl.rpt.setup import weight_average
-from lares_rl.spt.config import SPTConfig
-from lares_rl.spt.train import train_spt
+from tests.synthetic import spt_trained_on_successor_log
 
 L = 12
 EXPECTED = dict(algorithm="expected_pg", exploration="categorical", latent_noise=False, group_size=1)
@@ -29,23 +27,7 @@ EXPECTED = dict(algorithm="expected_pg", exploration="categorical", latent_noise
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    data = successor_log(users=200, items=100, min_len=8, max_len=20, seed=0).data
-    torch.manual_seed(0)
-    policy = LaresReasoner(data.num_items, max_len=L, d_model=32, n_heads=2, inner_size=64, dropout=0.2)
-    train_spt(
-        policy=policy,
-        policy_config={},
-        data=data,
-        max_len=L,
-        cfg=SPTConfig(epochs=2, batch_size=64, mode="dense", similarity="cosine"),
-        eval_cfg=EvalConfig(),
-        run_dir=tmp_path_factory.mktemp("spt"),
-        device=torch.device("cpu"),
-        seed=0,
-        config={"dataset": {"name": "successor"}},
-        progress=False,
-    )
-    return data, policy
+    return spt_trained_on_successor_log(tmp_path_factory.mktemp("spt"), max_len=L)
 
 
 def test_one_item_rewards_are_the_target_indicator_for_accuracy_rewards():

@@ -10,7 +10,6 @@ from tensordict import TensorDict
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from lares_rl.core.errors import LaresError
-from lares_rl.data.synthetic import successor_log
 from lares_rl.eval.evaluation import EvalConfig
 from lares_rl.policies.actor import make_slate_actor
 from lares_rl.policies.gaussian_latent import latent_scale
@@ -22,8 +21,7 @@ from lares_rl.rpt.direction import direction_check
 from lares_rl.rpt.loop import train_rpt
 from lares_rl.rpt.losses import GroupAdvantage
 from lares_rl.rpt.probe import check_learning_signal, probe_metrics
-from lares_rl.spt.config import SPTConfig
-from lares_rl.spt.train import train_spt
+from tests.synthetic import spt_trained_on_successor_log
 
 L = 12
 
@@ -35,24 +33,7 @@ def tiny_policy(num_items: int, seed: int = 0) -> LaresReasoner:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A LARES model after 2 quick SPT epochs on a successor log: good enough that a ranking reward
-    varies across rollouts, far from converged (so a working update has room to raise it)."""
-    data = successor_log(users=200, items=100, min_len=8, max_len=20, seed=0).data
-    policy = tiny_policy(data.num_items)
-    train_spt(
-        policy=policy,
-        policy_config={},
-        data=data,
-        max_len=L,
-        cfg=SPTConfig(epochs=2, batch_size=64, mode="dense", similarity="cosine"),
-        eval_cfg=EvalConfig(),
-        run_dir=tmp_path_factory.mktemp("spt"),
-        device=torch.device("cpu"),
-        seed=0,
-        config={"dataset": {"name": "successor"}},
-        progress=False,
-    )
-    return data, policy
+    return spt_trained_on_successor_log(tmp_path_factory.mktemp("spt"), max_len=L)
 
 
 def batch_of(policy, sigma: float = 0.1, rows: int = 6, group: int = 4) -> TensorDict:

@@ -1,12 +1,19 @@
-"""Accuracy parity of ``precision=bf16`` (issue 34 item 5): validation NDCG@10 of SPT after the
-same epochs, fp32 against bf16, over seeds, each run as a user runs it.
+"""Accuracy parity of a speed change (issue 34 item 5): validation NDCG@10 of SPT after the same
+epochs, today's path against the new one, over seeds, each run as a user runs it.
 
-    OMP_NUM_THREADS=1 python benchmarks/precision_parity.py            # ML-100K, LARES, 3 epochs, seeds 0-2
+    OMP_NUM_THREADS=1 python benchmarks/accuracy_parity.py                       # precision: fp32 vs bf16, ML-100K, LARES, 3 epochs
+    OMP_NUM_THREADS=1 python benchmarks/accuracy_parity.py --change catalog_loss \
+        --dataset instruments --policy sasrec --epochs 1 --resume               # full vs fused cross-entropy, Instruments
 
-Each run is ``lares-rl spt preset=cpu spt.epochs=E seed=S precision=P spt.catalog_loss=fused`` in a
-child process of one thread, two at a time; fused so that bf16 runs through the catalog loss that
-real catalogs use. It prints one table and writes ``benchmarks/results/precision_parity.json``.
+Each run is ``lares-rl spt preset=cpu spt.epochs=E seed=S <the change's setting>`` in a child
+process of one thread, two at a time; Instruments runs add its dataset option and
+``spt.bucket_by_length=true`` as the Instruments table's runs do. ``--resume`` reads the runs that
+finished before and continues one a stop cut short (``resume=<its run dir>``). It prints one table
+and writes ``benchmarks/results/<change>_parity[_<dataset>_<policy>].json`` (no suffix for
+LARES on ML-100K).
 
+The changes: ``precision`` (fp32 against bf16, both through the fused catalog loss that real
+catalogs use) and ``catalog_loss`` (the full logit matrix against the fused cross-entropy, fp32).
 On a CPU without bf16 matrix units (no ``amx_bf16``/``avx512_bf16``) torch's bf16 matrix products
 run about six times slower than fp32 (a LARES step on ML-100K: 0.6 s fp32, 3.7 s bf16), so the bf16
 runs there are ``--bf16 emulated``: every bf16 matrix product (mm, addmm, bmm, baddbmm, 89% of a
@@ -31,8 +38,8 @@ from pathlib import Path
 from statistics import mean, pstdev
 
 import torch
-from results_io import write_result_text
-from speed_common import build, load_data, spt_batches, spt_config
+from results_io import command_line, write_result_json
+from speed_common import INSTRUMENTS_FILE, add_data_dir_argument, build, load_data, spt_batches, spt_config
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from lares_rl.cli import main as lares_rl_main
@@ -41,7 +48,11 @@ from lares_rl.spt.distributed import SPTStep
 from lares_rl.spt.losses import total_loss
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results" / "precision_parity.json"
+# Per change: (today's path, the new path) as the value each run sets, and the overrides that set it.
+CHANGES = {
+    "precision": (("fp32", "bf16"), lambda value: [f"precision={value}", "spt.catalog_loss=fused"]),
+    "catalog_loss": (("full", "fused"), lambda value: ["precision=fp32", f"spt.catalog_loss={value}"]),
+}
 aten = torch.ops.aten
 PRODUCTS = {aten.mm.default, aten.addmm.default, aten.bmm.default, aten.baddbmm.default}
 
@@ -65,32 +76,45 @@ def child(cli_args: list[str], emulate: bool) -> None:
         lares_rl_main()
 
 
-def spt_run(args: argparse.Namespace, seed: int, precision: str) -> dict:
-    """One SPT run in a child process; its best validation metrics and its seconds per epoch."""
-    run_dir = args.runs_dir / f"{args.policy}_{precision}_seed{seed}"
-    cli = [
-        "spt",
-        "preset=cpu",
-        f"policy={args.policy}",
-        f"spt.epochs={args.epochs}",
-        f"seed={seed}",
-        f"precision={precision}",
-        "spt.catalog_loss=fused",
-        "progress=false",
-        f"hydra.run.dir={run_dir}",
-    ]
-    emulate = precision == "bf16" and args.bf16 == "emulated"
-    command = [sys.executable, __file__, "--child", *(["--emulate"] if emulate else []), "--", *cli]
+def dataset_overrides(args: argparse.Namespace) -> list[str]:
+    """The CLI's data set options for ``args.dataset`` (ML-100K is the default data set)."""
+    if args.dataset == "ml-100k":
+        return []
+    path = args.data_dir / INSTRUMENTS_FILE
+    if not path.is_file():
+        raise SystemExit(f"{path} not found: pass --data-dir <folder holding {INSTRUMENTS_FILE}>")
+    return ["dataset=amazon2023-instruments", f"dataset.path={path}", "spt.bucket_by_length=true"]
+
+
+def spt_run(args: argparse.Namespace, seed: int, value: str) -> dict:
+    """One SPT run in a child process (or the one a resumed benchmark finds finished); its best
+    validation metrics and its seconds per epoch."""
+    run_dir = args.runs_dir / f"{args.policy}_{value}_seed{seed}"
+    metrics = run_dir / "metrics.json"
     start = time.perf_counter()
-    done = subprocess.run(command, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
-    if done.returncode:
-        raise SystemExit(f"{' '.join(command)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
-    spt = json.loads((run_dir / "metrics.json").read_text())["spt"]
-    label = f"bf16 ({args.bf16})" if precision == "bf16" else precision
+    if not (args.resume and metrics.is_file()):
+        cli = [
+            "spt",
+            "preset=cpu",
+            f"policy={args.policy}",
+            f"spt.epochs={args.epochs}",
+            f"seed={seed}",
+            *CHANGES[args.change][1](value),
+            *dataset_overrides(args),
+            "progress=false",
+        ]
+        cli += [f"resume={run_dir}"] if args.resume and (run_dir / ".hydra").is_dir() else [f"hydra.run.dir={run_dir}"]
+        emulate = value == "bf16" and args.bf16 == "emulated"
+        command = [sys.executable, __file__, "--child", *(["--emulate"] if emulate else []), "--", *cli]
+        done = subprocess.run(command, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
+        if done.returncode:
+            raise SystemExit(f"{' '.join(command)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    spt = json.loads(metrics.read_text())["spt"]
+    label = f"bf16 ({args.bf16})" if value == "bf16" else value
     print(f"{label} seed {seed}: valid ndcg@10 {spt['valid']['ndcg@10']:.4f} ({time.perf_counter() - start:.0f} s)", flush=True)
     return {
         "seed": seed,
-        "precision": label,
+        args.change: label,
         "valid_ndcg@10": spt["valid"]["ndcg@10"],
         "valid_recall@10": spt["valid"]["recall@10"],
         "best_epoch": spt["best_epoch"],
@@ -132,15 +156,15 @@ def check_emulation(steps: int) -> dict:
     return result
 
 
-def table(runs: list[dict]) -> str:
+def table(runs: list[dict], change: str) -> str:
     lines = [
-        "| precision | "
-        + " | ".join(f"seed {r['seed']}" for r in runs if r["precision"] == runs[0]["precision"])
+        f"| {change} | "
+        + " | ".join(f"seed {r['seed']}" for r in runs if r[change] == runs[0][change])
         + " | mean | spread (max - min) | wall s/epoch |"
     ]
     lines.append("|---" * (len(lines[0].split("|")) - 2) + "|")
-    for label in dict.fromkeys(r["precision"] for r in runs):
-        mine = [r for r in runs if r["precision"] == label]
+    for label in dict.fromkeys(r[change] for r in runs):
+        mine = [r for r in runs if r[change] == label]
         ndcg = [r["valid_ndcg@10"] for r in mine]
         seconds = mean(r["seconds_per_epoch"] for r in mine)
         lines.append(
@@ -153,17 +177,21 @@ def table(runs: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--change", choices=sorted(CHANGES), default="precision", help="the speed change to compare with today's path")
+    parser.add_argument("--dataset", choices=["ml-100k", "instruments"], default="ml-100k")
+    add_data_dir_argument(parser)
     parser.add_argument("--policy", default="lares")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
     default_mode = "native" if bf16_matrix_units(torch.device("cpu")) else "emulated"
     parser.add_argument("--bf16", choices=["native", "emulated"], default=default_mode, help=f"default here: {default_mode}")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time (each one thread)")
+    parser.add_argument("--resume", action="store_true", help="keep the runs that finished before; continue one that was cut short")
     parser.add_argument(
         "--check-emulation", type=int, default=0, metavar="STEPS", help="first compare native and emulated bf16 on STEPS SPT steps"
     )
-    parser.add_argument("--runs-dir", type=Path, default=ROOT / "benchmarks" / "runs" / "precision_parity")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--runs-dir", type=Path, help="default: benchmarks/runs/<the results file's name>")
+    parser.add_argument("--out", type=Path, help="default: benchmarks/results/<change>_parity[_<dataset>_<policy>].json")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--emulate", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("cli", nargs="*", help=argparse.SUPPRESS)
@@ -171,21 +199,29 @@ def main() -> None:
     if args.child:
         child(args.cli, args.emulate)
         return
+    command = "OMP_NUM_THREADS=1 " + command_line("accuracy_parity.py", args, skip=("child", "emulate", "cli", "resume"))
+    name = f"{args.change}_parity" + ("" if (args.dataset, args.policy) == ("ml-100k", "lares") else f"_{args.dataset}_{args.policy}")
+    args.out = args.out or ROOT / "benchmarks" / "results" / f"{name}.json"
+    args.runs_dir = args.runs_dir or ROOT / "benchmarks" / "runs" / name
     torch.set_num_threads(1)
     emulation = check_emulation(args.check_emulation) if args.check_emulation else None
-    jobs = [(seed, precision) for seed in args.seeds for precision in ("fp32", "bf16")]
+    today, new = CHANGES[args.change][0]
+    jobs = [(seed, value) for seed in args.seeds for value in (today, new)]
     with ThreadPoolExecutor(args.jobs) as pool:
         runs = list(pool.map(lambda job: spt_run(args, *job), jobs))
-    runs.sort(key=lambda r: (r["precision"] != "fp32", r["seed"]))
-    print(table(runs))
+    runs.sort(key=lambda r: (r[args.change] != today, r["seed"]))
+    print(table(runs, args.change))
     payload = {
-        "command": "OMP_NUM_THREADS=1 python benchmarks/precision_parity.py "
-        + f"--policy {args.policy} --epochs {args.epochs} --seeds {' '.join(map(str, args.seeds))} --bf16 {args.bf16}",
+        "command": command,
+        "change": args.change,
+        "dataset": args.dataset,
+        "policy": args.policy,
+        "epochs": args.epochs,
         "runs": runs,
         "emulation_check": emulation,
         "torch": torch.__version__,
     }
-    write_result_text(args.out, json.dumps(payload, indent=2) + "\n")
+    write_result_json(args.out, payload)
     print(f"wrote {args.out}")
 
 

@@ -10,8 +10,9 @@ ARGS ?=
 PRESET ?= cpu
 # make run uses every usable CPU: one process of RUN_THREADS threads (15.9 min on 2 idle cores, against
 # 21.7 for two one-thread processes). Its OpenMP threads spin 3,000 rounds (GNU OpenMP's default is
-# 300,000) before they sleep: a whole make run as fast as with the default (15.9 vs 16.4 min), and beside other jobs an SPT step ran at
-# 121-134 windows/s instead of 7-50 (docs/scaling.md, benchmarks/omp_wait.py).
+# 300,000) before they sleep: a whole make run as fast as with the default (15.9 vs 16.4 min), and
+# beside other jobs an SPT step ran at 121-134 windows/s instead of 7-50 (docs/scaling.md,
+# benchmarks/omp_wait.py). On a machine that other jobs keep busy: make run RUN_THREADS=1.
 RUN_THREADS ?= $(shell nproc 2>/dev/null || echo 1)
 RUN_SPINCOUNT ?= 3000
 

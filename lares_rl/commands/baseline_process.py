@@ -6,7 +6,7 @@ When the chain already has every CPU, ``auto`` keeps the baseline in this proces
 chain: halving the chain's threads costs more than the baseline's own time saves. Measured on a
 2-core machine, ``make run`` (ML-100K): two processes of one thread each, 21.7 minutes of wall time;
 one process of two threads, 15.9 minutes (the same test metrics to four decimals). The baseline is
-about an eighth of the chain's work, and one to two threads sped a LARES SPT step up 1.3-1.4x.
+about an eighth of the chain's work, while LARES's SPT took 13.0 minutes at one thread and 9.3 at two.
 
 The child is a spawned interpreter that calls :func:`train_baseline`, the one function that trains
 the baseline, with the run's resolved config, and writes everything it prints to

@@ -103,7 +103,8 @@ def spt_run(args: argparse.Namespace, seed: int, value: str) -> dict:
             *dataset_overrides(args),
             "progress=false",
         ]
-        cli += [f"resume={run_dir}"] if args.resume and (run_dir / ".hydra").is_dir() else [f"hydra.run.dir={run_dir}"]
+        saved = run_dir / "checkpoints" / "spt_last.pt"  # what a cut run left to continue from
+        cli += [f"resume={run_dir}"] if args.resume and saved.is_file() else [f"hydra.run.dir={run_dir}"]
         emulate = value == "bf16" and args.bf16 == "emulated"
         command = [sys.executable, __file__, "--child", *(["--emulate"] if emulate else []), "--", *cli]
         done = subprocess.run(command, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)

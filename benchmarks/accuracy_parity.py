@@ -39,7 +39,7 @@ from statistics import mean, pstdev
 
 import torch
 from results_io import command_line, write_result_json
-from speed_common import INSTRUMENTS_FILE, add_data_dir_argument, build, load_data, spt_batches, spt_config
+from speed_common import INSTRUMENTS_FILE, add_data_dir_argument, build, instruments_missing, load_data, spt_batches, spt_config
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from lares_rl.cli import main as lares_rl_main
@@ -82,7 +82,7 @@ def dataset_overrides(args: argparse.Namespace) -> list[str]:
         return []
     path = args.data_dir / INSTRUMENTS_FILE
     if not path.is_file():
-        raise SystemExit(f"{path} not found: pass --data-dir <folder holding {INSTRUMENTS_FILE}>")
+        raise SystemExit(instruments_missing(path))
     return ["dataset=amazon2023-instruments", f"dataset.path={path}", "spt.bucket_by_length=true"]
 
 

@@ -26,10 +26,9 @@ from pathlib import Path
 
 import torch
 from results_io import command_line, write_result_json
-from speed_common import build, load_data, spt_batches, spt_config
+from speed_common import build, load_data, spt_batches, spt_config, spt_update
 
 from lares_rl.spt.distributed import SPTStep
-from lares_rl.spt.losses import total_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "omp_wait.json"
@@ -57,10 +56,7 @@ def child() -> None:
             if index == WARMUP:
                 start = time.perf_counter()
             batch, positive = next(batches)
-            loss = total_loss(step(batch, positive), index)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            spt_update(step, optimizer, batch, positive, index)
             windows += batch[0].shape[0] if index >= WARMUP else 0
             index += 1
         rates.append(windows / (time.perf_counter() - start))

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from statistics import mean
 
@@ -37,6 +38,7 @@ from speed_common import (
     one_thread,
     spt_batches,
     spt_config,
+    spt_update,
 )
 
 from lares_rl.core.allocator import keep_freed_memory
@@ -47,7 +49,7 @@ from lares_rl.eval.evaluation import EvalConfig, evaluate_policy
 from lares_rl.metrics import ranking
 from lares_rl.spt.batches import training_rows
 from lares_rl.spt.distributed import SPTStep
-from lares_rl.spt.losses import spt_loss, total_loss, uses_fused_catalog
+from lares_rl.spt.losses import spt_loss, uses_fused_catalog
 
 RESULTS = Path(__file__).resolve().parent / "results" / "speed.json"
 
@@ -82,13 +84,7 @@ def spt_throughput(policy_name: str, data: SequenceData, steps: int) -> Measured
             batch, positive = next(batches)
             torch.manual_seed(index)
 
-            def step() -> None:
-                loss = total_loss(spt_loss(policy, batch, positive, cfg), index)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-
-            ms = cpu_ms(step)[1]
+            ms = cpu_ms(lambda: spt_update(partial(spt_loss, policy, cfg=cfg), optimizer, batch, positive, index))[1]
             if index:
                 totals[0] += ms / 1000
                 totals[1] += int((batch[2] > 0).sum())
@@ -127,13 +123,7 @@ def spt_numerics_steps(
             batch, positive = next(batches)
             torch.manual_seed(index)
 
-            def step() -> None:
-                loss = total_loss(step_module(batch, positive), index)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-
-            seconds.append(cpu_ms(step)[1] / 1000)
+            seconds.append(cpu_ms(lambda: spt_update(step_module, optimizer, batch, positive, index))[1] / 1000)
         targets.append(int((batch[2] > 0).sum()))
     return {path: run[-1] for path, run in runs.items()}, targets
 

@@ -8,7 +8,7 @@ import argparse
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 from benchmark_data import ROOT, config_file, load_benchmark_dataset
@@ -18,6 +18,7 @@ from lares_rl.core.checkpoint import build_policy
 from lares_rl.data import SequenceData
 from lares_rl.spt.batches import epoch_order, training_rows
 from lares_rl.spt.config import SPTConfig
+from lares_rl.spt.losses import total_loss
 
 DEFAULT_DATA_DIR = ROOT.parent / "shared" / "data"
 INSTRUMENTS_FILE = "amazon2023-instruments-5core.txt"
@@ -44,10 +45,15 @@ def load_data(name: str, data_dir: Path) -> SequenceData | None:
         return load_benchmark_dataset("ml-100k", {"max_len": MAX_LEN})[0]
     path = data_dir / INSTRUMENTS_FILE
     if not path.is_file():
-        print(f"[skip] instruments: {path} not found (pass --data-dir <folder holding {INSTRUMENTS_FILE}>)", flush=True)
+        print(f"[skip] instruments: {instruments_missing(path)}", flush=True)
         return None
     overrides = {"name": "amazon2023-instruments", "path": str(path), "format": "ordered_lines", "max_len": MAX_LEN}
     return load_benchmark_dataset("custom", overrides)[0]
+
+
+def instruments_missing(path: Path) -> str:
+    """What to say when the Instruments file is not at ``path``."""
+    return f"{path} not found (pass --data-dir <folder holding {INSTRUMENTS_FILE}>)"
 
 
 class FirstUsers:
@@ -85,6 +91,15 @@ def spt_batches(policy: nn.Module, data: SequenceData, cfg: SPTConfig, seed: int
             if len(rows) == cfg.batch_size:
                 pos = positives.sample(rows, generator)
                 yield (seqs[rows], lengths[rows], targets[rows]), (seqs[pos], lengths[pos])
+
+
+def spt_update(forward: Callable[[Any, Any], dict], optimizer: torch.optim.Optimizer, batch: Any, positive: Any, index: int) -> None:
+    """One whole SPT step as ``train_spt`` takes it: the loss terms of ``forward(batch, positive)``
+    summed for step ``index``, backward, then the optimizer step."""
+    loss = total_loss(forward(batch, positive), index)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
 
 
 def alternating(paths: list[T], index: int) -> list[T]:

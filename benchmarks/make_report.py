@@ -134,13 +134,19 @@ def quality_section(runs: list[dict]) -> list[str]:
 
 
 def cost(seeds: list[dict]) -> str:
-    """What a seed cost, as the mean over seeds: core-hours (an upper bound: wall seconds of its
-    one-thread epochs), seconds per epoch and peak resident memory; "-" for runs recorded before
-    the benchmark measured them."""
+    """What a seed cost, as the mean over seeds: core-hours of its training epochs and seconds per
+    epoch, from the process's CPU clock where the run recorded it, else from wall time (an upper
+    bound: a paused or crowded run counts its waits, marked "wall"), and peak resident memory; "-"
+    for runs recorded before the benchmark measured them."""
     parts = []
-    for key, unit, digits in (("core_hours", " core-h", 2), ("seconds_per_epoch", " s/epoch", 0), ("peak_rss_mb", " MB peak", 0)):
-        values = [s[key] for s in seeds if s.get(key) is not None]
-        if len(values) == len(seeds):
+    wall = any(s.get("core_hours_clock", "wall") == "wall" for s in seeds)
+    pace = [s.get("cpu_seconds_per_epoch") or s.get("seconds_per_epoch") for s in seeds]
+    for values, unit, digits in (
+        ([s.get("core_hours") for s in seeds], " core-h" + (" (wall)" if wall else ""), 2),
+        (pace, " s/epoch" + (" (wall)" if wall else " CPU"), 0),
+        ([s.get("peak_rss_mb") for s in seeds], " MB peak", 0),
+    ):
+        if all(v is not None for v in values):
             parts.append(f"{statistics.mean(values):,.{digits}f}{unit}")
     return ", ".join(parts) or "-"
 

@@ -168,16 +168,16 @@ def main() -> None:
             "seed": seed,
             "checkpoint": summary["checkpoint"],
             "depth_sweep": depth,
-            **{k: summary[k] for k in ("best_epoch", "epochs_run", "seconds_per_epoch", "samples_per_sec")},
+            **{k: summary[k] for k in ("best_epoch", "epochs_run", "seconds_per_epoch", "cpu_seconds_per_epoch", "samples_per_sec")},
             "valid": summary["valid"],
             "test": test,
             "test_masked": masked,
             "eval_users_per_sec": data.num_users / eval_seconds,
-            # what the row cost: training epochs at their measured wall pace on --threads cores (an
-            # upper bound when other jobs shared the cores or the run was paused: epoch seconds are
-            # wall time, kept across resumes), and the process's peak resident memory (run one seed
-            # per process for a per-seed figure)
-            "core_hours": summary["seconds_per_epoch"] * summary["epochs_run"] * args.threads / 3600,
+            # what the row cost: its training epochs at their CPU-time pace (all threads; epochs of
+            # a state saved before the CPU clock existed count at the recorded epochs' median), else at
+            # their wall pace on --threads cores (an upper bound: pauses and shared cores count too),
+            # and the process's peak resident memory (run one seed per process for a per-seed figure)
+            **core_hours(summary, args.threads),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         }
         print(
@@ -185,6 +185,14 @@ def main() -> None:
             flush=True,
         )
         merge_seed(out_path, record, row, **merge_rule)
+
+
+def core_hours(summary: dict, threads: int) -> dict:
+    """``core_hours`` of a seed's training epochs and the clock it came from (``cpu`` or ``wall``)."""
+    cpu = summary.get("cpu_seconds_per_epoch")
+    if cpu is not None:
+        return {"core_hours": cpu * summary["epochs_run"] / 3600, "core_hours_clock": "cpu"}
+    return {"core_hours": summary["seconds_per_epoch"] * summary["epochs_run"] * threads / 3600, "core_hours_clock": "wall"}
 
 
 if __name__ == "__main__":

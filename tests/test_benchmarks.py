@@ -93,6 +93,10 @@ def test_spt_and_rpt_benchmarks_feed_the_report(tmp_path, sequential_csv):
     assert [s["seed"] for s in lares["seeds"]] == [0, 1]
     assert [row["k"] for row in lares["seeds"][0]["depth_sweep"]] == [1, 2, 4, 8, 12, 16]
     assert lares["policy_config"]["d_model"] == 16 and lares["max_len"] == 8
+    seed0 = lares["seeds"][0]  # its cost from the CPU clock of its epochs, not their wall time
+    assert seed0["core_hours_clock"] == "cpu" and seed0["core_hours"] == pytest.approx(
+        seed0["cpu_seconds_per_epoch"] * seed0["epochs_run"] / 3600
+    )
     no_tla = json.loads((results / "custom__lares_noTLA__dense__L8.json").read_text())
     assert (
         "--alpha 0.0" in no_tla["command"]

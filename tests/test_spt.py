@@ -318,6 +318,22 @@ def test_a_state_saved_before_the_run_state_core_resumes_bit_identically(tmp_pat
     save_training_state(state_path, before_run_state_core(state))
     resumed = _train(tmp_path / "cut", cfg, resume=True)
     assert resumed["valid"] == full["valid"] and resumed["best_epoch"] == full["best_epoch"] and resumed["epochs_run"] == 2
+    assert resumed["cpu_seconds_per_epoch"] > 0  # the epochs run after the resume carry the CPU clock the old state lacked
+
+
+def test_each_epoch_records_its_cpu_time_across_a_ctrl_c(tmp_path, monkeypatch):
+    """Core-hours come from the process's CPU clock, which a pause (SIGSTOP) or a crowded core does
+    not inflate the way wall time does; a cut epoch counts its CPU time before the cut too."""
+    cfg = SPTConfig(epochs=2, batch_size=4, patience=5)
+    _interrupt_at_step(monkeypatch, 3)
+    with pytest.raises(TrainingInterrupted):
+        _train(tmp_path, cfg, resume=False)
+    monkeypatch.undo()
+    partial = load_training_state(tmp_path / "checkpoints" / "spt_last.pt")["progress"]["epoch_partial_cpu_seconds"]
+    summary = _train(tmp_path, cfg, resume=True)
+    cpu = load_training_state(tmp_path / "checkpoints" / "spt_last.pt")["progress"]["epoch_cpu_seconds"]
+    assert partial > 0 and len(cpu) == 2 and cpu[0] > partial and all(seconds > 0 for seconds in cpu)
+    assert summary["cpu_seconds_per_epoch"] == pytest.approx(sum(cpu) / 2)  # the median of two
 
 
 def test_a_progress_this_version_cannot_read_is_refused_naming_the_version_that_wrote_it(tmp_path):

@@ -24,6 +24,7 @@ lares_rl/spt/distributed.py, the loss terms in lares_rl/spt/losses.py.
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -121,13 +122,18 @@ class SPTProgress(Progress):
     seen_rows: int = 0  # supervised targets trained on: the x-axis of every SPT chart
     epoch_seconds: list[float] = field(default_factory=list)
     epoch_partial_seconds: float = 0.0  # how long the current epoch ran before a Ctrl-C (its speed stays per whole epoch)
+    # the process's CPU time per epoch (all its threads): what the epoch cost in core-seconds, which
+    # wall time overstates when the run shared its cores or was paused (SIGSTOP stops this clock)
+    epoch_cpu_seconds: list[float] = field(default_factory=list)
+    epoch_partial_cpu_seconds: float = 0.0
 
     X_AXIS: ClassVar[str] = "seen_rows"
-    OPTIONAL: ClassVar[tuple[str, ...]] = ("epoch_partial_seconds",)  # saved only after a Ctrl-C before the run-state core
+    # saved only after a Ctrl-C before the run-state core; CPU time from 0.1.0's later states on
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("epoch_partial_seconds", "epoch_cpu_seconds", "epoch_partial_cpu_seconds")
 
     def next_epoch(self, stop: bool) -> None:
         super().next_epoch(stop)
-        self.perm, self.epoch_partial_seconds = None, 0.0
+        self.perm, self.epoch_partial_seconds, self.epoch_partial_cpu_seconds = None, 0.0, 0.0
 
 
 def reduced_terms(ctx: DistContext, terms: Mapping[str, torch.Tensor], loss: torch.Tensor) -> dict[str, float]:
@@ -319,12 +325,15 @@ def validate_epoch(run: RunState, learner: SPTLearner, data, max_len: int, eval_
 def summary(run: RunState, learner: SPTLearner) -> dict:
     """Best epoch, epochs run, checkpoint and speed; on rank 0 also the best weights back into the
     policy and their validation metrics (the other ranks keep their last weights)."""
-    epoch_seconds = run.progress.epoch_seconds
+    epoch_seconds, epoch_cpu = run.progress.epoch_seconds, run.progress.epoch_cpu_seconds
     seconds_per_epoch = sum(epoch_seconds) / max(1, len(epoch_seconds))
     result = {
         **run.summary(),
         "checkpoint": str(run.best.path),
         "seconds_per_epoch": seconds_per_epoch,
+        # the median epoch with a CPU clock: states saved before it existed have none for their first
+        # epochs, and the epoch they were resumed in clocks only its part after the resume
+        "cpu_seconds_per_epoch": statistics.median(epoch_cpu) if epoch_cpu else None,
         "samples_per_sec": learner.samples_per_epoch / seconds_per_epoch if seconds_per_epoch else 0.0,
     }
     if not run.ctx.is_main:
@@ -391,7 +400,7 @@ def train_spt(
     try:
         with stop_on_sigint() as stop_request:
             while run.training(cfg.epochs):
-                epoch, epoch_start = run.progress.epoch, time.perf_counter()
+                epoch, epoch_start, epoch_cpu_start = run.progress.epoch, time.perf_counter(), time.process_time()
                 batches = learner.epoch_batches(run.progress, cfg)
                 for index in run.batches(len(batches), f"spt epoch {epoch}"):
                     metrics = learner.update(batches[index], run.progress)
@@ -400,12 +409,14 @@ def train_spt(
                     run.progress.next_batch = index + 1
                     if ctx.any(stop_request.requested):  # every rank stops after the same batch
                         run.progress.epoch_partial_seconds += time.perf_counter() - epoch_start
+                        run.progress.epoch_partial_cpu_seconds += time.process_time() - epoch_cpu_start
                         run.save_and_stop(
                             f"SPT interrupted at epoch {epoch}, batch {index + 1}/{len(batches)}; state saved to {run.state_path}. Resume with: {resume_command}"
                         )
                 # a cut epoch counts its time before the cut too, so speed is per whole epoch
                 seconds = time.perf_counter() - epoch_start + run.progress.epoch_partial_seconds
                 run.progress.epoch_seconds.append(seconds)
+                run.progress.epoch_cpu_seconds.append(time.process_time() - epoch_cpu_start + run.progress.epoch_partial_cpu_seconds)
                 run.end_epoch(lambda: validate_epoch(run, learner, data, max_len, eval_cfg, epoch, seconds))
     finally:
         run.tracker.close()

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# The Amazon 2023 Instruments table (the LARES paper's own data) as a queue of resumable steps, so
+# that a campaign spread over many sessions is one command per core. Usage, from the repository root:
+#
+#   [DATA=<amazon2023-instruments-5core.txt>] bash benchmarks/instruments_table.sh STEP [STEP ...]
+#
+# DATA defaults to ../shared/data/amazon2023-instruments-5core.txt beside the repository, where the
+# other benchmarks look for it too.
+# STEP is <what>:<seed>, run in the order given; each step is skipped when its seed's row is already
+# in the results file, and otherwise started with --resume (a step cut by Ctrl-C or a session's end
+# continues from its saved state when the queue is run again):
+#   spt-lares:S      LARES-SPT at the project defaults (dense, bucketed, batch 128, patience 10)
+#   spt-sasrec:S     SASRec, same scheme
+#   rpt-expected:S   RPT rpt=expected_pg (the default) from seed S's validation-best LARES-SPT checkpoint
+#   rpt-grpo:S       the reference RPT: rpt=grpo with the paper's Recall@10 reward, same start, on the
+#                    budget of the Beauty grpo rows (12 validation intervals of 20 batches: the
+#                    reference's 50 passes over the kept rows would take days on one core)
+#   adaptive:S       adaptive halting's cost/accuracy on seed S's LARES-SPT checkpoint
+# Each step is one single-thread process (OMP_NUM_THREADS=1, niced): run one queue per core, e.g.
+#   bash benchmarks/instruments_table.sh spt-lares:0 rpt-expected:0 rpt-grpo:0 &
+#   bash benchmarks/instruments_table.sh spt-lares:1 spt-sasrec:1 &
+# Costs measured on one AMD EPYC core: a LARES-SPT epoch ~6 min (30-40 epochs to early stopping),
+# a SASRec epoch ~5 min (~17 epochs); the results files record each row's core-hours.
+set -euo pipefail
+
+main() {
+  cd "$(dirname "$0")/.."
+  local DATA=${DATA:-../shared/data/amazon2023-instruments-5core.txt}
+  [[ -f "$DATA" ]] || { echo "error: $DATA not found; set DATA=<your amazon2023-instruments-5core.txt>" >&2; exit 2; }
+  export OMP_NUM_THREADS=1
+  local python=${PYTHON:-python}
+  local common=(--dataset amazon2023-instruments --dataset-set "path=$DATA")
+  local spt_run=amazon2023-instruments__lares__dense-bucketed__L20
+  local step what seed
+  for step in "$@"; do
+    [[ "$step" == *:* ]] || { echo "error: step '$step' is not <what>:<seed> (e.g. spt-lares:0)" >&2; exit 2; }
+    what=${step%%:*} seed=${step##*:}
+    [[ "$seed" =~ ^[0-9]+$ ]] || { echo "error: step '$step': the seed must be a number" >&2; exit 2; }
+    local best=benchmarks/runs/$spt_run/seed$seed/checkpoints/spt_best.pt
+    case "$what" in
+      spt-lares | spt-sasrec)
+        local policy=${what#spt-}
+        local result=benchmarks/results/amazon2023-instruments__${policy}__dense-bucketed__L20.json
+        has_seed "$result" "$seed" && { echo "[table] $step: already in $result"; continue; }
+        run "$step" nice -n 10 "$python" benchmarks/spt_benchmark.py "${common[@]}" --policy "$policy" --mode dense --bucket \
+          --batch-size 128 --seeds "$seed" --resume
+        ;;
+      rpt-expected | rpt-grpo)
+        local result args
+        if [[ "$what" == rpt-expected ]]; then
+          result=docs/results/rpt_amazon2023-instruments__expected_pg
+          args=(--rpt expected_pg)
+        else
+          result=docs/results/rpt_amazon2023-instruments__grpo_recall10
+          args=(--rpt grpo --reward recall --reward-set k=10 --rpt-set epochs=12 batches_per_epoch=20)
+        fi
+        has_seed "$result.json" "$seed" && { echo "[table] $step: already in $result.json"; continue; }
+        needs_checkpoint "$step" "$best"
+        run "$step" nice -n 10 "$python" benchmarks/rpt_benchmark.py "${common[@]}" --checkpoints "$best" --seeds "$seed" \
+          "${args[@]}" --out "$result.md" --resume
+        ;;
+      adaptive)
+        [[ -f docs/results/adaptive_depth_amazon2023-instruments.json ]] && { echo "[table] $step: already measured"; continue; }
+        needs_checkpoint "$step" "$best"
+        run "$step" nice -n 10 "$python" benchmarks/adaptive_depth.py "${common[@]}" --checkpoints "$best"
+        ;;
+      *)
+        echo "error: unknown step '$what' (spt-lares, spt-sasrec, rpt-expected, rpt-grpo, adaptive)" >&2
+        exit 2
+        ;;
+    esac
+  done
+}
+
+# True when the results JSON already holds a row for the seed.
+has_seed() {
+  [[ -f "$1" ]] && python3 -c 'import json, sys; sys.exit(0 if any(r["seed"] == int(sys.argv[2]) for r in json.load(open(sys.argv[1]))["seeds"]) else 1)' "$1" "$2"
+}
+
+# An RPT or halting step starts from a finished LARES-SPT seed; say which step to run first.
+needs_checkpoint() {
+  has_seed benchmarks/results/amazon2023-instruments__lares__dense-bucketed__L20.json "${1##*:}" && [[ -f "$2" ]] && return 0
+  echo "error: $1 starts from LARES-SPT seed ${1##*:}, which has not finished; queue spt-lares:${1##*:} before it" >&2
+  exit 2
+}
+
+run() {
+  local step=$1
+  shift
+  echo "[table] $step: $(date -u +%FT%TZ) $*"
+  "$@"
+  echo "[table] $step: done $(date -u +%FT%TZ)"
+}
+
+main "$@"
+exit

@@ -9,7 +9,11 @@
 # STEP is <what>:<seed>, run in the order given; each step is skipped when its seed's row is already
 # in the results file, and otherwise started with --resume (a step cut by Ctrl-C or a session's end
 # continues from its saved state when the queue is run again):
-#   spt-lares:S      LARES-SPT at the project defaults (dense, bucketed, batch 128, patience 10)
+#   spt-lares:S      LARES-SPT with the reference alignment (dot, tau 1, alpha 0.1, gamma 0.5, dropout
+#                    0.5, positive pass with gradient), in dense mode, bucketed, batch 128, patience 10:
+#                    preset=paper's rows mode would cost ~20x the epochs on one core
+#   spt-defaults:S   LARES-SPT at the project's alignment defaults (configs/spt/default.yaml: cosine
+#                    at tau 0.07, stop-gradient positive pass), same scheme
 #   spt-sasrec:S     SASRec, same scheme
 #   rpt-expected:S   RPT rpt=expected_pg (the default) from seed S's validation-best LARES-SPT checkpoint
 #   rpt-grpo:S       the reference RPT: rpt=grpo with the paper's Recall@10 reward, same start, on the
@@ -38,12 +42,13 @@ main() {
     [[ "$seed" =~ ^[0-9]+$ ]] || { echo "error: step '$step': the seed must be a number" >&2; exit 2; }
     local best=benchmarks/runs/$spt_run/seed$seed/checkpoints/spt_best.pt
     case "$what" in
-      spt-lares | spt-sasrec)
-        local policy=${what#spt-}
+      spt-lares | spt-sasrec | spt-defaults)
+        local policy=${what#spt-} variant=()
+        [[ "$policy" == defaults ]] && policy=lares_defaults variant=(--similarity cosine --spt-set positive_gradient=false --tag _defaults)
         local result=benchmarks/results/amazon2023-instruments__${policy}__dense-bucketed__L20.json
         has_seed "$result" "$seed" && { echo "[table] $step: already in $result"; continue; }
-        run "$step" nice -n 10 "$python" benchmarks/spt_benchmark.py "${common[@]}" --policy "$policy" --mode dense --bucket \
-          --batch-size 128 --seeds "$seed" --resume
+        run "$step" nice -n 10 "$python" benchmarks/spt_benchmark.py "${common[@]}" --policy "${policy%_defaults}" "${variant[@]}" \
+          --mode dense --bucket --batch-size 128 --seeds "$seed" --resume
         ;;
       rpt-expected | rpt-grpo)
         local result args
@@ -65,7 +70,7 @@ main() {
         run "$step" nice -n 10 "$python" benchmarks/adaptive_depth.py "${common[@]}" --checkpoints "$best"
         ;;
       *)
-        echo "error: unknown step '$what' (spt-lares, spt-sasrec, rpt-expected, rpt-grpo, adaptive)" >&2
+        echo "error: unknown step '$what' (spt-lares, spt-defaults, spt-sasrec, rpt-expected, rpt-grpo, adaptive)" >&2
         exit 2
         ;;
     esac

@@ -25,7 +25,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from beyond_accuracy import markdown as beyond_markdown  # noqa: E402
 from beyond_accuracy import write_plot as write_beyond_plot
 from report_headline import headline_section, quality_heading, rpt_heading
-from results_io import mean_std, seed_commands, training_scheme, variant_tag, write_result_text  # noqa: E402
+from report_main_table import main_table_section
+from results_io import cost, mean_std, seed_commands, training_scheme, variant_tag, write_result_text  # noqa: E402
 from rpt_benchmark import markdown as rpt_markdown  # noqa: E402
 from rpt_benchmark import write_plot
 from rpt_direction import markdown as direction_markdown  # noqa: E402
@@ -131,24 +132,6 @@ def quality_section(runs: list[dict]) -> list[str]:
         same_data = [r for r in runs if r["dataset"] == dataset]
         lines += ["", *comparison_lines(same_data), *validation_selection_lines(same_data), ""]
     return lines
-
-
-def cost(seeds: list[dict]) -> str:
-    """What a seed cost, as the mean over seeds: core-hours of its training epochs and seconds per
-    epoch, from the process's CPU clock where the run recorded it, else from wall time (an upper
-    bound: a paused or crowded run counts its waits, marked "wall"), and peak resident memory; "-"
-    for runs recorded before the benchmark measured them."""
-    parts = []
-    wall = any(s.get("core_hours_clock", "wall") == "wall" for s in seeds)
-    pace = [s.get("cpu_seconds_per_epoch") or s.get("seconds_per_epoch") for s in seeds]
-    for values, unit, digits in (
-        ([s.get("core_hours") for s in seeds], " core-h" + (" (wall)" if wall else ""), 2),
-        (pace, " s/epoch" + (" (wall)" if wall else " CPU"), 0),
-        ([s.get("peak_rss_mb") for s in seeds], " MB peak", 0),
-    ):
-        if all(v is not None for v in values):
-            parts.append(f"{statistics.mean(values):,.{digits}f}{unit}")
-    return ", ".join(parts) or "-"
 
 
 def validation_selection_lines(runs: list[dict]) -> list[str]:
@@ -610,6 +593,7 @@ def main() -> None:
     rpt_records = [(path, json.loads(path.read_text())) for path in sorted(args.docs.glob("rpt_*.json"))]
     lines += (
         headline_section(full, rpt_records)
+        + main_table_section(full, rpt_records)
         + stats_section(runs)
         + quality_section(full)
         + ablation_section(full, args.docs)

@@ -213,3 +213,21 @@ def training_scheme(run: dict) -> str:
 def variant_tag(run: dict) -> str:
     """The ``--tag`` an SPT run was made with (``noTLA``, ``tuned``, ...), read back from its name."""
     return run["name"].split("__")[1][len(run["policy"]) :].strip("_")
+
+
+def cost(seeds: list[dict]) -> str:
+    """What a seed cost, as the mean over seeds: core-hours of its training epochs and seconds per
+    epoch, from the process's CPU clock where the run recorded it, else from wall time (an upper
+    bound: a paused or crowded run counts its waits, marked "wall"), and peak resident memory; "-"
+    for runs recorded before the benchmark measured them."""
+    wall = any(s.get("core_hours_clock", "wall") == "wall" for s in seeds)
+    trained = not all(s.get("epochs_run") == 0 for s in seeds)  # most-popular counts, it trains no epoch
+    columns = [([s.get("peak_rss_mb") for s in seeds], " MB peak", 0)]
+    if trained:
+        pace = [s.get("cpu_seconds_per_epoch") or s.get("seconds_per_epoch") for s in seeds]
+        columns[:0] = [
+            ([s.get("core_hours") for s in seeds], " core-h" + (" (wall)" if wall else ""), 2),
+            (pace, " s/epoch" + (" (wall)" if wall else " CPU"), 0),
+        ]
+    parts = [f"{statistics.mean(values):,.{digits}f}{unit}" for values, unit, digits in columns if all(v is not None for v in values)]
+    return ", ".join(parts if trained else ["no training", *parts]) or "-"

@@ -24,6 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from beyond_accuracy import markdown as beyond_markdown  # noqa: E402
 from beyond_accuracy import write_plot as write_beyond_plot
+from report_compatibility import compatibility_section
 from report_headline import headline_section, quality_heading, rpt_heading
 from report_main_table import main_table_section
 from results_io import cost, mean_std, seed_commands, training_scheme, variant_tag, write_result_text  # noqa: E402
@@ -597,6 +598,7 @@ def main() -> None:
         + stats_section(runs)
         + quality_section(full)
         + ablation_section(full, args.docs)
+        + compatibility_section(full)
         + direction_section(args.docs)
         + snr_section(args.docs)
         + search_section(args.results)

@@ -67,7 +67,7 @@ def _valid_mean(rows: list[dict], split: str = "valid") -> float:
     return statistics.mean(row[split]["ndcg@10"] for row in rows)
 
 
-def _most_seeds_then_valid(runs: list[dict]) -> dict | None:
+def most_seeds_then_valid(runs: list[dict]) -> dict | None:
     """The run with the most seeds (3 is enough) and, among those, the best mean validation NDCG@10."""
     return max(runs, key=lambda run: (min(len(run["seeds"]), 3), _valid_mean(run["seeds"])), default=None)
 
@@ -102,7 +102,7 @@ def chosen_lares(runs: list[dict], rpt: tuple[list[Path], list[dict]] | None) ->
     """The SPT run the chosen RPT setting started from, else the LARES run with the most seeds and best validation."""
     lares_runs = [run for run in runs if run["policy"] == "lares"]
     start = spt_run_name(rpt[1][0]) if rpt else None
-    return next((run for run in lares_runs if run["name"] == start), None) or _most_seeds_then_valid(lares_runs)
+    return next((run for run in lares_runs if run["name"] == start), None) or most_seeds_then_valid(lares_runs)
 
 
 def chosen_sasrec(runs: list[dict], lares: dict | None) -> dict | None:
@@ -113,7 +113,7 @@ def chosen_sasrec(runs: list[dict], lares: dict | None) -> dict | None:
         if run["policy"] == "sasrec"
         and (lares is None or (run["max_len"], training_scheme(run)) == (lares["max_len"], training_scheme(lares)))
     ]
-    return next((run for run in same_budget if variant_tag(run) == "tuned"), None) or _most_seeds_then_valid(same_budget)
+    return next((run for run in same_budget if variant_tag(run) == "tuned"), None) or most_seeds_then_valid(same_budget)
 
 
 def data_set_rows(dataset: str, runs: list[dict], rpt_records: list[tuple[Path, dict]]) -> list[str]:
@@ -125,7 +125,7 @@ def data_set_rows(dataset: str, runs: list[dict], rpt_records: list[tuple[Path, 
     rpt = chosen_rpt(rpt_records)
     lares = chosen_lares(runs, rpt)
     sasrec = chosen_sasrec(runs, lares)
-    mostpop = _most_seeds_then_valid([run for run in runs if run["policy"] == "mostpop"])
+    mostpop = most_seeds_then_valid([run for run in runs if run["policy"] == "mostpop"])
     rows = (
         [f"| {name} | Most-popular | {_cells(mostpop['seeds'])} | [{mostpop['name']}]({anchor(quality_heading(dataset))}) |"]
         if mostpop

@@ -7,6 +7,7 @@ from tests.cli_process import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))  # the scripts import their helpers as top-level modules
 
+from report_compatibility import compatibility_section  # noqa: E402
 from report_main_table import METRICS, main_table_section  # noqa: E402
 
 DATASET = "amazon2023-instruments"
@@ -95,3 +96,30 @@ def test_targets_are_judged_with_their_margin_at_three_seeds_and_not_before():
     one_seed = section([spt_run("sasrec", "", [0.025]), spt_run("lares", "", [0.030])], [])
     assert "LARES-SPT over SASRec, test NDCG@10: +20.0% on 1 seed(s), not judged before 3" in one_seed
     assert "No LARES run on this data set yet" in section([spt_run("sasrec", "", [0.025])], [])
+
+
+def test_the_compatibility_study_pairs_each_backbone_plain_with_lares_on_it():
+    def beauty(policy: str, backbone: str, ndcg: list[float], tag: str) -> dict:
+        run = spt_run(policy, tag, ndcg) | {"dataset": "amazon-beauty", "max_len": 50, "policy_config": {"backbone": backbone}}
+        run["name"] = run["name"].replace(DATASET, "amazon-beauty").replace("L20", "L50")
+        for seed in run["seeds"]:
+            seed["test_masked"] = metrics(2 * seed["test"]["ndcg@10"], 0.1)
+        return run
+
+    runs = [
+        beauty("sasrec", "bsarec", [0.030, 0.030, 0.030], "_bsarec"),
+        beauty("lares", "bsarec", [0.033, 0.033, 0.033], "_bsarec"),
+        beauty("lares", "bsarec", [0.020, 0.020, 0.020], "_bsarec_bad"),  # worse on validation: not the chosen side
+        beauty("sasrec", "fmlp", [0.025], "_fmlp"),
+        beauty("sasrec", "sasrec", [0.030, 0.030, 0.030], ""),  # the plain SASRec setting is the main table's, not a pair here
+    ]
+    rows = [line for line in compatibility_section(runs) if line.startswith("| amazon-beauty")]
+    assert [row.split(" | ")[3:5] for row in rows] == [
+        ["bsarec", "plain"],
+        ["bsarec", "LARES"],
+        ["bsarec", "BSARec paper, L=50, history masked (published)"],
+        ["fmlp", "plain"],
+        ["fmlp", "LARES"],
+    ]
+    assert rows[1].endswith("| 3 | 0.0330 ± 0.0000 | 0.0660 ± 0.0000 | 0.0660 ± 0.0000 | 0.1000 ± 0.0000 | +10.0% / +10.0% |")
+    assert "| 0.0611 | 0.1008 |" in rows[2] and rows[4].endswith("| 0 | not run yet | - | - | - | - |")

@@ -15,6 +15,12 @@
 #   spt-defaults:S   LARES-SPT at the project's alignment defaults (configs/spt/default.yaml: cosine
 #                    at tau 0.07, stop-gradient positive pass), same scheme
 #   spt-sasrec:S     SASRec, same scheme
+#   search-sasrec:S  SASRec's validation search (successive halving, search seed S): 8 of the 16
+#                    points of dropout x lr x score similarity (dot / cosine at 0.07) x layer norm
+#                    (post / pre), rungs of 1, 3 and 9 epochs (28 epochs in all). LARES is not
+#                    searched here (it runs at its two alignments' defaults), so SASRec has the larger
+#                    budget and any LARES margin is conservative
+#   spt-tuned:S      SASRec at the search's winner (tag _tuned), the headline's SASRec row
 #   rpt-expected:S   RPT rpt=expected_pg (the default) from seed S's validation-best LARES-SPT checkpoint
 #   rpt-grpo:S       the reference RPT: rpt=grpo with the paper's Recall@10 reward, same start, on the
 #                    budget of the Beauty grpo rows (12 validation intervals of 20 batches: the
@@ -50,6 +56,24 @@ main() {
         run "$step" nice -n 10 "$python" benchmarks/spt_benchmark.py "${common[@]}" --policy "${policy%_defaults}" "${variant[@]}" \
           --mode dense --bucket --batch-size 128 --seeds "$seed" --resume
         ;;
+      search-sasrec)
+        local search=benchmarks/results/search/amazon2023-instruments__sasrec.json
+        finished "$search" && { echo "[table] $step: already in $search"; continue; }
+        run "$step" nice -n 10 "$python" benchmarks/spt_search.py "${common[@]}" --policy sasrec --seed "$seed" \
+          --space policy.dropout=0.2,0.5 spt.lr=0.001,0.002 policy.score_similarity=dot,cosine policy.layer_norm=post,pre \
+          --policy-set score_temperature=null --trials 8 --rungs 1 3 9 --keep 0.5 --mode dense --batch-size 128 \
+          --spt-set bucket_by_length=true --resume
+        ;;
+      spt-tuned)
+        local search=benchmarks/results/search/amazon2023-instruments__sasrec.json
+        local result=benchmarks/results/amazon2023-instruments__sasrec_tuned__dense-bucketed__L20.json
+        has_seed "$result" "$seed" && { echo "[table] $step: already in $result"; continue; }
+        finished "$search" || { echo "error: $step needs the finished SASRec search; queue search-sasrec:0 before it" >&2; exit 2; }
+        local winner
+        mapfile -t winner < <(winner_flags "$search")
+        run "$step" nice -n 10 "$python" benchmarks/spt_benchmark.py "${common[@]}" --policy sasrec --batch-size 128 "${winner[@]}" \
+          --tag _tuned --mode dense --bucket --seeds "$seed" --resume
+        ;;
       rpt-expected | rpt-grpo)
         local result args
         if [[ "$what" == rpt-expected ]]; then
@@ -70,7 +94,7 @@ main() {
         run "$step" nice -n 10 "$python" benchmarks/adaptive_depth.py "${common[@]}" --checkpoints "$best"
         ;;
       *)
-        echo "error: unknown step '$what' (spt-lares, spt-defaults, spt-sasrec, rpt-expected, rpt-grpo, adaptive)" >&2
+        echo "error: unknown step '$what' (spt-lares, spt-defaults, spt-sasrec, search-sasrec, spt-tuned, rpt-expected, rpt-grpo, adaptive)" >&2
         exit 2
         ;;
     esac
@@ -80,6 +104,26 @@ main() {
 # True when the results JSON already holds a row for the seed.
 has_seed() {
   [[ -f "$1" ]] && python3 -c 'import json, sys; sys.exit(0 if any(r["seed"] == int(sys.argv[2]) for r in json.load(open(sys.argv[1]))["seeds"]) else 1)' "$1" "$2"
+}
+
+# True when a search JSON says the search finished.
+finished() {
+  [[ -f "$1" ]] && python3 -c 'import json, sys; sys.exit(0 if json.load(open(sys.argv[1])).get("finished") else 1)' "$1"
+}
+
+# The spt_benchmark flags of a finished search's winner, one per line: spt.lr and spt.batch_size as
+# their flags, other spt.* keys through --spt-set, policy.* keys (and the search's score_temperature
+# rule) through --policy-set.
+winner_flags() {
+  python3 - "$1" <<'PY'
+import json, sys
+settings = json.load(open(sys.argv[1]))["winner"]["settings"]
+named = {"spt.lr": "--lr", "spt.batch_size": "--batch-size"}
+print("\n".join(f"{named[k]}\n{v}" for k, v in settings.items() if k in named))
+spt = [f"{k[4:]}={v}" for k, v in settings.items() if k.startswith("spt.") and k not in named]
+policy = [f"{k[7:]}={v}" for k, v in settings.items() if k.startswith("policy.")] + ["score_temperature=null"]
+print("\n".join((["--spt-set", *spt] if spt else []) + ["--policy-set", *policy]))
+PY
 }
 
 # An RPT or halting step starts from a finished LARES-SPT seed; say which step to run first.

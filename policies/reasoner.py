@@ -40,6 +40,7 @@ SCORE_SIMILARITIES = ("dot", "cosine")
 # (docs/results/eval_profile.md times several sizes).
 # Options added after checkpoints and resumable runs already existed: a saved policy config
 # without one of them ran with this value (resume compares configs with these filled in).
+COSINE_SCORE_TEMPERATURE = 0.07  # the authors' RecBole 3.0 port: cos(h, e) / 0.07
 OPTIONS_ADDED_LATER = {"layer_norm": "post", "score_similarity": "dot", "score_temperature": 1.0}
 INFERENCE_CHUNK_POSITIONS = 2048
 
@@ -78,7 +79,8 @@ class LaresReasoner(nn.Module):
         layer_norm: ``post`` (LayerNorm after each residual, SASRec and the reference) or ``pre``
             (before each sublayer, a final LayerNorm per block; the authors' RecBole 3.0 port).
         score_similarity, score_temperature: item scores are ``dot(h, e) / tau`` or
-            ``cos(h, e) / tau`` (the port: cosine, 0.07); ``dot`` and 1 are the reference's.
+            ``cos(h, e) / tau`` (the port: cosine, 0.07); ``dot`` and 1 are the reference's. A
+            ``score_temperature`` of None takes the similarity's: 1 for dot, 0.07 for cosine.
     """
 
     def __init__(
@@ -103,7 +105,7 @@ class LaresReasoner(nn.Module):
         backbone_options: dict | None = None,
         layer_norm: str = "post",
         score_similarity: str = "dot",
-        score_temperature: float = 1.0,
+        score_temperature: float | None = None,
     ) -> None:
         super().__init__()
         checks = {
@@ -118,9 +120,12 @@ class LaresReasoner(nn.Module):
                 raise ValueError(f"{key}={value!r} is unknown; choose one of {allowed}")
         if num_items < 1 or max_len < 1 or mean_recurrence < 1 or n_pre_layers < 0 or n_core_layers < 0:
             raise ValueError("num_items, max_len and policy.mean_recurrence must be >= 1, layer counts >= 0")
+        if score_temperature is None:  # the temperature each similarity wants, so a search can switch the similarity alone
+            score_temperature = COSINE_SCORE_TEMPERATURE if score_similarity == "cosine" else 1.0
         if isinstance(score_temperature, bool) or not isinstance(score_temperature, (int, float)) or not score_temperature > 0:
             raise ValueError(
-                f"policy.score_temperature={score_temperature!r} must be a number > 0 (1.0: plain scores; the port's cosine uses 0.07)"
+                f"policy.score_temperature={score_temperature!r} must be a number > 0 or null (null: 1.0 for dot, "
+                f"{COSINE_SCORE_TEMPERATURE} for cosine, the port's)"
             )
         self.num_items, self.max_len, self.d_model = num_items, max_len, d_model
         self.aggregation, self.t0_init, self.t0_sigma, self.t0_omega = aggregation, t0_init, t0_sigma, t0_omega

@@ -162,3 +162,11 @@ def test_bad_option_is_one_error_naming_the_key(key, value):
     config = {"_target_": "lares_rl.policies.reasoner.LaresReasoner", "d_model": 16, "n_heads": 2, key: value}
     with pytest.raises(LaresError, match=f"policy.{key}="):
         build_policy(config, N, L)
+
+
+@pytest.mark.parametrize("similarity,tau", [("cosine", 0.07), ("dot", 1.0)])
+def test_a_null_score_temperature_takes_the_similaritys_own(similarity, tau):
+    """So a search can switch policy.score_similarity alone (with --policy-set score_temperature=null)
+    instead of pairing each similarity with its temperature by hand."""
+    config = {"_target_": "lares_rl.policies.reasoner.LaresReasoner", "d_model": 16, "n_heads": 2, "score_similarity": similarity}
+    assert build_policy({**config, "score_temperature": None}, N, L).score_temperature == tau

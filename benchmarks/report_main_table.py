@@ -51,12 +51,22 @@ def metric_cells(splits: list[dict]) -> str:
     return " | ".join(mean_std([split[metric] for split in splits]) for metric in METRICS)
 
 
+def convergence(seeds: list[dict]) -> str:
+    """Epochs to convergence (mean over seeds): the validation-best epoch and the epochs run."""
+    if all(s.get("epochs_run") == 0 for s in seeds):
+        return ""
+    best, run = (statistics.mean(values) for values in zip(*((s["best_epoch"] + 1, s["epochs_run"]) for s in seeds)))
+    return f", best epoch {best:.0f} of {run:.0f}"
+
+
 def rpt_cost(seeds: list[dict]) -> str:
     """An RPT row's own cost per seed (its SPT start is costed on its own row): wall time of the
     loop on one thread, an upper bound like the SPT rows' wall figures, and its validation intervals."""
     hours = statistics.mean(row["rpt"]["seconds"] for row in seeds) / 3600
-    intervals = statistics.mean(row["rpt"]["epochs_run"] for row in seeds)
-    return f"{hours:.2f} core-h (wall), {intervals:.0f} validation intervals"
+    best, intervals = (
+        statistics.mean(values) for values in zip(*((row["rpt"]["best_epoch"] + 1, row["rpt"]["epochs_run"]) for row in seeds))
+    )
+    return f"{hours:.2f} core-h (wall), best validation interval {best:.0f} of {intervals:.0f}"
 
 
 def table_rows(runs: list[dict], rpt_records: list[tuple[Path, dict]], split: str) -> list[str]:
@@ -64,7 +74,7 @@ def table_rows(runs: list[dict], rpt_records: list[tuple[Path, dict]], split: st
     rows = []
     for run in sorted(runs, key=lambda run: ({"mostpop": 0, "sasrec": 1}.get(run["policy"], 2), run["name"])):
         seeds = run["seeds"]
-        extra = f" | {cost(seeds)}" if split == "test" else ""
+        extra = f" | {cost(seeds)}{convergence(seeds)}" if split == "test" else ""
         rows.append(f"| {spt_label(run)} | {len(seeds)} | {metric_cells([s[split] for s in seeds])}{extra} |")
     by_path = dict(rpt_records)
     for paths, seeds in rpt_settings(rpt_records):

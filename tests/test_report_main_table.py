@@ -47,7 +47,7 @@ def rpt_record(algorithm: str, reward: str, start: str, before: list[float], aft
             "spt_checkpoint": CHECKPOINT.format(name=start, seed=seed),
             "before": {"test": metrics(b, 2 * b), "valid": metrics(b, 2 * b)},
             "after": {"test": metrics(a, 2 * a), "valid": metrics(a, 2 * a)},
-            "rpt": {"seconds": 3600.0, "epochs_run": 12},
+            "rpt": {"seconds": 3600.0, "epochs_run": 12, "best_epoch": 1},
         }
         for seed, (b, a) in enumerate(zip(before, after))
     ]
@@ -82,7 +82,8 @@ def test_every_run_and_rpt_setting_is_a_row_with_the_papers_columns_and_the_publ
     assert any(name.startswith("LARES-SPT+RPT, rpt=grpo, reward recall@10") for name in names)
     port = next(row for row in rows if row.startswith("| LARES (published: the authors' RecBole 3.0 port)"))
     assert port.split(" | ")[2:6] == ["0.0388", "0.0610", "-", "0.0246"]
-    assert "2.00 core-h, 360 s/epoch CPU, 900 MB peak" in test_table and "1.00 core-h (wall), 12 validation intervals" in test_table
+    assert "2.00 core-h, 360 s/epoch CPU, 900 MB peak, best epoch 10 of 20" in test_table
+    assert "1.00 core-h (wall), best validation interval 2 of 12" in test_table
 
 
 def test_targets_are_judged_with_their_margin_at_three_seeds_and_not_before():

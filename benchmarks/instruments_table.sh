@@ -35,6 +35,7 @@ set -euo pipefail
 
 main() {
   cd "$(dirname "$0")/.."
+  source benchmarks/queue_steps.sh
   local DATA=${DATA:-../shared/data/amazon2023-instruments-5core.txt}
   [[ -f "$DATA" ]] || { echo "error: $DATA not found; set DATA=<your amazon2023-instruments-5core.txt>" >&2; exit 2; }
   export OMP_NUM_THREADS=1
@@ -43,9 +44,7 @@ main() {
   local spt_run=amazon2023-instruments__lares__dense-bucketed__L20
   local step what seed
   for step in "$@"; do
-    [[ "$step" == *:* ]] || { echo "error: step '$step' is not <what>:<seed> (e.g. spt-lares:0)" >&2; exit 2; }
-    what=${step%%:*} seed=${step##*:}
-    [[ "$seed" =~ ^[0-9]+$ ]] || { echo "error: step '$step': the seed must be a number" >&2; exit 2; }
+    split_step "$step" spt-lares:0
     local best=benchmarks/runs/$spt_run/seed$seed/checkpoints/spt_best.pt
     case "$what" in
       spt-lares | spt-sasrec | spt-defaults)
@@ -101,16 +100,6 @@ main() {
   done
 }
 
-# True when the results JSON already holds a row for the seed.
-has_seed() {
-  [[ -f "$1" ]] && python3 -c 'import json, sys; sys.exit(0 if any(r["seed"] == int(sys.argv[2]) for r in json.load(open(sys.argv[1]))["seeds"]) else 1)' "$1" "$2"
-}
-
-# True when a search JSON says the search finished.
-finished() {
-  [[ -f "$1" ]] && python3 -c 'import json, sys; sys.exit(0 if json.load(open(sys.argv[1])).get("finished") else 1)' "$1"
-}
-
 # The spt_benchmark flags of a finished search's winner, one per line: spt.lr and spt.batch_size as
 # their flags, other spt.* keys through --spt-set, policy.* keys (and the search's score_temperature
 # rule) through --policy-set.
@@ -131,14 +120,6 @@ needs_checkpoint() {
   has_seed benchmarks/results/amazon2023-instruments__lares__dense-bucketed__L20.json "${1##*:}" && [[ -f "$2" ]] && return 0
   echo "error: $1 starts from LARES-SPT seed ${1##*:}, which has not finished; queue spt-lares:${1##*:} before it" >&2
   exit 2
-}
-
-run() {
-  local step=$1
-  shift
-  echo "[table] $step: $(date -u +%FT%TZ) $*"
-  "$@"
-  echo "[table] $step: done $(date -u +%FT%TZ)"
 }
 
 main "$@"

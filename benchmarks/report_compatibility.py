@@ -19,10 +19,7 @@ from results_io import mean_std, training_scheme
 # BSARec's paper, Amazon Beauty, L=50, history masked: (Recall@10, NDCG@10).
 PUBLISHED = {("amazon-beauty", "bsarec"): (0.1008, 0.0611, "BSARec paper, L=50, history masked")}
 SEEDS_TO_JUDGE = 3
-COMMAND = (
-    "python benchmarks/spt_benchmark.py --dataset amazon-beauty --max-len 50 --mode dense --bucket --batch-size 128 --seeds 0 1 2 "
-    "--policy <sasrec or lares> --policy-set backbone=<b> --tag _<b>"
-)
+COMMAND = "bash benchmarks/compatibility_table.sh plain-bsarec:0 lares-bsarec:0 plain-fmlp:0 lares-fmlp:0 ... (seeds 0-2)"
 
 
 def backbone(run: dict) -> str:
@@ -80,7 +77,7 @@ def compatibility_section(runs: list[dict]) -> list[str]:
         "",
         "Plain = `policy=sasrec policy.backbone=<b>` (the backbone alone, one state); LARES = `policy=lares policy.backbone=<b>` "
         "(the same pre-block plus the recurrent core). Mean ± std over seeds, full ranking. A side is the run with the most "
-        "seeds, then the best validation NDCG@10, on the same data set, length, scheme and backbone. To run the Beauty study: "
-        f"`{COMMAND}`, for b = bsarec and fmlp.",
+        "seeds, then the best validation NDCG@10, on the same data set, length, scheme and backbone. The Beauty study "
+        f"(L=50, dense, bucketed) is one resumable queue per core: `{COMMAND}`.",
         "",
     ]

@@ -88,8 +88,9 @@ def fresh_rpt_run(
     the filter is cached under ``runs_dir/rpt_filter``. ``resume``: continue the training state
     saved in ``run_dir`` instead (``train_rpt`` refuses one from other settings or weights), so an
     interrupted hour-long seed is not lost.
-    ``result["rpt"]["seconds"]`` is the wall time of this call, the two test passes included
-    (after a resume, only the resumed part: ``result["rpt"]["resumed"]`` says so)."""
+    ``result["rpt"]["seconds"]`` is the wall time of this call, the two test passes included, and
+    ``cpu_seconds`` its process CPU time, what it cost in core-seconds whatever else shared the core
+    (after a resume, both cover only the resumed part: ``result["rpt"]["resumed"]`` says so)."""
     import shutil
     import time
 
@@ -99,7 +100,7 @@ def fresh_rpt_run(
     if not resume:
         shutil.rmtree(run_dir, ignore_errors=True)
     seed_everything(seed)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     result = train_rpt_with_test(
         policy=policy,
         policy_config=payload["policy_config"],
@@ -118,5 +119,6 @@ def fresh_rpt_run(
         resume=resume,
     )
     result["rpt"]["seconds"] = time.perf_counter() - start
+    result["rpt"]["cpu_seconds"] = time.process_time() - cpu_start
     result["rpt"]["resumed"] = resume
     return result

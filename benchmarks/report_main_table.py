@@ -60,13 +60,16 @@ def convergence(seeds: list[dict]) -> str:
 
 
 def rpt_cost(seeds: list[dict]) -> str:
-    """An RPT row's own cost per seed (its SPT start is costed on its own row): wall time of the
-    loop on one thread, an upper bound like the SPT rows' wall figures, and its validation intervals."""
-    hours = statistics.mean(row["rpt"]["seconds"] for row in seeds) / 3600
+    """An RPT row's own cost per seed (its SPT start is costed on its own row): the process CPU time
+    of the benchmark call where recorded, else its wall time (marked wall, an upper bound like the
+    SPT rows' wall figures); "resumed part" where a seed was resumed and its clock saw only the rest."""
+    cpu = all("cpu_seconds" in row["rpt"] for row in seeds)
+    hours = statistics.mean(row["rpt"]["cpu_seconds" if cpu else "seconds"] for row in seeds) / 3600
+    partial = ", resumed part" if any(row["rpt"].get("resumed") for row in seeds) else ""
     best, intervals = (
         statistics.mean(values) for values in zip(*((row["rpt"]["best_epoch"] + 1, row["rpt"]["epochs_run"]) for row in seeds))
     )
-    return f"{hours:.2f} core-h (wall), best validation interval {best:.0f} of {intervals:.0f}"
+    return f"{hours:.2f} core-h{'' if cpu else ' (wall)'}{partial}, best validation interval {best:.0f} of {intervals:.0f}"
 
 
 def table_rows(runs: list[dict], rpt_records: list[tuple[Path, dict]], split: str) -> list[str]:
@@ -178,7 +181,8 @@ def main_table_section(runs: list[dict], rpt_records: list[tuple[Path, dict]]) -
             *published,
             "",
             f"Training scheme of our rows: {', '.join(schemes) or 'none run yet'}. SPT costs are training epochs from the "
-            "CPU clock (marked wall where a run predates it: an upper bound that counts pauses); RPT costs are the loop's wall time.",
+            "CPU clock (marked wall where a run predates it: an upper bound that counts pauses); RPT costs are the RPT call's "
+            "(filter, loop, validation and test passes), from the CPU clock where recorded.",
             "",
             f"### {DATA_SETS.get(dataset, dataset)}: validation (what selected every checkpoint)",
             "",

@@ -122,6 +122,7 @@ def test_spt_and_rpt_benchmarks_feed_the_report(tmp_path, sequential_csv):
     rpt = json.loads((docs / "rpt_custom.json").read_text())
     assert rpt["seeds"][0]["spt_checkpoint"] == portable(str(checkpoint))  # a clone in /tmp has tmp_path as a sibling
     assert (docs / "rpt_custom.png").is_file()
+    assert 0 < rpt["seeds"][0]["rpt"]["cpu_seconds"] and rpt["seeds"][0]["rpt"]["resumed"] is False
     run_script(
         "paired_bootstrap.py",
         *data,

@@ -83,7 +83,11 @@ def test_every_run_and_rpt_setting_is_a_row_with_the_papers_columns_and_the_publ
     port = next(row for row in rows if row.startswith("| LARES (published: the authors' RecBole 3.0 port)"))
     assert port.split(" | ")[2:6] == ["0.0388", "0.0610", "-", "0.0246"]
     assert "2.00 core-h, 360 s/epoch CPU, 900 MB peak, best epoch 10 of 20" in test_table
-    assert "1.00 core-h (wall), best validation interval 2 of 12" in test_table
+    assert "1.00 core-h (wall), best validation interval 2 of 12" in test_table  # recorded before the RPT CPU clock
+    records[0]["seeds"][0]["rpt"] |= {"cpu_seconds": 1800.0, "resumed": True}
+    for row in records[0]["seeds"][1:]:
+        row["rpt"]["cpu_seconds"] = 1800.0
+    assert "0.50 core-h, resumed part, best validation interval 2 of 12" in section(runs, records)
 
 
 def test_targets_are_judged_with_their_margin_at_three_seeds_and_not_before():

@@ -25,7 +25,8 @@
 #   rpt-grpo:S       the reference RPT: rpt=grpo with the paper's Recall@10 reward, same start, on the
 #                    budget of the Beauty grpo rows (12 validation intervals of 20 batches: the
 #                    reference's 50 passes over the kept rows would take days on one core)
-#   adaptive:S       adaptive halting's cost/accuracy on seed S's LARES-SPT checkpoint
+#   adaptive:S       adaptive halting's cost/accuracy on seed S's LARES-SPT checkpoint (4 tolerances,
+#                    one timed pass each: ~24 passes over 57k users, ~25 min)
 # Each step is one single-thread process (OMP_NUM_THREADS=1, niced): run one queue per core, e.g.
 #   bash benchmarks/instruments_table.sh spt-lares:0 rpt-expected:0 rpt-grpo:0 &
 #   bash benchmarks/instruments_table.sh spt-lares:1 spt-sasrec:1 &
@@ -90,7 +91,7 @@ main() {
       adaptive)
         [[ -f docs/results/adaptive_depth_amazon2023-instruments.json ]] && { echo "[table] $step: already measured"; continue; }
         needs_checkpoint "$step" "$best"
-        run "$step" nice -n 10 "$python" benchmarks/adaptive_depth.py "${common[@]}" --checkpoints "$best"
+        run "$step" nice -n 10 "$python" benchmarks/adaptive_depth.py "${common[@]}" --checkpoints "$best" --tols 0.5 0.3 0.2 0.1 --repeats 1
         ;;
       *)
         echo "error: unknown step '$what' (spt-lares, spt-defaults, spt-sasrec, search-sasrec, spt-tuned, rpt-expected, rpt-grpo, adaptive)" >&2

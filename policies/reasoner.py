@@ -34,14 +34,14 @@ from lares_rl.policies.steps import STEP_SAMPLERS, eval_steps, sample_steps
 AGGREGATIONS = ("add", "concat", "gate")
 T0_INITS = ("normal", "zero", "normal_train_only")
 SCORE_SIMILARITIES = ("dot", "cosine")
+COSINE_SCORE_TEMPERATURE = 0.07  # the authors' RecBole 3.0 port: cos(h, e) / 0.07
+# Options added after checkpoints and resumable runs already existed: a saved policy config
+# without one of them ran with this value (resume compares configs with these filled in).
+OPTIONS_ADDED_LATER = {"layer_norm": "post", "score_similarity": "dot", "score_temperature": 1.0}
 # Inference runs the layers on row chunks of about this many positions (rows x width): at d = 64 a
 # chunk's largest activation (the 256-wide feed-forward input) then stays near a core's 2 MB L2
 # cache instead of streaming a 1024-history batch through memory layer by layer
 # (docs/results/eval_profile.md times several sizes).
-# Options added after checkpoints and resumable runs already existed: a saved policy config
-# without one of them ran with this value (resume compares configs with these filled in).
-COSINE_SCORE_TEMPERATURE = 0.07  # the authors' RecBole 3.0 port: cos(h, e) / 0.07
-OPTIONS_ADDED_LATER = {"layer_norm": "post", "score_similarity": "dot", "score_temperature": 1.0}
 INFERENCE_CHUNK_POSITIONS = 2048
 
 

@@ -128,7 +128,8 @@ class SPTProgress(Progress):
     epoch_partial_cpu_seconds: float = 0.0
 
     X_AXIS: ClassVar[str] = "seen_rows"
-    # saved only after a Ctrl-C before the run-state core; CPU time from 0.1.0's later states on
+    # what an older saved state may lack: the partial seconds (written only after a Ctrl-C before the
+    # run-state core) and the CPU clock (added later; those epochs count at the clocked ones' median)
     OPTIONAL: ClassVar[tuple[str, ...]] = ("epoch_partial_seconds", "epoch_cpu_seconds", "epoch_partial_cpu_seconds")
 
     def next_epoch(self, stop: bool) -> None:

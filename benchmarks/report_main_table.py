@@ -16,10 +16,12 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+from omegaconf import OmegaConf
 from report_headline import DATA_SETS, PUBLISHED, chosen_lares, chosen_rpt, chosen_sasrec, rpt_settings, spt_run_name
 from results_io import cost, mean_std, training_scheme, variant_tag
 
 MAIN_TABLE_DATA_SETS = ("amazon2023-instruments",)
+PAPER_PRESET = Path(__file__).resolve().parents[1] / "configs" / "preset" / "paper.yaml"
 METRICS = ("recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20")
 # The paper's targets on its data: LARES SPT+RPT's own published numbers, a margin over a tuned
 # SASRec, and what RPT must add to its SPT start (test NDCG@10, 3-seed means).
@@ -40,6 +42,17 @@ def spt_label(run: dict) -> str:
     kind = "reference alignment" if reference else "project alignment"
     tag = variant_tag(run)
     return f"LARES-SPT, {kind} ({alignment}{', ' + tag if tag and tag != 'defaults' else ''})"
+
+
+def paper_departures(run: dict) -> str:
+    """Where a LARES-SPT run's settings differ from ``preset=paper`` (the reference's SPT and policy
+    values), as ``key ours (paper's)``; the reasons are CPU cost (dense mode trains every position
+    of a history in one pass, the paper's rows mode one pass per position) or a chosen variant."""
+    paper = OmegaConf.to_container(OmegaConf.load(PAPER_PRESET))
+    ours = {**{f"spt.{k}": v for k, v in run["spt"].items()}, **{f"policy.{k}": v for k, v in run.get("policy_config", {}).items()}}
+    theirs = {f"{section}.{k}": v for section in ("spt", "policy") for k, v in paper[section].items()}
+    differ = [f"{key} {ours[key]} ({value})" for key, value in theirs.items() if key in ours and value is not None and ours[key] != value]
+    return ", ".join(differ) or "none"
 
 
 def rpt_label(record_seeds: list[dict], record: dict) -> str:
@@ -172,6 +185,7 @@ def main_table_section(runs: list[dict], rpt_records: list[tuple[Path, dict]]) -
             published_row(model, values, PUBLISHED_AT_5.get(dataset, {}).get(model)) for model, values in PUBLISHED.get(dataset, {}).items()
         ]
         schemes = sorted({f"{training_scheme(run)}, L={run['max_len']}" for run in mine})
+        departures = [f"- {spt_label(run)}: {paper_departures(run)}." for run in mine if run["policy"] == "lares"]
         lines += [
             f"### {DATA_SETS.get(dataset, dataset)}: test (full ranking, history not masked, mean ± std over seeds)",
             "",
@@ -184,6 +198,7 @@ def main_table_section(runs: list[dict], rpt_records: list[tuple[Path, dict]]) -
             "CPU clock (marked wall where a run predates it: an upper bound that counts pauses); RPT costs are the RPT call's "
             "(filter, loop, validation and test passes), from the CPU clock where recorded.",
             "",
+            *(["Each LARES-SPT row's departures from `preset=paper` (ours (paper's)):", "", *departures, ""] if departures else []),
             f"### {DATA_SETS.get(dataset, dataset)}: validation (what selected every checkpoint)",
             "",
             f"{header} |",

@@ -80,6 +80,10 @@ def test_every_run_and_rpt_setting_is_a_row_with_the_papers_columns_and_the_publ
     assert "LARES-SPT, project alignment (cosine, tau 0.07, alpha 0.1, gamma 0.5)" in names
     assert any(name.startswith("LARES-SPT+RPT, rpt=expected_pg, reward ndcg@10") for name in names)
     assert any(name.startswith("LARES-SPT+RPT, rpt=grpo, reward recall@10") for name in names)
+    assert (
+        "- LARES-SPT, project alignment (cosine, tau 0.07, alpha 0.1, gamma 0.5): spt.similarity cosine (dot), "
+        "spt.bucket_by_length True (False), spt.positive_gradient False (True)." in text
+    ), "each LARES row names where it departs from preset=paper"
     port = next(row for row in rows if row.startswith("| LARES (published: the authors' RecBole 3.0 port)"))
     assert port.split(" | ")[2:6] == ["0.0388", "0.0610", "-", "0.0246"]
     assert "2.00 core-h, 360 s/epoch CPU, 900 MB peak, best epoch 10 of 20" in test_table

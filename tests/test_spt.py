@@ -318,7 +318,8 @@ def test_a_state_saved_before_the_run_state_core_resumes_bit_identically(tmp_pat
     save_training_state(state_path, before_run_state_core(state))
     resumed = _train(tmp_path / "cut", cfg, resume=True)
     assert resumed["valid"] == full["valid"] and resumed["best_epoch"] == full["best_epoch"] and resumed["epochs_run"] == 2
-    assert resumed["cpu_seconds_per_epoch"] > 0  # the epochs run after the resume carry the CPU clock the old state lacked
+    cpu = load_training_state(state_path)["progress"]["epoch_cpu_seconds"]
+    assert len(cpu) == 1 and resumed["cpu_seconds_per_epoch"] == cpu[0] > 0  # the cut epoch's clock saw only its end: not counted
 
 
 def test_each_epoch_records_its_cpu_time_across_a_ctrl_c(tmp_path, monkeypatch):

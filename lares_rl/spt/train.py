@@ -332,8 +332,8 @@ def summary(run: RunState, learner: SPTLearner) -> dict:
         **run.summary(),
         "checkpoint": str(run.best.path),
         "seconds_per_epoch": seconds_per_epoch,
-        # the median epoch with a CPU clock: states saved before it existed have none for their first
-        # epochs, and the epoch they were resumed in clocks only its part after the resume
+        # the median epoch with a CPU clock: states saved before it existed have none for their epochs
+        # (an epoch cut before the clock and resumed after it is not counted: its clock saw a part)
         "cpu_seconds_per_epoch": statistics.median(epoch_cpu) if epoch_cpu else None,
         "samples_per_sec": learner.samples_per_epoch / seconds_per_epoch if seconds_per_epoch else 0.0,
     }
@@ -417,7 +417,8 @@ def train_spt(
                 # a cut epoch counts its time before the cut too, so speed is per whole epoch
                 seconds = time.perf_counter() - epoch_start + run.progress.epoch_partial_seconds
                 run.progress.epoch_seconds.append(seconds)
-                run.progress.epoch_cpu_seconds.append(time.process_time() - epoch_cpu_start + run.progress.epoch_partial_cpu_seconds)
+                if not (run.progress.epoch_partial_seconds and not run.progress.epoch_partial_cpu_seconds):  # else cut before the clock
+                    run.progress.epoch_cpu_seconds.append(time.process_time() - epoch_cpu_start + run.progress.epoch_partial_cpu_seconds)
                 run.end_epoch(lambda: validate_epoch(run, learner, data, max_len, eval_cfg, epoch, seconds))
     finally:
         run.tracker.close()

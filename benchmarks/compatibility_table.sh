@@ -13,6 +13,7 @@
 # other benchmarks read (--beauty-path's default). One single-thread process per step: run one
 # queue per core. Plain runs cost minutes a seed, LARES ones about an hour (Beauty L=50 epochs:
 # ~25 s plain SASRec, ~2 min LARES on one core).
+# Where the queue stands (rows recorded, saved states and their epochs): python benchmarks/queue_status.py amazon-beauty __L50
 set -euo pipefail
 
 main() {

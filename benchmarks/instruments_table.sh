@@ -32,6 +32,7 @@
 #   bash benchmarks/instruments_table.sh spt-lares:1 spt-sasrec:1 &
 # Costs measured on one AMD EPYC core: a LARES-SPT epoch ~6 min (30-40 epochs to early stopping),
 # a SASRec epoch ~5 min (~17 epochs); the results files record each row's core-hours.
+# Where the queue stands (rows recorded, saved states and their epochs): python benchmarks/queue_status.py amazon2023-instruments
 set -euo pipefail
 
 main() {

@@ -1,10 +1,13 @@
 """The benchmark queues (instruments_table.sh, compatibility_table.sh): a bad step or a missing data
 file stops the queue before anything runs, with one line naming the step or the file."""
 
+import json
 import subprocess
+import sys
 
 import pytest
 
+from lares_rl.core.resume import save_training_state
 from tests.cli_process import ROOT
 
 
@@ -51,3 +54,35 @@ def test_a_bad_step_stops_the_queue_with_one_line(tmp_path, script, step, messag
     data.write_text("u1 1 2 3\n")
     result = queue(script, step, DATA=str(data), BEAUTY=str(data))
     assert result.returncode == 2 and result.stderr.strip() == message and "[table]" not in result.stdout
+
+
+def test_queue_status_lists_recorded_seeds_and_each_saved_state(tmp_path):
+    results, runs = tmp_path / "results", tmp_path / "runs"
+    results.mkdir()
+    (results / "amazon2023-instruments__sasrec__dense__L20.json").write_text(json.dumps({"seeds": [{"seed": 1}, {"seed": 0}]}))
+    (results / "ml-100k__sasrec__dense__L20.json").write_text(json.dumps({"seeds": [{"seed": 0}]}))
+    state = runs / "amazon2023-instruments__lares__dense__L20" / "seed1" / "checkpoints" / "spt_last.pt"
+    state.parent.mkdir(parents=True)
+    progress = {"epoch": 7, "next_batch": 12, "finished": False}
+    save_training_state(state, {"progress": progress, "stopper": {"best": 0.028, "best_epoch": 5, "bad_epochs": 1, "patience": 10}})
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "queue_status.py"),
+            "amazon2023-instruments",
+            "--results",
+            str(results),
+            "--runs-dir",
+            str(runs),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    assert out.splitlines() == [
+        "recorded rows:",
+        f"  {results / 'amazon2023-instruments__sasrec__dense__L20.json'}: seeds [0, 1]",
+        "saved training states:",
+        "  amazon2023-instruments__lares__dense__L20/seed1: epoch 7, batch 12; best valid NDCG@10 0.0280 at epoch 5; 1 of 10 epochs without a gain",
+    ]

@@ -38,7 +38,15 @@ from tests.synthetic import write_sequential_csv
 from tests.test_rpt import make_env, tiny_data, tiny_policy
 
 N, L = 25, 6
-TIMING = ("collect_frames_per_sec", "loop_frames_per_sec", "seconds_per_epoch", "samples_per_sec", "seconds_per_batch", "filter_seconds")
+TIMING = (
+    "collect_frames_per_sec",
+    "loop_frames_per_sec",
+    "seconds_per_epoch",
+    "cpu_seconds_per_epoch",
+    "samples_per_sec",
+    "seconds_per_batch",
+    "filter_seconds",
+)
 GRPO = RPTConfig(histories_per_batch=7, batches_per_epoch=3, epochs=2, patience=10, slate_size=5)
 PPO = RPTConfig(
     algorithm="ppo",

@@ -46,7 +46,8 @@ def saved_states(runs: Path, needles: list[str]) -> list[str]:
         progress, stopper = state.get("progress", {}), state.get("stopper", {})
         where = "finished" if progress.get("finished") else f"epoch {progress.get('epoch')}, batch {progress.get('next_batch')}"
         best = stopper.get("best")
-        best_text = "no validation yet" if best is None else f"best valid NDCG@10 {best:.4f} at epoch {stopper.get('best_epoch')}"
+        validated = best is not None and stopper.get("best_epoch", -1) >= 0  # a fresh stopper holds -inf at epoch -1
+        best_text = f"best valid NDCG@10 {best:.4f} at epoch {stopper['best_epoch']}" if validated else "no validation yet"
         lines.append(f"{run}: {where}; {best_text}; {stopper.get('bad_epochs', 0)} of {stopper.get('patience')} epochs without a gain")
     return lines
 

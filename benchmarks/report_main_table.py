@@ -13,6 +13,7 @@ target is reported as not judged yet.
 
 from __future__ import annotations
 
+import re
 import statistics
 from pathlib import Path
 
@@ -56,7 +57,7 @@ def paper_departures(run: dict) -> str:
 
 
 def rpt_label(record_seeds: list[dict], record: dict) -> str:
-    reward = record["reward"]
+    reward = re.sub(r"^[\w.]*\.(?=\w+\()", "", record["reward"])  # lares_rl.rewards.builtin.ndcg(k=10) -> ndcg(k=10)
     return f"LARES-SPT+RPT, rpt={record['rpt']['algorithm']}, reward {reward} (from {spt_run_name(record_seeds[0])})"
 
 

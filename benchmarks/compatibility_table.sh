@@ -20,9 +20,7 @@ main() {
   cd "$(dirname "$0")/.."
   source benchmarks/queue_steps.sh
   local beauty=${BEAUTY:-../shared/data/amazon-beauty-5core.txt}
-  [[ -f "$beauty" ]] || { echo "error: $beauty not found; set BEAUTY=<your amazon-beauty-5core.txt>" >&2; exit 2; }
-  export OMP_NUM_THREADS=1
-  local python=${PYTHON:-python}
+  queue_setup "$beauty" BEAUTY amazon-beauty-5core.txt
   local step what seed model backbone policy
   for step in "$@"; do
     split_step "$step" plain-bsarec:0

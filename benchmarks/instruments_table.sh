@@ -39,11 +39,10 @@ main() {
   cd "$(dirname "$0")/.."
   source benchmarks/queue_steps.sh
   local DATA=${DATA:-../shared/data/amazon2023-instruments-5core.txt}
-  [[ -f "$DATA" ]] || { echo "error: $DATA not found; set DATA=<your amazon2023-instruments-5core.txt>" >&2; exit 2; }
-  export OMP_NUM_THREADS=1
-  local python=${PYTHON:-python}
+  queue_setup "$DATA" DATA amazon2023-instruments-5core.txt
   local common=(--dataset amazon2023-instruments --dataset-set "path=$DATA")
   local spt_run=amazon2023-instruments__lares__dense-bucketed__L20
+  local search=benchmarks/results/search/amazon2023-instruments__sasrec.json
   local step what seed
   for step in "$@"; do
     split_step "$step" spt-lares:0
@@ -58,7 +57,6 @@ main() {
           --mode dense --bucket --batch-size 128 --seeds "$seed" --resume
         ;;
       search-sasrec)
-        local search=benchmarks/results/search/amazon2023-instruments__sasrec.json
         finished "$search" && { echo "[table] $step: already in $search"; continue; }
         run "$step" nice -n 10 "$python" benchmarks/spt_search.py "${common[@]}" --policy sasrec --seed "$seed" \
           --space policy.dropout=0.2,0.5 spt.lr=0.001,0.002 policy.score_similarity=dot,cosine policy.layer_norm=post,pre \
@@ -66,7 +64,6 @@ main() {
           --spt-set bucket_by_length=true --resume
         ;;
       spt-tuned)
-        local search=benchmarks/results/search/amazon2023-instruments__sasrec.json
         local result=benchmarks/results/amazon2023-instruments__sasrec_tuned__dense-bucketed__L20.json
         has_seed "$result" "$seed" && { echo "[table] $step: already in $result"; continue; }
         finished "$search" || { echo "error: $step needs the finished SASRec search; queue search-sasrec:0 before it" >&2; exit 2; }
